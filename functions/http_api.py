@@ -1,0 +1,88 @@
+"""HTTP adapters: parse the request, call the core, render JSON or problem+json. Nothing else."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import azure.functions as func
+
+from mailgw.problems import PROBLEM_CONTENT_TYPE, Problem
+from mailgw.services import services
+
+bp = func.Blueprint()  # type: ignore[no-untyped-call]
+log = logging.getLogger("mailgw.http")
+
+
+def _json(
+    status: int,
+    body: Any,
+    headers: dict[str, str] | None = None,
+    mimetype: str = "application/json",
+) -> func.HttpResponse:
+    return func.HttpResponse(
+        json.dumps(body), status_code=status, headers=headers, mimetype=mimetype, charset="utf-8"
+    )
+
+
+async def _respond(
+    req: func.HttpRequest, call: Callable[[], Awaitable[func.HttpResponse]]
+) -> func.HttpResponse:
+    try:
+        return await call()
+    except Problem as problem:
+        return _json(
+            problem.status, problem.to_json(instance=req.url), problem.headers, PROBLEM_CONTENT_TYPE
+        )
+    except Exception:
+        log.exception("unhandled error in %s %s", req.method, req.url)
+        internal = Problem(
+            500,
+            "Internal error",
+            "The gateway failed unexpectedly; the request was not accepted. Retry later.",
+            "internal",
+        )
+        return _json(500, internal.to_json(), mimetype=PROBLEM_CONTENT_TYPE)
+
+
+@bp.route(route="v1/messages", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+async def submit_message(req: func.HttpRequest) -> func.HttpResponse:
+    async def call() -> func.HttpResponse:
+        result = await services().intake.submit(
+            req.get_body(),
+            content_type=req.headers.get("content-type"),
+            traceparent=req.headers.get("traceparent"),
+        )
+        body = result.model_dump(mode="json", by_alias=True)
+        return _json(202, body, {"Location": result.status_url})
+
+    return await _respond(req, call)
+
+
+@bp.route(route="v1/health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def health(req: func.HttpRequest) -> func.HttpResponse:
+    async def call() -> func.HttpResponse:
+        svc = services()
+        try:
+            depth = await svc.queue.ping()
+        except Exception as exc:  # any storage failure means "not healthy", with the reason
+            raise Problem(
+                503,
+                "Queue unreachable",
+                f"The queue is not reachable: {type(exc).__name__}",
+                "unhealthy",
+                headers={"Retry-After": "30"},
+            ) from exc
+        return _json(
+            200,
+            {
+                "status": "ok",
+                "queue": svc.settings.queue,
+                "transport": svc.settings.transport,
+                "depth": depth,
+            },
+        )
+
+    return await _respond(req, call)

@@ -1,0 +1,219 @@
+"""Delivery of one queue message: parse, validate, authorise, send, then retry or dead-letter.
+
+The queue trigger calls :meth:`Delivery.handle` once per message. Its contract with the host:
+- return normally when the message is finished with (sent, rescheduled, or moved to poison by us);
+- raise only for the unexpected (a crash), so the host's own retry and ``maxDequeueCount`` apply.
+A message that can never succeed (invalid, sender not allowed, permanent error) is poisoned at once
+with its reason, never retried pointlessly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from mailgw.errors import DeliveryError
+from mailgw.intake import validate_request
+from mailgw.models import Envelope, ErrorInfo, SendRequest
+from mailgw.policy import SenderPolicy, denial_reason
+from mailgw.problems import Problem
+from mailgw.queue import MailQueue, PayloadIntegrityError
+from mailgw.settings import Settings
+from mailgw.transports.base import OutboundMessage, Transport
+
+log = logging.getLogger("mailgw.delivery")
+
+Action = Literal["sent", "retry", "scheduled", "poisoned"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    action: Action
+    message_id: str
+    error: ErrorInfo | None = None
+    delay: float = 0.0
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter; a server's ``Retry-After`` is honoured exactly."""
+
+    max_attempts: int = 8
+    base_seconds: float = 30.0
+    cap_seconds: float = 3600.0
+
+    def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
+        if retry_after is not None:
+            return max(retry_after, 0.0)
+        ceiling = min(self.cap_seconds, self.base_seconds * 2 ** max(attempt - 1, 0))
+        return float(ceiling / 2 + rng.uniform(0, ceiling / 2))
+
+
+class _Reject(Exception):
+    """A message that can never be delivered; carries the error recorded with it when poisoned."""
+
+    def __init__(self, info: ErrorInfo):
+        super().__init__(info.message)
+        self.info = info
+
+
+@dataclass
+class Delivery:
+    settings: Settings
+    queue: MailQueue
+    transport: Transport
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    rng: random.Random = field(default_factory=random.Random)
+
+    def __post_init__(self) -> None:
+        self.policy = SenderPolicy(self.settings.allowed_senders)
+
+    async def handle(self, body: bytes | str, *, queue_message_id: str) -> Outcome:
+        text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
+        try:
+            envelope = self._parse(text, queue_message_id)
+        except _Reject as reject:
+            return await self._poison(
+                _raw_envelope(queue_message_id, text, self.clock()), reject.info
+            )
+        try:
+            loaded = await self.queue.load_payload(envelope)
+            request = self._validate(loaded)
+        except PayloadIntegrityError as exc:
+            info = ErrorInfo(
+                code="payload_missing",
+                message=str(exc),
+                hint="the claim-checked payload was deleted or altered; send the request again",
+            )
+            return await self._poison(envelope, info)
+        except _Reject as reject:
+            return await self._poison(envelope, reject.info)
+
+        now = self.clock()
+        if request.send_at and request.send_at > now + timedelta(seconds=1):
+            # A producer's scheduled message seen early (or a delay longer than one hop): wait on.
+            delay = request.send_at - now
+            await self.queue.enqueue(envelope, delay=delay)
+            return Outcome("scheduled", envelope.id, delay=delay.total_seconds())
+
+        message = OutboundMessage(id=envelope.id, request=request, attempt=envelope.attempt + 1)
+        try:
+            receipt = await self.transport.send(message)
+        except DeliveryError as error:
+            return await self._failed(envelope, error)
+        log.info("sent %s via %s %s", envelope.id, receipt.transport, receipt.detail)
+        return Outcome("sent", envelope.id, detail=receipt.detail)
+
+    def _parse(self, text: str, queue_message_id: str) -> Envelope:
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise _Reject(
+                ErrorInfo(
+                    code="invalid_message",
+                    message=f"the queue message is not JSON: {exc.msg} "
+                    f"at line {exc.lineno}, column {exc.colno}",
+                    hint="queue producers must enqueue Base64-encoded UTF-8 JSON send requests",
+                )
+            ) from None
+        if not isinstance(document, dict):
+            raise _Reject(
+                ErrorInfo(
+                    code="invalid_message",
+                    message="the queue message is not a JSON object",
+                    hint="queue producers must enqueue a send request object",
+                )
+            )
+        if "mailgw" not in document:
+            # A producer's bare send request: the queue message id is stable across redeliveries.
+            return Envelope(
+                id=queue_message_id, created_at=self.clock(), request=document, source="queue"
+            )
+        try:
+            return Envelope.model_validate(document)
+        except ValidationError as exc:
+            raise _Reject(
+                ErrorInfo(
+                    code="invalid_envelope",
+                    message=f"the gateway envelope is malformed: {exc.errors()[0]['msg']}",
+                    hint="only the gateway writes envelopes; producers enqueue bare send requests",
+                )
+            ) from None
+
+    def _validate(self, envelope: Envelope) -> SendRequest:
+        if envelope.request is None:
+            raise _Reject(
+                ErrorInfo(
+                    code="invalid_message",
+                    message="the message carries no send request",
+                    hint="queue producers must enqueue a send request object",
+                )
+            )
+        try:
+            request = validate_request(envelope.request, self.settings, what="queued message")
+        except Problem as problem:
+            raise _Reject(
+                ErrorInfo(
+                    code="invalid_request",
+                    message=problem.detail,
+                    hint="fix the producer: the message breaks the send request rules in docs/",
+                )
+            ) from None
+        if not self.policy.allows(request.sender.address):
+            raise _Reject(
+                ErrorInfo(
+                    code="sender_not_allowed",
+                    message=denial_reason(self.policy, request.sender.address),
+                    hint="add the mailbox to MAILGW_ALLOWED_SENDERS if this gateway may send as it",
+                )
+            )
+        return request
+
+    async def _failed(self, envelope: Envelope, error: DeliveryError) -> Outcome:
+        attempt = envelope.attempt + 1
+        if not error.transient:
+            return await self._poison(envelope, error.info())
+        if attempt >= self.retry.max_attempts:
+            info = ErrorInfo(
+                code=error.code,
+                message=f"gave up after {attempt} attempts: {error.message}",
+                hint=error.hint or "the failure persisted; fix the cause, then replay the message",
+            )
+            return await self._poison(envelope, info)
+        delay = self.retry.delay(attempt, error.retry_after, self.rng)
+        retry = envelope.model_copy(update={"attempt": attempt, "error": error.info()})
+        await self.queue.enqueue(retry, delay=timedelta(seconds=delay))
+        log.warning("retry %s in %.1fs after %s", envelope.id, delay, error)
+        return Outcome("retry", envelope.id, error=error.info(), delay=delay)
+
+    async def _poison(self, envelope: Envelope, info: ErrorInfo) -> Outcome:
+        dead = envelope.model_copy(update={"error": info})
+        await self.queue.enqueue(dead, poison=True)
+        log.error(
+            "message %s moved to %s: %s (%s) hint: %s",
+            envelope.id,
+            self.queue.poison_queue_name,
+            info.message,
+            info.code,
+            info.hint,
+        )
+        return Outcome("poisoned", envelope.id, error=info)
+
+
+def _raw_envelope(queue_message_id: str, text: str, now: datetime) -> Envelope:
+    document: Any = None
+    with contextlib.suppress(json.JSONDecodeError):
+        document = json.loads(text)
+    if isinstance(document, dict) and isinstance(document.get("id"), str):
+        queue_message_id = document["id"][:64] or queue_message_id
+    return Envelope(id=queue_message_id, created_at=now, raw=text, source="queue")

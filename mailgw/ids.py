@@ -1,0 +1,15 @@
+"""Message ids: UUIDv7 strings, so ids sort by creation time (useful for listing and tables)."""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+
+
+def new_message_id() -> str:
+    millis = time.time_ns() // 1_000_000
+    value = (millis & ((1 << 48) - 1)) << 80 | secrets.randbits(80)
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
+    return str(uuid.UUID(int=value))

@@ -1,0 +1,97 @@
+"""Render a send request as an RFC 5322 message with Python's ``email`` package.
+
+One renderer serves every MIME-speaking transport (outbox, SMTP, relay, and Graph's MIME send), so
+the structure is decided once: text+html as multipart/alternative, inline images as
+multipart/related beside the html, files as multipart/mixed. Bcc goes only in the SMTP envelope.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from email import policy as email_policy
+from email.headerregistry import Address
+from email.message import EmailMessage, MIMEPart
+from email.utils import format_datetime
+
+from mailgw.models import Attachment, Importance, Recipient, SendRequest
+
+
+def _address(recipient: Recipient) -> Address:
+    return Address(display_name=recipient.name or "", addr_spec=recipient.address)
+
+
+def _needs_smtputf8(request: SendRequest) -> bool:
+    return any(
+        not r.address.isascii() for r in [request.sender, *request.recipients(), *request.reply_to]
+    )
+
+
+def message_id_for(message_id: str, sender: str) -> str:
+    """A stable Message-ID: retries of one message carry the same id (receivers de-duplicate)."""
+    domain = sender.rpartition("@")[2]
+    try:
+        domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        domain = "mailgw.invalid"
+    return f"<{message_id}@{domain}>"
+
+
+def render_mime(
+    message_id: str, request: SendRequest, *, now: datetime | None = None
+) -> EmailMessage:
+    policy = email_policy.SMTPUTF8 if _needs_smtputf8(request) else email_policy.SMTP
+    msg = EmailMessage(policy=policy)
+    msg["From"] = _address(request.sender)
+    if request.to:
+        msg["To"] = [_address(r) for r in request.to]
+    if request.cc:
+        msg["Cc"] = [_address(r) for r in request.cc]
+    if request.reply_to:
+        msg["Reply-To"] = [_address(r) for r in request.reply_to]
+    msg["Subject"] = request.subject
+    msg["Date"] = format_datetime(now or datetime.now(UTC))
+    msg["Message-ID"] = message_id_for(message_id, request.sender.address)
+    if request.importance is not Importance.normal:
+        msg["Importance"] = request.importance.value.capitalize()
+        msg["X-Priority"] = "1" if request.importance is Importance.high else "5"
+    for name, value in request.headers.items():
+        msg[name] = value
+
+    if request.text:
+        msg.set_content(request.text)
+        if request.html:
+            msg.add_alternative(request.html, subtype="html")
+    else:
+        msg.set_content(request.html or "", subtype="html")
+
+    html_part = msg.get_body(("html",)) if request.html else None
+    for attachment in request.attachments:
+        if attachment.inline and html_part is not None:
+            _add(html_part, attachment, related=True)
+        else:
+            _add(msg, attachment, related=False)
+    for part in msg.walk():
+        if part is not msg:
+            del part[
+                "MIME-Version"
+            ]  # EmailMessage adds it to every sub-part; RFC 2045 wants it once
+    return msg
+
+
+def _add(part: MIMEPart, attachment: Attachment, *, related: bool) -> None:
+    maintype, _, subtype = attachment.content_type.partition("/")
+    cid = f"<{attachment.content_id}>" if attachment.content_id else None
+    add = part.add_related if related else part.add_attachment
+    add(
+        attachment.content(),
+        maintype,
+        subtype,
+        filename=attachment.name,
+        disposition="inline" if related or attachment.inline else "attachment",
+        cid=cid,
+    )
+
+
+def envelope_recipients(request: SendRequest) -> list[str]:
+    """RCPT TO: every recipient, Bcc included, each once."""
+    return list(dict.fromkeys(r.address for r in request.recipients()))

@@ -1,0 +1,54 @@
+"""The per-process object graph the function adapters use: built once, on first use.
+
+Storage and transport clients hold connection pools and cached tokens; creating them per invocation
+would cost a TLS handshake and a token request per message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from mailgw.delivery import Delivery, RetryPolicy
+from mailgw.intake import Intake
+from mailgw.queue import MailQueue
+from mailgw.settings import Settings, current_settings
+from mailgw.transports import Transport, create_transport
+
+
+@dataclass
+class Services:
+    settings: Settings
+
+    @cached_property
+    def queue(self) -> MailQueue:
+        return MailQueue(
+            self.settings.storage(), self.settings.queue, self.settings.payload_container
+        )
+
+    @cached_property
+    def intake(self) -> Intake:
+        return Intake(self.settings, self.queue)
+
+    @cached_property
+    def transport(self) -> Transport:
+        return create_transport(self.settings)
+
+    @cached_property
+    def delivery(self) -> Delivery:
+        return Delivery(
+            self.settings,
+            self.queue,
+            self.transport,
+            retry=RetryPolicy(max_attempts=self.settings.max_attempts),
+        )
+
+
+_services: Services | None = None
+
+
+def services() -> Services:
+    global _services
+    if _services is None:
+        _services = Services(current_settings())
+    return _services

@@ -1,0 +1,140 @@
+"""Every setting the gateway reads, read once and validated.
+
+Settings come from the environment (app settings in Azure, ``local.settings.json`` locally). A wrong
+value is a start-up error that names the setting, not a failure on the first message.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Literal
+
+from mailgw.storage import StorageConnection
+
+Transport = Literal["graph", "smtp", "relay", "outbox"]
+TRANSPORTS: tuple[Transport, ...] = ("graph", "smtp", "relay", "outbox")
+
+MiB = 1024 * 1024
+
+
+class SettingsError(ValueError):
+    """A setting is missing or invalid; the message names it and says what is expected."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The gateway's configuration. Defaults are what a production deployment wants."""
+
+    queue: str = "mail-outbound"
+    allowed_senders: tuple[str, ...] = ()
+    transport: Transport = "graph"
+    outbox_dir: str = "outbox"
+    graph_endpoint: str = "https://graph.microsoft.com"
+    payload_container: str = "mail-payloads"
+    max_request_bytes: int = 100 * MiB
+    max_attachment_bytes: int = 150 * MiB
+    max_attempts: int = 8
+    storage_connection_name: str = "AzureWebJobsStorage"
+    env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def poison_queue(self) -> str:
+        """The host's naming: ``<queue>-poison``."""
+        return f"{self.queue}-poison"
+
+    def storage(self) -> StorageConnection:
+        return StorageConnection.from_settings(self.storage_connection_name, self.env)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+
+        def get(name: str, default: str) -> str:
+            return env.get(name, "").strip() or default
+
+        transport = get("MAILGW_TRANSPORT", "graph").lower()
+        if transport not in TRANSPORTS:
+            raise SettingsError(
+                f"MAILGW_TRANSPORT must be one of {', '.join(TRANSPORTS)}; got {transport!r}"
+            )
+        queue = get("MAILGW_QUEUE", cls.queue)
+        if not _valid_queue_name(queue):
+            raise SettingsError(
+                "MAILGW_QUEUE must be a valid storage queue name (3-63 lowercase letters, digits "
+                f"and single hyphens) short enough for its '-poison' twin; got {queue!r}"
+            )
+        endpoint = get("MAILGW_GRAPH_ENDPOINT", cls.graph_endpoint).rstrip("/")
+        if not endpoint.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+            raise SettingsError(
+                "MAILGW_GRAPH_ENDPOINT must be an https:// URL (http only on loopback); "
+                f"got {endpoint!r}"
+            )
+        return cls(
+            queue=queue,
+            allowed_senders=parse_sender_list(env.get("MAILGW_ALLOWED_SENDERS", "")),
+            transport=transport,  # checked against TRANSPORTS above
+            outbox_dir=get("MAILGW_OUTBOX_DIR", cls.outbox_dir),
+            graph_endpoint=endpoint,
+            payload_container=get("MAILGW_PAYLOAD_CONTAINER", cls.payload_container),
+            max_request_bytes=_positive_int(env, "MAILGW_MAX_REQUEST_BYTES", cls.max_request_bytes),
+            max_attachment_bytes=_positive_int(
+                env, "MAILGW_MAX_ATTACHMENT_BYTES", cls.max_attachment_bytes
+            ),
+            max_attempts=_positive_int(env, "MAILGW_MAX_ATTEMPTS", cls.max_attempts),
+            env=env,
+        )
+
+
+def parse_sender_list(raw: str) -> tuple[str, ...]:
+    """``a@x.com, *@y.com`` → normalised, lower-case entries; anything else is a start-up error."""
+    entries = []
+    for item in raw.replace(";", ",").split(","):
+        entry = item.strip().lower()
+        if not entry:
+            continue
+        local, at, domain = entry.partition("@")
+        if not at or not local or not domain or "@" in domain or "*" in domain:
+            raise SettingsError(
+                "MAILGW_ALLOWED_SENDERS entries must be mailbox addresses or '*@domain' patterns; "
+                f"got {item.strip()!r}"
+            )
+        if "*" in local and local != "*":
+            raise SettingsError(
+                "MAILGW_ALLOWED_SENDERS: only a whole '*' local part is a pattern; "
+                f"got {item.strip()!r}"
+            )
+        entries.append(entry)
+    return tuple(entries)
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number; got {raw!r}") from None
+    if value <= 0:
+        raise SettingsError(f"{name} must be positive; got {value}")
+    return value
+
+
+def _valid_queue_name(name: str) -> bool:
+    allowed = set("abcdefghijklmnopqrstuvwxyz0123456789-")
+    return (
+        3 <= len(name) <= 63 - len("-poison")
+        and set(name) <= allowed
+        and name[0] != "-"
+        and name[-1] != "-"
+        and "--" not in name
+    )
+
+
+@cache
+def current_settings() -> Settings:
+    """Settings of this process, read once (functions call this, tests build their own)."""
+    return Settings.from_env()

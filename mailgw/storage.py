@@ -1,0 +1,170 @@
+"""Storage clients built from the same settings the Functions host reads.
+
+The host resolves a binding's ``connection`` name (``AzureWebJobsStorage`` by default) either as a
+connection string or, identity-based, as ``<name>__queueServiceUri`` / ``__blobServiceUri`` /
+``__tableServiceUri`` with ``__credential=managedidentity`` and ``__clientId``. The app's own
+clients (and the dev host) read exactly those settings: one storage configuration, not two.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from azure.core.credentials_async import AsyncTokenCredential
+    from azure.data.tables.aio import TableServiceClient
+    from azure.storage.blob.aio import BlobServiceClient
+    from azure.storage.queue.aio import QueueClient, QueueServiceClient
+
+Service = Literal["queue", "blob", "table"]
+
+# Azurite's published development account (https://learn.microsoft.com/azure/storage/common/storage-use-azurite).
+# It is a well-known constant of the emulator, not a secret; it only ever reaches 127.0.0.1.
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+AZURITE_DEFAULT_PORTS = {"blob": 10000, "queue": 10001, "table": 10002}
+
+
+def azurite_connection_string(
+    host: str = "127.0.0.1", ports: Mapping[str, int] = AZURITE_DEFAULT_PORTS
+) -> str:
+    """The explicit form of ``UseDevelopmentStorage=true`` (the queue and blob SDKs lack it)."""
+    return (
+        "DefaultEndpointsProtocol=http;"
+        f"AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+        f"BlobEndpoint=http://{host}:{ports['blob']}/{AZURITE_ACCOUNT};"
+        f"QueueEndpoint=http://{host}:{ports['queue']}/{AZURITE_ACCOUNT};"
+        f"TableEndpoint=http://{host}:{ports['table']}/{AZURITE_ACCOUNT};"
+    )
+
+
+class StorageConfigError(ValueError):
+    """A storage connection setting is missing or malformed; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class StorageConnection:
+    """One storage connection as the host reads it: a connection string or identity-based URIs."""
+
+    name: str
+    connection_string: str | None = None
+    service_uris: Mapping[str, str] | None = None
+    credential_kind: str | None = None
+    client_id: str | None = None
+
+    @classmethod
+    def from_settings(
+        cls, name: str = "AzureWebJobsStorage", env: Mapping[str, str] | None = None
+    ) -> StorageConnection:
+        env = os.environ if env is None else env
+        value = env.get(name, "").strip()
+        if value:
+            if value.replace(" ", "").lower() == "usedevelopmentstorage=true":
+                value = azurite_connection_string()
+            return cls(name=name, connection_string=value)
+        prefix = f"{name}__"
+        uris = {
+            service: env[f"{prefix}{service}ServiceUri"].rstrip("/")
+            for service in ("queue", "blob", "table")
+            if env.get(f"{prefix}{service}ServiceUri")
+        }
+        account = env.get(f"{prefix}accountName", "").strip()
+        if account:
+            for service, suffix in (("queue", "queue"), ("blob", "blob"), ("table", "table")):
+                uris.setdefault(service, f"https://{account}.{suffix}.core.windows.net")
+        if not uris:
+            raise StorageConfigError(
+                f"storage connection '{name}' is not configured: set {name} to a connection string "
+                f"(UseDevelopmentStorage=true for Azurite) or {name}__queueServiceUri / "
+                f"{name}__blobServiceUri / {name}__tableServiceUri for identity-based access"
+            )
+        return cls(
+            name=name,
+            service_uris=uris,
+            credential_kind=env.get(f"{prefix}credential", "").strip().lower() or None,
+            client_id=env.get(f"{prefix}clientId", "").strip() or None,
+        )
+
+    def service_uri(self, service: Service) -> str:
+        assert self.service_uris is not None
+        try:
+            return self.service_uris[service]
+        except KeyError:
+            raise StorageConfigError(
+                f"storage connection '{self.name}' has no {service} endpoint: "
+                f"set {self.name}__{service}ServiceUri"
+            ) from None
+
+    def credential(self) -> AsyncTokenCredential:
+        """The token credential for identity-based connections (cached: one per connection)."""
+        return _credential_for(self.credential_kind, self.client_id)
+
+
+_CREDENTIALS: dict[tuple[str | None, str | None], Any] = {}
+
+
+def _credential_for(kind: str | None, client_id: str | None) -> AsyncTokenCredential:
+    key = (kind, client_id)
+    if key not in _CREDENTIALS:
+        if kind == "managedidentity":
+            from azure.identity.aio import ManagedIdentityCredential
+
+            _CREDENTIALS[key] = ManagedIdentityCredential(client_id=client_id)
+        else:
+            from azure.identity.aio import DefaultAzureCredential
+
+            _CREDENTIALS[key] = DefaultAzureCredential(managed_identity_client_id=client_id)
+    credential: AsyncTokenCredential = _CREDENTIALS[key]
+    return credential
+
+
+def queue_service_client(connection: StorageConnection) -> QueueServiceClient:
+    """An async queue service client (for queue management: create, list, properties)."""
+    from azure.storage.queue.aio import QueueServiceClient
+
+    if connection.connection_string:
+        return QueueServiceClient.from_connection_string(connection.connection_string)
+    return QueueServiceClient(connection.service_uri("queue"), credential=connection.credential())
+
+
+def queue_client(connection: StorageConnection, queue_name: str) -> QueueClient:
+    """An async client for one queue, Base64-encoding like the Functions host (``messageEncoding``).
+
+    azure-storage-queue sends text unencoded by default, and a service client does not pass its
+    encoding on to the queue clients it makes, so the policies are set here, on every queue client.
+    """
+    from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
+    from azure.storage.queue.aio import QueueClient
+
+    policies: dict[str, Any] = {
+        "message_encode_policy": TextBase64EncodePolicy(),
+        "message_decode_policy": TextBase64DecodePolicy(),
+    }
+    if connection.connection_string:
+        return QueueClient.from_connection_string(
+            connection.connection_string, queue_name, **policies
+        )
+    return QueueClient(
+        connection.service_uri("queue"), queue_name, credential=connection.credential(), **policies
+    )
+
+
+def blob_service_client(connection: StorageConnection) -> BlobServiceClient:
+    from azure.storage.blob.aio import BlobServiceClient
+
+    if connection.connection_string:
+        return BlobServiceClient.from_connection_string(connection.connection_string)
+    return BlobServiceClient(connection.service_uri("blob"), credential=connection.credential())
+
+
+def table_service_client(connection: StorageConnection) -> TableServiceClient:
+    from azure.data.tables.aio import TableServiceClient
+
+    if connection.connection_string:
+        return TableServiceClient.from_connection_string(connection.connection_string)
+    return TableServiceClient(connection.service_uri("table"), credential=connection.credential())

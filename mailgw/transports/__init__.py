@@ -1,0 +1,16 @@
+"""Transports, imported lazily: only the configured one is loaded (msgraph-sdk is large)."""
+
+from __future__ import annotations
+
+from mailgw.settings import Settings
+from mailgw.transports.base import OutboundMessage, SendReceipt, Transport
+
+__all__ = ["OutboundMessage", "SendReceipt", "Transport", "create_transport"]
+
+
+def create_transport(settings: Settings) -> Transport:
+    if settings.transport == "outbox":
+        from mailgw.transports.outbox import OutboxTransport
+
+        return OutboxTransport(settings.outbox_dir)
+    raise NotImplementedError(f"MAILGW_TRANSPORT={settings.transport} is not available yet")

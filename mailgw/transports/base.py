@@ -1,0 +1,35 @@
+"""The one small interface every transport (outbox, Graph, SMTP, relay) implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from mailgw.models import SendRequest
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    """A validated message ready to send; ``id`` is stable across retries (Message-ID, dedup)."""
+
+    id: str
+    request: SendRequest
+    attempt: int = 0
+
+
+@dataclass(frozen=True)
+class SendReceipt:
+    """What the transport did: where the message went and the provider's own reference, if any."""
+
+    transport: str
+    detail: str = ""
+
+
+class Transport(Protocol):
+    name: str
+
+    async def send(self, message: OutboundMessage) -> SendReceipt:
+        """Send once. Raise ``DeliveryError`` for classified failures; anything else is a crash."""
+        ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,59 @@
+"""Outbox transport: writes each message as ``<id>.eml`` for local development and tests.
+
+Writing is atomic (temporary file, then rename) and keyed by the message id, so a redelivered
+message overwrites its own file instead of producing a second one. The SMTP envelope (Bcc included,
+which never appears in the headers) goes beside it as ``<id>.envelope.json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from mailgw.render import envelope_recipients, render_mime
+from mailgw.transports.base import OutboundMessage, SendReceipt
+
+
+class OutboxTransport:
+    name = "outbox"
+
+    def __init__(self, directory: str | os.PathLike[str]):
+        self.directory = Path(directory)
+
+    async def send(self, message: OutboundMessage) -> SendReceipt:
+        mime = render_mime(message.id, message.request)
+        data = mime.as_bytes()
+        envelope = {
+            "id": message.id,
+            "mailFrom": message.request.sender.address,
+            "rcptTo": envelope_recipients(message.request),
+            "saveToSentItems": message.request.save_to_sent_items,
+        }
+        path = await asyncio.to_thread(self._write, message.id, data, envelope)
+        return SendReceipt(self.name, str(path))
+
+    def _write(self, message_id: str, data: bytes, envelope: dict[str, object]) -> Path:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        _atomic_write(self.directory / f"{message_id}.envelope.json", json.dumps(envelope).encode())
+        target = self.directory / f"{message_id}.eml"
+        _atomic_write(target, data)
+        return target
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _atomic_write(target: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

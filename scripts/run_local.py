@@ -1,0 +1,129 @@
+"""`make run`: Azurite on its default ports + the dev host serving function_app.py (outbox).
+
+Prints a ready-to-paste curl and where the .eml files land. Ctrl-C stops everything it started.
+An Azurite already listening on the default ports (yours, or VS Code's) is reused, not replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from devhost.azurite import Azurite  # noqa: E402
+
+from mailgw.storage import AZURITE_DEFAULT_PORTS  # noqa: E402
+
+PORT = int(os.environ.get("MAILGW_LOCAL_PORT", "7071"))
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.2)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _local_settings() -> dict[str, str]:
+    settings_file = ROOT / "local.settings.json"
+    if not settings_file.exists():
+        shutil.copyfile(ROOT / "local.settings.sample.json", settings_file)
+        print("Created local.settings.json from local.settings.sample.json")
+    values: dict[str, str] = json.loads(settings_file.read_text())["Values"]
+    return {**values, **{k: v for k, v in os.environ.items() if k in values}}
+
+
+def _wait_ready(process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    url = f"http://127.0.0.1:{PORT}/admin/host/status"
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the dev host exited with code {process.returncode}; see above")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if json.loads(response.read()).get("state") == "Running":
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"the dev host did not become ready on port {PORT} in {timeout:.0f}s")
+
+
+def _banner(values: dict[str, str]) -> str:
+    sender = values.get("MAILGW_ALLOWED_SENDERS", "").split(",")[0].strip().replace("*", "noreply")
+    body = json.dumps(
+        {
+            "from": sender or "noreply@contoso.com",
+            "to": ["someone@example.com"],
+            "subject": "Hello from mailgw",
+            "text": "It works.",
+        }
+    )
+    outbox = (ROOT / values.get("MAILGW_OUTBOX_DIR", "outbox")).resolve()
+    return f"""
+mailgw is running on http://127.0.0.1:{PORT} (transport: {values.get("MAILGW_TRANSPORT")})
+
+Send a first mail:
+
+  curl -i -X POST http://127.0.0.1:{PORT}/api/v1/messages \\
+       -H 'Content-Type: application/json' \\
+       -d '{body}'
+
+or:  .venv/bin/mailgw send --from {sender} --to someone@example.com --subject Hi --text 'It works.'
+
+The message lands as an .eml file in {outbox}/
+Health: curl http://127.0.0.1:{PORT}/api/v1/health     Stop: Ctrl-C
+"""
+
+
+def main() -> int:
+    values = _local_settings()
+    azurite: Azurite | None = None
+    if all(_listening(p) for p in AZURITE_DEFAULT_PORTS.values()):
+        print("Azurite is already listening on 10000-10002: using it")
+    else:
+        azurite = Azurite(
+            ports=dict(AZURITE_DEFAULT_PORTS),
+            location=str(ROOT / ".azurite"),
+            in_memory=False,
+            project_dir=ROOT,
+        ).start()
+        print("Started Azurite on 127.0.0.1:10000-10002 (data in .azurite/)")
+    if _listening(PORT):
+        print(f"Port {PORT} is already in use: stop the other process or set MAILGW_LOCAL_PORT")
+        if azurite:
+            azurite.stop()
+        return 1
+    host = subprocess.Popen(
+        [sys.executable, "-m", "devhost", "--app-dir", str(ROOT), "--port", str(PORT)], cwd=ROOT
+    )
+    try:
+        _wait_ready(host)
+        print(_banner(values), flush=True)
+        host.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if host.poll() is None:
+            host.send_signal(signal.SIGINT)
+            try:
+                host.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                host.kill()
+        if azurite:
+            azurite.stop()
+        print("\nStopped.")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

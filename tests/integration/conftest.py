@@ -1,0 +1,70 @@
+"""Fixtures for tests on real Azurite: a fresh queue per test, the core wired as in production."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.storage.queue.aio import QueueClient
+
+from mailgw.delivery import Delivery, RetryPolicy
+from mailgw.intake import Intake
+from mailgw.queue import MailQueue
+from mailgw.settings import Settings
+from mailgw.transports.outbox import OutboxTransport
+
+
+@pytest.fixture
+def settings(azurite: Any, tmp_path: Path) -> Settings:
+    return Settings.from_env(
+        {
+            "AzureWebJobsStorage": azurite.connection_string,
+            "MAILGW_QUEUE": f"it-{uuid.uuid4().hex[:12]}",
+            "MAILGW_PAYLOAD_CONTAINER": f"payloads-{uuid.uuid4().hex[:12]}",
+            "MAILGW_ALLOWED_SENDERS": "*@contoso.com",
+            "MAILGW_TRANSPORT": "outbox",
+            "MAILGW_OUTBOX_DIR": str(tmp_path / "outbox"),
+        }
+    )
+
+
+@pytest.fixture
+async def mail_queue(settings: Settings) -> AsyncIterator[MailQueue]:
+    queue = MailQueue(settings.storage(), settings.queue, settings.payload_container)
+    yield queue
+    await queue.close()
+
+
+@pytest.fixture
+def intake(settings: Settings, mail_queue: MailQueue) -> Intake:
+    return Intake(settings, mail_queue)
+
+
+@pytest.fixture
+def outbox(settings: Settings) -> OutboxTransport:
+    return OutboxTransport(settings.outbox_dir)
+
+
+@pytest.fixture
+def delivery(settings: Settings, mail_queue: MailQueue, outbox: OutboxTransport) -> Delivery:
+    return Delivery(settings, mail_queue, outbox, retry=RetryPolicy(max_attempts=3))
+
+
+@pytest.fixture
+async def raw_queue(settings: Settings) -> AsyncIterator[Any]:
+    """Open queues with NO decoding policy, to see exactly what is stored (as the host reads it)."""
+    opened: list[QueueClient] = []
+
+    def open_queue(name: str) -> QueueClient:
+        client = QueueClient.from_connection_string(
+            settings.storage().connection_string or "", name
+        )
+        opened.append(client)
+        return client
+
+    yield open_queue
+    for client in opened:
+        await client.close()
