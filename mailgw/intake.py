@@ -56,6 +56,10 @@ def parse_json_body(body: bytes, content_type: str | None, limit: int) -> Any:
             f"The body is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.",
             "invalid-json",
         ) from None
+    except (ValueError, RecursionError) as exc:  # absurd nesting or integers past Python's limit
+        raise Problem(
+            400, "Invalid JSON", f"The body is not acceptable JSON: {exc}.", "invalid-json"
+        ) from None
     if not isinstance(document, dict):
         raise Problem(
             400,
@@ -73,6 +77,8 @@ def validate_request(
     try:
         return SendRequest.model_validate(
             document,
+            by_alias=True,
+            by_name=False,  # the wire names only: "sender" or "send_at" are not part of the API
             context={"max_attachment_bytes": settings.max_attachment_bytes, "now": now},
         )
     except ValidationError as exc:

@@ -21,6 +21,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -56,11 +57,13 @@ HeaderText = Annotated[str, AfterValidator(_no_line_breaks)]
 @lru_cache(maxsize=4096)
 def _normalise_address(value: str) -> str:
     try:
-        return validate_email(value, check_deliverability=False).normalized
+        result = validate_email(value, check_deliverability=False)
     except EmailNotValidError as exc:
         raise PydanticCustomError(
             "address", "is not a valid email address: {reason}", {"reason": str(exc)}
         ) from None
+    # The ASCII (IDNA) domain keeps a message plain ASCII unless the local part itself is not.
+    return f"{result.local_part}@{result.ascii_domain}"
 
 
 def _check_address(value: str) -> str:
@@ -89,7 +92,14 @@ class Recipient(_Model):
     @model_validator(mode="before")
     @classmethod
     def _from_string(cls, data: Any) -> Any:
-        return {"address": data} if isinstance(data, str) else data
+        if isinstance(data, str):
+            return {"address": data}
+        if not isinstance(data, dict | Recipient):
+            raise PydanticCustomError(
+                "recipient",
+                "must be an email address string or an object with 'address' and optional 'name'",
+            )
+        return data
 
 
 class Attachment(_Model):
@@ -98,7 +108,7 @@ class Attachment(_Model):
     name: HeaderText = Field(min_length=1, max_length=255)
     content_type: str = Field(default="application/octet-stream", max_length=255)
     content_base64: str
-    inline: bool = False
+    inline: StrictBool = False
     content_id: HeaderText | None = Field(default=None, max_length=255)
 
     @field_validator("content_type")
@@ -174,7 +184,7 @@ class SendRequest(_Model):
     attachments: list[Attachment] = Field(default_factory=list)
     headers: dict[str, HeaderText] = Field(default_factory=dict)
     importance: Importance = Importance.normal
-    save_to_sent_items: bool = True
+    save_to_sent_items: StrictBool = True
     send_at: AwareDatetime | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
 
@@ -195,7 +205,11 @@ class SendRequest(_Model):
                     "header names must not contain CR, LF or NUL characters",
                     {"key": name.replace("\r", "\\r").replace("\n", "\\n")},
                 )
-            if not name.lower().startswith("x-") or len(name) < 3:
+            if name.lower() == "x-":
+                raise PydanticCustomError(
+                    "headers", "custom header names need a name after 'X-'", {"key": name}
+                )
+            if not name.lower().startswith("x-"):
                 raise PydanticCustomError(
                     "headers",
                     "custom header names must start with 'X-'; got '{name}'",

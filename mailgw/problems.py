@@ -100,18 +100,22 @@ def field_errors(exc: ValidationError, raw: Any = None) -> list[FieldError]:
 def validation_problem(exc: ValidationError, raw: Any = None, *, what: str = "request") -> Problem:
     """400 with every field error; 413 when the only problem is size (callers tell them apart)."""
     errors = field_errors(exc, raw)
-    too_large = all(e["type"] == "too_large" for e in exc.errors(include_url=False))
-    if too_large:
+    summary = "; ".join(f"{e.field}: {e.message}" for e in errors[:5]) + (
+        " …" if len(errors) > 5 else ""
+    )
+    if all(e["type"] == "too_large" for e in exc.errors(include_url=False)):
         return Problem(
-            413, "Message too large", f"The {what} exceeds a size limit.", "too-large", errors
+            413,
+            "Message too large",
+            f"The {what} exceeds a size limit: {summary}",
+            "too-large",
+            errors,
         )
     count = len(errors)
     return Problem(
         400,
         "Invalid send request",
-        f"The {what} has {count} invalid field{'s' if count != 1 else ''}: "
-        + "; ".join(f"{e.field}: {e.message}" for e in errors[:5])
-        + (" …" if count > 5 else ""),
+        f"The {what} has {count} invalid field{'s' if count != 1 else ''}: {summary}",
         "validation",
         errors,
     )

@@ -17,7 +17,9 @@ from mailgw.models import Attachment, Importance, Recipient, SendRequest
 
 
 def _address(recipient: Recipient) -> Address:
-    return Address(display_name=recipient.name or "", addr_spec=recipient.address)
+    # username/domain rather than addr_spec: the latter refuses non-ASCII local parts (SMTPUTF8).
+    username, _, domain = recipient.address.rpartition("@")
+    return Address(display_name=recipient.name or "", username=username, domain=domain)
 
 
 def _needs_smtputf8(request: SendRequest) -> bool:
@@ -53,7 +55,8 @@ def render_mime(
     msg["Message-ID"] = message_id_for(message_id, request.sender.address)
     if request.importance is not Importance.normal:
         msg["Importance"] = request.importance.value.capitalize()
-        msg["X-Priority"] = "1" if request.importance is Importance.high else "5"
+        if not any(name.lower() == "x-priority" for name in request.headers):
+            msg["X-Priority"] = "1" if request.importance is Importance.high else "5"
     for name, value in request.headers.items():
         msg[name] = value
 
@@ -72,9 +75,10 @@ def render_mime(
             _add(msg, attachment, related=False)
     for part in msg.walk():
         if part is not msg:
-            del part[
-                "MIME-Version"
-            ]  # EmailMessage adds it to every sub-part; RFC 2045 wants it once
+            # EmailMessage adds MIME-Version to every sub-part; RFC 2045 wants it once.
+            del part["MIME-Version"]
+        if part.get_content_type() == "multipart/related":
+            part.set_param("type", "text/html")  # RFC 2387: the type of the root part
     return msg
 
 
@@ -94,4 +98,7 @@ def _add(part: MIMEPart, attachment: Attachment, *, related: bool) -> None:
 
 def envelope_recipients(request: SendRequest) -> list[str]:
     """RCPT TO: every recipient, Bcc included, each once."""
-    return list(dict.fromkeys(r.address for r in request.recipients()))
+    unique: dict[str, str] = {}
+    for recipient in request.recipients():
+        unique.setdefault(recipient.address.lower(), recipient.address)
+    return list(unique.values())

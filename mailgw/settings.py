@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Literal
+from urllib.parse import urlsplit
 
 from mailgw.storage import StorageConnection
 
@@ -67,7 +68,7 @@ class Settings:
                 f"and single hyphens) short enough for its '-poison' twin; got {queue!r}"
             )
         endpoint = get("MAILGW_GRAPH_ENDPOINT", cls.graph_endpoint).rstrip("/")
-        if not endpoint.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+        if not _acceptable_endpoint(endpoint):
             raise SettingsError(
                 "MAILGW_GRAPH_ENDPOINT must be an https:// URL (http only on loopback); "
                 f"got {endpoint!r}"
@@ -121,6 +122,21 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     if value <= 0:
         raise SettingsError(f"{name} must be positive; got {value}")
     return value
+
+
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _acceptable_endpoint(url: str) -> bool:
+    """https anywhere; plain http only to this machine (tests and stand-ins)."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError for a malformed port
+    except ValueError:
+        return False
+    if not parts.hostname or parts.username or parts.password:
+        return False
+    return parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS)
 
 
 def _valid_queue_name(name: str) -> bool:

@@ -83,10 +83,16 @@ class StorageConnection:
                 f"(UseDevelopmentStorage=true for Azurite) or {name}__queueServiceUri / "
                 f"{name}__blobServiceUri / {name}__tableServiceUri for identity-based access"
             )
+        credential_kind = env.get(f"{prefix}credential", "").strip().lower() or None
+        if credential_kind not in (None, "managedidentity"):
+            raise StorageConfigError(
+                f"{prefix}credential must be 'managedidentity' (or unset for "
+                f"DefaultAzureCredential); got {credential_kind!r}"
+            )
         return cls(
             name=name,
             service_uris=uris,
-            credential_kind=env.get(f"{prefix}credential", "").strip().lower() or None,
+            credential_kind=credential_kind,
             client_id=env.get(f"{prefix}clientId", "").strip() or None,
         )
 
