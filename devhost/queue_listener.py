@@ -1,0 +1,321 @@
+"""A queue trigger listener with the WebJobs SDK's semantics, so local retries match Azure's.
+
+What it reproduces (Storage Queues extension v5, ``QueueListener`` and ``QueueProcessor``):
+
+* polling: after messages, poll again as soon as in-flight work drops to ``newBatchThreshold``;
+  after an empty poll or an error, a randomized exponential back-off from 100 ms to
+  ``maxPollingInterval``;
+* a lease: messages are received invisible for 10 minutes (``DEVHOST_QUEUE_LEASE_SECONDS``) and
+  the lease is renewed at half-time while the function runs, so a long function is not redelivered;
+* poison handling: a message whose dequeue count already exceeds ``maxDequeueCount`` is moved to
+  ``<queue>-poison`` without running; a failure at the last attempt moves it there; an earlier
+  failure makes it visible again after ``visibilityTimeout``; a message that is not valid Base64
+  (with ``messageEncoding`` base64) is moved there at once, as the host's decode-failure handler
+  does.
+
+The listener reads through a client without a decode policy: azure-storage-queue's
+``TextBase64DecodePolicy`` raises for the whole batch on one bad message, where the host
+isolates it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import random
+import re
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any
+
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
+from azure.functions.queue import QueueMessage as FunctionQueueMessage
+from azure.storage.queue import QueueMessage
+from azure.storage.queue.aio import QueueClient, QueueServiceClient
+
+from devhost.app_loader import QueueFunction
+from devhost.hostjson import MIN_POLLING_INTERVAL, QueueOptions
+from devhost.invoke import Invoker
+
+log = logging.getLogger("devhost.queue")
+
+DEFAULT_LEASE_SECONDS = 600  # the host's fixed 10-minute visibility while a function runs
+
+
+class Backoff:
+    """The host's ``RandomizedExponentialBackoffStrategy``: 100 ms, ~200, ~300, ~500 ... max."""
+
+    def __init__(self, minimum: float, maximum: float, jitter: float = 0.2) -> None:
+        self.minimum, self.maximum, self.jitter = minimum, max(minimum, maximum), jitter
+        self.current, self._exponent = minimum, 0
+
+    def next_delay(self, found_messages: bool) -> float:
+        """The wait before the next poll; ``found_messages``: work was found since the last wait."""
+        if found_messages:
+            self.current, self._exponent = self.minimum, 1
+        elif self.current != self.maximum:
+            interval = self.minimum
+            if self._exponent > 0:
+                factor = random.uniform(1 - self.jitter, 1 + self.jitter)
+                interval += factor * 2 ** (self._exponent - 1) * self.minimum
+            if interval < self.maximum:
+                self.current, self._exponent = interval, self._exponent + 1
+            else:
+                self.current = self.maximum
+        return self.current
+
+
+def decode_body(text: str, encoding: str) -> bytes:
+    """The message body as the worker receives it; raises ``ValueError`` for invalid Base64.
+
+    .NET's ``Convert.FromBase64String`` ignores white space but nothing else, hence the strict
+    ``validate=True`` after removing it.
+    """
+    if encoding == "none":
+        return text.encode("utf-8")
+    return base64.b64decode(re.sub(r"\s+", "", text), validate=True)
+
+
+@dataclass
+class _Lease:
+    """A received message's id and its newest pop receipt (each renewal issues a new one)."""
+
+    message_id: str
+    pop_receipt: str
+
+
+def _error_code(error: HttpResponseError) -> str:
+    return str(getattr(error, "error_code", "") or "")
+
+
+class QueueListener:
+    """Polls one queue for one function until ``stop()``."""
+
+    def __init__(
+        self,
+        spec: QueueFunction,
+        options: QueueOptions,
+        invoker: Invoker,
+        service: QueueServiceClient,
+        *,
+        lease_seconds: int = DEFAULT_LEASE_SECONDS,
+    ) -> None:
+        self.spec, self.options, self._invoker = spec, options, invoker
+        self.poison_name = f"{spec.queue_name}-poison"
+        self._queue: QueueClient = service.get_queue_client(spec.queue_name)
+        self._poison: QueueClient = service.get_queue_client(self.poison_name)
+        self._lease_seconds = max(1, lease_seconds)
+        self._backoff = Backoff(
+            MIN_POLLING_INTERVAL.total_seconds(), options.max_polling_interval.total_seconds()
+        )
+        self._stopping = asyncio.Event()
+        self._poller: asyncio.Task[None] | None = None
+        self.in_flight: set[asyncio.Task[None]] = set()
+
+    async def ensure_queue(self) -> None:
+        """Create the trigger queue if it is missing, so a fresh Azurite works at once."""
+        try:
+            await self._queue.get_queue_properties(retry_total=0)
+        except ResourceNotFoundError:
+            with suppress(HttpResponseError):  # created meanwhile by someone else
+                await self._queue.create_queue(retry_total=0)
+            log.info("Created queue '%s' for function '%s'", self.spec.queue_name, self.spec.name)
+
+    def start(self) -> None:
+        self._poller = asyncio.create_task(self._poll(), name=f"poll {self.spec.queue_name}")
+
+    async def stop(self) -> None:
+        """Stop polling; messages already received still run (their tasks are ``in_flight``)."""
+        self._stopping.set()
+        if self._poller is not None:
+            await self._poller
+
+    async def _sleep(self, seconds: float) -> None:
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _receive(self) -> list[QueueMessage]:
+        pages = self._queue.receive_messages(
+            messages_per_page=self.options.batch_size,
+            visibility_timeout=self._lease_seconds,
+            retry_total=0,  # the poll loop backs off on errors itself, as the host does
+        ).by_page()
+        try:
+            page = await anext(pages)
+        except StopAsyncIteration:
+            return []
+        return [message async for message in page]
+
+    async def _poll(self) -> None:
+        found = False
+        while not self._stopping.is_set():
+            try:
+                batch = await self._receive()
+            except ResourceNotFoundError:
+                log.warning("Queue '%s' does not exist; creating it", self.spec.queue_name)
+                with suppress(AzureError):
+                    await self.ensure_queue()
+                batch = []
+            except AzureError as error:
+                log.warning("Polling queue '%s' failed: %s", self.spec.queue_name, error)
+                batch = []
+            except Exception:
+                log.exception("Unexpected error polling queue '%s'", self.spec.queue_name)
+                batch = []
+            if not batch:
+                await self._sleep(self._backoff.next_delay(found))
+                found = False
+                continue
+            found = True
+            for message in batch:
+                task = asyncio.create_task(self._process(message))
+                self.in_flight.add(task)
+                task.add_done_callback(self.in_flight.discard)
+            await self._wait_for_new_batch_threshold()
+
+    async def _wait_for_new_batch_threshold(self) -> None:
+        while (
+            len(self.in_flight) > self.options.new_batch_threshold and not self._stopping.is_set()
+        ):
+            stopping = asyncio.ensure_future(self._stopping.wait())
+            try:
+                await asyncio.wait({*self.in_flight, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+
+    async def _process(self, message: QueueMessage) -> None:
+        lease = _Lease(message.id, message.pop_receipt or "")
+        text = message.content if isinstance(message.content, str) else ""
+        try:
+            if (
+                message.dequeue_count is not None
+                and message.dequeue_count > self.options.max_dequeue_count
+            ):
+                await self._move_to_poison(lease, text)
+                return
+            try:
+                body = decode_body(text, self.options.message_encoding)
+            except ValueError:
+                log.warning(
+                    "Message decoding has failed! Check MessageEncoding settings. MessageId=%s.",
+                    message.id,
+                )
+                await self._move_to_poison(lease, text)
+                return
+            succeeded = await self._run(message, lease, body)
+            if succeeded:
+                await self._delete(lease)
+            elif (message.dequeue_count or 0) >= self.options.max_dequeue_count:
+                await self._move_to_poison(lease, text)
+            else:
+                await self._release(lease)
+        except AzureError as error:
+            log.error(
+                "Completing message %s on '%s' failed: %s",
+                message.id,
+                self._queue.queue_name,
+                error,
+            )
+        except Exception:
+            log.exception("Unexpected error handling message %s", message.id)
+
+    async def _run(self, message: QueueMessage, lease: _Lease, body: bytes) -> bool:
+        """Invoke the function while renewing the lease; True if it succeeded."""
+        trigger = FunctionQueueMessage(  # type: ignore[no-untyped-call]
+            id=message.id,
+            body=body,
+            dequeue_count=message.dequeue_count,
+            expiration_time=message.expires_on,
+            insertion_time=message.inserted_on,
+            time_next_visible=message.next_visible_on,
+            pop_receipt=message.pop_receipt,
+        )
+        inserted = message.inserted_on.isoformat() if message.inserted_on else None
+        done = asyncio.Event()
+        renewer = asyncio.create_task(self._renew(lease, done))
+        try:
+            await self._invoker.invoke(
+                self.spec,
+                trigger,
+                reason=f"New queue message detected on '{self.spec.queue_name}'.",
+                details=(
+                    f"MessageId: {message.id}, DequeueCount: {message.dequeue_count}, "
+                    f"InsertedOn: {inserted}"
+                ),
+            )
+        except Exception:
+            return False  # logged by the invoker; the return value of a queue function is ignored
+        finally:
+            done.set()
+            await renewer  # never cancelled mid-request: the newest pop receipt must not be lost
+        return True
+
+    async def _renew(self, lease: _Lease, done: asyncio.Event) -> None:
+        """Keep the message invisible while the function runs (the host's visibility timer)."""
+        interval = self._lease_seconds / 2
+        while True:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), interval)
+            if done.is_set():
+                return
+            try:
+                updated: Any = await self._queue.update_message(
+                    lease.message_id, lease.pop_receipt, visibility_timeout=self._lease_seconds
+                )
+            except HttpResponseError as error:
+                if (
+                    isinstance(error, ResourceNotFoundError)
+                    or _error_code(error) == "PopReceiptMismatch"
+                ):
+                    log.debug("Message %s was taken over; no longer renewing", lease.message_id)
+                    return
+                log.warning("Renewing the lease of message %s failed: %s", lease.message_id, error)
+                interval = max(1.0, interval / 2)  # retry sooner, like the host's speed-up strategy
+            except AzureError as error:
+                log.warning("Renewing the lease of message %s failed: %s", lease.message_id, error)
+                interval = max(1.0, interval / 2)
+            else:
+                lease.pop_receipt = updated.pop_receipt
+                interval = self._lease_seconds / 2
+
+    async def _delete(self, lease: _Lease) -> None:
+        try:
+            await self._queue.delete_message(lease.message_id, lease.pop_receipt)
+        except HttpResponseError as error:
+            if not (
+                isinstance(error, ResourceNotFoundError)
+                or _error_code(error) == "PopReceiptMismatch"
+            ):
+                raise
+            log.debug("Message %s could not be deleted: %s", lease.message_id, _error_code(error))
+
+    async def _release(self, lease: _Lease) -> None:
+        """Make a failed message visible again after ``visibilityTimeout`` for its next attempt."""
+        seconds = int(self.options.visibility_timeout.total_seconds())
+        try:
+            await self._queue.update_message(
+                lease.message_id, lease.pop_receipt, visibility_timeout=seconds
+            )
+        except HttpResponseError as error:
+            if not (
+                isinstance(error, ResourceNotFoundError)
+                or _error_code(error) == "PopReceiptMismatch"
+            ):
+                raise
+
+    async def _move_to_poison(self, lease: _Lease, text: str) -> None:
+        """Copy the original message text to ``<queue>-poison`` (created on demand), then delete."""
+        log.warning(
+            "Message has reached MaxDequeueCount of %d. Moving message to queue '%s'.",
+            self.options.max_dequeue_count,
+            self.poison_name,
+        )
+        try:
+            await self._poison.send_message(text)
+        except ResourceNotFoundError:
+            with suppress(HttpResponseError):
+                await self._poison.create_queue()
+            await self._poison.send_message(text)
+        await self._delete(lease)
+        log.info("Message %s moved to poison queue '%s'", lease.message_id, self.poison_name)

@@ -1,0 +1,98 @@
+"""Credential factory for ``MAILGW_CREDENTIAL``: no secrets, only identities.
+
+- ``managed_identity``: the Function App's identity (``AZURE_CLIENT_ID`` picks a user-assigned one).
+  azure-identity's own ``ManagedIdentityCredential``, which on App Service / Functions talks to
+  ``IDENTITY_ENDPOINT`` with ``IDENTITY_HEADER``.
+- ``federated_managed_identity``: cross-tenant sending. The user-assigned identity's token for
+  ``api://AzureADTokenExchange`` is the client assertion of an app registration in the mail tenant
+  (``MAILGW_TENANT_ID``, ``MAILGW_APP_CLIENT_ID``); no client secret exists anywhere.
+- ``workload_identity``: federated tokens from ``AZURE_FEDERATED_TOKEN_FILE`` (Kubernetes).
+- ``default``: ``DefaultAzureCredential``, for a developer's ``az login``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Literal
+
+from mailgw.settings import SettingsError
+
+if TYPE_CHECKING:
+    from azure.core.credentials_async import AsyncTokenCredential
+
+CredentialMode = Literal[
+    "managed_identity", "federated_managed_identity", "workload_identity", "default"
+]
+CREDENTIAL_MODES: tuple[CredentialMode, ...] = (
+    "managed_identity",
+    "federated_managed_identity",
+    "workload_identity",
+    "default",
+)
+TOKEN_EXCHANGE_SCOPE = "api://AzureADTokenExchange/.default"
+
+
+def credential_mode(env: Mapping[str, str]) -> CredentialMode:
+    mode = env.get("MAILGW_CREDENTIAL", "").strip().lower() or "managed_identity"
+    for known in CREDENTIAL_MODES:
+        if mode == known:
+            return known
+    raise SettingsError(
+        f"MAILGW_CREDENTIAL must be one of {', '.join(CREDENTIAL_MODES)}; got {mode!r}"
+    )
+
+
+def _required(env: Mapping[str, str], name: str, why: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise SettingsError(f"{name} is required {why}")
+    return value
+
+
+def check_credential_settings(env: Mapping[str, str]) -> CredentialMode:
+    """Validate the identity settings at start-up, so a typo is not discovered on the first send."""
+    mode = credential_mode(env)
+    if mode == "federated_managed_identity":
+        why = "when MAILGW_CREDENTIAL=federated_managed_identity"
+        _required(env, "AZURE_CLIENT_ID", f"(the user-assigned identity) {why}")
+        _required(env, "MAILGW_TENANT_ID", f"(the tenant that owns the mailboxes) {why}")
+        _required(env, "MAILGW_APP_CLIENT_ID", f"(the app registration that trusts it) {why}")
+    if mode == "workload_identity":
+        why = "when MAILGW_CREDENTIAL=workload_identity"
+        for name in ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_FEDERATED_TOKEN_FILE"):
+            _required(env, name, why)
+    return mode
+
+
+def create_credential(env: Mapping[str, str]) -> AsyncTokenCredential:
+    """One credential per process: azure-identity caches and refreshes its tokens."""
+    mode = check_credential_settings(env)
+    client_id = env.get("AZURE_CLIENT_ID", "").strip() or None
+    if mode == "managed_identity":
+        from azure.identity.aio import ManagedIdentityCredential
+
+        return ManagedIdentityCredential(client_id=client_id)
+    if mode == "federated_managed_identity":
+        from azure.identity import ManagedIdentityCredential as SyncManagedIdentityCredential
+        from azure.identity.aio import ClientAssertionCredential
+
+        identity = SyncManagedIdentityCredential(client_id=client_id)
+
+        def assertion() -> str:
+            # Called only when the app token needs renewing (about hourly); the managed identity
+            # endpoint is local to the instance, so this short synchronous call is acceptable.
+            token: str = identity.get_token(TOKEN_EXCHANGE_SCOPE).token
+            return token
+
+        return ClientAssertionCredential(
+            tenant_id=env["MAILGW_TENANT_ID"].strip(),
+            client_id=env["MAILGW_APP_CLIENT_ID"].strip(),
+            func=assertion,
+        )
+    if mode == "workload_identity":
+        from azure.identity.aio import WorkloadIdentityCredential
+
+        return WorkloadIdentityCredential()
+    from azure.identity.aio import DefaultAzureCredential
+
+    return DefaultAzureCredential(managed_identity_client_id=client_id)
