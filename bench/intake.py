@@ -22,7 +22,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from devhost.azurite import Azurite  # noqa: E402
-
 from mailgw.intake import Intake  # noqa: E402
 from mailgw.queue import MailQueue, dumps  # noqa: E402
 from mailgw.settings import Settings  # noqa: E402

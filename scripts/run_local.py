@@ -21,7 +21,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from devhost.azurite import Azurite  # noqa: E402
-
 from mailgw.storage import AZURITE_DEFAULT_PORTS  # noqa: E402
 
 PORT = int(os.environ.get("MAILGW_LOCAL_PORT", "7071"))

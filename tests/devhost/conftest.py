@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 from devhost_support import DevHostProcess, StartDevHost, launch
+
 from support import wait_until
 
 

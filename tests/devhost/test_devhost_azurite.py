@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 from devhost_support import ROOT
-from support import wait_until
 
 from devhost.azurite import Azurite, AzuriteError
+from support import wait_until
 
 
 def test_the_session_azurite_serves_the_queue_port(azurite: Any) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 from devhost_support import DevHostProcess, StartDevHost
+
 from support import wait_until
 
 SMALL_LIMIT = 1_000_000

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 from devhost_support import ROOT, StartDevHost, launch
-from support import wait_until, wait_until_async
 
 from mailgw.storage import StorageConnection, queue_client
+from support import wait_until, wait_until_async
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from azure.storage.queue.aio import QueueClient
 from devhost_support import DevHostProcess, StartDevHost
-from support import wait_until_async
 
 from mailgw.storage import StorageConnection, queue_client, queue_service_client
+from support import wait_until_async
 
 MAX_DEQUEUE = 3
 VISIBILITY_SECONDS = 2

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from support import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -18,6 +18,7 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 from conftest import DevHost
+
 from support import b64, sample_request, wait_until
 
 PNG = base64.b64decode(

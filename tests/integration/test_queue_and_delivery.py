@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
-from support import b64, sample_request, wait_until_async
 
 from mailgw.delivery import Delivery, RetryPolicy
 from mailgw.errors import permanent, transient
@@ -24,6 +23,7 @@ from mailgw.problems import Problem
 from mailgw.queue import INLINE_LIMIT, MailQueue
 from mailgw.settings import Settings
 from mailgw.transports.base import OutboundMessage, SendReceipt
+from support import b64, sample_request, wait_until_async
 
 
 async def pull(queue: MailQueue, name: str | None = None) -> Any:
