@@ -70,6 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (StartupError, AppLoadError, SettingsError, StorageConfigError, ValueError) as error:
         logging.getLogger("devhost").error("Dev host failed to start: %s", error)
         return 1
+    finally:
+        # The Functions programming model gives an app no shutdown hook, so clients it created
+        # lazily are reclaimed with the process (as in Azure); that is not an error worth a report.
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
 
 
 if __name__ == "__main__":
