@@ -48,6 +48,7 @@ class RetryPolicy:
     """Exponential backoff with jitter; a server's ``Retry-After`` is honoured exactly."""
 
     max_attempts: int = 8
+    max_age_seconds: float = 24 * 3600
     base_seconds: float = 30.0
     cap_seconds: float = 3600.0
 
@@ -106,7 +107,12 @@ class Delivery:
             await self.queue.enqueue(envelope, delay=delay)
             return Outcome("scheduled", envelope.id, delay=delay.total_seconds())
 
-        message = OutboundMessage(id=envelope.id, request=request, attempt=envelope.attempt + 1)
+        message = OutboundMessage(
+            id=envelope.id,
+            request=request,
+            attempt=envelope.attempt + 1,
+            checkpoint=envelope.checkpoint,
+        )
         try:
             receipt = await self.transport.send(message)
         except DeliveryError as error:
@@ -180,9 +186,33 @@ class Delivery:
         return request
 
     async def _failed(self, envelope: Envelope, error: DeliveryError) -> Outcome:
-        attempt = envelope.attempt + 1
+        # Throttling is Graph asking us to wait, not a failed attempt: it does not use up the
+        # attempt budget, but a message may not wait forever (MAILGW_MAX_AGE_SECONDS).
+        attempt = envelope.attempt if error.throttled else envelope.attempt + 1
+        envelope = envelope.model_copy(
+            update={
+                "checkpoint": error.checkpoint or envelope.checkpoint,
+                "ambiguous": envelope.ambiguous or error.ambiguous,
+            }
+        )
+        if error.ambiguous:
+            log.warning(
+                "message %s: outcome unknown after %s (it may have been sent); retrying%s",
+                envelope.id,
+                error.code,
+                "" if envelope.checkpoint else " - at-least-once: a duplicate is possible",
+            )
         if not error.transient:
             return await self._poison(envelope, error.info())
+        age = (self.clock() - envelope.created_at).total_seconds()
+        if age > self.retry.max_age_seconds:
+            info = ErrorInfo(
+                code=error.code,
+                message=f"still failing after {age / 3600:.1f} h "
+                f"(MAILGW_MAX_AGE_SECONDS={self.retry.max_age_seconds}): {error.message}",
+                hint=error.hint or "the failure persisted; fix the cause, then replay the message",
+            )
+            return await self._poison(envelope, info)
         if attempt >= self.retry.max_attempts:
             info = ErrorInfo(
                 code=error.code,
@@ -191,7 +221,13 @@ class Delivery:
             )
             return await self._poison(envelope, info)
         delay = self.retry.delay(attempt, error.retry_after, self.rng)
-        retry = envelope.model_copy(update={"attempt": attempt, "error": error.info()})
+        retry = envelope.model_copy(
+            update={
+                "attempt": attempt,
+                "throttled": envelope.throttled + int(error.throttled),
+                "error": error.info(),
+            }
+        )
         await self.queue.enqueue(retry, delay=timedelta(seconds=delay))
         log.warning("retry %s in %.1fs after %s", envelope.id, delay, error)
         return Outcome("retry", envelope.id, error=error.info(), delay=delay)

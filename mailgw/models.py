@@ -354,6 +354,12 @@ class Envelope(_Model):
     payload_ref: PayloadRef | None = None
     error: ErrorInfo | None = None
     source: Literal["api", "queue"] = "api"
+    #: throttled retries so far (they do not count as attempts)
+    throttled: int = Field(default=0, ge=0)
+    #: an attempt ended without knowing whether the message went out
+    ambiguous: bool = False
+    #: transport progress to resume from (e.g. the Graph draft id in draft mode)
+    checkpoint: dict[str, str] | None = None
 
     @model_validator(mode="after")
     def _one_payload(self) -> Envelope:

@@ -39,8 +39,14 @@ def message_id_for(message_id: str, sender: str) -> str:
 
 
 def render_mime(
-    message_id: str, request: SendRequest, *, now: datetime | None = None
+    message_id: str,
+    request: SendRequest,
+    *,
+    now: datetime | None = None,
+    include_bcc: bool = False,
 ) -> EmailMessage:
+    """The message as RFC 5322. ``include_bcc`` only for submission APIs that take the recipients
+    from the headers (Graph's MIME send); SMTP and the outbox carry Bcc in the envelope only."""
     policy = email_policy.SMTPUTF8 if _needs_smtputf8(request) else email_policy.SMTP
     msg = EmailMessage(policy=policy)
     msg["From"] = _address(request.sender)
@@ -48,6 +54,8 @@ def render_mime(
         msg["To"] = [_address(r) for r in request.to]
     if request.cc:
         msg["Cc"] = [_address(r) for r in request.cc]
+    if include_bcc and request.bcc:
+        msg["Bcc"] = [_address(r) for r in request.bcc]
     if request.reply_to:
         msg["Reply-To"] = [_address(r) for r in request.reply_to]
     msg["Subject"] = request.subject

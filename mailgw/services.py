@@ -40,7 +40,10 @@ class Services:
             self.settings,
             self.queue,
             self.transport,
-            retry=RetryPolicy(max_attempts=self.settings.max_attempts),
+            retry=RetryPolicy(
+                max_attempts=self.settings.max_attempts,
+                max_age_seconds=self.settings.max_age_seconds,
+            ),
         )
 
 

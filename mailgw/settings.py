@@ -17,6 +17,8 @@ from mailgw.storage import StorageConnection
 
 Transport = Literal["graph", "smtp", "relay", "outbox"]
 TRANSPORTS: tuple[Transport, ...] = ("graph", "smtp", "relay", "outbox")
+GraphMode = Literal["sendmail", "draft"]
+GRAPH_MODES: tuple[GraphMode, ...] = ("sendmail", "draft")
 
 MiB = 1024 * 1024
 
@@ -38,6 +40,10 @@ class Settings:
     max_request_bytes: int = 100 * MiB
     max_attachment_bytes: int = 150 * MiB
     max_attempts: int = 8
+    max_age_seconds: int = 24 * 3600
+    graph_mode: GraphMode = "sendmail"
+    graph_timeout_seconds: int = 30
+    mailbox_concurrency: int = 4
     storage_connection_name: str = "AzureWebJobsStorage"
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -45,6 +51,11 @@ class Settings:
     def poison_queue(self) -> str:
         """The host's naming: ``<queue>-poison``."""
         return f"{self.queue}-poison"
+
+    @property
+    def graph_scope(self) -> str:
+        """The token scope follows the endpoint: sovereign clouds have their own Graph resource."""
+        return f"{self.graph_endpoint}/.default"
 
     def storage(self) -> StorageConnection:
         return StorageConnection.from_settings(self.storage_connection_name, self.env)
@@ -60,6 +71,17 @@ class Settings:
         if transport not in TRANSPORTS:
             raise SettingsError(
                 f"MAILGW_TRANSPORT must be one of {', '.join(TRANSPORTS)}; got {transport!r}"
+            )
+        graph_mode = get("MAILGW_GRAPH_MODE", cls.graph_mode).lower()
+        if graph_mode not in GRAPH_MODES:
+            raise SettingsError(
+                f"MAILGW_GRAPH_MODE must be one of {', '.join(GRAPH_MODES)}; got {graph_mode!r}"
+            )
+        concurrency = _positive_int(env, "MAILGW_MAILBOX_CONCURRENCY", cls.mailbox_concurrency)
+        if concurrency > 4:
+            raise SettingsError(
+                "MAILGW_MAILBOX_CONCURRENCY must be 1-4: Graph allows 4 concurrent requests per "
+                f"app and mailbox, more only collects 429s; got {concurrency}"
             )
         queue = get("MAILGW_QUEUE", cls.queue)
         if not _valid_queue_name(queue):
@@ -85,6 +107,12 @@ class Settings:
                 env, "MAILGW_MAX_ATTACHMENT_BYTES", cls.max_attachment_bytes
             ),
             max_attempts=_positive_int(env, "MAILGW_MAX_ATTEMPTS", cls.max_attempts),
+            max_age_seconds=_positive_int(env, "MAILGW_MAX_AGE_SECONDS", cls.max_age_seconds),
+            graph_mode=graph_mode,  # checked against GRAPH_MODES above
+            graph_timeout_seconds=_positive_int(
+                env, "MAILGW_GRAPH_TIMEOUT_SECONDS", cls.graph_timeout_seconds
+            ),
+            mailbox_concurrency=concurrency,
             env=env,
         )
 

@@ -13,4 +13,8 @@ def create_transport(settings: Settings) -> Transport:
         from mailgw.transports.outbox import OutboxTransport
 
         return OutboxTransport(settings.outbox_dir)
+    if settings.transport == "graph":
+        from mailgw.transports.graph import GraphTransport
+
+        return GraphTransport(settings)
     raise NotImplementedError(f"MAILGW_TRANSPORT={settings.transport} is not available yet")

@@ -15,6 +15,8 @@ class OutboundMessage:
     id: str
     request: SendRequest
     attempt: int = 0
+    #: what an earlier attempt left to resume from (a transport's own keys, e.g. a draft id)
+    checkpoint: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)

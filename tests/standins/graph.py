@@ -1273,19 +1273,27 @@ class GraphStandIn(StandInServer):
             )
         )
 
-    def _send_mail(self, rec: Recorded, mailbox: str) -> web.Response:
+    def _mime_body(self, rec: Recorded) -> bytes | None:
+        """The MIME message of a ``text/plain`` (Base64 MIME) request, None for JSON requests.
+
+        Graph takes MIME on sendMail and on message creation (a draft from MIME)."""
         content_type = (rec.header("Content-Type") or "").split(";")[0].strip().lower()
-        if content_type == "text/plain":
-            if len(rec.body) > self.max_request_bytes:
-                raise GraphError(413, "RequestEntityTooLarge", ERRORS["RequestEntityTooLarge"][1])
-            try:
-                mime = base64.b64decode(b"".join(rec.body.split()), validate=True)
-            except (binascii.Error, ValueError) as exc:
-                raise GraphError(
-                    400,
-                    "ErrorMimeContentInvalidBase64String",
-                    "Invalid base64 string for MIME content.",
-                ) from exc
+        if content_type != "text/plain":
+            return None
+        if len(rec.body) > self.max_request_bytes:
+            raise GraphError(413, "RequestEntityTooLarge", ERRORS["RequestEntityTooLarge"][1])
+        try:
+            return base64.b64decode(b"".join(rec.body.split()), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise GraphError(
+                400,
+                "ErrorMimeContentInvalidBase64String",
+                "Invalid base64 string for MIME content.",
+            ) from exc
+
+    def _send_mail(self, rec: Recorded, mailbox: str) -> web.Response:
+        mime = self._mime_body(rec)
+        if mime is not None:
             message, attachments = _message_from_mime(mime)
             _check_sendable(message)
             self._check_send_as(mailbox, message)
@@ -1357,7 +1365,11 @@ class GraphStandIn(StandInServer):
         return draft
 
     def _create_message(self, rec: Recorded, mailbox: str) -> web.Response:
-        message, attachments = _normalize_message(self._json_body(rec), "createMessage")
+        mime = self._mime_body(rec)
+        if mime is not None:
+            message, attachments = _message_from_mime(mime)
+        else:
+            message, attachments = _normalize_message(self._json_body(rec), "createMessage")
         prefer = (rec.header("Prefer") or "").replace(" ", "").lower()
         immutable = 'idtype="immutableid"' in prefer
         draft = _Draft(

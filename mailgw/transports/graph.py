@@ -1,0 +1,380 @@
+"""Microsoft Graph transport: ``sendMail`` (default) or draft + send (exactly once, large files).
+
+One Graph client and one credential per process: azure-identity caches and refreshes the token,
+httpx keeps the connections. The SDK's own retry handler is switched off: it would resend a
+``sendMail`` after a 504 (sending twice) and sleep inside the function; the gateway retries
+through the queue instead, with a visibility delay that costs no running function.
+
+Modes (``MAILGW_GRAPH_MODE``):
+- ``sendmail`` (Mail.Send): one request. A timeout or 5xx after the request may have reached
+  Graph is *ambiguous*; the retry may send twice, and the envelope records the ambiguity.
+- ``draft`` (Mail.ReadWrite + Mail.Send): create a draft (immutable id), add attachments (3-150 MB
+  through upload sessions in chunks), send it. The draft id travels in the envelope's checkpoint,
+  so after an ambiguous failure the next attempt looks at the draft first: already sent (no longer
+  a draft) means done, so the message goes out exactly once.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import httpx
+from kiota_abstractions.api_error import APIError
+from kiota_abstractions.base_request_configuration import RequestConfiguration
+from kiota_abstractions.method import Method
+from kiota_abstractions.request_information import RequestInformation
+from kiota_authentication_azure.azure_identity_authentication_provider import (
+    AzureIdentityAuthenticationProvider,
+)
+from kiota_http.middleware.options import RetryHandlerOption
+from msgraph.generated.models.attachment_item import AttachmentItem
+from msgraph.generated.models.attachment_type import AttachmentType
+from msgraph.generated.models.message import Message
+from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+from msgraph.generated.users.item.messages.item.attachments.create_upload_session.create_upload_session_post_request_body import (  # noqa: E501
+    CreateUploadSessionPostRequestBody,
+)
+from msgraph.generated.users.item.send_mail.send_mail_post_request_body import (
+    SendMailPostRequestBody,
+)
+from msgraph.graph_request_adapter import GraphRequestAdapter
+from msgraph.graph_request_adapter import options as graph_default_options
+from msgraph.graph_service_client import GraphServiceClient
+from msgraph_core import GraphClientFactory
+
+from mailgw.concurrency import MailboxLimiter
+from mailgw.errors import DeliveryError, classify_graph, parse_retry_after, transient
+from mailgw.identity import create_credential
+from mailgw.models import Attachment, SendRequest
+from mailgw.settings import Settings
+from mailgw.transports.base import OutboundMessage, SendReceipt
+from mailgw.transports.graph_message import (
+    UPLOAD_SESSION_MIN_BYTES,
+    file_attachment,
+    graph_message,
+    mime_message,
+    needs_mime,
+    split_attachments,
+)
+
+if TYPE_CHECKING:
+    from azure.core.credentials_async import AsyncTokenCredential
+    from msgraph.generated.users.item.user_item_request_builder import UserItemRequestBuilder
+
+log = logging.getLogger("mailgw.graph")
+T = TypeVar("T")
+
+#: 12 x 320 KiB: a multiple of 320 KiB (OneDrive's rule) and under 4 MB per PUT (Outlook's advice).
+UPLOAD_CHUNK_BYTES = 12 * 320 * 1024
+IMMUTABLE_IDS = 'IdType="ImmutableId"'
+_ERRORS: dict[str, Any] = {"XXX": ODataError}
+
+
+def build_client(
+    credential: AsyncTokenCredential, endpoint: str, scope: str, timeout: float
+) -> GraphServiceClient:
+    """A Graph client for ``endpoint`` (public, sovereign, or a stand-in on 127.0.0.1).
+
+    - scopes are explicit: the token is for ``<endpoint>/.default``, not derived per request;
+    - only the Graph host gets the bearer token (upload URLs are pre-authenticated);
+    - no SDK retries (see the module docstring); every call has a timeout.
+    """
+    host = httpx.URL(endpoint).host
+    auth = AzureIdentityAuthenticationProvider(credential, scopes=[scope], allowed_hosts=[host])
+    options = dict(graph_default_options)
+    options[RetryHandlerOption.get_key()] = RetryHandlerOption(
+        delay=0, max_retries=0, should_retry=False
+    )
+    http = GraphClientFactory.create_with_default_middleware(
+        client=httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        ),
+        options=options,
+    )
+    adapter = GraphRequestAdapter(auth, client=http)
+    adapter.base_url = f"{endpoint}/v1.0"
+    return GraphServiceClient(request_adapter=adapter)
+
+
+def _immutable() -> RequestConfiguration[Any]:
+    config: RequestConfiguration[Any] = RequestConfiguration()
+    config.headers.add("Prefer", IMMUTABLE_IDS)
+    return config
+
+
+class GraphTransport:
+    name = "graph"
+
+    def __init__(self, settings: Settings, credential: AsyncTokenCredential | None = None):
+        self.settings = settings
+        self.mode = settings.graph_mode
+        self.credential = credential or create_credential(settings.env)
+        self.client = build_client(
+            self.credential,
+            settings.graph_endpoint,
+            settings.graph_scope,
+            float(settings.graph_timeout_seconds),
+        )
+        self.limiter = MailboxLimiter(settings.mailbox_concurrency)
+        self._uploads = httpx.AsyncClient(timeout=httpx.Timeout(120.0, connect=10.0))
+
+    async def aclose(self) -> None:
+        await self._uploads.aclose()
+        await self.credential.close()
+
+    async def send(self, message: OutboundMessage) -> SendReceipt:
+        mailbox = message.request.sender.address
+        async with self.limiter.slot(mailbox):
+            user = self.client.users.by_user_id(mailbox)
+            if self.mode == "draft":
+                return await self._send_draft(user, message)
+            return await self._send_mail(user, message)
+
+    # --- sendMail -------------------------------------------------------------------------------
+
+    async def _send_mail(
+        self, user: UserItemRequestBuilder, message: OutboundMessage
+    ) -> SendReceipt:
+        request = message.request
+        inline, later = split_attachments(request)
+        if later:
+            raise DeliveryError(
+                "ErrorMessageSizeExceeded",
+                f"attachments total {sum(a.size for a in later)} bytes; sendMail takes 4 MB "
+                "per request",
+                transient=False,
+                hint="set MAILGW_GRAPH_MODE=draft (needs Mail.ReadWrite) to send attachments of "
+                "3-150 MB through upload sessions, or shrink the message",
+            )
+        if needs_mime(request):
+            info = RequestInformation(
+                Method.POST, user.send_mail.url_template, user.send_mail.path_parameters
+            )
+            info.set_stream_content(
+                base64.b64encode(mime_message(message.id, request, inline)), "text/plain"
+            )
+            await _call(
+                lambda: self.client.request_adapter.send_no_response_content_async(info, _ERRORS),
+                may_have_sent=True,
+            )
+            return SendReceipt(self.name, "sendMail (MIME)")
+        body = SendMailPostRequestBody(
+            message=graph_message(request), save_to_sent_items=request.save_to_sent_items
+        )
+        await _call(lambda: user.send_mail.post(body), may_have_sent=True)
+        return SendReceipt(self.name, "sendMail")
+
+    # --- draft + send ---------------------------------------------------------------------------
+
+    async def _send_draft(
+        self, user: UserItemRequestBuilder, message: OutboundMessage
+    ) -> SendReceipt:
+        checkpoint = dict(message.checkpoint or {})
+        draft_id = checkpoint.get("draftId")
+        if draft_id:
+            state = await self._draft_state(user, draft_id)
+            if state == "sent":
+                log.info("draft %s of %s was already sent: not sending again", draft_id, message.id)
+                return SendReceipt(self.name, f"draft {draft_id} (already sent)")
+            if state == "draft" and checkpoint.get("stage") != "ready":
+                # An earlier attempt stopped while adding attachments: start from a clean draft.
+                stale = user.messages.by_message_id(draft_id)
+                await _call(
+                    lambda: stale.delete(request_configuration=_immutable()), may_have_sent=False
+                )
+                draft_id = None
+            if state == "missing":
+                draft_id = None
+        try:
+            if not draft_id:
+                draft_id = await self._create_draft(user, message, checkpoint)
+            item = user.messages.by_message_id(draft_id)
+            await _call(
+                lambda: item.send.post(request_configuration=_immutable()), may_have_sent=True
+            )
+        except DeliveryError as error:
+            error.checkpoint = checkpoint
+            raise
+        return SendReceipt(self.name, f"draft {draft_id}")
+
+    async def _draft_state(self, user: UserItemRequestBuilder, draft_id: str) -> str:
+        """``sent``, ``draft`` or ``missing``: what became of an earlier attempt's draft."""
+        try:
+            found = await _call(
+                lambda: user.messages.by_message_id(draft_id).get(
+                    request_configuration=_immutable()
+                ),
+                may_have_sent=False,
+            )
+        except DeliveryError as error:
+            if error.code in ("ErrorItemNotFound", "ResourceNotFound", "HTTP404"):
+                # With immutable ids a sent draft stays findable (in Sent Items, isDraft false);
+                # gone altogether, someone deleted it: it was not sent by us, send afresh.
+                return "missing"
+            raise
+        if found is not None and found.is_draft is False:
+            return "sent"
+        return "draft"
+
+    async def _create_draft(
+        self, user: UserItemRequestBuilder, message: OutboundMessage, checkpoint: dict[str, str]
+    ) -> str:
+        request = message.request
+        inline, later = split_attachments(request)
+        if needs_mime(request):
+            created = await self._create_mime_draft(user, message.id, request, inline)
+        else:
+            created = await _call(
+                lambda: user.messages.post(
+                    graph_message(request, inline), request_configuration=_immutable()
+                ),
+                may_have_sent=False,
+            )
+        if created is None or not created.id:
+            raise transient("GraphNoDraft", "Graph created a draft but returned no id")
+        draft_id: str = created.id
+        checkpoint.update(draftId=draft_id, stage="created")
+        for attachment in later:
+            await self._add_attachment(user, draft_id, attachment)
+        checkpoint["stage"] = "ready"
+        return draft_id
+
+    async def _create_mime_draft(
+        self,
+        user: UserItemRequestBuilder,
+        message_id: str,
+        request: SendRequest,
+        inline: list[Attachment],
+    ) -> Message | None:
+        info = RequestInformation(
+            Method.POST, user.messages.url_template, user.messages.path_parameters
+        )
+        info.headers.try_add("Prefer", IMMUTABLE_IDS)
+        info.headers.try_add("Accept", "application/json")
+        info.set_stream_content(
+            base64.b64encode(mime_message(message_id, request, inline)), "text/plain"
+        )
+        adapter = self.client.request_adapter
+        result: Message | None = await _call(
+            lambda: adapter.send_async(info, Message, _ERRORS),
+            may_have_sent=False,
+        )
+        return result
+
+    async def _add_attachment(
+        self, user: UserItemRequestBuilder, draft_id: str, attachment: Attachment
+    ) -> None:
+        item = user.messages.by_message_id(draft_id)
+        if attachment.size < UPLOAD_SESSION_MIN_BYTES:
+            await _call(
+                lambda: item.attachments.post(
+                    file_attachment(attachment), request_configuration=_immutable()
+                ),
+                may_have_sent=False,
+            )
+            return
+        session = await _call(
+            lambda: item.attachments.create_upload_session.post(
+                CreateUploadSessionPostRequestBody(
+                    attachment_item=AttachmentItem(
+                        attachment_type=AttachmentType.File,
+                        name=attachment.name,
+                        size=attachment.size,
+                        content_type=attachment.content_type,
+                        is_inline=attachment.inline,
+                        content_id=attachment.content_id,
+                    )
+                ),
+                request_configuration=_immutable(),
+            ),
+            may_have_sent=False,
+        )
+        if session is None or not session.upload_url:
+            raise transient("GraphNoUploadSession", "Graph returned no upload URL")
+        await self._upload(session.upload_url, attachment.content())
+
+    async def _upload(self, url: str, data: bytes) -> None:
+        """Chunked PUTs to the pre-authenticated upload URL (no Authorization header: the URL is
+        the credential). msgraph-core's LargeFileUploadTask cannot parse Outlook's
+        ``nextExpectedRanges``, hence this loop."""
+        total = len(data)
+        for start in range(0, total, UPLOAD_CHUNK_BYTES):
+            chunk = data[start : start + UPLOAD_CHUNK_BYTES]
+            headers = {
+                "Content-Type": "application/octet-stream",
+                "Content-Range": f"bytes {start}-{start + len(chunk) - 1}/{total}",
+            }
+            try:
+                response = await self._uploads.put(url, content=chunk, headers=headers)
+            except httpx.HTTPError as exc:
+                raise _network_error(exc, may_have_sent=False) from exc
+            if response.status_code >= 400:
+                code, text = _error_body(response)
+                raise classify_graph(
+                    response.status_code,
+                    code,
+                    text,
+                    retry_after=parse_retry_after(response.headers.get("Retry-After")),
+                )
+
+
+async def _call(make: Callable[[], Awaitable[T]], *, may_have_sent: bool) -> T:
+    """Run one Graph request and turn every failure into a classified ``DeliveryError``."""
+    try:
+        return await make()
+    except APIError as exc:
+        headers: Any = exc.response_headers or {}
+        retry_after = parse_retry_after(headers.get("Retry-After") or headers.get("retry-after"))
+        code, message = None, str(exc.message or exc)
+        if isinstance(exc, ODataError) and exc.error is not None:
+            code, message = exc.error.code, exc.error.message or message
+        raise classify_graph(
+            exc.response_status_code,
+            code,
+            message,
+            retry_after=retry_after,
+            may_have_sent=may_have_sent,
+        ) from exc
+    except httpx.HTTPError as exc:
+        raise _network_error(exc, may_have_sent=may_have_sent) from exc
+    except TimeoutError as exc:
+        raise _network_error(exc, may_have_sent=may_have_sent) from exc
+    except Exception as exc:
+        from azure.core.exceptions import ClientAuthenticationError
+
+        if isinstance(exc, ClientAuthenticationError):
+            raise DeliveryError(
+                "TokenUnavailable",
+                f"no token for Graph: {exc.message}",
+                transient=True,
+                hint="the identity endpoint refused or failed: check MAILGW_CREDENTIAL, "
+                "AZURE_CLIENT_ID and that the Function App has that identity",
+            ) from exc
+        raise
+
+
+def _network_error(exc: BaseException, *, may_have_sent: bool) -> DeliveryError:
+    """Connect failures never reached Graph; a timeout or a dropped answer may have."""
+    not_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+    ambiguous = may_have_sent and not not_sent
+    name = type(exc).__name__
+    return DeliveryError(
+        "Timeout" if "Timeout" in name else "NetworkError",
+        f"{name}: {exc}" if str(exc) else name,
+        transient=True,
+        ambiguous=ambiguous,
+        hint="Graph did not answer in time; the gateway retries"
+        + (" (the message may already have been sent)" if ambiguous else ""),
+    )
+
+
+def _error_body(response: httpx.Response) -> tuple[str | None, str]:
+    try:
+        error = response.json().get("error", {})
+        return error.get("code"), error.get("message") or response.reason_phrase
+    except ValueError:
+        return None, response.reason_phrase
