@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Literal
+from urllib.parse import urlsplit
 
 from mailgw.settings import SettingsError
 
@@ -29,7 +30,19 @@ CREDENTIAL_MODES: tuple[CredentialMode, ...] = (
     "workload_identity",
     "default",
 )
-TOKEN_EXCHANGE_SCOPE = "api://AzureADTokenExchange/.default"
+#: The audience a federated credential's assertion must carry differs per national cloud.
+TOKEN_EXCHANGE_AUDIENCES = {
+    "graph.microsoft.us": "api://AzureADTokenExchangeUSGov",
+    "dod-graph.microsoft.us": "api://AzureADTokenExchangeUSGov",
+    "microsoftgraph.chinacloudapi.cn": "api://AzureADTokenExchangeChina",
+}
+
+
+def token_exchange_scope(env: Mapping[str, str]) -> str:
+    """``api://AzureADTokenExchange[USGov|China]/.default``, following MAILGW_GRAPH_ENDPOINT."""
+    endpoint = env.get("MAILGW_GRAPH_ENDPOINT", "").strip() or "https://graph.microsoft.com"
+    host = urlsplit(endpoint).hostname or ""
+    return TOKEN_EXCHANGE_AUDIENCES.get(host, "api://AzureADTokenExchange") + "/.default"
 
 
 def credential_mode(env: Mapping[str, str]) -> CredentialMode:
@@ -77,11 +90,12 @@ def create_credential(env: Mapping[str, str]) -> AsyncTokenCredential:
         from azure.identity.aio import ClientAssertionCredential
 
         identity = SyncManagedIdentityCredential(client_id=client_id)
+        exchange_scope = token_exchange_scope(env)
 
         def assertion() -> str:
             # Called only when the app token needs renewing (about hourly); the managed identity
             # endpoint is local to the instance, so this short synchronous call is acceptable.
-            token: str = identity.get_token(TOKEN_EXCHANGE_SCOPE).token
+            token: str = identity.get_token(exchange_scope).token
             return token
 
         return ClientAssertionCredential(
