@@ -18,10 +18,11 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from devhost.azurite import Azurite  # noqa: E402
 from mailgw.storage import AZURITE_DEFAULT_PORTS  # noqa: E402
+from standins.processes import StandInProcesses, start_standins  # noqa: E402
 
 PORT = int(os.environ.get("MAILGW_LOCAL_PORT", "7071"))
 
@@ -38,7 +39,24 @@ def _local_settings() -> dict[str, str]:
         shutil.copyfile(ROOT / "local.settings.sample.json", settings_file)
         print("Created local.settings.json from local.settings.sample.json")
     values: dict[str, str] = json.loads(settings_file.read_text())["Values"]
-    return {**values, **{k: v for k, v in os.environ.items() if k in values}}
+    return {
+        **values,
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if k in values or k.startswith(("MAILGW_", "IDENTITY_", "AZURE_"))
+        },
+    }
+
+
+def _needs_standins(values: dict[str, str]) -> bool:
+    """Graph with a managed identity cannot work on a laptop: there is no identity endpoint.
+    Then the local stand-ins play Graph and the identity, so the whole path still runs."""
+    return (
+        values.get("MAILGW_TRANSPORT") == "graph"
+        and values.get("MAILGW_CREDENTIAL", "managed_identity") == "managed_identity"
+        and not values.get("IDENTITY_ENDPOINT")
+    )
 
 
 def _wait_ready(process: subprocess.Popen[bytes], timeout: float = 60) -> None:
@@ -57,7 +75,7 @@ def _wait_ready(process: subprocess.Popen[bytes], timeout: float = 60) -> None:
     raise SystemExit(f"the dev host did not become ready on port {PORT} in {timeout:.0f}s")
 
 
-def _banner(values: dict[str, str]) -> str:
+def _banner(values: dict[str, str], standins: StandInProcesses | None) -> str:
     sender = values.get("MAILGW_ALLOWED_SENDERS", "").split(",")[0].strip().replace("*", "noreply")
     body = json.dumps(
         {
@@ -68,6 +86,16 @@ def _banner(values: dict[str, str]) -> str:
         }
     )
     outbox = (ROOT / values.get("MAILGW_OUTBOX_DIR", "outbox")).resolve()
+    where = f"The message lands as an .eml file in {outbox}/"
+    if standins:
+        where = (
+            f"No managed identity on this machine, so local stand-ins play Microsoft Graph\n"
+            f"({standins.graph_url}) and the identity endpoint. See what Graph received:\n"
+            f"  curl {standins.graph_url}/_standin/delivered\n"
+            f"(To send through your real tenant instead: MAILGW_CREDENTIAL=default after az login.)"
+        )
+    elif values.get("MAILGW_TRANSPORT") != "outbox":
+        where = f"Transport {values.get('MAILGW_TRANSPORT')}: the message goes out for real."
     return f"""
 mailgw is running on http://127.0.0.1:{PORT} (transport: {values.get("MAILGW_TRANSPORT")})
 
@@ -79,12 +107,20 @@ Send a first mail:
 
 or:  .venv/bin/mailgw send --from {sender} --to someone@example.com --subject Hi --text 'It works.'
 
-The message lands as an .eml file in {outbox}/
+{where}
 Health: curl http://127.0.0.1:{PORT}/api/v1/health     Stop: Ctrl-C
 """
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
+    # Ctrl-C and a supervisor's SIGTERM both stop everything (and SIGINT may arrive ignored when
+    # started from a non-interactive shell, so install the handlers explicitly).
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     values = _local_settings()
     azurite: Azurite | None = None
     if all(_listening(p) for p in AZURITE_DEFAULT_PORTS.values()):
@@ -102,12 +138,16 @@ def main() -> int:
         if azurite:
             azurite.stop()
         return 1
+    standins = start_standins() if _needs_standins(values) else None
+    env = {**os.environ, **(standins.gateway_env() if standins else {})}
     host = subprocess.Popen(
-        [sys.executable, "-m", "devhost", "--app-dir", str(ROOT), "--port", str(PORT)], cwd=ROOT
+        [sys.executable, "-m", "devhost", "--app-dir", str(ROOT), "--port", str(PORT)],
+        cwd=ROOT,
+        env=env,
     )
     try:
         _wait_ready(host)
-        print(_banner(values), flush=True)
+        print(_banner(values, standins), flush=True)
         host.wait()
     except KeyboardInterrupt:
         pass
@@ -118,6 +158,8 @@ def main() -> int:
                 host.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 host.kill()
+        if standins:
+            standins.stop()
         if azurite:
             azurite.stop()
         print("\nStopped.")

@@ -7,12 +7,17 @@ for the resource that MAILGW_GRAPH_ENDPOINT implies.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from graph_helpers import Pipeline
 
+from mailgw.delivery import Delivery, RetryPolicy
+from mailgw.queue import MailQueue
 from mailgw.settings import Settings
+from mailgw.transports.base import Transport
 from mailgw.transports.graph import GraphTransport
 from standins.graph import GraphStandIn
 from standins.identity import IdentityStandIn
@@ -73,3 +78,36 @@ async def draft_transport(graph_settings: Callable[..., Settings]) -> AsyncItera
     graph_transport = GraphTransport(graph_settings(MAILGW_GRAPH_MODE="draft"))
     yield graph_transport
     await graph_transport.aclose()
+
+
+@pytest.fixture
+def queue_settings(graph_settings: Callable[..., Settings], azurite: Any) -> Settings:
+    """Graph settings plus a fresh queue and payload container on the session's Azurite."""
+    return graph_settings(
+        AzureWebJobsStorage=azurite.connection_string,
+        MAILGW_QUEUE=f"gr-{uuid.uuid4().hex[:12]}",
+        MAILGW_PAYLOAD_CONTAINER=f"payloads-{uuid.uuid4().hex[:12]}",
+    )
+
+
+@pytest.fixture
+async def mail_queue(queue_settings: Settings) -> AsyncIterator[MailQueue]:
+    queue = MailQueue(
+        queue_settings.storage(), queue_settings.queue, queue_settings.payload_container
+    )
+    yield queue
+    await queue.close()
+
+
+#: retries become visible at once (queue delays are whole seconds; backoff this small rounds to 0)
+FAST_RETRIES = RetryPolicy(max_attempts=8, base_seconds=0.001, cap_seconds=0.001)
+
+
+@pytest.fixture
+def make_pipeline(queue_settings: Settings, mail_queue: MailQueue) -> Callable[..., Pipeline]:
+    """``make_pipeline(transport, retry=RetryPolicy(...))``: Delivery on the real queues."""
+
+    def make(transport: Transport, retry: RetryPolicy = FAST_RETRIES) -> Pipeline:
+        return Pipeline(mail_queue, Delivery(queue_settings, mail_queue, transport, retry=retry))
+
+    return make

@@ -374,6 +374,7 @@ class DeliveredMessage:
             "message": self.message,
             "mimeBase64": None if self.mime is None else base64.b64encode(self.mime).decode(),
             "token": None if self.token is None else self.token.__dict__,
+            "attachments": [a.to_json() for a in self.attachments],
         }
 
 

@@ -1,0 +1,148 @@
+"""Helpers for the Graph transport tests: requests, outbound messages, and a queue pipeline that
+drives :class:`mailgw.delivery.Delivery` on real Azurite queues as the Functions host would."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from azure.core.exceptions import ResourceNotFoundError
+
+from mailgw.delivery import Delivery, Outcome
+from mailgw.models import Envelope, SendRequest
+from mailgw.queue import MailQueue
+from mailgw.transports.base import OutboundMessage
+from support import wait_until_async
+
+SENDER = "noreply@contoso.com"
+SHARED = "shared-billing@contoso.com"
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def body(**overrides: Any) -> dict[str, Any]:
+    """A send request document (the wire form), text only unless told otherwise."""
+    document: dict[str, Any] = {
+        "from": SENDER,
+        "to": ["a@example.com"],
+        "subject": "Your receipt",
+        "text": "plain body",
+    }
+    document.update(overrides)
+    return {k: v for k, v in document.items() if v is not None}
+
+
+def attachment(
+    name: str,
+    data: bytes,
+    content_type: str = "application/octet-stream",
+    *,
+    inline: bool = False,
+    content_id: str | None = None,
+) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "name": name,
+        "contentType": content_type,
+        "contentBase64": b64(data),
+        "inline": inline,
+    }
+    if content_id is not None:
+        item["contentId"] = content_id
+    return item
+
+
+def request(**overrides: Any) -> SendRequest:
+    return SendRequest.model_validate(body(**overrides))
+
+
+def outbound(
+    document: dict[str, Any] | None = None,
+    *,
+    message_id: str | None = None,
+    attempt: int = 1,
+    checkpoint: dict[str, str] | None = None,
+) -> OutboundMessage:
+    return OutboundMessage(
+        id=message_id or uuid.uuid4().hex,
+        request=SendRequest.model_validate(document or body()),
+        attempt=attempt,
+        checkpoint=checkpoint,
+    )
+
+
+async def pull(queue: MailQueue, name: str | None = None) -> Any:
+    """Receive (and delete) one visible message as the host would, or None."""
+    try:
+        async for message in queue.queue(name).receive_messages(visibility_timeout=30):
+            await queue.queue(name).delete_message(message)
+            return message
+    except ResourceNotFoundError:
+        pass  # the queue does not exist yet: nothing was ever sent to it
+    return None
+
+
+@dataclass
+class Step:
+    """One queue message handled: the envelope as it was read from the queue, and the outcome."""
+
+    envelope: Envelope
+    outcome: Outcome
+
+
+@dataclass
+class Pipeline:
+    """Delivery wired to real queues. ``step()`` is one queue-trigger invocation."""
+
+    queue: MailQueue
+    delivery: Delivery
+    steps: list[Step] = field(default_factory=list)
+
+    async def submit(self, document: dict[str, Any], message_id: str | None = None) -> str:
+        envelope = Envelope(
+            id=message_id or uuid.uuid4().hex, created_at=datetime.now(UTC), request=document
+        )
+        await self.queue.enqueue(envelope)
+        return envelope.id
+
+    async def next_message(self, timeout: float = 10.0) -> Any:
+        return await wait_until_async(
+            lambda: pull(self.queue), timeout=timeout, what="a visible queue message"
+        )
+
+    async def step(self, timeout: float = 10.0) -> Step:
+        message = await self.next_message(timeout)
+        envelope = Envelope.model_validate_json(message.content)
+        outcome = await self.delivery.handle(message.content, queue_message_id=message.id)
+        done = Step(envelope, outcome)
+        self.steps.append(done)
+        return done
+
+    async def run(self, limit: int = 20, timeout: float = 10.0) -> list[Step]:
+        """Handle messages until one is finished with (sent or poisoned)."""
+        for _ in range(limit):
+            done = await self.step(timeout)
+            if done.outcome.action in ("sent", "poisoned"):
+                return self.steps
+        raise AssertionError(f"not finished after {limit} deliveries: {self.actions}")
+
+    @property
+    def actions(self) -> list[str]:
+        return [s.outcome.action for s in self.steps]
+
+    async def poisoned(self) -> Envelope:
+        message = await pull(self.queue, self.queue.poison_queue_name)
+        assert message is not None, "nothing in the poison queue"
+        return Envelope.model_validate_json(message.content)
+
+    async def is_empty(self) -> bool:
+        return await pull(self.queue) is None

@@ -1,0 +1,107 @@
+"""The identity and Graph stand-ins as separate processes, for a dev host that is itself a process
+(end-to-end tests, ``MAILGW_TRANSPORT=graph make run``, the delivery benchmark).
+
+Each process prints ``READY {json}`` once it listens; we read that line instead of guessing when it
+is up. The Graph stand-in accepts tokens for its own URL, since the gateway's token scope follows
+``MAILGW_GRAPH_ENDPOINT``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from standins.graph import RemoteGraphStandIn
+
+TESTS_DIR = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _spawn(module: str, *args: str) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), str(TESTS_DIR.parent)])}
+    process = subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    stdout: IO[str] | None = process.stdout
+    assert stdout is not None
+    line = stdout.readline()  # blocks until READY (or EOF if the process died)
+    if not line.startswith("READY "):
+        process.kill()
+        raise RuntimeError(f"{module} did not start (exit code {process.wait()})")
+    info: dict[str, Any] = json.loads(line.removeprefix("READY "))
+    return process, info
+
+
+@dataclass
+class StandInProcesses:
+    graph_url: str
+    identity_env: dict[str, str]
+    graph: RemoteGraphStandIn
+    processes: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    def gateway_env(self) -> dict[str, str]:
+        """The settings that point the gateway's Graph transport at these stand-ins."""
+        return {
+            "MAILGW_TRANSPORT": "graph",
+            "MAILGW_GRAPH_ENDPOINT": self.graph_url,
+            "MAILGW_CREDENTIAL": "managed_identity",
+            **self.identity_env,
+        }
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def __enter__(self) -> StandInProcesses:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_standins(latency_seconds: float = 0.0) -> StandInProcesses:
+    identity, identity_info = _spawn("standins.identity")
+    try:
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}"
+        graph, graph_info = _spawn(
+            "standins.graph",
+            "--port",
+            str(port),
+            "--audience",
+            url,
+            "--latency",
+            str(latency_seconds),
+        )
+    except BaseException:
+        identity.kill()
+        raise
+    env = {k: identity_info[k] for k in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER")}
+    return StandInProcesses(
+        graph_url=graph_info["url"],
+        identity_env=env,
+        graph=RemoteGraphStandIn(graph_info["url"]),
+        processes=[identity, graph],
+    )
