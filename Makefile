@@ -39,6 +39,7 @@ pytest:
 ## bench: benchmarks that print ratios against a baseline measured in the same run.
 bench: install
 	$(BIN)/python bench/intake.py
+	$(BIN)/python bench/delivery.py
 
 ## schema: regenerate docs/send-request.schema.json after changing mailgw/models.py.
 schema: $(STAMP)

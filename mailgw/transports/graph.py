@@ -17,6 +17,7 @@ Modes (``MAILGW_GRAPH_MODE``):
 from __future__ import annotations
 
 import base64
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -36,9 +37,6 @@ from msgraph.generated.models.message import Message
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 from msgraph.generated.users.item.messages.item.attachments.create_upload_session.create_upload_session_post_request_body import (  # noqa: E501
     CreateUploadSessionPostRequestBody,
-)
-from msgraph.generated.users.item.send_mail.send_mail_post_request_body import (
-    SendMailPostRequestBody,
 )
 from msgraph.graph_request_adapter import GraphRequestAdapter
 from msgraph.graph_request_adapter import options as graph_default_options
@@ -151,22 +149,39 @@ class GraphTransport:
                 "3-150 MB through upload sessions, or shrink the message",
             )
         if needs_mime(request):
-            info = RequestInformation(
-                Method.POST, user.send_mail.url_template, user.send_mail.path_parameters
-            )
-            info.set_stream_content(
-                base64.b64encode(mime_message(message.id, request, inline)), "text/plain"
-            )
-            await _call(
-                lambda: self.client.request_adapter.send_no_response_content_async(info, _ERRORS),
-                may_have_sent=True,
-            )
+            await self._post(user.send_mail, _mime(message.id, request, inline), may_have_sent=True)
             return SendReceipt(self.name, "sendMail (MIME)")
-        body = SendMailPostRequestBody(
-            message=graph_message(request), save_to_sent_items=request.save_to_sent_items
-        )
-        await _call(lambda: user.send_mail.post(body), may_have_sent=True)
+        body = {"message": graph_message(request), "saveToSentItems": request.save_to_sent_items}
+        await self._post(user.send_mail, _json(body), may_have_sent=True)
         return SendReceipt(self.name, "sendMail")
+
+    async def _post(
+        self,
+        builder: Any,
+        content: tuple[bytes, str],
+        *,
+        may_have_sent: bool,
+        immutable: bool = False,
+        returns: type[Message] | None = None,
+    ) -> Message | None:
+        """POST a body we serialised ourselves through the SDK's adapter (auth, middleware,
+        error mapping), to ``builder``'s URL. ``returns`` parses the answer."""
+        info = RequestInformation(Method.POST, builder.url_template, builder.path_parameters)
+        info.headers.try_add("Accept", "application/json")
+        if immutable:
+            info.headers.try_add("Prefer", IMMUTABLE_IDS)
+        info.set_stream_content(*content)
+        adapter = self.client.request_adapter
+        if returns is None:
+            await _call(
+                lambda: adapter.send_no_response_content_async(info, _ERRORS),
+                may_have_sent=may_have_sent,
+            )
+            return None
+        parsed: Message | None = await _call(
+            lambda: adapter.send_async(info, returns, _ERRORS), may_have_sent=may_have_sent
+        )
+        return parsed
 
     # --- draft + send ---------------------------------------------------------------------------
 
@@ -225,15 +240,14 @@ class GraphTransport:
     ) -> str:
         request = message.request
         inline, later = split_attachments(request)
-        if needs_mime(request):
-            created = await self._create_mime_draft(user, message.id, request, inline)
-        else:
-            created = await _call(
-                lambda: user.messages.post(
-                    graph_message(request, inline), request_configuration=_immutable()
-                ),
-                may_have_sent=False,
-            )
+        content = (
+            _mime(message.id, request, inline)
+            if needs_mime(request)
+            else _json(graph_message(request, inline))
+        )
+        created = await self._post(
+            user.messages, content, may_have_sent=False, immutable=True, returns=Message
+        )
         if created is None or not created.id:
             raise transient("GraphNoDraft", "Graph created a draft but returned no id")
         draft_id: str = created.id
@@ -243,38 +257,16 @@ class GraphTransport:
         checkpoint["stage"] = "ready"
         return draft_id
 
-    async def _create_mime_draft(
-        self,
-        user: UserItemRequestBuilder,
-        message_id: str,
-        request: SendRequest,
-        inline: list[Attachment],
-    ) -> Message | None:
-        info = RequestInformation(
-            Method.POST, user.messages.url_template, user.messages.path_parameters
-        )
-        info.headers.try_add("Prefer", IMMUTABLE_IDS)
-        info.headers.try_add("Accept", "application/json")
-        info.set_stream_content(
-            base64.b64encode(mime_message(message_id, request, inline)), "text/plain"
-        )
-        adapter = self.client.request_adapter
-        result: Message | None = await _call(
-            lambda: adapter.send_async(info, Message, _ERRORS),
-            may_have_sent=False,
-        )
-        return result
-
     async def _add_attachment(
         self, user: UserItemRequestBuilder, draft_id: str, attachment: Attachment
     ) -> None:
         item = user.messages.by_message_id(draft_id)
         if attachment.size < UPLOAD_SESSION_MIN_BYTES:
-            await _call(
-                lambda: item.attachments.post(
-                    file_attachment(attachment), request_configuration=_immutable()
-                ),
+            await self._post(
+                item.attachments,
+                _json(file_attachment(attachment)),
                 may_have_sent=False,
+                immutable=True,
             )
             return
         session = await _call(
@@ -320,6 +312,17 @@ class GraphTransport:
                     text,
                     retry_after=parse_retry_after(response.headers.get("Retry-After")),
                 )
+
+
+def _json(document: Any) -> tuple[bytes, str]:
+    return json.dumps(document, separators=(",", ":")).encode(), "application/json"
+
+
+def _mime(
+    message_id: str, request: SendRequest, attachments: list[Attachment]
+) -> tuple[bytes, str]:
+    """Graph's MIME format: the message Base64-encoded, sent as text/plain."""
+    return base64.b64encode(mime_message(message_id, request, attachments)), "text/plain"
 
 
 async def _call(make: Callable[[], Awaitable[T]], *, may_have_sent: bool) -> T:

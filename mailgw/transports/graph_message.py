@@ -9,17 +9,9 @@ The cost, documented in the README: a MIME send is always saved to Sent Items.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from msgraph.generated.models.body_type import BodyType
-from msgraph.generated.models.email_address import EmailAddress
-from msgraph.generated.models.file_attachment import FileAttachment
-from msgraph.generated.models.importance import Importance as GraphImportance
-from msgraph.generated.models.internet_message_header import InternetMessageHeader
-from msgraph.generated.models.item_body import ItemBody
-from msgraph.generated.models.message import Message
-from msgraph.generated.models.recipient import Recipient as GraphRecipient
-
-from mailgw.models import Attachment, Importance, Recipient, SendRequest
+from mailgw.models import Attachment, Recipient, SendRequest
 from mailgw.render import render_mime
 
 #: Graph refuses requests over 4 MB; Base64 inflates by 4/3, and the JSON needs room too.
@@ -27,63 +19,64 @@ MAX_INLINE_ATTACHMENT_BYTES = 2_800_000
 #: An upload session takes attachments of 3 MB and more (and only those).
 UPLOAD_SESSION_MIN_BYTES = 3 * 1024 * 1024
 
-_IMPORTANCE = {
-    Importance.low: GraphImportance.Low,
-    Importance.normal: GraphImportance.Normal,
-    Importance.high: GraphImportance.High,
-}
-
 
 def needs_mime(request: SendRequest) -> bool:
     """Both bodies given: only MIME keeps them both."""
     return bool(request.text and request.html)
 
 
-def _recipients(recipients: Sequence[Recipient]) -> list[GraphRecipient]:
+def _recipients(recipients: Sequence[Recipient]) -> list[dict[str, Any]]:
     return [
-        GraphRecipient(email_address=EmailAddress(address=r.address, name=r.name))
+        {"emailAddress": {"address": r.address, **({"name": r.name} if r.name else {})}}
         for r in recipients
     ]
 
 
-def file_attachment(attachment: Attachment) -> FileAttachment:
-    return FileAttachment(
-        odata_type="#microsoft.graph.fileAttachment",
-        name=attachment.name,
-        content_type=attachment.content_type,
-        content_bytes=attachment.content(),
-        is_inline=attachment.inline,
-        content_id=attachment.content_id,
-    )
+def file_attachment(attachment: Attachment) -> dict[str, Any]:
+    """A ``fileAttachment``; the request's Base64 goes through as is (no decode, no re-encode)."""
+    item: dict[str, Any] = {
+        "@odata.type": "#microsoft.graph.fileAttachment",
+        "name": attachment.name,
+        "contentType": attachment.content_type,
+        "contentBytes": attachment.content_base64,
+        "isInline": attachment.inline,
+    }
+    if attachment.content_id:
+        item["contentId"] = attachment.content_id
+    return item
 
 
-def graph_message(request: SendRequest, attachments: Sequence[Attachment] | None = None) -> Message:
-    """The JSON message. ``attachments`` defaults to all of the request's."""
+def graph_message(
+    request: SendRequest, attachments: Sequence[Attachment] | None = None
+) -> dict[str, Any]:
+    """The JSON ``message`` resource. ``attachments`` defaults to all of the request's.
+
+    Plain JSON rather than msgraph-sdk's model classes: building those costs about 0.5 ms of CPU
+    per message (their backing store tracks every property), a fifth of the delivery budget at
+    Graph's concurrency; the SDK still sends it (auth, middleware, error mapping).
+    """
     html = bool(request.html)
-    return Message(
-        subject=request.subject,
-        body=ItemBody(
-            content_type=BodyType.Html if html else BodyType.Text,
-            content=request.html if html else request.text,
-        ),
-        from_=GraphRecipient(
-            email_address=EmailAddress(address=request.sender.address, name=request.sender.name)
-        ),
-        to_recipients=_recipients(request.to),
-        cc_recipients=_recipients(request.cc),
-        bcc_recipients=_recipients(request.bcc),
-        reply_to=_recipients(request.reply_to),
-        importance=_IMPORTANCE[request.importance],
-        internet_message_headers=[
-            InternetMessageHeader(name=name, value=value) for name, value in request.headers.items()
+    message: dict[str, Any] = {
+        "subject": request.subject,
+        "body": {
+            "contentType": "html" if html else "text",
+            "content": request.html if html else request.text,
+        },
+        "from": _recipients([request.sender])[0],
+        "toRecipients": _recipients(request.to),
+        "ccRecipients": _recipients(request.cc),
+        "bccRecipients": _recipients(request.bcc),
+        "replyTo": _recipients(request.reply_to),
+        "importance": request.importance.value,
+    }
+    if request.headers:
+        message["internetMessageHeaders"] = [
+            {"name": name, "value": value} for name, value in request.headers.items()
         ]
-        or None,
-        attachments=[
-            file_attachment(a)
-            for a in (request.attachments if attachments is None else attachments)
-        ]
-        or None,
-    )
+    chosen = request.attachments if attachments is None else attachments
+    if chosen:
+        message["attachments"] = [file_attachment(a) for a in chosen]
+    return message
 
 
 def mime_message(message_id: str, request: SendRequest, attachments: Sequence[Attachment]) -> bytes:

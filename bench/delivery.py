@@ -1,0 +1,186 @@
+"""Delivery throughput through the Graph transport against the ideal for the allowed concurrency.
+
+The Graph stand-in answers every request after 100 ms; messages come from 20 mailboxes. The worker
+runs as the Functions host would drive one instance: at most batchSize + newBatchThreshold (24)
+deliveries in flight, each through ``Delivery.handle`` → ``GraphTransport`` (msgraph-sdk,
+azure-identity, the per-mailbox limiter). The baseline, measured in the same run against the same
+stand-in, is a bare httpx client posting the same sendMail JSON at the same concurrency: what the
+allowed concurrency permits when the client costs nothing. Runs alternate, so noise hits both.
+
+    .venv/bin/python bench/delivery.py [--messages 480] [--rounds 2]
+
+Prints ``delivery ratio: X.XX`` (achieved / ideal; goal at least 0.8) and the worker's peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+LATENCY = 0.1
+MAILBOXES = 20
+CONCURRENCY = 16 + 8  # host.json: batchSize + newBatchThreshold
+
+
+def _request(i: int) -> dict[str, Any]:
+    return {
+        "from": f"sender{i % MAILBOXES}@contoso.com",
+        "to": [f"customer{i}@example.com"],
+        "subject": f"Receipt {i}",
+        "html": f"<p>Thank you for order {i}.</p>",
+        "headers": {"X-Order-Id": str(i)},
+    }
+
+
+async def _run_gateway(messages: int, env: dict[str, str]) -> float:
+    from mailgw.delivery import Delivery
+    from mailgw.ids import new_message_id
+    from mailgw.models import Envelope
+    from mailgw.queue import MailQueue
+    from mailgw.settings import Settings
+    from mailgw.transports.graph import GraphTransport
+
+    settings = Settings.from_env(
+        {**env, "MAILGW_ALLOWED_SENDERS": "*@contoso.com", "AzureWebJobsStorage": "unused"}
+    )
+    transport = GraphTransport(settings)
+    # The queue is only touched on failure; none is expected (a failure aborts the benchmark).
+    queue = MailQueue(settings.storage(), settings.queue, settings.payload_container)
+    delivery = Delivery(settings, queue, transport)
+    bodies = [
+        json.dumps(
+            Envelope(
+                id=new_message_id(), created_at=delivery.clock(), request=_request(i)
+            ).to_json()
+        )
+        for i in range(messages)
+    ]
+    await delivery.handle(bodies[0], queue_message_id="warm-up")  # token + connection, untimed
+    slots = asyncio.Semaphore(CONCURRENCY)
+
+    async def one(body: str) -> None:
+        async with slots:
+            outcome = await delivery.handle(body, queue_message_id="bench")
+            if outcome.action != "sent":
+                raise RuntimeError(f"not sent: {outcome}")
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one(b) for b in bodies[1:]))
+    elapsed = time.perf_counter() - start
+    await transport.aclose()
+    return (messages - 1) / elapsed
+
+
+async def _run_bare(messages: int, env: dict[str, str]) -> float:
+    import httpx
+
+    graph = env["MAILGW_GRAPH_ENDPOINT"]
+    # The same connection pool as the transport's, so the baseline is not slowed by reconnects.
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as http:
+        token_response = await http.get(
+            env["IDENTITY_ENDPOINT"],
+            params={"api-version": "2019-08-01", "resource": graph},
+            headers={"X-IDENTITY-HEADER": env["IDENTITY_HEADER"]},
+        )
+        token = token_response.json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        slots = asyncio.Semaphore(CONCURRENCY)
+
+        async def one(i: int) -> None:
+            request = _request(i)
+            body = {
+                "message": {
+                    "subject": request["subject"],
+                    "body": {"contentType": "html", "content": request["html"]},
+                    "toRecipients": [{"emailAddress": {"address": request["to"][0]}}],
+                    "internetMessageHeaders": [{"name": "X-Order-Id", "value": str(i)}],
+                },
+                "saveToSentItems": True,
+            }
+            async with slots:
+                response = await http.post(
+                    f"{graph}/v1.0/users/{request['from']}/sendMail", json=body, headers=headers
+                )
+                if response.status_code != 202:
+                    raise RuntimeError(f"bare send failed: {response.status_code}")
+
+        await one(0)
+        start = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(1, messages)))
+        return (messages - 1) / (time.perf_counter() - start)
+
+
+def worker(mode: str, messages: int) -> None:
+    """One measurement in a fresh process, so peak memory is this path's alone."""
+    env = json.loads(os.environ["BENCH_ENV"])
+    os.environ.update(env)
+    run = _run_gateway if mode == "gateway" else _run_bare
+    rate = asyncio.run(run(messages, env))
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"rate": rate, "peak_mib": peak_mib}))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=480)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--worker", choices=["gateway", "bare"])
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, args.messages)
+        return 0
+
+    from standins.processes import start_standins
+
+    results: dict[str, list[dict[str, float]]] = {"gateway": [], "bare": []}
+    with start_standins(latency_seconds=LATENCY) as standins:
+        env = {**standins.gateway_env(), "BENCH_ENV": json.dumps(standins.gateway_env())}
+        for _ in range(args.rounds):
+            for mode in ("bare", "gateway"):
+                standins.graph.reset()
+                out = subprocess.run(
+                    [sys.executable, __file__, "--worker", mode, "--messages", str(args.messages)],
+                    env={**os.environ, **env},
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                results[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            delivered = standins.graph.stats().get("delivered")
+            if delivered != args.messages:
+                raise SystemExit(f"the stand-in saw {delivered} deliveries, not {args.messages}")
+    gateway = statistics.median(r["rate"] for r in results["gateway"])
+    ideal = statistics.median(r["rate"] for r in results["bare"])
+    peak = max(r["peak_mib"] for r in results["gateway"])
+    print(
+        f"Graph stand-in latency {LATENCY * 1000:.0f} ms, {MAILBOXES} mailboxes, "
+        f"{CONCURRENCY} deliveries in flight, {args.messages} messages x {args.rounds} rounds"
+    )
+    print(
+        f"ideal (bare httpx, same concurrency): {ideal:.1f} msg/s "
+        f"(theoretical {CONCURRENCY / LATENCY:.0f})"
+    )
+    print(f"gateway delivery path:                {gateway:.1f} msg/s")
+    print(
+        f"delivery worker peak memory: {peak:.0f} MiB "
+        f"(bare client: {max(r['peak_mib'] for r in results['bare']):.0f} MiB)"
+    )
+    print(f"delivery ratio: {gateway / ideal:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
