@@ -1,9 +1,15 @@
-"""Composition root (Functions v2 programming model): one app, the blueprints of functions/."""
+"""Composition root (Functions v2 programming model): one app, the blueprints of functions/.
+
+Settings are validated here, at load: a wrong value stops the host with an error naming the setting.
+"""
 
 import azure.functions as func
 
 from functions.delivery import bp as delivery
 from functions.http_api import bp as http_api
+from mailgw.services import check_configuration
+
+check_configuration()
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(http_api)

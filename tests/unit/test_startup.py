@@ -1,0 +1,54 @@
+"""A wrong setting stops the app at load, naming the setting (not at the first send)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_app(**env: str) -> subprocess.CompletedProcess[str]:
+    clean = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **env}
+    return subprocess.run(
+        [sys.executable, "-c", "import function_app; print(len(function_app.app.get_functions()))"],
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_app_loads_with_defaults() -> None:
+    result = load_app()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "3"
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"MAILGW_TRANSPORT": "carrier-pigeon"}, "MAILGW_TRANSPORT"),
+        ({"MAILGW_CREDENTIAL": "password"}, "MAILGW_CREDENTIAL"),
+        (
+            {
+                "MAILGW_CREDENTIAL": "federated_managed_identity",
+                "AZURE_CLIENT_ID": "x",
+                "MAILGW_APP_CLIENT_ID": "y",
+            },
+            "MAILGW_TENANT_ID",
+        ),
+        ({"MAILGW_GRAPH_MODE": "batch"}, "MAILGW_GRAPH_MODE"),
+        ({"MAILGW_ALLOWED_SENDERS": "not-an-address"}, "MAILGW_ALLOWED_SENDERS"),
+        ({"MAILGW_MAILBOX_CONCURRENCY": "10"}, "MAILGW_MAILBOX_CONCURRENCY"),
+    ],
+)
+def test_wrong_setting_stops_the_app_naming_it(env: dict[str, str], named: str) -> None:
+    result = load_app(**env)
+    assert result.returncode != 0
+    assert "SettingsError" in result.stderr
+    assert named in result.stderr.splitlines()[-1]
