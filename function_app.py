@@ -7,6 +7,7 @@ import azure.functions as func
 
 from functions.delivery import bp as delivery
 from functions.http_api import bp as http_api
+from functions.maintenance import bp as maintenance
 from mailgw.services import check_configuration
 
 check_configuration()
@@ -14,3 +15,4 @@ check_configuration()
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(http_api)
 app.register_functions(delivery)
+app.register_functions(maintenance)

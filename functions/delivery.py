@@ -11,4 +11,6 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
 @bp.queue_trigger(arg_name="msg", queue_name="%MAILGW_QUEUE%", connection="AzureWebJobsStorage")
 async def deliver(msg: func.QueueMessage) -> None:
-    await services().delivery.handle(msg.get_body(), queue_message_id=msg.id or "")
+    await services().delivery.handle(
+        msg.get_body(), queue_message_id=msg.id or "", dequeue_count=msg.dequeue_count or 1
+    )

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import azure.functions as func
 
+from mailgw.intake import STATUS_PATH
+from mailgw.operations import not_found
 from mailgw.problems import PROBLEM_CONTENT_TYPE, Problem
 from mailgw.services import services
 
@@ -54,9 +57,32 @@ async def submit_message(req: func.HttpRequest) -> func.HttpResponse:
             req.get_body(),
             content_type=req.headers.get("content-type"),
             traceparent=req.headers.get("traceparent"),
+            idempotency_key=req.headers.get("idempotency-key"),
         )
         body = result.model_dump(mode="json", by_alias=True)
         return _json(202, body, {"Location": result.status_url})
+
+    return await _respond(req, call)
+
+
+@bp.route(route="v1/messages/{id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+async def message_status(req: func.HttpRequest) -> func.HttpResponse:
+    async def call() -> func.HttpResponse:
+        message_id = req.route_params.get("id", "")
+        record = await services().store.get(message_id)
+        if record is None:
+            raise not_found(message_id)
+        return _json(200, record.public(datetime.now(UTC)))
+
+    return await _respond(req, call)
+
+
+@bp.route(route="v1/messages/{id}/replay", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
+async def replay_message(req: func.HttpRequest) -> func.HttpResponse:
+    async def call() -> func.HttpResponse:
+        record = await services().operations.replay(req.route_params.get("id", ""))
+        body = record.public(datetime.now(UTC))
+        return _json(202, body, {"Location": STATUS_PATH.format(id=record.id)})
 
     return await _respond(req, call)
 

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import random
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -20,18 +21,34 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from mailgw import faults
 from mailgw.errors import DeliveryError
 from mailgw.intake import validate_request
-from mailgw.models import Envelope, ErrorInfo, SendRequest
+from mailgw.ledger import (
+    StartSending,
+    is_stale_replay,
+    mark_failed,
+    mark_retrying,
+    mark_sent,
+    save_checkpoint,
+)
+from mailgw.models import Envelope, ErrorInfo, MessageStatus, SendRequest
 from mailgw.policy import SenderPolicy, denial_reason
 from mailgw.problems import Problem
 from mailgw.queue import MailQueue, PayloadIntegrityError
 from mailgw.settings import Settings
+from mailgw.store import MessageRecord, StateStore
 from mailgw.transports.base import OutboundMessage, Transport
 
 log = logging.getLogger("mailgw.delivery")
 
-Action = Literal["sent", "retry", "scheduled", "poisoned"]
+Action = Literal["sent", "retry", "scheduled", "poisoned", "duplicate", "deferred"]
+
+#: An idempotent intake claims its key just after enqueueing; a message seen before its claim
+#: waits this long for it before being treated as an orphan of a crashed intake.
+CLAIM_GRACE = timedelta(seconds=30)
+#: How long a copy of a message waits while another worker is sending that message.
+BUSY_DELAY = timedelta(seconds=30)
 
 
 @dataclass(frozen=True)
@@ -69,9 +86,14 @@ class _Reject(Exception):
 
 @dataclass
 class Delivery:
+    """One message at a time; the state store makes it exactly once from the gateway's side:
+    ``sending`` is recorded before the transport is called and ``sent`` after, so a redelivered
+    message that was already sent is acknowledged without sending it again."""
+
     settings: Settings
     queue: MailQueue
     transport: Transport
+    store: StateStore
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     rng: random.Random = field(default_factory=random.Random)
@@ -79,7 +101,11 @@ class Delivery:
     def __post_init__(self) -> None:
         self.policy = SenderPolicy(self.settings.allowed_senders)
 
-    async def handle(self, body: bytes | str, *, queue_message_id: str) -> Outcome:
+    async def handle(
+        self, body: bytes | str, *, queue_message_id: str, dequeue_count: int = 1
+    ) -> Outcome:
+        """``dequeue_count`` > 1 means this very queue message was handed out before and not
+        finished: the worker crashed (or timed out), and a ``sending`` record is its leftover."""
         text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
         try:
             envelope = self._parse(text, queue_message_id)
@@ -87,6 +113,9 @@ class Delivery:
             return await self._poison(
                 _raw_envelope(queue_message_id, text, self.clock()), reject.info
             )
+        gate = await self._admit(envelope)
+        if gate is not None:
+            return gate
         try:
             loaded = await self.queue.load_payload(envelope)
             request = self._validate(loaded)
@@ -107,18 +136,69 @@ class Delivery:
             await self.queue.enqueue(envelope, delay=delay)
             return Outcome("scheduled", envelope.id, delay=delay.total_seconds())
 
+        lease = uuid.uuid4().hex
+        start = StartSending(self.store, envelope, request, lease, now, dequeue_count > 1)
+        record = await self.store.transition(envelope.id, start)
+        if record is None or record.lease != lease:
+            return await self._not_ours(envelope, record)
+        if record.history[-2:-1] and record.history[-2].outcome == "resumed":
+            log.warning(
+                "message %s: resuming after a crashed attempt%s",
+                envelope.id,
+                "" if record.checkpoint else " (at-least-once: it may already have been sent)",
+            )
+
+        async def checkpoint(progress: dict[str, str]) -> None:
+            await self.store.transition(envelope.id, save_checkpoint(lease, progress))
+
         message = OutboundMessage(
             id=envelope.id,
             request=request,
             attempt=envelope.attempt + 1,
-            checkpoint=envelope.checkpoint,
+            checkpoint=record.checkpoint or envelope.checkpoint,
+            save_checkpoint=checkpoint,
         )
+        faults.point("before_send")
         try:
             receipt = await self.transport.send(message)
         except DeliveryError as error:
             return await self._failed(envelope, error)
+        faults.point("after_send")
+        await self.store.transition(envelope.id, mark_sent(lease, self.clock(), receipt.detail))
+        faults.point("after_record")
         log.info("sent %s via %s %s", envelope.id, receipt.transport, receipt.detail)
         return Outcome("sent", envelope.id, detail=receipt.detail)
+
+    async def _admit(self, envelope: Envelope) -> Outcome | None:
+        """Should this copy of the message be processed at all? None means yes."""
+        if envelope.claim:
+            claim = await self.store.get_claim(envelope.claim)
+            if claim is not None and claim.message_id != envelope.id:
+                return Outcome("duplicate", envelope.id, detail="its idempotency key made another")
+            if claim is None and self.clock() - envelope.created_at < CLAIM_GRACE:
+                return await self._defer(envelope, CLAIM_GRACE / 3, "waiting for its key's claim")
+            # No claim after the grace period: the intake crashed before claiming; deliver it.
+        record = await self.store.get(envelope.id)
+        if record is None:
+            return None
+        if record.status is MessageStatus.sent:
+            return Outcome("duplicate", envelope.id, detail="already sent")
+        if is_stale_replay(record, envelope):
+            return Outcome("duplicate", envelope.id, detail="failed; replay it to send again")
+        return None
+
+    async def _not_ours(self, envelope: Envelope, record: MessageRecord | None) -> Outcome:
+        """Starting the attempt lost to another worker: done already, or being sent right now."""
+        if record is not None and record.status is MessageStatus.sent:
+            return Outcome("duplicate", envelope.id, detail="already sent")
+        if record is not None and is_stale_replay(record, envelope):
+            return Outcome("duplicate", envelope.id, detail="failed; replay it to send again")
+        return await self._defer(envelope, BUSY_DELAY, "another worker is sending it")
+
+    async def _defer(self, envelope: Envelope, delay: timedelta, why: str) -> Outcome:
+        await self.queue.enqueue(envelope, delay=delay)
+        log.info("message %s deferred %ss: %s", envelope.id, delay.total_seconds(), why)
+        return Outcome("deferred", envelope.id, delay=delay.total_seconds(), detail=why)
 
     def _parse(self, text: str, queue_message_id: str) -> Envelope:
         try:
@@ -204,6 +284,9 @@ class Delivery:
             )
         if not error.transient:
             return await self._poison(envelope, error.info())
+        await self.store.transition(
+            envelope.id, mark_retrying(error.info(), self.clock(), ambiguous=error.ambiguous)
+        )
         age = (self.clock() - envelope.created_at).total_seconds()
         if age > self.retry.max_age_seconds:
             info = ErrorInfo(
@@ -233,6 +316,9 @@ class Delivery:
         return Outcome("retry", envelope.id, error=error.info(), delay=delay)
 
     async def _poison(self, envelope: Envelope, info: ErrorInfo) -> Outcome:
+        await self.store.transition(
+            envelope.id, mark_failed(self.store, envelope, info, self.clock())
+        )
         dead = envelope.model_copy(update={"error": info})
         await self.queue.enqueue(dead, poison=True)
         log.error(

@@ -360,6 +360,10 @@ class Envelope(_Model):
     ambiguous: bool = False
     #: transport progress to resume from (e.g. the Graph draft id in draft mode)
     checkpoint: dict[str, str] | None = None
+    #: the idempotency claim (its table partition) that made this message, if any
+    claim: str | None = None
+    #: the replay this envelope belongs to (0: the original)
+    replay: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _one_payload(self) -> Envelope:

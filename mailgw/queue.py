@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -20,12 +21,23 @@ from mailgw.storage import StorageConnection, blob_service_client, queue_client
 
 if TYPE_CHECKING:
     from azure.storage.blob.aio import BlobServiceClient
+    from azure.storage.queue import QueueMessage
     from azure.storage.queue.aio import QueueClient
 
 QUEUE_MESSAGE_LIMIT = 64 * 1024
 # Base64 turns 3 bytes into 4 characters; keep a margin for the service's own framing.
 INLINE_LIMIT = QUEUE_MESSAGE_LIMIT * 3 // 4 - 1024
 MAX_VISIBILITY_DELAY = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    """A message as enqueued: enough to delete it again (the queue's id and pop receipt)."""
+
+    queue: str
+    message_id: str
+    pop_receipt: str
+    envelope: Envelope
 
 
 class PayloadIntegrityError(Exception):
@@ -66,10 +78,10 @@ class MailQueue:
 
     async def enqueue(
         self, envelope: Envelope, *, delay: timedelta | None = None, poison: bool = False
-    ) -> Envelope:
+    ) -> SentMessage:
         """Send an envelope, claim-checking its payload when the message would be too large.
 
-        Returns the envelope as sent (with ``payloadRef`` if the payload went to Blob).
+        Returns where it went, with what is needed to take it back (:meth:`delete`).
         """
         text = dumps(envelope.to_json())
         if len(text.encode()) > INLINE_LIMIT:
@@ -77,19 +89,36 @@ class MailQueue:
             text = dumps(envelope.to_json())
         seconds = 0 if delay is None else int(min(delay, MAX_VISIBILITY_DELAY).total_seconds())
         queue_name = self.poison_queue_name if poison else self.queue_name
-        await self._send(queue_name, text, max(seconds, 0))
-        return envelope
+        sent = await self._send(queue_name, text, max(seconds, 0))
+        return SentMessage(queue_name, sent.id, sent.pop_receipt or "", envelope)
 
-    async def _send(self, queue_name: str, text: str, visibility: int) -> None:
+    async def _send(self, queue_name: str, text: str, visibility: int) -> QueueMessage:
         client = self.queue(queue_name)
         try:
-            await client.send_message(text, visibility_timeout=visibility or None)
+            return await client.send_message(text, visibility_timeout=visibility or None)
         except ResourceNotFoundError:
             # Bicep creates the queues in Azure; locally the first message creates them.
             await _create_ignoring_race(client.create_queue)
-            await client.send_message(text, visibility_timeout=visibility or None)
+            return await client.send_message(text, visibility_timeout=visibility or None)
+
+    async def delete(self, sent: SentMessage) -> None:
+        """Take back a message this process sent (and its claim-checked payload)."""
+        with contextlib.suppress(ResourceNotFoundError):
+            await self.queue(sent.queue).delete_message(sent.message_id, sent.pop_receipt)
+        ref = sent.envelope.payload_ref
+        if ref is not None:
+            with contextlib.suppress(ResourceNotFoundError):
+                await self.blobs().get_blob_client(ref.container, ref.blob).delete_blob()
 
     async def _claim_check(self, envelope: Envelope) -> Envelope:
+        ref = await self.store_payload(envelope)
+        return envelope.model_copy(update={"request": None, "raw": None, "payload_ref": ref})
+
+    async def store_payload(self, envelope: Envelope) -> PayloadRef:
+        """Keep the envelope's payload in Blob (claim check, and for replaying failed messages);
+        an envelope that is already a claim check keeps its reference."""
+        if envelope.payload_ref is not None:
+            return envelope.payload_ref
         payload: dict[str, Any] = (
             {"request": envelope.request} if envelope.request is not None else {"raw": envelope.raw}
         )
@@ -101,13 +130,12 @@ class MailQueue:
         except ResourceNotFoundError:
             await _create_ignoring_race(container.create_container)
             await container.upload_blob(name, data, overwrite=True)
-        ref = PayloadRef(
+        return PayloadRef(
             container=self.payload_container,
             blob=name,
             sha256=hashlib.sha256(data).hexdigest(),
             size=len(data),
         )
-        return envelope.model_copy(update={"request": None, "raw": None, "payload_ref": ref})
 
     async def load_payload(self, envelope: Envelope) -> Envelope:
         """The envelope with its payload inline again (reads and verifies the claim check)."""

@@ -7,12 +7,15 @@ would cost a TLS handshake and a token request per message.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import cached_property
 
 from mailgw.delivery import Delivery, RetryPolicy
 from mailgw.intake import Intake
+from mailgw.operations import Operations
 from mailgw.queue import MailQueue
 from mailgw.settings import Settings, current_settings
+from mailgw.store import StateStore
 from mailgw.transports import Transport, create_transport
 
 
@@ -27,8 +30,21 @@ class Services:
         )
 
     @cached_property
+    def store(self) -> StateStore:
+        return StateStore(
+            self.settings.storage(),
+            self.settings.state_table,
+            retention=timedelta(days=self.settings.retention_days),
+            idempotency_ttl=timedelta(hours=self.settings.idempotency_hours),
+        )
+
+    @cached_property
+    def operations(self) -> Operations:
+        return Operations(self.queue, self.store)
+
+    @cached_property
     def intake(self) -> Intake:
-        return Intake(self.settings, self.queue)
+        return Intake(self.settings, self.queue, self.store)
 
     @cached_property
     def transport(self) -> Transport:
@@ -40,6 +56,7 @@ class Services:
             self.settings,
             self.queue,
             self.transport,
+            self.store,
             retry=RetryPolicy(
                 max_attempts=self.settings.max_attempts,
                 max_age_seconds=self.settings.max_age_seconds,

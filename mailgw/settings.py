@@ -44,6 +44,9 @@ class Settings:
     graph_mode: GraphMode = "sendmail"
     graph_timeout_seconds: int = 30
     mailbox_concurrency: int = 4
+    state_table: str = "mailgwstate"
+    retention_days: int = 30
+    idempotency_hours: int = 24
     storage_connection_name: str = "AzureWebJobsStorage"
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -83,6 +86,12 @@ class Settings:
                 "MAILGW_MAILBOX_CONCURRENCY must be 1-4: Graph allows 4 concurrent requests per "
                 f"app and mailbox, more only collects 429s; got {concurrency}"
             )
+        state_table = get("MAILGW_STATE_TABLE", cls.state_table)
+        if not (3 <= len(state_table) <= 63 and state_table.isalnum() and state_table[0].isalpha()):
+            raise SettingsError(
+                "MAILGW_STATE_TABLE must be a table name: 3-63 letters and digits, starting with a "
+                f"letter; got {state_table!r}"
+            )
         queue = get("MAILGW_QUEUE", cls.queue)
         if not _valid_queue_name(queue):
             raise SettingsError(
@@ -107,6 +116,9 @@ class Settings:
                 env, "MAILGW_MAX_ATTACHMENT_BYTES", cls.max_attachment_bytes
             ),
             max_attempts=_positive_int(env, "MAILGW_MAX_ATTEMPTS", cls.max_attempts),
+            state_table=state_table,
+            retention_days=_positive_int(env, "MAILGW_RETENTION_DAYS", cls.retention_days),
+            idempotency_hours=_positive_int(env, "MAILGW_IDEMPOTENCY_HOURS", cls.idempotency_hours),
             max_age_seconds=_positive_int(env, "MAILGW_MAX_AGE_SECONDS", cls.max_age_seconds),
             graph_mode=graph_mode,  # checked against GRAPH_MODES above
             graph_timeout_seconds=_positive_int(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -17,6 +18,9 @@ class OutboundMessage:
     attempt: int = 0
     #: what an earlier attempt left to resume from (a transport's own keys, e.g. a draft id)
     checkpoint: dict[str, str] | None = None
+    #: persists progress (e.g. the draft's id, before it is sent), so that even a crashed
+    #: attempt can be resumed without sending twice
+    save_checkpoint: Callable[[dict[str, str]], Awaitable[None]] | None = None
 
 
 @dataclass(frozen=True)

@@ -252,9 +252,11 @@ class GraphTransport:
             raise transient("GraphNoDraft", "Graph created a draft but returned no id")
         draft_id: str = created.id
         checkpoint.update(draftId=draft_id, stage="created")
+        await _save(message, checkpoint)
         for attachment in later:
             await self._add_attachment(user, draft_id, attachment)
         checkpoint["stage"] = "ready"
+        await _save(message, checkpoint)
         return draft_id
 
     async def _add_attachment(
@@ -312,6 +314,13 @@ class GraphTransport:
                     text,
                     retry_after=parse_retry_after(response.headers.get("Retry-After")),
                 )
+
+
+async def _save(message: OutboundMessage, checkpoint: dict[str, str]) -> None:
+    """Persist the draft's progress before going on: a crash after this point resumes the draft
+    instead of creating (and sending) a second one."""
+    if message.save_checkpoint is not None:
+        await message.save_checkpoint(checkpoint)
 
 
 def _json(document: Any) -> tuple[bytes, str]:

@@ -14,6 +14,7 @@ from mailgw.delivery import Delivery, RetryPolicy
 from mailgw.intake import Intake
 from mailgw.queue import MailQueue
 from mailgw.settings import Settings
+from mailgw.store import StateStore
 from mailgw.transports.outbox import OutboxTransport
 
 
@@ -39,8 +40,15 @@ async def mail_queue(settings: Settings) -> AsyncIterator[MailQueue]:
 
 
 @pytest.fixture
-def intake(settings: Settings, mail_queue: MailQueue) -> Intake:
-    return Intake(settings, mail_queue)
+async def store(settings: Settings) -> AsyncIterator[StateStore]:
+    state = StateStore(settings.storage(), f"it{uuid.uuid4().hex[:12]}")
+    yield state
+    await state.close()
+
+
+@pytest.fixture
+def intake(settings: Settings, mail_queue: MailQueue, store: StateStore) -> Intake:
+    return Intake(settings, mail_queue, store)
 
 
 @pytest.fixture
@@ -49,8 +57,10 @@ def outbox(settings: Settings) -> OutboxTransport:
 
 
 @pytest.fixture
-def delivery(settings: Settings, mail_queue: MailQueue, outbox: OutboxTransport) -> Delivery:
-    return Delivery(settings, mail_queue, outbox, retry=RetryPolicy(max_attempts=3))
+def delivery(
+    settings: Settings, mail_queue: MailQueue, outbox: OutboxTransport, store: StateStore
+) -> Delivery:
+    return Delivery(settings, mail_queue, outbox, store, retry=RetryPolicy(max_attempts=3))
 
 
 @pytest.fixture

@@ -214,10 +214,15 @@ class ScriptedTransport:
 
 
 def scripted_delivery(
-    settings: Settings, queue: MailQueue, transport: ScriptedTransport, max_attempts: int = 3
+    intake: Intake, transport: ScriptedTransport, max_attempts: int = 3
 ) -> Delivery:
+    """A delivery on the intake's own queue and store, with the scripted transport."""
     return Delivery(
-        settings, queue, transport, retry=RetryPolicy(max_attempts=max_attempts, base_seconds=0.0)
+        intake.settings,
+        intake.queue,
+        transport,
+        intake.store,
+        retry=RetryPolicy(max_attempts=max_attempts, base_seconds=0.0),
     )
 
 
@@ -225,7 +230,7 @@ async def test_transient_failure_is_rescheduled_with_retry_after_then_sent(
     intake: Intake, mail_queue: MailQueue, settings: Settings
 ) -> None:
     transport = ScriptedTransport(transient("ServiceUnavailable", "try later", retry_after=1))
-    delivery = scripted_delivery(settings, mail_queue, transport)
+    delivery = scripted_delivery(intake, transport)
     result = await submit(intake, sample_request())
     first = await pull(mail_queue)
     outcome = await delivery.handle(first.content, queue_message_id=first.id)
@@ -244,7 +249,7 @@ async def test_permanent_failure_is_poisoned_after_one_attempt(
     intake: Intake, mail_queue: MailQueue, settings: Settings
 ) -> None:
     transport = ScriptedTransport(permanent("ErrorSendAsDenied", "no", hint="grant Send As"))
-    delivery = scripted_delivery(settings, mail_queue, transport)
+    delivery = scripted_delivery(intake, transport)
     await submit(intake, sample_request())
     message = await pull(mail_queue)
     outcome = await delivery.handle(message.content, queue_message_id=message.id)
@@ -261,7 +266,7 @@ async def test_exhausted_attempts_end_in_poison(
 ) -> None:
     failures = [transient("Timeout", "slow", retry_after=0) for _ in range(5)]
     transport = ScriptedTransport(*failures)
-    delivery = scripted_delivery(settings, mail_queue, transport, max_attempts=2)
+    delivery = scripted_delivery(intake, transport, max_attempts=2)
     await submit(intake, sample_request())
     actions = []
     while (message := await pull(mail_queue)) is not None:

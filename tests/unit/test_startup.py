@@ -26,7 +26,7 @@ def load_app(**env: str) -> subprocess.CompletedProcess[str]:
 def test_app_loads_with_defaults() -> None:
     result = load_app()
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "3"
+    assert result.stdout.strip() == "7"
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,27 @@
+"""Poison queue and retention: record every failure, keep its payload, expire old records."""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+
+from mailgw.services import services
+
+bp = func.Blueprint()  # type: ignore[no-untyped-call]
+log = logging.getLogger("mailgw.maintenance")
+
+
+@bp.queue_trigger(
+    arg_name="msg", queue_name="%MAILGW_QUEUE%-poison", connection="AzureWebJobsStorage"
+)
+async def record_failure(msg: func.QueueMessage) -> None:
+    await services().operations.record_failure(msg.get_body(), queue_message_id=msg.id or "")
+
+
+@bp.timer_trigger(arg_name="timer", schedule="0 30 3 * * *", run_on_startup=False)
+async def cleanup(timer: func.TimerRequest) -> None:
+    """Daily at 03:30 UTC: records past MAILGW_RETENTION_DAYS (claims past
+    MAILGW_IDEMPOTENCY_HOURS) are deleted with the payloads they kept."""
+    deleted = await services().operations.cleanup()
+    log.info("retention: deleted %d expired records", deleted)

@@ -1,0 +1,190 @@
+"""What operators do with failed messages: record them from the poison queue, replay, clean up.
+
+Used by the poison-queue trigger, the replay endpoint, the maintenance timer and the ``mailgw``
+command alike, so each rule exists once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from azure.core.exceptions import ResourceNotFoundError
+from pydantic import ValidationError
+
+from mailgw.ledger import mark_failed
+from mailgw.models import Envelope, ErrorInfo, MessageStatus
+from mailgw.problems import Problem
+from mailgw.queue import MailQueue
+from mailgw.store import MessageRecord, StateStore
+
+log = logging.getLogger("mailgw.failures")
+
+#: The prefix of the one log line per failed message; the KQL in docs/operations.md keys on it.
+FAILURE_EVENT = "MAILGW_FAILED"
+
+CRASH_LOOP = ErrorInfo(
+    code="max_dequeue_exceeded",
+    message="the delivery function failed on this message maxDequeueCount times (it crashed, "
+    "timed out, or could not read it) and the Functions host moved it to the poison queue",
+    hint="look up the exceptions logged for this message id, fix the cause, then replay it",
+)
+
+
+def parse_poison(text: str, queue_message_id: str, now: datetime) -> Envelope:
+    """A poison message as an envelope: the gateway's own (with its error), or what the host
+    moved there unchanged after a crash loop (an envelope, a producer's bare request, or bytes
+    that were never JSON)."""
+    document: Any = None
+    with contextlib.suppress(json.JSONDecodeError):
+        document = json.loads(text)
+    if isinstance(document, dict) and "mailgw" in document:
+        with contextlib.suppress(ValidationError):
+            return Envelope.model_validate(document)
+    if isinstance(document, dict):
+        return Envelope(id=queue_message_id, created_at=now, request=document, source="queue")
+    return Envelope(id=queue_message_id, created_at=now, raw=text, source="queue")
+
+
+@dataclass
+class Operations:
+    queue: MailQueue
+    store: StateStore
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+    async def record_failure(self, body: bytes | str, *, queue_message_id: str) -> MessageRecord:
+        """A poison-queue message: keep its payload (so it can be replayed once the poison
+        message is gone), mark it ``failed`` with its reason, and log one failure event."""
+        text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
+        envelope = parse_poison(text, queue_message_id, self.clock())
+        error = envelope.error or CRASH_LOOP
+        ref = await self.queue.store_payload(envelope)
+        failed = mark_failed(self.store, envelope, error, self.clock())
+
+        def change(current: MessageRecord | None) -> MessageRecord | None:
+            updated = failed(current)
+            target = updated or current
+            if target is None or target.status is not MessageStatus.failed:
+                return updated
+            if target.payload_ref != ref:
+                target.payload_ref = ref
+                return target
+            return updated
+
+        record = await self.store.transition(envelope.id, change)
+        assert record is not None
+        if record.status is MessageStatus.failed:
+            log.error(
+                "%s %s",
+                FAILURE_EVENT,
+                json.dumps(
+                    {
+                        "messageId": record.id,
+                        "code": error.code,
+                        "message": error.message,
+                        "hint": error.hint,
+                        "from": record.sender,
+                        "attempts": record.attempts,
+                        "source": record.source,
+                    }
+                ),
+            )
+        return record
+
+    async def replay(self, message_id: str) -> MessageRecord:
+        """Send a failed message again: history kept, attempt budget reset. Idempotent: replaying
+        a message whose replay is already under way changes nothing and enqueues nothing."""
+        record = await self.store.get(message_id)
+        if record is None:
+            raise not_found(message_id)
+        if record.status is not MessageStatus.failed:
+            if record.replays and record.status is not MessageStatus.sent:
+                return record  # a replay is already on its way
+            raise Problem(
+                409,
+                "Not replayable",
+                f"Only failed messages can be replayed; this one is {record.status.value}.",
+                "not-replayable",
+            )
+        if record.payload_ref is None:
+            raise Problem(
+                409,
+                "Not replayable",
+                "The payload of this message was not kept, so it cannot be sent again.",
+                "not-replayable",
+            )
+        number = record.replays + 1
+        now = self.clock()
+        envelope = Envelope(
+            id=message_id,
+            created_at=now,
+            payload_ref=record.payload_ref,
+            source="api" if record.source == "api" else "queue",
+            replay=number,
+        )
+        sent = await self.queue.enqueue(envelope)
+
+        def change(current: MessageRecord | None) -> MessageRecord | None:
+            if current is None or current.status is not MessageStatus.failed:
+                return None
+            if current.replays >= number:
+                return None
+            current.status = MessageStatus.queued
+            current.replays = number
+            current.record("replayed", now, f"replay {number}")
+            return current
+
+        updated = await self.store.transition(message_id, change)
+        if updated is None or updated.replays != number:
+            await self.queue.delete(sent)  # a concurrent replay got there first
+        return updated or record
+
+    async def failed(self, limit: int = 100) -> list[MessageRecord]:
+        return await self.store.records(MessageStatus.failed, limit)
+
+    async def purge_failed(self, message_ids: list[str] | None = None) -> int:
+        """Forget failed messages for good (their records and kept payloads)."""
+        targets = (
+            [r for r in await self.failed(limit=100_000)]
+            if message_ids is None
+            else [r for m in message_ids if (r := await self.store.get(m)) is not None]
+        )
+        count = 0
+        for record in targets:
+            if record.status is not MessageStatus.failed:
+                continue
+            await self._delete_payload(record)
+            await self.store.delete(record.id)
+            count += 1
+        return count
+
+    async def cleanup(self, now: datetime | None = None) -> int:
+        """Retention: delete expired records and claims, and the payloads they kept."""
+        deleted = await self.store.purge_expired(now)
+        for _, row, entity in deleted:
+            if row == "state" and entity.get("payloadRef"):
+                ref = json.loads(entity["payloadRef"])
+                with contextlib.suppress(ResourceNotFoundError):
+                    blob = self.queue.blobs().get_blob_client(ref["container"], ref["blob"])
+                    await blob.delete_blob()
+        return len(deleted)
+
+    async def _delete_payload(self, record: MessageRecord) -> None:
+        if record.payload_ref is not None:
+            ref = record.payload_ref
+            with contextlib.suppress(ResourceNotFoundError):
+                await self.queue.blobs().get_blob_client(ref.container, ref.blob).delete_blob()
+
+
+def not_found(message_id: str) -> Problem:
+    return Problem(
+        404,
+        "Message not found",
+        f"No message {message_id} is known (unknown id, or older than the retention period).",
+        "not-found",
+    )

@@ -1,0 +1,341 @@
+"""Message state and idempotency records in Azure Table storage.
+
+One entity per message (PartitionKey = message id): its state, attempts, timestamps, metadata and
+last error, never its body or attachments (those stay in the queue or in Blob). Every change goes
+through :meth:`StateStore.transition`, an optimistic-concurrency loop on the entity's ETag, so two
+workers updating one message never lose a transition: the loser re-reads and re-decides.
+
+Idempotency claims live in the same table under ``PartitionKey = "key-" + sha256(key)``: inserting
+the claim is the atomic "first request wins"; it stores the request's hash and the first response.
+Records expire (``expiresAt``): expired ones read as absent and ``purge_expired`` deletes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from mailgw.models import ErrorInfo, MessageStatus, PayloadRef
+from mailgw.storage import StorageConnection, table_service_client
+
+if TYPE_CHECKING:
+    from azure.data.tables.aio import TableClient, TableServiceClient
+
+STATE_ROW = "state"
+CLAIM_ROW = "claim"
+MAX_HISTORY = 50
+_NO_CONTENT = {"response_preference": "return-no-content"}
+
+
+class Attempt(BaseModel):
+    """One step in a message's life: an attempt's outcome, a replay, a failure."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+    at: datetime
+    outcome: str
+    code: str | None = None
+
+
+class MessageRecord(BaseModel):
+    """What the gateway knows about a message (``GET /api/v1/messages/{id}`` shows most of it)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+    id: str
+    status: MessageStatus
+    attempts: int = 0
+    created_at: datetime
+    updated_at: datetime
+    send_at: datetime | None = None
+    sender: str | None = None
+    last_error: ErrorInfo | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    history: list[Attempt] = Field(default_factory=list)
+    ambiguous: bool = False
+    source: str = "api"
+    replays: int = 0
+    request_hash: str | None = None
+    payload_ref: PayloadRef | None = None
+    checkpoint: dict[str, str] | None = None
+    #: the attempt that holds the message while it is ``sending``
+    lease: str | None = None
+    expires_at: datetime
+    etag: str | None = Field(default=None, exclude=True)
+
+    def public(self, now: datetime) -> dict[str, Any]:
+        """The state as the API shows it. ``scheduled`` turns ``queued`` once ``sendAt`` passes."""
+        status = self.status
+        if status is MessageStatus.scheduled and (self.send_at is None or self.send_at <= now):
+            status = MessageStatus.queued
+        body = self.model_dump(
+            mode="json",
+            by_alias=True,
+            include={
+                "id",
+                "attempts",
+                "created_at",
+                "updated_at",
+                "send_at",
+                "last_error",
+                "metadata",
+                "history",
+                "ambiguous",
+                "replays",
+            },
+        )
+        body["status"] = status.value
+        return body
+
+    def record(self, outcome: str, now: datetime, code: str | None = None) -> None:
+        self.history = [*self.history, Attempt(at=now, outcome=outcome, code=code)][-MAX_HISTORY:]
+        self.updated_at = now
+
+
+class Claim(BaseModel):
+    """An idempotency key's first request: which message it made and what it answered."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+    message_id: str
+    request_hash: str
+    response: dict[str, Any]
+    created_at: datetime
+    expires_at: datetime
+    etag: str | None = Field(default=None, exclude=True)
+
+
+def key_partition(key: str) -> str:
+    return "key-" + hashlib.sha256(key.encode()).hexdigest()
+
+
+# Table properties are flat: nested values are stored as JSON strings.
+_JSON_FIELDS = ("lastError", "metadata", "history", "payloadRef", "checkpoint", "response")
+
+
+def _to_entity(model: BaseModel, partition: str, row: str) -> dict[str, Any]:
+    """Datetimes stay datetimes (Edm.DateTime, so ``expiresAt lt datetime'...'`` compares times,
+    not strings); nested values become JSON strings."""
+    entity: dict[str, Any] = {"PartitionKey": partition, "RowKey": row}
+    native = model.model_dump(by_alias=True)
+    for key, value in model.model_dump(mode="json", by_alias=True).items():
+        if value is None:
+            continue
+        if key in _JSON_FIELDS:
+            entity[key] = json.dumps(value)
+        elif isinstance(native[key], datetime):
+            entity[key] = native[key]
+        else:
+            entity[key] = value
+    return entity
+
+
+def _from_entity(entity: Any) -> dict[str, Any]:
+    data = {k: v for k, v in dict(entity).items() if k not in ("PartitionKey", "RowKey")}
+    for key in _JSON_FIELDS:
+        if isinstance(data.get(key), str):
+            data[key] = json.loads(data[key])
+    data["etag"] = entity.metadata.get("etag")
+    return data
+
+
+Transition = Callable[[MessageRecord | None], MessageRecord | None]
+
+
+@dataclass
+class StateStore:
+    connection: StorageConnection
+    table_name: str
+    retention: timedelta = timedelta(days=30)
+    idempotency_ttl: timedelta = timedelta(hours=24)
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+    def __post_init__(self) -> None:
+        self._service: TableServiceClient | None = None
+        self._table: TableClient | None = None
+        self._created = False
+
+    def table(self) -> TableClient:
+        if self._table is None:
+            self._service = table_service_client(self.connection)
+            self._table = self._service.get_table_client(self.table_name)
+        return self._table
+
+    async def close(self) -> None:
+        if self._table is not None:
+            await self._table.close()
+        if self._service is not None:
+            await self._service.close()
+
+    async def _ensure_table(self) -> None:
+        """Bicep creates the table in Azure; locally the first write creates it."""
+        if not self._created:
+            with contextlib.suppress(ResourceExistsError):
+                await self.table().create_table()
+            self._created = True
+
+    async def _insert(self, entity: dict[str, Any]) -> None:
+        try:
+            await self.table().create_entity(entity, **_NO_CONTENT)
+        except ResourceNotFoundError:
+            await self._ensure_table()
+            await self.table().create_entity(entity, **_NO_CONTENT)
+
+    async def _read(self, partition: str, row: str) -> Any | None:
+        try:
+            return await self.table().get_entity(partition, row)
+        except ResourceNotFoundError:
+            return None  # no such entity, or no table yet
+
+    # --- message records ------------------------------------------------------------------------
+
+    def new_record(self, message_id: str, status: MessageStatus, **fields: Any) -> MessageRecord:
+        now = self.clock()
+        return MessageRecord(
+            id=message_id,
+            status=status,
+            created_at=now,
+            updated_at=now,
+            expires_at=now + self.retention,
+            **fields,
+        )
+
+    async def create(self, record: MessageRecord) -> bool:
+        """Insert a new record; False if the message already has one."""
+        try:
+            await self._insert(_to_entity(record, record.id, STATE_ROW))
+        except ResourceExistsError:
+            return False
+        return True
+
+    async def get(self, message_id: str) -> MessageRecord | None:
+        entity = await self._read(message_id, STATE_ROW)
+        if entity is None:
+            return None
+        record = MessageRecord.model_validate(_from_entity(entity))
+        return None if record.expires_at <= self.clock() else record
+
+    async def delete(self, message_id: str) -> None:
+        with contextlib.suppress(ResourceNotFoundError):
+            await self.table().delete_entity(message_id, STATE_ROW)
+
+    async def transition(self, message_id: str, change: Transition) -> MessageRecord | None:
+        """Apply ``change`` to the current record (None if absent) and store the result, retrying
+        on a concurrent update until it applies to the latest version. ``change`` returns the new
+        record, or None to leave things as they are; the stored (or current) record is returned."""
+        for _ in range(20):
+            current = await self.get(message_id)
+            snapshot = current.model_copy(deep=True) if current else None
+            updated = change(snapshot)
+            if updated is None:
+                return current
+            updated.updated_at = self.clock()
+            entity = _to_entity(updated, message_id, STATE_ROW)
+            try:
+                if current is None:
+                    await self._insert(entity)
+                else:
+                    await self.table().update_entity(
+                        entity,
+                        mode="replace",
+                        etag=current.etag,
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+            except (ResourceExistsError, ResourceModifiedError):
+                continue  # someone else changed it first: decide again on their version
+            except HttpResponseError as error:
+                if error.status_code in (409, 412):
+                    continue
+                raise
+            return await self.get(message_id)
+        raise RuntimeError(f"could not update message {message_id}: too many concurrent changes")
+
+    async def records(
+        self, status: MessageStatus | None = None, limit: int = 100
+    ) -> list[MessageRecord]:
+        """Records (optionally of one status), newest first. A scan: an operator's tool, not a
+        hot path."""
+        query = f"RowKey eq '{STATE_ROW}'"
+        if status is not None:
+            query += f" and status eq '{status.value}'"
+        found: list[MessageRecord] = []
+        try:
+            async for entity in self.table().query_entities(query):
+                record = MessageRecord.model_validate(_from_entity(entity))
+                if record.expires_at > self.clock():
+                    found.append(record)
+        except ResourceNotFoundError:
+            return []
+        found.sort(key=lambda r: r.created_at, reverse=True)
+        return found[:limit]
+
+    # --- idempotency ----------------------------------------------------------------------------
+
+    async def claim(self, partition: str, claim: Claim) -> Claim | None:
+        """Insert the key's claim (``partition`` from :func:`key_partition`). None if this request
+        won; otherwise the live claim that did."""
+        claim.expires_at = claim.created_at + self.idempotency_ttl
+        entity = _to_entity(claim, partition, CLAIM_ROW)
+        try:
+            await self._insert(entity)
+            return None
+        except ResourceExistsError:
+            pass
+        existing = await self._read(partition, CLAIM_ROW)
+        if existing is None:  # deleted in between: try once more
+            return await self.claim(partition, claim)
+        found = Claim.model_validate(_from_entity(existing))
+        if found.expires_at > self.clock():
+            return found
+        try:  # an expired key may be used again: take it over, unless someone else just did
+            await self.table().update_entity(
+                entity,
+                mode="replace",
+                etag=found.etag,
+                match_condition=MatchConditions.IfNotModified,
+            )
+            return None
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return await self.claim(partition, claim)
+
+    async def get_claim(self, partition: str) -> Claim | None:
+        entity = await self._read(partition, CLAIM_ROW)
+        if entity is None:
+            return None
+        found = Claim.model_validate(_from_entity(entity))
+        return found if found.expires_at > self.clock() else None
+
+    # --- retention ------------------------------------------------------------------------------
+
+    async def expired(self, now: datetime | None = None) -> AsyncIterator[tuple[str, str, Any]]:
+        cutoff = (now or self.clock()).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        query = f"expiresAt lt datetime'{cutoff}'"
+        try:
+            async for entity in self.table().query_entities(query):
+                yield entity["PartitionKey"], entity["RowKey"], entity
+        except ResourceNotFoundError:
+            return
+
+    async def purge_expired(self, now: datetime | None = None) -> list[tuple[str, str, Any]]:
+        """Delete every expired record and claim; returns what was deleted (for blob clean-up)."""
+        deleted = []
+        async for partition, row, entity in self.expired(now):
+            with contextlib.suppress(ResourceNotFoundError):
+                await self.table().delete_entity(partition, row)
+            deleted.append((partition, row, entity))
+        return deleted
