@@ -44,8 +44,8 @@ log = logging.getLogger("mailgw.delivery")
 
 Action = Literal["sent", "retry", "scheduled", "poisoned", "duplicate", "deferred"]
 
-#: An idempotent intake claims its key just after enqueueing; a message seen before its claim
-#: waits this long for it before being treated as an orphan of a crashed intake.
+#: An idempotent intake records the message just after enqueueing it; a keyed message seen before
+#: its record waits this long for it before being treated as the orphan of a crashed intake.
 CLAIM_GRACE = timedelta(seconds=30)
 #: How long a copy of a message waits while another worker is sending that message.
 BUSY_DELAY = timedelta(seconds=30)
@@ -171,14 +171,13 @@ class Delivery:
 
     async def _admit(self, envelope: Envelope) -> Outcome | None:
         """Should this copy of the message be processed at all? None means yes."""
-        if envelope.claim:
-            claim = await self.store.get_claim(envelope.claim)
-            if claim is not None and claim.message_id != envelope.id:
-                return Outcome("duplicate", envelope.id, detail="its idempotency key made another")
-            if claim is None and self.clock() - envelope.created_at < CLAIM_GRACE:
-                return await self._defer(envelope, CLAIM_GRACE / 3, "waiting for its key's claim")
-            # No claim after the grace period: the intake crashed before claiming; deliver it.
         record = await self.store.get(envelope.id)
+        if envelope.request_hash is not None:
+            if record is None and self.clock() - envelope.created_at < CLAIM_GRACE:
+                return await self._defer(envelope, CLAIM_GRACE / 3, "waiting for its record")
+            # No record after the grace period: the intake crashed before recording; deliver it.
+            if record is not None and record.request_hash != envelope.request_hash:
+                return Outcome("duplicate", envelope.id, detail="another body won its key")
         if record is None:
             return None
         if record.status is MessageStatus.sent:

@@ -10,7 +10,7 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,11 +23,13 @@ from mailgw.policy import SenderPolicy, denial_reason
 from mailgw.problems import FieldError, Problem, validation_problem
 from mailgw.queue import MailQueue, SentMessage
 from mailgw.settings import Settings
-from mailgw.store import Claim, MessageRecord, StateStore, key_partition
+from mailgw.store import MessageRecord, StateStore, keyed_message_id
 
 log = logging.getLogger("mailgw.intake")
 
 STATUS_PATH = "/api/v1/messages/{id}"
+#: How long a duplicate waits for the first request with its key to confirm its message.
+CONFIRM_WAIT = timedelta(seconds=2)
 
 
 def parse_json_body(body: bytes, content_type: str | None, limit: int) -> Any:
@@ -125,13 +127,17 @@ def request_hash(document: Any) -> str:
 
 @dataclass
 class Intake:
-    """validate → authorise → (claim the idempotency key) → enqueue and record the state.
+    """validate → authorise → enqueue → record the state.
 
-    Without a key, the queue message and the state record are written at the same time (one round
-    trip); delivery creates the record itself if the intake's write was lost. With a key, the
-    message is enqueued first and the key claimed after, so no crash can leave a claimed key
-    without its message; a request that loses the claim deletes what it enqueued and answers
-    with the first request's response (or 422 for a different body).
+    Without a key: one awaited write, the enqueue; the state record is written right after, in the
+    background (delivery creates it if that write is lost), so the caller waits for one round
+    trip, not two. With an ``Idempotency-Key`` the message id is derived from the key, and the
+    message and its record are written at once; inserting the record is the atomic "first request
+    wins". The winner confirms (in the background) that its message is queued. A duplicate takes
+    back what it enqueued and answers as the first request did (422 for a different body), except
+    when the first request never confirmed (it crashed between its writes): then the duplicate's
+    identical copy, with the same id, stands in for the message, and delivery's de-duplication by
+    id keeps it to one send.
     """
 
     settings: Settings
@@ -141,6 +147,7 @@ class Intake:
 
     def __post_init__(self) -> None:
         self.policy = SenderPolicy(self.settings.allowed_senders)
+        self._pending: set[asyncio.Task[None]] = set()
 
     async def submit(
         self,
@@ -156,59 +163,81 @@ class Intake:
         request = validate_request(document, self.settings, now=now)
         if not self.policy.allows(request.sender.address):
             raise forbidden_sender(self.policy, request.sender.address)
-        message_id = new_message_id()
-        delay = request.send_at - now if request.send_at and request.send_at > now else None
-        result = SubmitResult(
-            id=message_id,
-            status=MessageStatus.scheduled if delay else MessageStatus.queued,
-            status_url=STATUS_PATH.format(id=message_id),
-        )
-        fingerprint = request_hash(document)
-        record = self.store.new_record(
-            message_id,
-            result.status,
-            send_at=request.send_at,
-            sender=request.sender.address,
-            metadata=request.metadata,
-            request_hash=fingerprint,
-            source="api",
-        )
-        record.record(result.status.value, now)
-        envelope = Envelope(
-            id=message_id,
-            created_at=now,
-            traceparent=traceparent,
-            request=request.to_json(),
-            source="api",
-            claim=key_partition(key) if key else None,
-        )
+        accepted = _Accepted(self.store, request, now, traceparent)
         if key is None:
-            await self._enqueue_and_record(envelope, record, delay)
-            return result
-        sent = await self._enqueue(envelope, delay)
-        claim = Claim(
-            message_id=message_id,
-            request_hash=fingerprint,
-            response=result.model_dump(mode="json", by_alias=True),
-            created_at=now,
-            expires_at=now,
-        )
-        winner, _ = await asyncio.gather(
-            self.store.claim(key_partition(key), claim), self.store.create(record)
-        )
-        if winner is None:
-            return result
-        # Another request with this key came first: take back what we wrote, answer as it did.
-        await asyncio.gather(self.queue.delete(sent), self.store.delete(message_id))
-        if winner.request_hash != fingerprint:
-            raise Problem(
-                422,
-                "Idempotency-Key reused",
-                "This Idempotency-Key was used with a different request body; use a new key "
-                "for a new message.",
-                "idempotency-key-reused",
+            message_id = new_message_id()
+            await self._enqueue(accepted.envelope(message_id), accepted.delay)
+            self._in_background(self._record(accepted.record(message_id)))
+            return accepted.result(message_id)
+        return await self._submit_keyed(key, accepted, request_hash(document))
+
+    async def _submit_keyed(self, key: str, accepted: _Accepted, fingerprint: str) -> SubmitResult:
+        for generation in range(1, 100):
+            message_id = keyed_message_id(key, generation)
+            envelope = accepted.envelope(message_id, fingerprint)
+            record = accepted.record(message_id, fingerprint, self.store.idempotency_ttl)
+            sent, created = await asyncio.gather(
+                self._enqueue(envelope, accepted.delay),
+                self.store.create(record),
+                return_exceptions=True,
             )
-        return SubmitResult.model_validate(winner.response)
+            if isinstance(sent, BaseException):
+                if created is True:
+                    await self.store.delete(message_id)
+                raise sent
+            if isinstance(created, BaseException):
+                await self.queue.delete(sent)
+                raise _unavailable() from created
+            if created:
+                self._in_background(self._confirm(message_id))
+                return accepted.result(message_id)
+            # The key was used before. Answer as its first request did; keep nothing of ours,
+            # unless that request never confirmed its message was queued (it crashed between the
+            # two writes): then our copy, identical and with the same id, is that message.
+            existing = await self._settled(message_id)
+            if existing is None or (existing.key_expires_at or accepted.now) <= accepted.now:
+                await self.queue.delete(sent)
+                continue  # that use has expired: the key makes a new message (next generation)
+            if existing.request_hash != fingerprint:
+                await self.queue.delete(sent)
+                raise Problem(
+                    422,
+                    "Idempotency-Key reused",
+                    "This Idempotency-Key was used with a different request body; use a new key "
+                    "for a new message.",
+                    "idempotency-key-reused",
+                )
+            if _unconfirmed(existing):
+                log.warning(
+                    "message %s: its first request never confirmed; keeping this copy", message_id
+                )
+                self._in_background(self._confirm(message_id))
+            else:
+                await self.queue.delete(sent)
+            return SubmitResult.model_validate(existing.response)
+        raise Problem(409, "Idempotency-Key exhausted", "Use a new Idempotency-Key.", "conflict")
+
+    async def _settled(self, message_id: str) -> MessageRecord | None:
+        """The key's record once its first request is done with it: a concurrent first request
+        confirms within milliseconds; one still unconfirmed after ``CONFIRM_WAIT`` crashed."""
+        deadline = self.clock() + CONFIRM_WAIT
+        while True:
+            record = await self.store.get(message_id)
+            if record is None or not _unconfirmed(record) or self.clock() >= deadline:
+                return record
+            await asyncio.sleep(0.05)
+
+    async def _confirm(self, message_id: str) -> None:
+        def change(current: MessageRecord | None) -> MessageRecord | None:
+            if current is None or current.confirmed:
+                return None
+            current.confirmed = True
+            return current
+
+        try:
+            await self.store.transition(message_id, change)
+        except Exception as exc:  # a later duplicate then keeps its copy: safe, just redundant
+            log.warning("message %s: confirmation not written (%s)", message_id, exc)
 
     async def _enqueue(self, envelope: Envelope, delay: timedelta | None) -> SentMessage:
         try:
@@ -222,18 +251,90 @@ class Intake:
                 headers={"Retry-After": "10"},
             ) from exc
 
-    async def _enqueue_and_record(
-        self, envelope: Envelope, record: MessageRecord, delay: timedelta | None
-    ) -> None:
-        enqueued, created = await asyncio.gather(
-            self._enqueue(envelope, delay), self.store.create(record), return_exceptions=True
-        )
-        if isinstance(enqueued, BaseException):
-            if created is True:
-                await self.store.delete(record.id)
-            raise enqueued
-        if isinstance(created, BaseException):
-            # The message is queued, so it is accepted: delivery records its state itself.
+    async def _record(self, record: MessageRecord) -> None:
+        try:
+            await self.store.create(record)
+        except Exception as exc:  # the message is queued, so accepted: delivery records it
             log.warning(
-                "state record for %s not written (%s); delivery will create it", record.id, created
+                "state record for %s not written (%s); delivery will create it", record.id, exc
             )
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def drain(self) -> None:
+        """Wait for the background state writes (tests, and a clean shutdown)."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending))
+
+
+def _unavailable() -> Problem:
+    return Problem(
+        503,
+        "Queue unavailable",
+        "The message could not be queued and was not accepted; retry later.",
+        "queue-unavailable",
+        headers={"Retry-After": "10"},
+    )
+
+
+def _unconfirmed(record: MessageRecord) -> bool:
+    waiting = (MessageStatus.queued, MessageStatus.scheduled)
+    return not record.confirmed and record.status in waiting
+
+
+@dataclass
+class _Accepted:
+    """One accepted request, rendered as what intake writes for a given message id."""
+
+    store: StateStore
+    request: SendRequest
+    now: datetime
+    traceparent: str | None
+
+    @property
+    def delay(self) -> timedelta | None:
+        send_at = self.request.send_at
+        return send_at - self.now if send_at and send_at > self.now else None
+
+    @property
+    def status(self) -> MessageStatus:
+        return MessageStatus.scheduled if self.delay else MessageStatus.queued
+
+    def result(self, message_id: str) -> SubmitResult:
+        return SubmitResult(
+            id=message_id, status=self.status, status_url=STATUS_PATH.format(id=message_id)
+        )
+
+    def envelope(self, message_id: str, fingerprint: str | None = None) -> Envelope:
+        return Envelope(
+            id=message_id,
+            created_at=self.now,
+            traceparent=self.traceparent,
+            request=self.request.to_json(),
+            source="api",
+            request_hash=fingerprint,
+        )
+
+    def record(
+        self, message_id: str, fingerprint: str | None = None, key_ttl: timedelta | None = None
+    ) -> MessageRecord:
+        keyed = fingerprint is not None and key_ttl is not None
+        record = self.store.new_record(
+            message_id,
+            self.status,
+            send_at=self.request.send_at,
+            sender=self.request.sender.address,
+            metadata=self.request.metadata,
+            request_hash=fingerprint,
+            source="api",
+            response=self.result(message_id).model_dump(mode="json", by_alias=True)
+            if keyed
+            else None,
+            key_expires_at=self.now + key_ttl if keyed and key_ttl else None,
+            confirmed=not keyed,
+        )
+        record.record(self.status.value, self.now)
+        return record

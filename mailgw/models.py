@@ -360,8 +360,9 @@ class Envelope(_Model):
     ambiguous: bool = False
     #: transport progress to resume from (e.g. the Graph draft id in draft mode)
     checkpoint: dict[str, str] | None = None
-    #: the idempotency claim (its table partition) that made this message, if any
-    claim: str | None = None
+    #: set when an Idempotency-Key made this message: the request's fingerprint, so a losing
+    #: duplicate's copy can never pass for the winner's message
+    request_hash: str | None = None
     #: the replay this envelope belongs to (0: the original)
     replay: int = Field(default=0, ge=0)
 

@@ -5,16 +5,16 @@ last error, never its body or attachments (those stay in the queue or in Blob). 
 through :meth:`StateStore.transition`, an optimistic-concurrency loop on the entity's ETag, so two
 workers updating one message never lose a transition: the loser re-reads and re-decides.
 
-Idempotency claims live in the same table under ``PartitionKey = "key-" + sha256(key)``: inserting
-the claim is the atomic "first request wins"; it stores the request's hash and the first response.
+A message made with an ``Idempotency-Key`` gets an id derived from the key, so inserting its record
+is the atomic "first request wins", and the record keeps the request's hash and the first response.
 Records expire (``expiresAt``): expired ones read as absent and ``purge_expired`` deletes them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient, TableServiceClient
 
 STATE_ROW = "state"
-CLAIM_ROW = "claim"
+KEY_NAMESPACE = uuid.UUID("6f1c2a7e-4b1d-5e8a-9c3f-0d2b7a61e5c4")
 MAX_HISTORY = 50
 _NO_CONTENT = {"response_preference": "return-no-content"}
 
@@ -71,6 +71,11 @@ class MessageRecord(BaseModel):
     source: str = "api"
     replays: int = 0
     request_hash: str | None = None
+    #: for a message made with an Idempotency-Key: the first response, and until when the key holds
+    response: dict[str, Any] | None = None
+    key_expires_at: datetime | None = None
+    #: keyed messages: set once the intake knows its message is queued (see Intake)
+    confirmed: bool = True
     payload_ref: PayloadRef | None = None
     checkpoint: dict[str, str] | None = None
     #: the attempt that holds the message while it is ``sending``
@@ -107,21 +112,11 @@ class MessageRecord(BaseModel):
         self.updated_at = now
 
 
-class Claim(BaseModel):
-    """An idempotency key's first request: which message it made and what it answered."""
-
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
-
-    message_id: str
-    request_hash: str
-    response: dict[str, Any]
-    created_at: datetime
-    expires_at: datetime
-    etag: str | None = Field(default=None, exclude=True)
-
-
-def key_partition(key: str) -> str:
-    return "key-" + hashlib.sha256(key.encode()).hexdigest()
+def keyed_message_id(key: str, generation: int = 1) -> str:
+    """The message id an ``Idempotency-Key`` stands for: derived from the key, so the key's
+    record *is* the message's record (one entity, one write). ``generation`` moves on when an
+    expired key is used again for a new message."""
+    return str(uuid.uuid5(KEY_NAMESPACE, f"{generation}\x00{key}"))
 
 
 # Table properties are flat: nested values are stored as JSON strings.
@@ -284,42 +279,6 @@ class StateStore:
         found.sort(key=lambda r: r.created_at, reverse=True)
         return found[:limit]
 
-    # --- idempotency ----------------------------------------------------------------------------
-
-    async def claim(self, partition: str, claim: Claim) -> Claim | None:
-        """Insert the key's claim (``partition`` from :func:`key_partition`). None if this request
-        won; otherwise the live claim that did."""
-        claim.expires_at = claim.created_at + self.idempotency_ttl
-        entity = _to_entity(claim, partition, CLAIM_ROW)
-        try:
-            await self._insert(entity)
-            return None
-        except ResourceExistsError:
-            pass
-        existing = await self._read(partition, CLAIM_ROW)
-        if existing is None:  # deleted in between: try once more
-            return await self.claim(partition, claim)
-        found = Claim.model_validate(_from_entity(existing))
-        if found.expires_at > self.clock():
-            return found
-        try:  # an expired key may be used again: take it over, unless someone else just did
-            await self.table().update_entity(
-                entity,
-                mode="replace",
-                etag=found.etag,
-                match_condition=MatchConditions.IfNotModified,
-            )
-            return None
-        except (ResourceModifiedError, ResourceNotFoundError):
-            return await self.claim(partition, claim)
-
-    async def get_claim(self, partition: str) -> Claim | None:
-        entity = await self._read(partition, CLAIM_ROW)
-        if entity is None:
-            return None
-        found = Claim.model_validate(_from_entity(entity))
-        return found if found.expires_at > self.clock() else None
-
     # --- retention ------------------------------------------------------------------------------
 
     async def expired(self, now: datetime | None = None) -> AsyncIterator[tuple[str, str, Any]]:
@@ -332,7 +291,7 @@ class StateStore:
             return
 
     async def purge_expired(self, now: datetime | None = None) -> list[tuple[str, str, Any]]:
-        """Delete every expired record and claim; returns what was deleted (for blob clean-up)."""
+        """Delete every expired record; returns what was deleted (for blob clean-up)."""
         deleted = []
         async for partition, row, entity in self.expired(now):
             with contextlib.suppress(ResourceNotFoundError):
