@@ -6,104 +6,18 @@ configures it; host.json values are shortened through the host's own override se
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from gateway_host import ROOT, DevHost, free_port, is_ready
 
 from support import wait_until
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Response:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-@dataclass
-class DevHost:
-    process: subprocess.Popen[bytes]
-    port: int
-    env: dict[str, str]
-    log_path: Path
-    outbox: Path
-    queue: str
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: bytes | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> Response:
-        req = urllib.request.Request(
-            self.base_url + path, data=body, method=method, headers=headers or {}
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=120) as resp:
-                return Response(
-                    resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
-                )
-        except urllib.error.HTTPError as err:
-            return Response(err.code, {k.lower(): v for k, v in err.headers.items()}, err.read())
-
-    def post_json(
-        self, path: str, document: Any, headers: dict[str, str] | None = None
-    ) -> Response:
-        return self.request(
-            "POST",
-            path,
-            json.dumps(document).encode(),
-            {"Content-Type": "application/json", **(headers or {})},
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def _ready(host: DevHost) -> bool:
-    if host.process.poll() is not None:
-        raise AssertionError(f"dev host exited with {host.process.returncode}:\n{host.log()}")
-    try:
-        return host.request("GET", "/admin/host/status").json().get("state") == "Running"
-    except (OSError, ValueError):
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +60,7 @@ def start_devhost(
             process, port, env, log_path, Path(env["MAILGW_OUTBOX_DIR"]), env["MAILGW_QUEUE"]
         )
         hosts.append(host)
-        wait_until(lambda: _ready(host), timeout=60, what="dev host readiness")
+        wait_until(lambda: is_ready(host), timeout=60, what="dev host readiness")
         return host
 
     yield start

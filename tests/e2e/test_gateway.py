@@ -17,7 +17,7 @@ from typing import Any, cast
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
-from conftest import DevHost
+from gateway_host import DevHost
 
 from support import b64, sample_request, wait_until
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy
-from conftest import DevHost
+from gateway_host import DevHost
 
 from standins.processes import StandInProcesses, start_standins
 from support import b64, wait_until
