@@ -1,22 +1,41 @@
-"""``mailgw``: the gateway from a terminal (send a message, check health) over its public HTTP API.
+"""``mailgw``: the gateway from a terminal.
 
-Talks to the API as any caller would (Functions key in ``x-functions-key``), so it works the same
-against the local dev host and a deployed Function App.
+Two kinds of commands:
+
+* ``send``, ``status``, ``health`` talk to the public HTTP API as any caller would (Functions key in
+  ``x-functions-key``), so they work the same against the local dev host and a deployed Function
+  App (``--url``/``--key``, or ``MAILGW_URL``/``MAILGW_FUNCTION_KEY``).
+* ``failed list|replay|purge`` and ``store cleanup`` are operator commands: they work on the
+  gateway's storage directly, through the same core the functions use, so they need no endpoint
+  and no admin key, only storage access. Settings come from the environment, falling back to the
+  ``Values`` of ``local.settings.json`` in the current directory (the environment wins): locally
+  that is Azurite; against Azure set ``AzureWebJobsStorage__queueServiceUri`` /
+  ``__blobServiceUri`` / ``__tableServiceUri`` (and ``MAILGW_QUEUE``, ``MAILGW_STATE_TABLE``,
+  ``MAILGW_PAYLOAD_CONTAINER`` if not the defaults) and sign in with ``az login``
+  (DefaultAzureCredential; the identity needs the Storage Queue, Blob and Table Data Contributor
+  roles).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import json
 import mimetypes
 import os
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mailgw.services import Services
+    from mailgw.store import MessageRecord
 
 DEFAULT_URL = "http://127.0.0.1:7071"
 
@@ -99,21 +118,42 @@ def _print_result(status: int, body: Any) -> int:
     return 0 if status < 400 else 1
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mailgw", description=__doc__)
+def _connection_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """``--url``/``--key``: before the command (global) or after it (that command's own)."""
     parser.add_argument(
         "--url",
-        default=os.environ.get("MAILGW_URL", DEFAULT_URL),
-        help="gateway base URL (env MAILGW_URL; default %(default)s)",
+        default=argparse.SUPPRESS if suppress else os.environ.get("MAILGW_URL", DEFAULT_URL),
+        help=f"gateway base URL (env MAILGW_URL; default {DEFAULT_URL})",
     )
     parser.add_argument(
         "--key",
-        default=os.environ.get("MAILGW_FUNCTION_KEY"),
+        default=argparse.SUPPRESS if suppress else os.environ.get("MAILGW_FUNCTION_KEY"),
         help="Functions key (env MAILGW_FUNCTION_KEY); not needed on the dev host",
     )
-    commands = parser.add_subparsers(dest="command", required=True)
 
-    send = commands.add_parser("send", help="send a message through the API")
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mailgw",
+        description=(__doc__ or "").replace("``", ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _connection_flags(parser, suppress=False)
+    api = argparse.ArgumentParser(add_help=False)
+    _connection_flags(api, suppress=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    send = commands.add_parser("send", parents=[api], help="send a message through the API")
     send.add_argument("--from", dest="sender", required=True)
     send.add_argument("--to", action="append", default=[], required=True)
     send.add_argument("--cc", action="append", default=[])
@@ -132,20 +172,298 @@ def main(argv: Sequence[str] | None = None) -> int:
     send.add_argument("--idempotency-key")
     send.add_argument("--dry-run", action="store_true", help="print the JSON body, send nothing")
 
-    commands.add_parser("health", help="check that the gateway and its queue are reachable")
+    status = commands.add_parser(
+        "status", parents=[api], help="a message's state (GET /api/v1/messages/{id})"
+    )
+    status.add_argument("id", help="the message id from the 202 answer")
 
+    commands.add_parser(
+        "health", parents=[api], help="check that the gateway and its queue are reachable"
+    )
+
+    failed = commands.add_parser(
+        "failed", help="failed messages, from storage: list, replay, purge"
+    ).add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = failed.add_parser("list", help="failed messages, newest first")
+    listing.add_argument("--limit", type=_positive, default=100, help="at most N (%(default)s)")
+    listing.add_argument("--json", action="store_true", help="JSON instead of a table")
+    replay = failed.add_parser(
+        "replay", help="send failed messages again (history kept, attempts reset)"
+    )
+    replay.add_argument("ids", nargs="*", metavar="ID")
+    replay.add_argument("--all", action="store_true", help="every failed message")
+    purge = failed.add_parser(
+        "purge", help="delete failed messages and their kept payloads for good"
+    )
+    purge.add_argument("ids", nargs="*", metavar="ID")
+    purge.add_argument("--all", action="store_true", help="every failed message")
+    purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+    store = commands.add_parser("store", help="the state store").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    store.add_parser(
+        "cleanup",
+        help="apply retention now: delete expired message records and the payloads they kept "
+        "(what the daily timer does at 03:30 UTC)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in ("failed", "store"):
+        if args.action in ("replay", "purge") and bool(args.ids) == bool(args.all):
+            parser.error(f"failed {args.action}: give message ids or --all (not both)")
+        return operate(args)
     base = args.url.rstrip("/")
-    if args.command == "send":
-        body = build_request(args)
-        if args.dry_run:
-            print(json.dumps(body, indent=2))
-            return 0
-        extra = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else None
-        status, _, answer = _call("POST", f"{base}/api/v1/messages", args.key, body, extra)
+    try:
+        if args.command == "send":
+            body = build_request(args)
+            if args.dry_run:
+                print(json.dumps(body, indent=2))
+                return 0
+            extra = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else None
+            status, _, answer = _call("POST", f"{base}/api/v1/messages", args.key, body, extra)
+            return _print_result(status, answer)
+        if args.command == "status":
+            message_id = urllib.parse.quote(args.id, safe="")
+            status, _, answer = _call("GET", f"{base}/api/v1/messages/{message_id}", args.key)
+            if status == 404:
+                detail = answer.get("detail") if isinstance(answer, dict) else None
+                print(f"mailgw: {detail or f'no message {args.id}'}", file=sys.stderr)
+                return 1
+            return _print_result(status, answer)
+        status, _, answer = _call("GET", f"{base}/api/v1/health", args.key)
         return _print_result(status, answer)
-    status, _, answer = _call("GET", f"{base}/api/v1/health", args.key)
-    return _print_result(status, answer)
+    except urllib.error.URLError as error:
+        print(f"mailgw: cannot reach {base}: {error.reason}", file=sys.stderr)
+        return 1
+    except OSError as error:  # a timeout or reset after connecting
+        print(f"mailgw: {base}: {error}", file=sys.stderr)
+        return 1
+
+
+# --- operator commands: storage through the core ---------------------------------------------
+
+SETTINGS_FILE = "local.settings.json"
+#: "every failed message": the same bound ``Operations.purge_failed`` uses
+ALL = 100_000
+HINT_WIDTH = 60
+
+
+def operator_environment(
+    environ: Mapping[str, str] | None = None, directory: Path | None = None
+) -> dict[str, str]:
+    """The settings the operator commands use: ``local.settings.json`` ``Values`` (if the file is
+    in ``directory``), overridden by the environment, as ``func start`` merges them."""
+    merged: dict[str, str] = {}
+    path = (directory or Path.cwd()) / SETTINGS_FILE
+    if path.is_file():
+        try:
+            document = json.loads(path.read_text(encoding="utf-8-sig"))
+        except json.JSONDecodeError as error:
+            raise OperatorError(f"{path}: invalid JSON: {error}") from None
+        if not isinstance(document, dict) or not isinstance(document.get("Values", {}), dict):
+            raise OperatorError(f"{path}: expected an object with a Values object")
+        if document.get("IsEncrypted"):
+            raise OperatorError(f"{path} is encrypted; decrypt it or set the environment")
+        for name, value in (document.get("Values") or {}).items():
+            if isinstance(value, bool):
+                merged[name] = "true" if value else "false"
+            elif isinstance(value, (str, int, float)):
+                merged[name] = str(value)
+    merged.update(os.environ if environ is None else environ)
+    return merged
+
+
+class OperatorError(Exception):
+    """The operator command cannot run; the message says why."""
+
+
+def open_services(env: Mapping[str, str]) -> Services:
+    """The core wired from ``env`` (tests replace this with fakes)."""
+    from mailgw.services import Services
+    from mailgw.settings import Settings
+
+    return Services(Settings.from_env(env))
+
+
+def operate(args: argparse.Namespace) -> int:
+    from mailgw.settings import SettingsError
+    from mailgw.storage import StorageConfigError
+
+    try:
+        services = open_services(operator_environment())
+    except (OperatorError, SettingsError, StorageConfigError) as error:
+        print(f"mailgw: {error}", file=sys.stderr)
+        return 2
+    return asyncio.run(_operate_and_close(args, services))
+
+
+async def _operate_and_close(args: argparse.Namespace, services: Services) -> int:
+    from azure.core.exceptions import AzureError
+
+    from mailgw.storage import StorageConfigError
+
+    try:
+        return await run_operator(args, services)
+    except StorageConfigError as error:
+        print(f"mailgw: {error}", file=sys.stderr)
+        return 2
+    except AzureError as error:
+        message = str(error).splitlines()[0] if str(error) else ""
+        print(f"mailgw: storage failed: {type(error).__name__}: {message}", file=sys.stderr)
+        return 1
+    finally:
+        await close_services(services)
+
+
+async def close_services(services: Services) -> None:
+    """Close the storage clients that were opened (and the credential of an identity-based
+    connection), so no connection is left for the interpreter to complain about."""
+    opened = vars(services)  # cached_property keeps what was built in the instance dict
+    if "queue" in opened:
+        await services.queue.close()
+    if "store" in opened:
+        await services.store.close()
+    if ("queue" in opened or "store" in opened) and hasattr(services, "settings"):
+        connection = services.settings.storage()
+        if connection.connection_string is None:
+            await connection.credential().close()
+
+
+async def run_operator(args: argparse.Namespace, services: Services) -> int:
+    ops = services.operations
+    if args.command == "store":
+        deleted = await ops.cleanup()
+        print(f"retention: deleted {deleted} expired record(s)")
+        return 0
+    if args.action == "list":
+        records = await ops.failed(limit=args.limit)
+        if args.json:
+            now = datetime.now(UTC)
+            print(json.dumps([_record_json(r, now) for r in records], indent=2))
+        elif records:
+            print(format_failed(records))
+        else:
+            print("no failed messages")
+        return 0
+    if args.action == "replay":
+        return await _replay(services, args)
+    return await _purge(services, args)
+
+
+async def _replay(services: Services, args: argparse.Namespace) -> int:
+    from mailgw.problems import Problem
+
+    ops = services.operations
+    ids = list(args.ids) if args.ids else [r.id for r in await ops.failed(limit=ALL)]
+    if not ids:
+        print("no failed messages")
+        return 0
+    problems = 0
+    for message_id in ids:
+        try:
+            record = await ops.replay(message_id)
+        except Problem as problem:
+            print(f"{message_id}: not replayed: {problem.detail}", file=sys.stderr)
+            problems += 1
+            continue
+        print(f"{message_id}: {record.status.value} (replay {record.replays})")
+    return 1 if problems else 0
+
+
+async def _purge(services: Services, args: argparse.Namespace) -> int:
+    from mailgw.models import MessageStatus
+
+    ops = services.operations
+    skipped = 0
+    if args.all:
+        targets = await ops.failed(limit=ALL)
+    else:
+        targets = []
+        for message_id in dict.fromkeys(args.ids):
+            record = await ops.store.get(message_id)
+            if record is None:
+                print(f"{message_id}: not found", file=sys.stderr)
+                skipped += 1
+            elif record.status is not MessageStatus.failed:
+                print(
+                    f"{message_id}: is {record.status.value}, not failed: not purged",
+                    file=sys.stderr,
+                )
+                skipped += 1
+            else:
+                targets.append(record)
+    if not targets:
+        print("nothing to purge")
+        return 1 if skipped else 0
+    if not args.yes:
+        print(format_failed(targets))
+        question = (
+            f"Delete these {len(targets)} failed message(s) and their payloads for good? [y/N] "
+        )
+        if not confirm(question):
+            print("aborted: nothing deleted")
+            return 1
+    purged = await ops.purge_failed([r.id for r in targets])
+    print(f"purged {purged} failed message(s)")
+    return 1 if skipped else 0
+
+
+def confirm(question: str) -> bool:
+    """Ask on the terminal; anything but y/yes (including no terminal at all) is a no."""
+    try:
+        answer = input(question)
+    except EOFError:
+        print()
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+def failed_at(record: MessageRecord) -> datetime:
+    """When the message failed: its last ``failed`` step, else its last change."""
+    for step in reversed(record.history):
+        if step.outcome == "failed":
+            return step.at
+    return record.updated_at
+
+
+def _record_json(record: MessageRecord, now: datetime) -> dict[str, Any]:
+    body = record.public(now)
+    body["failedAt"] = failed_at(record).astimezone(UTC).isoformat().replace("+00:00", "Z")
+    body["from"] = record.sender
+    body["source"] = record.source
+    return body
+
+
+def _truncate(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3].rstrip() + "..."
+
+
+def format_failed(records: Sequence[MessageRecord]) -> str:
+    """A table of failed messages: id, failed at (UTC), code, hint (truncated), sender."""
+    rows = [("ID", "FAILED AT (UTC)", "CODE", "HINT", "FROM")]
+    for record in records:
+        error = record.last_error
+        hint = (error.hint or error.message) if error else ""
+        rows.append(
+            (
+                record.id,
+                failed_at(record).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+                error.code if error else "-",
+                _truncate(" ".join(hint.split()), HINT_WIDTH) or "-",
+                record.sender or "-",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = [
+        "  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[-1]])
+        for row in rows
+    ]
+    return "\n".join(line.rstrip() for line in lines)
 
 
 if __name__ == "__main__":

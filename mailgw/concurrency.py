@@ -17,6 +17,7 @@ class MailboxLimiter:
         self._slots: dict[str, asyncio.Semaphore] = {}
         self._users: dict[str, int] = {}
         self.in_flight: dict[str, int] = {}
+        #: the highest in-flight count seen per mailbox (bounded: a few thousand mailboxes)
         self.peak: dict[str, int] = {}
 
     @asynccontextmanager
@@ -27,6 +28,8 @@ class MailboxLimiter:
         try:
             async with semaphore:
                 self.in_flight[key] = self.in_flight.get(key, 0) + 1
+                if len(self.peak) > 10_000:
+                    self.peak.clear()
                 self.peak[key] = max(self.peak.get(key, 0), self.in_flight[key])
                 try:
                     yield

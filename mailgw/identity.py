@@ -12,13 +12,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from mailgw.settings import SettingsError
 
 if TYPE_CHECKING:
+    from azure.core.credentials import AccessToken
     from azure.core.credentials_async import AsyncTokenCredential
 
 CredentialMode = Literal[
@@ -110,3 +113,48 @@ def create_credential(env: Mapping[str, str]) -> AsyncTokenCredential:
     from azure.identity.aio import DefaultAzureCredential
 
     return DefaultAzureCredential(managed_identity_client_id=client_id)
+
+
+class SingleFlightCredential:
+    """One token request at a time per scope, however many sends want a token at once.
+
+    azure-identity caches tokens but does not merge concurrent requests: twenty sends on a cold
+    instance would make twenty calls to the identity endpoint (and it throttles). Waiters share
+    the first caller's token; a cached token is returned until five minutes before it expires.
+    """
+
+    REFRESH_MARGIN = 300
+
+    def __init__(self, inner: AsyncTokenCredential):
+        self.inner = inner
+        self._tokens: dict[tuple[str, ...], AccessToken] = {}
+        self._locks: dict[tuple[str, ...], asyncio.Lock] = {}
+
+    async def get_token(
+        self,
+        *scopes: str,
+        claims: str | None = None,
+        tenant_id: str | None = None,
+        enable_cae: bool = False,
+        **kwargs: Any,
+    ) -> AccessToken:
+        if claims or tenant_id:  # a challenge: never answer it from the cache
+            return await self.inner.get_token(
+                *scopes, claims=claims, tenant_id=tenant_id, enable_cae=enable_cae, **kwargs
+            )
+        key = tuple(scopes)
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            token = self._tokens.get(key)
+            if token is None or token.expires_on - self.REFRESH_MARGIN <= time.time():
+                token = await self.inner.get_token(*scopes, enable_cae=enable_cae, **kwargs)
+                self._tokens[key] = token
+            return token
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def __aenter__(self) -> SingleFlightCredential:
+        return self
+
+    async def __aexit__(self, *args: object) -> None:
+        await self.close()

@@ -16,8 +16,6 @@ Modes (``MAILGW_GRAPH_MODE``):
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -45,17 +43,17 @@ from msgraph_core import GraphClientFactory
 
 from mailgw.concurrency import MailboxLimiter
 from mailgw.errors import DeliveryError, classify_graph, parse_retry_after, transient
-from mailgw.identity import create_credential
-from mailgw.models import Attachment, SendRequest
+from mailgw.identity import SingleFlightCredential, create_credential
+from mailgw.models import Attachment
 from mailgw.settings import Settings
 from mailgw.transports.base import OutboundMessage, SendReceipt
 from mailgw.transports.graph_message import (
+    MAX_REQUEST_BYTES,
     UPLOAD_SESSION_MIN_BYTES,
-    file_attachment,
-    graph_message,
-    mime_message,
+    TooLarge,
+    attachment_body,
+    first_request,
     needs_mime,
-    split_attachments,
 )
 
 if TYPE_CHECKING:
@@ -68,6 +66,8 @@ T = TypeVar("T")
 #: 12 x 320 KiB: a multiple of 320 KiB (OneDrive's rule) and under 4 MB per PUT (Outlook's advice).
 UPLOAD_CHUNK_BYTES = 12 * 320 * 1024
 IMMUTABLE_IDS = 'IdType="ImmutableId"'
+#: 404s that mean "this draft / upload session", not "this mailbox" (those have their own codes)
+_GONE = ("ErrorItemNotFound", "HTTP404")
 _ERRORS: dict[str, Any] = {"XXX": ODataError}
 
 
@@ -110,7 +110,8 @@ class GraphTransport:
     def __init__(self, settings: Settings, credential: AsyncTokenCredential | None = None):
         self.settings = settings
         self.mode = settings.graph_mode
-        self.credential = credential or create_credential(settings.env)
+        self._owns_credential = credential is None
+        self.credential = SingleFlightCredential(credential or create_credential(settings.env))
         self.client = build_client(
             self.credential,
             settings.graph_endpoint,
@@ -122,7 +123,11 @@ class GraphTransport:
 
     async def aclose(self) -> None:
         await self._uploads.aclose()
-        await self.credential.close()
+        http = getattr(self.client.request_adapter, "_http_client", None)
+        if isinstance(http, httpx.AsyncClient):
+            await http.aclose()
+        if self._owns_credential:  # a credential passed in belongs to the caller
+            await self.credential.close()
 
     async def send(self, message: OutboundMessage) -> SendReceipt:
         mailbox = message.request.sender.address
@@ -137,23 +142,13 @@ class GraphTransport:
     async def _send_mail(
         self, user: UserItemRequestBuilder, message: OutboundMessage
     ) -> SendReceipt:
-        request = message.request
-        inline, later = split_attachments(request)
-        if later:
-            raise DeliveryError(
-                "ErrorMessageSizeExceeded",
-                f"attachments total {sum(a.size for a in later)} bytes; sendMail takes 4 MB "
-                "per request",
-                transient=False,
-                hint="set MAILGW_GRAPH_MODE=draft (needs Mail.ReadWrite) to send attachments of "
-                "3-150 MB through upload sessions, or shrink the message",
-            )
-        if needs_mime(request):
-            await self._post(user.send_mail, _mime(message.id, request, inline), may_have_sent=True)
-            return SendReceipt(self.name, "sendMail (MIME)")
-        body = {"message": graph_message(request), "saveToSentItems": request.save_to_sent_items}
-        await self._post(user.send_mail, _json(body), may_have_sent=True)
-        return SendReceipt(self.name, "sendMail")
+        try:
+            content, _ = first_request(message.id, message.request, draft=False)
+        except TooLarge as large:
+            raise _too_large(large, draft=False) from None
+        await self._post(user.send_mail, content, may_have_sent=True)
+        kind = "sendMail (MIME)" if needs_mime(message.request) else "sendMail"
+        return SendReceipt(self.name, kind)
 
     async def _post(
         self,
@@ -212,8 +207,17 @@ class GraphTransport:
                 lambda: item.send.post(request_configuration=_immutable()), may_have_sent=True
             )
         except DeliveryError as error:
+            if error.code in _GONE:
+                # The draft (or its upload session) disappeared under us: expired, or deleted.
+                # Not the mailbox's fault: the next attempt finds it missing and builds it again.
+                error = DeliveryError(
+                    "DraftGone",
+                    f"the draft or its upload session is gone: {error.message}",
+                    transient=True,
+                    hint="the next attempt creates the draft again",
+                )
             error.checkpoint = checkpoint
-            raise
+            raise error from None
         return SendReceipt(self.name, f"draft {draft_id}")
 
     async def _draft_state(self, user: UserItemRequestBuilder, draft_id: str) -> str:
@@ -226,7 +230,7 @@ class GraphTransport:
                 may_have_sent=False,
             )
         except DeliveryError as error:
-            if error.code in ("ErrorItemNotFound", "ResourceNotFound", "HTTP404"):
+            if error.code in (*_GONE, "ResourceNotFound"):
                 # With immutable ids a sent draft stays findable (in Sent Items, isDraft false);
                 # gone altogether, someone deleted it: it was not sent by us, send afresh.
                 return "missing"
@@ -238,13 +242,10 @@ class GraphTransport:
     async def _create_draft(
         self, user: UserItemRequestBuilder, message: OutboundMessage, checkpoint: dict[str, str]
     ) -> str:
-        request = message.request
-        inline, later = split_attachments(request)
-        content = (
-            _mime(message.id, request, inline)
-            if needs_mime(request)
-            else _json(graph_message(request, inline))
-        )
+        try:
+            content, later = first_request(message.id, message.request, draft=True)
+        except TooLarge as large:
+            raise _too_large(large, draft=True) from None
         created = await self._post(
             user.messages, content, may_have_sent=False, immutable=True, returns=Message
         )
@@ -263,10 +264,11 @@ class GraphTransport:
         self, user: UserItemRequestBuilder, draft_id: str, attachment: Attachment
     ) -> None:
         item = user.messages.by_message_id(draft_id)
-        if attachment.size < UPLOAD_SESSION_MIN_BYTES:
+        body = attachment_body(attachment)
+        if len(body) <= MAX_REQUEST_BYTES or attachment.size < UPLOAD_SESSION_MIN_BYTES:
             await self._post(
                 item.attachments,
-                _json(file_attachment(attachment)),
+                (body, "application/json"),
                 may_have_sent=False,
                 immutable=True,
             )
@@ -323,15 +325,22 @@ async def _save(message: OutboundMessage, checkpoint: dict[str, str]) -> None:
         await message.save_checkpoint(checkpoint)
 
 
-def _json(document: Any) -> tuple[bytes, str]:
-    return json.dumps(document, separators=(",", ":")).encode(), "application/json"
-
-
-def _mime(
-    message_id: str, request: SendRequest, attachments: list[Attachment]
-) -> tuple[bytes, str]:
-    """Graph's MIME format: the message Base64-encoded, sent as text/plain."""
-    return base64.b64encode(mime_message(message_id, request, attachments)), "text/plain"
+def _too_large(large: TooLarge, *, draft: bool) -> DeliveryError:
+    if large.body_only:
+        hint = "the body alone is over Graph's 4 MB per request: shorten the text or html"
+    elif draft:
+        hint = "shrink the message"
+    else:
+        hint = (
+            "set MAILGW_GRAPH_MODE=draft (needs Mail.ReadWrite) to send attachments of up "
+            "to 150 MB through upload sessions, or shrink the message"
+        )
+    return DeliveryError(
+        "ErrorMessageSizeExceeded",
+        f"the request would be {large.size} bytes; Graph takes at most {MAX_REQUEST_BYTES}",
+        transient=False,
+        hint=hint,
+    )
 
 
 async def _call(make: Callable[[], Awaitable[T]], *, may_have_sent: bool) -> T:

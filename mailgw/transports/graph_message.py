@@ -8,15 +8,18 @@ The cost, documented in the README: a MIME send is always saved to Sent Items.
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Sequence
 from typing import Any
 
 from mailgw.models import Attachment, Recipient, SendRequest
 from mailgw.render import render_mime
 
-#: Graph refuses requests over 4 MB; Base64 inflates by 4/3, and the JSON needs room too.
-MAX_INLINE_ATTACHMENT_BYTES = 2_800_000
-#: An upload session takes attachments of 3 MB and more (and only those).
+#: Graph refuses requests over 4 MB. Measured on the request as sent (Base64 and JSON included),
+#: and read as 4,000,000 bytes, the stricter of "4 MB" and "4 MiB".
+MAX_REQUEST_BYTES = 4_000_000
+#: An upload session takes attachments of 3 MiB and more (and only those).
 UPLOAD_SESSION_MIN_BYTES = 3 * 1024 * 1024
 
 
@@ -86,12 +89,47 @@ def mime_message(message_id: str, request: SendRequest, attachments: Sequence[At
     return render_mime(message_id, partial, include_bcc=True).as_bytes()
 
 
-def split_attachments(request: SendRequest) -> tuple[list[Attachment], list[Attachment]]:
-    """(sent inside the first request, added to the draft afterwards).
+def request_body(
+    message_id: str, request: SendRequest, attachments: Sequence[Attachment], *, send: bool
+) -> tuple[bytes, str]:
+    """The body of the first request: ``sendMail`` (``send``) or the draft's creation; JSON, or
+    Base64 MIME (``text/plain``) when the request has both bodies."""
+    if needs_mime(request):
+        return base64.b64encode(mime_message(message_id, request, attachments)), "text/plain"
+    message = graph_message(request, attachments)
+    document: dict[str, Any] = (
+        {"message": message, "saveToSentItems": request.save_to_sent_items} if send else message
+    )
+    return json.dumps(document, separators=(",", ":")).encode(), "application/json"
 
-    Everything goes inline while it fits one request; otherwise attachments of 3 MB and more go
-    through upload sessions and the smaller ones are added one request each.
-    """
-    if sum(a.size for a in request.attachments) <= MAX_INLINE_ATTACHMENT_BYTES:
-        return list(request.attachments), []
-    return [], list(request.attachments)
+
+def attachment_body(attachment: Attachment) -> bytes:
+    return json.dumps(file_attachment(attachment), separators=(",", ":")).encode()
+
+
+class TooLarge(Exception):
+    """The message cannot go in one Graph request (sendMail mode), or its body alone is too big."""
+
+    def __init__(self, size: int, body_only: bool):
+        super().__init__(size)
+        self.size = size
+        self.body_only = body_only
+
+
+def first_request(
+    message_id: str, request: SendRequest, *, draft: bool
+) -> tuple[tuple[bytes, str], list[Attachment]]:
+    """The first request's body, measured as sent, and the attachments left to add afterwards.
+
+    Everything goes in one request while it fits in ``MAX_REQUEST_BYTES``. Otherwise, in draft
+    mode, attachments move out (largest first) to be added to the draft one by one; in sendMail
+    mode the message cannot be sent (``TooLarge``)."""
+    inline = sorted(request.attachments, key=lambda a: a.size)
+    later: list[Attachment] = []
+    while True:
+        body = request_body(message_id, request, inline, send=not draft)
+        if len(body[0]) <= MAX_REQUEST_BYTES:
+            return body, later
+        if not draft or not inline:
+            raise TooLarge(len(body[0]), body_only=not inline)
+        later.insert(0, inline.pop())

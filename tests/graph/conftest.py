@@ -7,6 +7,7 @@ for the resource that MAILGW_GRAPH_ENDPOINT implies.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -82,11 +83,13 @@ async def draft_transport(graph_settings: Callable[..., Settings]) -> AsyncItera
 
 @pytest.fixture
 def queue_settings(graph_settings: Callable[..., Settings], azurite: Any) -> Settings:
-    """Graph settings plus a fresh queue and payload container on the session's Azurite."""
+    """Graph settings plus a fresh queue, payload container and state table on Azurite."""
+    suffix = uuid.uuid4().hex[:12]
     return graph_settings(
         AzureWebJobsStorage=azurite.connection_string,
-        MAILGW_QUEUE=f"gr-{uuid.uuid4().hex[:12]}",
-        MAILGW_PAYLOAD_CONTAINER=f"payloads-{uuid.uuid4().hex[:12]}",
+        MAILGW_QUEUE=f"gr-{suffix}",
+        MAILGW_PAYLOAD_CONTAINER=f"payloads-{suffix}",
+        MAILGW_STATE_TABLE=f"state{suffix}",
     )
 
 
@@ -99,15 +102,32 @@ async def mail_queue(queue_settings: Settings) -> AsyncIterator[MailQueue]:
     await queue.close()
 
 
+@pytest.fixture
+async def delivery_extras(queue_settings: Settings) -> AsyncIterator[dict[str, Any]]:
+    """What Delivery needs besides settings, queue and transport (the state store, where the
+    core has one)."""
+    if "store" not in {f.name for f in dataclasses.fields(Delivery)}:
+        yield {}
+        return
+    from mailgw.store import StateStore
+
+    store = StateStore(queue_settings.storage(), getattr(queue_settings, "state_table", "state"))
+    yield {"store": store}
+    await store.close()
+
+
 #: retries become visible at once (queue delays are whole seconds; backoff this small rounds to 0)
 FAST_RETRIES = RetryPolicy(max_attempts=8, base_seconds=0.001, cap_seconds=0.001)
 
 
 @pytest.fixture
-def make_pipeline(queue_settings: Settings, mail_queue: MailQueue) -> Callable[..., Pipeline]:
+def make_pipeline(
+    queue_settings: Settings, mail_queue: MailQueue, delivery_extras: dict[str, Any]
+) -> Callable[..., Pipeline]:
     """``make_pipeline(transport, retry=RetryPolicy(...))``: Delivery on the real queues."""
 
     def make(transport: Transport, retry: RetryPolicy = FAST_RETRIES) -> Pipeline:
-        return Pipeline(mail_queue, Delivery(queue_settings, mail_queue, transport, retry=retry))
+        delivery = Delivery(queue_settings, mail_queue, transport, retry=retry, **delivery_extras)
+        return Pipeline(mail_queue, delivery)
 
     return make

@@ -107,9 +107,17 @@ class Pipeline:
     delivery: Delivery
     steps: list[Step] = field(default_factory=list)
 
-    async def submit(self, document: dict[str, Any], message_id: str | None = None) -> str:
+    async def submit(
+        self,
+        document: dict[str, Any],
+        *,
+        message_id: str | None = None,
+        created_at: datetime | None = None,
+    ) -> str:
         envelope = Envelope(
-            id=message_id or uuid.uuid4().hex, created_at=datetime.now(UTC), request=document
+            id=message_id or uuid.uuid4().hex,
+            created_at=created_at or datetime.now(UTC),
+            request=document,
         )
         await self.queue.enqueue(envelope)
         return envelope.id
@@ -118,6 +126,22 @@ class Pipeline:
         return await wait_until_async(
             lambda: pull(self.queue), timeout=timeout, what="a visible queue message"
         )
+
+    async def receive(self, visibility: int = 30, timeout: float = 10.0) -> Any:
+        """Receive one visible message WITHOUT deleting it, as a worker that may crash: unless
+        deleted, it comes back after ``visibility`` seconds with a higher dequeue count."""
+
+        async def one() -> Any:
+            try:
+                async for message in self.queue.queue().receive_messages(
+                    visibility_timeout=visibility
+                ):
+                    return message
+            except ResourceNotFoundError:
+                pass
+            return None
+
+        return await wait_until_async(one, timeout=timeout, what="a visible queue message")
 
     async def step(self, timeout: float = 10.0) -> Step:
         message = await self.next_message(timeout)

@@ -11,8 +11,8 @@ from email.parser import BytesParser
 from typing import Any
 
 import pytest
-
 from graph_helpers import SENDER, SHARED, attachment, body, outbound
+
 from mailgw.transports.graph import GraphTransport
 from standins.graph import DeliveredMessage, GraphStandIn
 
@@ -98,7 +98,7 @@ async def test_json_message_carries_every_field(
     assert all(
         (r.header("Content-Type") or "").startswith("application/json")
         for r in graph.requests
-        if r.method in ("POST", "PATCH")
+        if r.body
     )
 
 
@@ -130,7 +130,7 @@ def alternatives(message: EmailMessage) -> dict[str, str]:
 async def test_text_and_html_go_as_mime_with_both_alternatives(
     transport: GraphTransport, graph: GraphStandIn
 ) -> None:
-    await transport.send(outbound(full_request(text="Grüße (plain)")))
+    await transport.send(outbound(full_request(text="Grüße (plain)"), message_id="m-42"))
 
     delivered = only_delivery(graph)
     assert delivered.via == "mime"
@@ -143,6 +143,7 @@ async def test_text_and_html_go_as_mime_with_both_alternatives(
         "text/html": '<p>Grüße <img src="cid:logo@contoso"></p>',
     }
     assert any(p.get_content_type() == "multipart/alternative" for p in mime.walk())
+    assert mime["Message-ID"] == "<m-42@contoso.com>"  # stable across retries: receivers dedup
     # Graph takes a MIME message's recipients from its headers: Bcc must be there, and it is what
     # the stand-in (as Exchange) parsed out of it.
     assert "hidden@example.com" in str(mime["Bcc"])
@@ -196,6 +197,15 @@ async def test_save_to_sent_items_is_passed_on(
     (wire,) = graph.requests_for("sendMail")
     assert {k.lower(): v for k, v in wire.json.items()}["savetosentitems"] is save
     assert only_delivery(graph).save_to_sent_items is save
+
+
+async def test_draft_mode_always_keeps_a_copy_in_sent_items(
+    draft_transport: GraphTransport, graph: GraphStandIn
+) -> None:
+    """Documented limit (README): a sent draft is always saved, whatever saveToSentItems says."""
+    await draft_transport.send(outbound(body(saveToSentItems=False)))
+    assert only_delivery(graph).save_to_sent_items is True
+    assert [r.operation for r in graph.requests] == ["createMessage", "send"]
 
 
 async def test_custom_headers_are_internet_message_headers(

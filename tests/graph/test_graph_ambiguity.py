@@ -1,0 +1,280 @@
+"""Ambiguous outcomes: Graph processed the request (the message IS out) but the answer was a 504, a
+dropped connection, or came after the timeout.
+
+- sendMail has no idempotency key: the retry sends again. That is the documented at-least-once
+  behaviour, and the envelope records the ambiguity.
+- Draft mode keeps the draft's immutable id in a checkpoint (the envelope's, and the message's
+  state record): the retry looks at the draft, sees it sent, and does not send again. Exactly
+  once, end to end on real queues, even when the worker dies after the send.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from graph_helpers import Pipeline, attachment, body, sha256
+
+from mailgw.settings import Settings
+from mailgw.transports.graph import IMMUTABLE_IDS, GraphTransport
+from standins.graph import GraphStandIn
+
+#: how the answer is lost, and the code the transport reports for it
+LOST_ANSWERS = [
+    pytest.param({"mode": "status", "status": 504}, "GatewayTimeout", id="504"),
+    pytest.param({"mode": "status", "status": 500}, "UnknownError", id="500"),
+    pytest.param({"mode": "drop"}, "NetworkError", id="dropped"),
+    pytest.param({"mode": "delay", "delay_seconds": 2.0}, "Timeout", id="late"),
+]
+
+
+@pytest.fixture
+async def sendmail_transport(
+    graph_settings: Callable[..., Settings],
+) -> AsyncIterator[GraphTransport]:
+    """A 1 s timeout: the 'late' answers come after 2 s."""
+    transport = GraphTransport(graph_settings(MAILGW_GRAPH_TIMEOUT_SECONDS="1"))
+    yield transport
+    await transport.aclose()
+
+
+@pytest.fixture
+async def draft_fast(graph_settings: Callable[..., Settings]) -> AsyncIterator[GraphTransport]:
+    transport = GraphTransport(
+        graph_settings(MAILGW_GRAPH_MODE="draft", MAILGW_GRAPH_TIMEOUT_SECONDS="1")
+    )
+    yield transport
+    await transport.aclose()
+
+
+@pytest.mark.parametrize(("fault", "code"), LOST_ANSWERS)
+async def test_sendmail_lost_answer_is_ambiguous_and_the_retry_sends_again(
+    sendmail_transport: GraphTransport,
+    graph: GraphStandIn,
+    make_pipeline: Callable[..., Pipeline],
+    caplog: pytest.LogCaptureFixture,
+    fault: dict[str, Any],
+    code: str,
+) -> None:
+    graph.accept_then_fail(**fault, operation="sendMail")
+    pipeline = make_pipeline(sendmail_transport)
+    message_id = await pipeline.submit(body(subject="ambiguous"))
+
+    with caplog.at_level(logging.WARNING, logger="mailgw.delivery"):
+        first = await pipeline.step()
+    assert first.outcome.action == "retry"
+    assert first.outcome.error is not None and first.outcome.error.code == code
+    assert "may already have been sent" in first.outcome.error.hint
+    assert len(graph.delivered) == 1  # it WAS sent
+    assert "at-least-once" in caplog.text and message_id in caplog.text
+
+    second = await pipeline.step()
+    assert second.envelope.id == message_id
+    assert second.envelope.ambiguous is True  # the retry knows it may be a duplicate
+    assert second.envelope.attempt == 1
+    assert second.outcome.action == "sent"
+    # documented at-least-once: sendMail has no idempotency key, so the retry sends again
+    assert [d.subject for d in graph.delivered] == ["ambiguous", "ambiguous"]
+    assert len(graph.requests_for("sendMail")) == 2
+    store = getattr(pipeline.delivery, "store", None)
+    if store is not None:  # and the message's state says so
+        record = await store.get(message_id)
+        assert record is not None and (record.status, record.ambiguous) == ("sent", True)
+
+
+@pytest.mark.parametrize(("fault", "code"), LOST_ANSWERS)
+async def test_draft_lost_answer_to_send_is_not_sent_again(
+    draft_fast: GraphTransport,
+    graph: GraphStandIn,
+    make_pipeline: Callable[..., Pipeline],
+    fault: dict[str, Any],
+    code: str,
+) -> None:
+    graph.accept_then_fail(**fault, operation="send")
+    pipeline = make_pipeline(draft_fast)
+    message_id = await pipeline.submit(body(subject="exactly once"))
+
+    first = await pipeline.step()
+    assert first.outcome.action == "retry"
+    assert first.outcome.error is not None and first.outcome.error.code == code
+    (delivered,) = graph.delivered
+    seen = len(graph.requests)
+
+    second = await pipeline.step()
+    assert second.envelope.id == message_id
+    assert second.envelope.ambiguous is True
+    assert second.envelope.checkpoint == {"draftId": delivered.message_id, "stage": "ready"}
+    assert second.outcome.action == "sent"
+    assert "already sent" in second.outcome.detail
+    retry_requests = graph.requests[seen:]
+    assert [r.operation for r in retry_requests] == ["getMessage"]  # looked, did not send
+    assert retry_requests[0].message_id == delivered.message_id
+    assert retry_requests[0].header("Prefer") == IMMUTABLE_IDS
+    assert len(graph.delivered) == 1
+    assert await pipeline.is_empty()
+
+
+async def test_draft_send_refused_before_sending_is_sent_on_retry_once(
+    draft_transport: GraphTransport, graph: GraphStandIn, make_pipeline: Callable[..., Pipeline]
+) -> None:
+    """A 504 that Graph answered *without* sending: the draft is still a draft, the retry sends
+    that same draft (no new one)."""
+    graph.gateway_timeout(operation="send")
+    pipeline = make_pipeline(draft_transport)
+    await pipeline.submit(body())
+
+    await pipeline.run()
+    assert pipeline.actions == ["retry", "sent"]
+    assert pipeline.steps[1].envelope.ambiguous is True  # a 504 to send is ambiguous
+    assert [r.operation for r in graph.requests] == [
+        "createMessage",
+        "send",
+        "getMessage",
+        "send",
+    ]
+    assert len(graph.requests_for("createMessage")) == 1
+    (delivered,) = graph.delivered
+    assert pipeline.steps[1].envelope.checkpoint == {
+        "draftId": delivered.message_id,
+        "stage": "ready",
+    }
+
+
+@pytest.mark.parametrize("operation", ["createUploadSession", "upload", "addAttachment"])
+async def test_draft_failure_before_send_rebuilds_the_draft_and_sends_once(
+    draft_transport: GraphTransport,
+    graph: GraphStandIn,
+    make_pipeline: Callable[..., Pipeline],
+    operation: str,
+) -> None:
+    # Too much for the draft's first request: the big one goes through an upload session, one
+    # medium one is added by its own request (addAttachment), the other stays in the first one.
+    big = os.urandom(3 * 1024 * 1024 + 1000)
+    medium, other = os.urandom(2_500_000), os.urandom(2_400_000)
+    graph.service_unavailable(operation=operation, retry_after=None)
+    pipeline = make_pipeline(draft_transport)
+    await pipeline.submit(
+        body(
+            attachments=[
+                attachment("medium.bin", medium),
+                attachment("other.bin", other),
+                attachment("big.bin", big),
+            ]
+        )
+    )
+
+    first = await pipeline.step()
+    assert first.outcome.action == "retry"
+    assert first.outcome.error is not None and first.outcome.error.code == "ServiceUnavailable"
+    assert graph.requests[-1].operation == operation
+    (half_built,) = graph.requests_for("createMessage")
+    stale = half_built.message_id
+    assert stale is not None and graph.delivered == []
+    seen = len(graph.requests)
+
+    second = await pipeline.step()
+    assert second.envelope.checkpoint == {"draftId": stale, "stage": "created"}
+    assert second.envelope.ambiguous is False  # nothing could have been sent
+    assert second.outcome.action == "sent"
+    retry_ops = [r.operation for r in graph.requests[seen:]]
+    assert retry_ops[:3] == ["getMessage", "deleteMessage", "createMessage"]
+    assert [r.message_id for r in graph.requests_for("deleteMessage")] == [stale]
+    assert graph.drafts[stale].deleted and not graph.drafts[stale].sent
+    assert graph.upload_sessions == {} or all(
+        s.message_id == stale for s in graph.upload_sessions.values()
+    )
+
+    (delivered,) = graph.delivered
+    assert delivered.message_id != stale
+    assert sorted(a.name for a in delivered.attachments) == ["big.bin", "medium.bin", "other.bin"]
+    assert sha256(delivered.attachment("big.bin").content) == sha256(big)
+    assert delivered.attachment("medium.bin").content == medium
+    assert delivered.attachment("other.bin").content == other
+
+
+@pytest.mark.parametrize("operation", ["createUploadSession", "upload", "addAttachment", "send"])
+async def test_a_draft_or_upload_session_gone_midway_is_retried_not_poisoned(
+    draft_transport: GraphTransport,
+    graph: GraphStandIn,
+    make_pipeline: Callable[..., Pipeline],
+    operation: str,
+) -> None:
+    """404 ErrorItemNotFound on the draft's own operations means the draft or the upload session
+    is gone (expired session, draft deleted by a user or a retention policy). The mailbox is fine
+    and a fresh draft will do: it is not the design's permanent 404 (an unknown mailbox)."""
+    big = os.urandom(3 * 1024 * 1024 + 1000)
+    medium, other = os.urandom(2_500_000), os.urandom(2_400_000)
+    graph.fail_next(404, "ErrorItemNotFound", operation=operation)
+    pipeline = make_pipeline(draft_transport)
+    await pipeline.submit(
+        body(
+            attachments=[
+                attachment("medium.bin", medium),
+                attachment("other.bin", other),
+                attachment("big.bin", big),
+            ]
+        )
+    )
+
+    first = await pipeline.step()
+    assert graph.requests[-1].operation == operation and graph.requests[-1].status == 404
+    assert first.outcome.error is not None
+    assert first.outcome.action == "retry", first.outcome.error
+    assert "mailbox was not found" not in first.outcome.error.hint  # it was found
+
+    second = await pipeline.step()
+    assert second.outcome.action == "sent"
+    (delivered,) = graph.delivered
+    assert sha256(delivered.attachment("big.bin").content) == sha256(big)
+    assert delivered.attachment("medium.bin").content == medium
+    assert delivered.attachment("other.bin").content == other
+
+
+class CrashAfterSend:
+    """The worker dies after Graph accepted the message, before Delivery records it as sent (the
+    host then redelivers the same queue message). In-process stand-in for a killed worker."""
+
+    name = "graph"
+
+    def __init__(self, inner: GraphTransport):
+        self.inner = inner
+        self.crashes = 1
+
+    async def send(self, message: Any) -> Any:
+        receipt = await self.inner.send(message)
+        if self.crashes:
+            self.crashes -= 1
+            raise RuntimeError("worker killed after the send")
+        return receipt
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_draft_mode_worker_crash_after_the_send_does_not_send_again(
+    draft_transport: GraphTransport, graph: GraphStandIn, make_pipeline: Callable[..., Pipeline]
+) -> None:
+    """OutboundMessage.save_checkpoint persists the draft id while sending, so that 'even a
+    crashed attempt can be resumed without sending twice'."""
+    pipeline = make_pipeline(CrashAfterSend(draft_transport))
+    await pipeline.submit(body(subject="crash"))
+
+    first = await pipeline.receive(visibility=1)
+    with pytest.raises(RuntimeError, match="worker killed"):
+        await pipeline.delivery.handle(
+            first.content, queue_message_id=first.id, dequeue_count=first.dequeue_count
+        )
+    assert len(graph.delivered) == 1
+    seen = len(graph.requests)
+
+    again = await pipeline.receive()  # the host hands the same message out again
+    assert (again.id, again.dequeue_count) == (first.id, 2)
+    outcome = await pipeline.delivery.handle(
+        again.content, queue_message_id=again.id, dequeue_count=again.dequeue_count
+    )
+    assert outcome.action == "sent"
+    assert [r.operation for r in graph.requests[seen:]] == ["getMessage"]
+    assert len(graph.delivered) == 1, "sent twice after a crash in draft mode"
