@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -45,20 +46,16 @@ def _request(i: int) -> dict[str, Any]:
 
 
 async def _run_gateway(messages: int, env: dict[str, str]) -> float:
-    from mailgw.delivery import Delivery
     from mailgw.ids import new_message_id
     from mailgw.models import Envelope
-    from mailgw.queue import MailQueue
+    from mailgw.services import Services
     from mailgw.settings import Settings
-    from mailgw.transports.graph import GraphTransport
 
-    settings = Settings.from_env(
-        {**env, "MAILGW_ALLOWED_SENDERS": "*@contoso.com", "AzureWebJobsStorage": "unused"}
-    )
-    transport = GraphTransport(settings)
+    settings = Settings.from_env({**env, "MAILGW_ALLOWED_SENDERS": "*@contoso.com"})
+    services = Services(settings)
+    # The whole delivery path: state store (sending, then sent) on Azurite, Graph transport.
     # The queue is only touched on failure; none is expected (a failure aborts the benchmark).
-    queue = MailQueue(settings.storage(), settings.queue, settings.payload_container)
-    delivery = Delivery(settings, queue, transport)
+    delivery, transport = services.delivery, services.transport
     bodies = [
         json.dumps(
             Envelope(
@@ -80,6 +77,7 @@ async def _run_gateway(messages: int, env: dict[str, str]) -> float:
     await asyncio.gather(*(one(b) for b in bodies[1:]))
     elapsed = time.perf_counter() - start
     await transport.aclose()
+    await services.store.close()
     return (messages - 1) / elapsed
 
 
@@ -143,11 +141,17 @@ def main() -> int:
         worker(args.worker, args.messages)
         return 0
 
+    from devhost.azurite import Azurite
     from standins.processes import start_standins
 
     results: dict[str, list[dict[str, float]]] = {"gateway": [], "bare": []}
-    with start_standins(latency_seconds=LATENCY) as standins:
-        env = {**standins.gateway_env(), "BENCH_ENV": json.dumps(standins.gateway_env())}
+    with start_standins(latency_seconds=LATENCY) as standins, Azurite(project_dir=ROOT) as azurite:
+        gateway_env = {
+            **standins.gateway_env(),
+            "AzureWebJobsStorage": azurite.connection_string,
+            "MAILGW_STATE_TABLE": f"bench{uuid.uuid4().hex[:8]}",
+        }
+        env = {**gateway_env, "BENCH_ENV": json.dumps(gateway_env)}
         for _ in range(args.rounds):
             for mode in ("bare", "gateway"):
                 standins.graph.reset()

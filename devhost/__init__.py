@@ -2,8 +2,9 @@
 
 ``python -m devhost [--app-dir DIR] [--host 127.0.0.1] [--port 7071] [--verbose]`` imports
 ``function_app.py``, discovers its functions through ``app.get_functions()``, serves the HTTP
-triggers with aiohttp and runs the queue triggers with the WebJobs SDK's polling, lease, retry and
-poison-queue semantics. It prints ``Dev host ready: http://HOST:PORT (N functions)`` when every
+triggers with aiohttp, runs the queue triggers with the WebJobs SDK's polling, lease, retry and
+poison-queue semantics, and runs the timer triggers on their NCRONTAB schedules
+(``devhost.timers``). It prints ``Dev host ready: http://HOST:PORT (N functions)`` when every
 listener runs; ``GET /admin/host/status`` then answers ``{"state": "Running"}``. SIGINT or
 SIGTERM stop it gracefully (exit code 0); a start-up problem is exit code 1 with the reason.
 
@@ -15,6 +16,8 @@ host itself, all optional:
 ``DEVHOST_QUEUE_LEASE_SECONDS``  visibility of a message while its function runs (600, as Azure)
 ``DEVHOST_MAX_REQUEST_BYTES``    HTTP request body limit (104857600, as Azure)
 ``DEVHOST_SHUTDOWN_SECONDS``     how long a stop waits for running invocations (30)
+``DEVHOST_TIMERS``               ``off`` keeps every timer trigger from running (on); one function
+                                 is switched off as in Azure, ``AzureWebJobs.<name>.Disabled=true``
 
 ``python -m devhost.azurite`` runs Azurite (from package.json) in the foreground; the
 ``devhost.azurite.Azurite`` class starts it for tests and benchmarks.

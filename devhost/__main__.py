@@ -17,8 +17,8 @@ LOG_FORMAT = "[%(asctime)s.%(msecs)03dZ] %(levelname)s %(name)s: %(message)s"
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m devhost",
-        description="Serve a Python v2 function app's HTTP triggers and run its queue triggers "
-        "with the Functions host's semantics (a local stand-in for `func start`).",
+        description="Serve a Python v2 function app's HTTP triggers and run its queue and timer "
+        "triggers with the Functions host's semantics (a local stand-in for `func start`).",
     )
     parser.add_argument(
         "--app-dir",

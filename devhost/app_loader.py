@@ -21,9 +21,23 @@ from typing import Any
 import azure.functions as func
 from azure.functions.decorators.http import HttpTrigger
 from azure.functions.decorators.queue import QueueTrigger
+from azure.functions.decorators.timer import TimerTrigger
 
 from devhost.routes import RouteTemplate, RouteTemplateError, compile_route
-from devhost.settings import SettingsError, is_function_disabled, resolve_expressions
+from devhost.settings import (
+    SettingsError,
+    is_function_disabled,
+    lookup_setting,
+    resolve_expressions,
+)
+from devhost.timers import (
+    CronSchedule,
+    IntervalSchedule,
+    ScheduleError,
+    parse_schedule,
+    schedule_zone,
+    uses_monitor,
+)
 
 log = logging.getLogger("devhost.loader")
 
@@ -66,6 +80,14 @@ class QueueFunction(FunctionSpec):
 
 
 @dataclass(frozen=True)
+class TimerFunction(FunctionSpec):
+    schedule: CronSchedule | IntervalSchedule = field(kw_only=True)
+    schedule_text: str = field(kw_only=True)
+    run_on_startup: bool = field(kw_only=True)
+    use_monitor: bool = field(kw_only=True)
+
+
+@dataclass(frozen=True)
 class SkippedFunction:
     """A function the dev host will not run, with the reason it says so at start-up."""
 
@@ -80,11 +102,18 @@ class LoadedApp:
     module: ModuleType
     http: list[HttpFunction] = field(default_factory=list)
     queues: list[QueueFunction] = field(default_factory=list)
+    timers: list[TimerFunction] = field(default_factory=list)
     skipped: list[SkippedFunction] = field(default_factory=list)
 
     @property
     def runnable(self) -> list[FunctionSpec]:
-        return [*self.http, *self.queues]
+        return [*self.http, *self.queues, *self.timers]
+
+
+def timers_enabled(environ: Mapping[str, str]) -> bool:
+    """``DEVHOST_TIMERS=off`` (or false, 0, no) keeps every timer trigger from running."""
+    value = (lookup_setting("DEVHOST_TIMERS", environ) or "").strip().lower()
+    return value not in ("off", "false", "0", "no")
 
 
 def find_function_app(module: ModuleType) -> func.FunctionRegister:
@@ -137,6 +166,7 @@ def _check_bindings(function: func.Function, trigger_arg: str, name: str) -> Non
             "httpTrigger",
             "http",
             "queueTrigger",
+            "timerTrigger",
         ):
             continue
         log.warning(
@@ -148,7 +178,7 @@ def _check_bindings(function: func.Function, trigger_arg: str, name: str) -> Non
 
 
 def _index(function: func.Function, environ: Mapping[str, str], route_prefix: str) -> Any:
-    """Turn one indexed function into an HttpFunction, QueueFunction or SkippedFunction."""
+    """Turn one indexed function into an Http-, Queue- or TimerFunction, or a SkippedFunction."""
     name = function.get_function_name() or function.get_user_function().__name__
     trigger = function.get_trigger()
     trigger_type = getattr(trigger, "type", None) or type(trigger).__name__
@@ -186,7 +216,23 @@ def _index(function: func.Function, environ: Mapping[str, str], route_prefix: st
                 queue_name=queue_name,
                 connection=trigger.connection or DEFAULT_CONNECTION,
             )
-    except (SettingsError, RouteTemplateError) as error:
+        if isinstance(trigger, TimerTrigger):
+            if not timers_enabled(environ):
+                return SkippedFunction(
+                    name, trigger_type, "timer triggers are off (DEVHOST_TIMERS=off)"
+                )
+            _check_bindings(function, trigger.name, name)
+            text = resolve_expressions(trigger.schedule, environ)
+            schedule = parse_schedule(text, schedule_zone(environ))
+            return TimerFunction(
+                **common,
+                trigger_arg=trigger.name,
+                schedule=schedule,
+                schedule_text=text,
+                run_on_startup=bool(trigger.run_on_startup),
+                use_monitor=uses_monitor(schedule, trigger.use_monitor),
+            )
+    except (SettingsError, RouteTemplateError, ScheduleError) as error:
         return SkippedFunction(name, trigger_type, f"indexing failed: {error}")
     return SkippedFunction(
         name, trigger_type, f"the dev host does not run {trigger_type} functions"
@@ -208,6 +254,8 @@ def load_app(app_dir: Path, environ: Mapping[str, str], route_prefix: str = "api
             loaded.http.append(entry)
         elif isinstance(entry, QueueFunction):
             loaded.queues.append(entry)
+        elif isinstance(entry, TimerFunction):
+            loaded.timers.append(entry)
         else:
             loaded.skipped.append(entry)
     return loaded

@@ -1,8 +1,8 @@
 """The dev host's life cycle: settings, host.json, app, listeners, HTTP server, graceful stop.
 
 The order follows ``func start``: app settings first (binding expressions need them), then
-host.json, then indexing. The HTTP port opens only once every queue listener has started, so
-anything that polls ``/admin/host/status`` (or just connects) sees a host that is fully up.
+host.json, then indexing. The HTTP port opens only once every queue and timer listener has started,
+so anything that polls ``/admin/host/status`` (or just connects) sees a host that is fully up.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from devhost.http_server import HttpFrontEnd, max_request_bytes
 from devhost.invoke import Invoker
 from devhost.queue_listener import DEFAULT_LEASE_SECONDS, QueueListener
 from devhost.settings import apply_settings, load_local_settings
+from devhost.timers import TimerListener
 from mailgw.storage import StorageConnection, queue_service_client
 
 log = logging.getLogger("devhost")
@@ -83,6 +84,16 @@ def _catalog(loaded: LoadedApp, base_url: str, prefix: str) -> list[dict[str, An
                 "running": True,
             }
         )
+    for timer in loaded.timers:
+        entries.append(
+            {
+                "name": timer.name,
+                "trigger": timer.trigger_type,
+                "schedule": timer.schedule_text,
+                "runOnStartup": timer.run_on_startup,
+                "running": True,
+            }
+        )
     for skipped in loaded.skipped:
         entries.append(
             {
@@ -103,6 +114,8 @@ def _print_functions(catalog: list[dict[str, Any]]) -> None:
             print(f"        {entry['name']}: [{methods}] {entry['invoke_url_template']}\n")
         elif "queueName" in entry:
             print(f"        {entry['name']}: queueTrigger (queue: {entry['queueName']})\n")
+        elif "schedule" in entry:
+            print(f"        {entry['name']}: timerTrigger (schedule: {entry['schedule']})\n")
         else:
             print(f"        {entry['name']}: {entry['trigger']} (not run: {entry['reason']})\n")
     sys.stdout.flush()
@@ -115,6 +128,7 @@ class DevHost:
         self.options = options
         self.invoker = Invoker()
         self.listeners: list[QueueListener] = []
+        self.timers: list[TimerListener] = []
         self.services: dict[str, QueueServiceClient] = {}
         self.runner: web.AppRunner | None = None
         self._stop = asyncio.Event()
@@ -184,6 +198,13 @@ class DevHost:
         for listener in self.listeners:
             listener.start()
 
+    def _start_timers(self, loaded: LoadedApp) -> None:
+        """Timer triggers: run-on-startup invocations begin now, without holding up the start."""
+        for spec in loaded.timers:
+            timer = TimerListener(spec, self.invoker)
+            timer.start()
+            self.timers.append(timer)
+
     async def _start_http(self, front: HttpFrontEnd, port: int) -> int:
         self.runner = web.AppRunner(
             front.make_app(),
@@ -215,6 +236,7 @@ class DevHost:
         try:
             loaded, config, port = self._prepare()
             await self._start_listeners(loaded, config)
+            self._start_timers(loaded)
             catalog: list[dict[str, Any]] = []
             front = HttpFrontEnd(
                 loaded.http, self.invoker, max_body=max_request_bytes(), catalog=lambda: catalog
@@ -235,6 +257,7 @@ class DevHost:
 
     async def _drain(self, budget: float) -> None:
         pending = {task for listener in self.listeners for task in listener.in_flight}
+        pending |= {task for timer in self.timers for task in timer.in_flight}
         if pending:
             log.info("Waiting up to %.0f s for %d running invocation(s)", budget, len(pending))
         steps: list[Awaitable[Any]] = [asyncio.wait(pending, timeout=budget)] if pending else []
@@ -245,7 +268,10 @@ class DevHost:
     async def _shutdown(self) -> None:
         """Stop polling, let running invocations finish (bounded), then close everything."""
         budget = _env_number(os.environ, "DEVHOST_SHUTDOWN_SECONDS", DEFAULT_SHUTDOWN_SECONDS)
-        await asyncio.gather(*(listener.stop() for listener in self.listeners))
+        await asyncio.gather(
+            *(listener.stop() for listener in self.listeners),
+            *(timer.stop() for timer in self.timers),
+        )
         waiters: set[asyncio.Future[Any]] = {
             asyncio.ensure_future(self._drain(budget)),
             asyncio.ensure_future(self._force.wait()),

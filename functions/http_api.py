@@ -69,7 +69,7 @@ async def submit_message(req: func.HttpRequest) -> func.HttpResponse:
 async def message_status(req: func.HttpRequest) -> func.HttpResponse:
     async def call() -> func.HttpResponse:
         message_id = req.route_params.get("id", "")
-        record = await services().store.get(message_id)
+        record = await services().operations.find(message_id)
         if record is None:
             raise not_found(message_id)
         return _json(200, record.public(datetime.now(UTC)))

@@ -113,7 +113,7 @@ class Delivery:
             return await self._poison(
                 _raw_envelope(queue_message_id, text, self.clock()), reject.info
             )
-        gate = await self._admit(envelope)
+        gate, known = await self._admit(envelope)
         if gate is not None:
             return gate
         try:
@@ -138,7 +138,7 @@ class Delivery:
 
         lease = uuid.uuid4().hex
         start = StartSending(self.store, envelope, request, lease, now, dequeue_count > 1)
-        record = await self.store.transition(envelope.id, start)
+        record = await self.store.transition(envelope.id, start, known)
         if record is None or record.lease != lease:
             return await self._not_ours(envelope, record)
         if record.history[-2:-1] and record.history[-2].outcome == "resumed":
@@ -164,27 +164,29 @@ class Delivery:
         except DeliveryError as error:
             return await self._failed(envelope, error)
         faults.point("after_send")
-        await self.store.transition(envelope.id, mark_sent(lease, self.clock(), receipt.detail))
+        await self.store.transition(
+            envelope.id, mark_sent(lease, self.clock(), receipt.detail), record
+        )
         faults.point("after_record")
         log.info("sent %s via %s %s", envelope.id, receipt.transport, receipt.detail)
         return Outcome("sent", envelope.id, detail=receipt.detail)
 
-    async def _admit(self, envelope: Envelope) -> Outcome | None:
-        """Should this copy of the message be processed at all? None means yes."""
+    async def _admit(self, envelope: Envelope) -> tuple[Outcome | None, MessageRecord | None]:
+        """Should this copy of the message be processed at all? (None, its record) means yes."""
         record = await self.store.get(envelope.id)
         if envelope.request_hash is not None:
             if record is None and self.clock() - envelope.created_at < CLAIM_GRACE:
-                return await self._defer(envelope, CLAIM_GRACE / 3, "waiting for its record")
+                why = "waiting for its record"
+                return await self._defer(envelope, CLAIM_GRACE / 3, why), record
             # No record after the grace period: the intake crashed before recording; deliver it.
             if record is not None and record.request_hash != envelope.request_hash:
-                return Outcome("duplicate", envelope.id, detail="another body won its key")
-        if record is None:
-            return None
-        if record.status is MessageStatus.sent:
-            return Outcome("duplicate", envelope.id, detail="already sent")
-        if is_stale_replay(record, envelope):
-            return Outcome("duplicate", envelope.id, detail="failed; replay it to send again")
-        return None
+                return Outcome("duplicate", envelope.id, detail="another body won its key"), record
+        if record is not None and record.status is MessageStatus.sent:
+            return Outcome("duplicate", envelope.id, detail="already sent"), record
+        if record is not None and is_stale_replay(record, envelope):
+            stale = Outcome("duplicate", envelope.id, detail="failed; replay it to send again")
+            return stale, record
+        return None, record
 
     async def _not_ours(self, envelope: Envelope, record: MessageRecord | None) -> Outcome:
         """Starting the attempt lost to another worker: done already, or being sent right now."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import time
 import uuid
+from datetime import UTC, datetime
 
 
 def new_message_id() -> str:
@@ -13,3 +14,14 @@ def new_message_id() -> str:
     value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
     value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
     return str(uuid.UUID(int=value))
+
+
+def issued_at(message_id: str) -> datetime | None:
+    """When a UUIDv7 id was made (its first 48 bits); None for any other id."""
+    try:
+        value = uuid.UUID(message_id)
+    except ValueError:
+        return None
+    if value.version != 7:
+        return None
+    return datetime.fromtimestamp((value.int >> 80) / 1000, UTC)

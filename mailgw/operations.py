@@ -6,17 +6,19 @@ command alike, so each rule exists once.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 from pydantic import ValidationError
 
+from mailgw.ids import issued_at
 from mailgw.ledger import mark_failed
 from mailgw.models import Envelope, ErrorInfo, MessageStatus
 from mailgw.problems import Problem
@@ -27,6 +29,10 @@ log = logging.getLogger("mailgw.failures")
 
 #: The prefix of the one log line per failed message; the KQL in docs/operations.md keys on it.
 FAILURE_EVENT = "MAILGW_FAILED"
+
+#: An id issued this recently may not have its record yet; a lookup waits at most FRESH_ID_WAIT.
+FRESH_ID_WINDOW = timedelta(seconds=30)
+FRESH_ID_WAIT = timedelta(seconds=3)
 
 CRASH_LOOP = ErrorInfo(
     code="max_dequeue_exceeded",
@@ -129,7 +135,11 @@ class Operations:
         )
         sent = await self.queue.enqueue(envelope)
 
+        applied = False
+
         def change(current: MessageRecord | None) -> MessageRecord | None:
+            nonlocal applied
+            applied = False
             if current is None or current.status is not MessageStatus.failed:
                 return None
             if current.replays >= number:
@@ -137,12 +147,29 @@ class Operations:
             current.status = MessageStatus.queued
             current.replays = number
             current.record("replayed", now, f"replay {number}")
+            applied = True
             return current
 
         updated = await self.store.transition(message_id, change)
-        if updated is None or updated.replays != number:
+        if not applied:
             await self.queue.delete(sent)  # a concurrent replay got there first
         return updated or record
+
+    async def find(self, message_id: str) -> MessageRecord | None:
+        """A message's record. The intake writes it just after answering 202, so for an id it
+        issued seconds ago (UUIDv7 ids carry their time) this waits briefly instead of calling a
+        message it just accepted unknown."""
+        record = await self.store.get(message_id)
+        issued = issued_at(message_id)
+        if record is not None or issued is None:
+            return record
+        deadline = self.clock() + FRESH_ID_WAIT
+        while self.clock() - issued < FRESH_ID_WINDOW and self.clock() < deadline:
+            await asyncio.sleep(0.05)
+            record = await self.store.get(message_id)
+            if record is not None:
+                return record
+        return None
 
     async def failed(self, limit: int = 100) -> list[MessageRecord]:
         return await self.store.records(MessageStatus.failed, limit)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 
 from mailgw.models import Envelope, PayloadRef
 from mailgw.storage import StorageConnection, blob_service_client, queue_client
@@ -102,9 +102,16 @@ class MailQueue:
             return await client.send_message(text, visibility_timeout=visibility or None)
 
     async def delete(self, sent: SentMessage) -> None:
-        """Take back a message this process sent (and its claim-checked payload)."""
-        with contextlib.suppress(ResourceNotFoundError):
+        """Take back a message this process sent (and its claim-checked payload). If a worker
+        has received it meanwhile (its pop receipt changed), it stays: delivery recognises the
+        copy by its id and does not send it twice."""
+        try:
             await self.queue(sent.queue).delete_message(sent.message_id, sent.pop_receipt)
+        except ResourceNotFoundError:
+            pass
+        except HttpResponseError as error:
+            if error.status_code != 400:  # 400 PopReceiptMismatch: already being processed
+                raise
         ref = sent.envelope.payload_ref
         if ref is not None:
             with contextlib.suppress(ResourceNotFoundError):

@@ -71,7 +71,7 @@ def check_configuration() -> Settings:
     """Validate the settings when the app loads, so a wrong or missing setting stops the start with
     a message naming it, instead of failing every message later. Imports no transport."""
     settings = current_settings()
-    if settings.transport == "graph":
+    if settings.transport in ("graph", "smtp"):
         from mailgw.identity import check_credential_settings
 
         check_credential_settings(settings.env)

@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Literal
+from typing import Literal, TypedDict
 from urllib.parse import urlsplit
 
 from mailgw.storage import StorageConnection
@@ -44,6 +44,14 @@ class Settings:
     graph_mode: GraphMode = "sendmail"
     graph_timeout_seconds: int = 30
     mailbox_concurrency: int = 4
+    smtp_host: str = "smtp.office365.com"
+    smtp_port: int = 587
+    smtp_ca_file: str | None = None
+    smtp_token_scope: str = "https://outlook.office365.com/.default"
+    smtp_timeout_seconds: int = 30
+    smtp_connections: int = 3
+    relay_host: str | None = None
+    relay_port: int = 25
     state_table: str = "mailgwstate"
     retention_days: int = 30
     idempotency_hours: int = 24
@@ -86,6 +94,7 @@ class Settings:
                 "MAILGW_MAILBOX_CONCURRENCY must be 1-4: Graph allows 4 concurrent requests per "
                 f"app and mailbox, more only collects 429s; got {concurrency}"
             )
+        smtp = _smtp_settings(env, transport)
         state_table = get("MAILGW_STATE_TABLE", cls.state_table)
         if not (3 <= len(state_table) <= 63 and state_table.isalnum() and state_table[0].isalpha()):
             raise SettingsError(
@@ -117,6 +126,7 @@ class Settings:
             ),
             max_attempts=_positive_int(env, "MAILGW_MAX_ATTEMPTS", cls.max_attempts),
             state_table=state_table,
+            **smtp,
             retention_days=_positive_int(env, "MAILGW_RETENTION_DAYS", cls.retention_days),
             idempotency_hours=_positive_int(env, "MAILGW_IDEMPOTENCY_HOURS", cls.idempotency_hours),
             max_age_seconds=_positive_int(env, "MAILGW_MAX_AGE_SECONDS", cls.max_age_seconds),
@@ -165,6 +175,59 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
 
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+class _SmtpSettings(TypedDict):
+    smtp_host: str
+    smtp_port: int
+    smtp_ca_file: str | None
+    smtp_token_scope: str
+    smtp_timeout_seconds: int
+    smtp_connections: int
+    relay_host: str | None
+    relay_port: int
+
+
+def _smtp_settings(env: Mapping[str, str], transport: str) -> _SmtpSettings:
+    """SMTP submission and relay settings; port 465 is refused with the reason."""
+
+    def port(name: str, default: int) -> int:
+        value = _positive_int(env, name, default)
+        if value == 465:
+            raise SettingsError(
+                f"{name}=465 (implicit TLS) is not supported by Exchange Online: use 587 with "
+                "STARTTLS for client submission, 25 with STARTTLS for a relay connector"
+            )
+        if value > 65535:
+            raise SettingsError(f"{name} must be a TCP port; got {value}")
+        return value
+
+    ca_file = env.get("MAILGW_SMTP_CA_FILE", "").strip() or None
+    if ca_file and not os.path.isfile(ca_file):
+        raise SettingsError(f"MAILGW_SMTP_CA_FILE names no file: {ca_file!r}")
+    relay_host = env.get("MAILGW_RELAY_HOST", "").strip() or None
+    if transport == "relay" and not relay_host:
+        raise SettingsError(
+            "MAILGW_RELAY_HOST is required when MAILGW_TRANSPORT=relay: your domain's MX host, "
+            "<domain>.mail.protection.outlook.com"
+        )
+    connections = _positive_int(env, "MAILGW_SMTP_CONNECTIONS", 3)
+    if connections > 3:
+        raise SettingsError(
+            "MAILGW_SMTP_CONNECTIONS must be 1-3: Exchange Online allows 3 concurrent "
+            f"connections per mailbox; got {connections}"
+        )
+    return {
+        "smtp_host": env.get("MAILGW_SMTP_HOST", "").strip() or "smtp.office365.com",
+        "smtp_port": port("MAILGW_SMTP_PORT", 587),
+        "smtp_ca_file": ca_file,
+        "smtp_token_scope": env.get("MAILGW_SMTP_TOKEN_SCOPE", "").strip()
+        or "https://outlook.office365.com/.default",
+        "smtp_timeout_seconds": _positive_int(env, "MAILGW_SMTP_TIMEOUT_SECONDS", 30),
+        "smtp_connections": connections,
+        "relay_host": relay_host,
+        "relay_port": port("MAILGW_RELAY_PORT", 25),
+    }
 
 
 def _acceptable_endpoint(url: str) -> bool:

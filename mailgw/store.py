@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -152,6 +152,13 @@ def _from_entity(entity: Any) -> dict[str, Any]:
 Transition = Callable[[MessageRecord | None], MessageRecord | None]
 
 
+class _Unread:
+    """Marker: the caller has not read the record (``None`` would mean "known to be absent")."""
+
+
+UNREAD = _Unread()
+
+
 @dataclass
 class StateStore:
     connection: StorageConnection
@@ -184,12 +191,12 @@ class StateStore:
                 await self.table().create_table()
             self._created = True
 
-    async def _insert(self, entity: dict[str, Any]) -> None:
+    async def _insert(self, entity: dict[str, Any]) -> Mapping[str, Any]:
         try:
-            await self.table().create_entity(entity, **_NO_CONTENT)
+            return await self.table().create_entity(entity, **_NO_CONTENT)
         except ResourceNotFoundError:
             await self._ensure_table()
-            await self.table().create_entity(entity, **_NO_CONTENT)
+            return await self.table().create_entity(entity, **_NO_CONTENT)
 
     async def _read(self, partition: str, row: str) -> Any | None:
         try:
@@ -211,12 +218,34 @@ class StateStore:
         )
 
     async def create(self, record: MessageRecord) -> bool:
-        """Insert a new record; False if the message already has one."""
+        """Insert a new record; False if the message already has a live one."""
         try:
-            await self._insert(_to_entity(record, record.id, STATE_ROW))
+            await self._insert_fresh(_to_entity(record, record.id, STATE_ROW))
         except ResourceExistsError:
             return False
         return True
+
+    async def _insert_fresh(self, entity: dict[str, Any]) -> Mapping[str, Any]:
+        """Insert, or take over a row that has expired but is not purged yet (it reads as absent,
+        so it must not block its id). ``ResourceExistsError`` if a live row is there."""
+        try:
+            return await self._insert(entity)
+        except ResourceExistsError:
+            existing = await self._read(entity["PartitionKey"], entity["RowKey"])
+            if existing is None:
+                return await self._insert(entity)
+            expires = existing.get("expiresAt")
+            if expires is None or expires > self.clock():
+                raise
+            try:
+                return await self.table().update_entity(
+                    entity,
+                    mode="replace",
+                    etag=existing.metadata.get("etag"),
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            except (ResourceModifiedError, ResourceNotFoundError):
+                raise ResourceExistsError("the expired record changed meanwhile") from None
 
     async def get(self, message_id: str) -> MessageRecord | None:
         entity = await self._read(message_id, STATE_ROW)
@@ -229,12 +258,18 @@ class StateStore:
         with contextlib.suppress(ResourceNotFoundError):
             await self.table().delete_entity(message_id, STATE_ROW)
 
-    async def transition(self, message_id: str, change: Transition) -> MessageRecord | None:
+    async def transition(
+        self, message_id: str, change: Transition, known: MessageRecord | _Unread | None = UNREAD
+    ) -> MessageRecord | None:
         """Apply ``change`` to the current record (None if absent) and store the result, retrying
         on a concurrent update until it applies to the latest version. ``change`` returns the new
-        record, or None to leave things as they are; the stored (or current) record is returned."""
+        record, or None to leave things as they are; the stored (or current) record is returned.
+
+        ``known``: a record (or None) the caller just read, with its ETag, to save the first read;
+        if it is stale, the ETag check fails and the loop reads the latest version."""
         for _ in range(20):
-            current = await self.get(message_id)
+            current = await self.get(message_id) if isinstance(known, _Unread) else known
+            known = UNREAD
             snapshot = current.model_copy(deep=True) if current else None
             updated = change(snapshot)
             if updated is None:
@@ -243,9 +278,9 @@ class StateStore:
             entity = _to_entity(updated, message_id, STATE_ROW)
             try:
                 if current is None:
-                    await self._insert(entity)
+                    written = await self._insert_fresh(entity)
                 else:
-                    await self.table().update_entity(
+                    written = await self.table().update_entity(
                         entity,
                         mode="replace",
                         etag=current.etag,
@@ -257,7 +292,8 @@ class StateStore:
                 if error.status_code in (409, 412):
                     continue
                 raise
-            return await self.get(message_id)
+            updated.etag = written.get("etag")  # no read-back: the write answered with its ETag
+            return updated
         raise RuntimeError(f"could not update message {message_id}: too many concurrent changes")
 
     async def records(

@@ -9,12 +9,14 @@ __all__ = ["OutboundMessage", "SendReceipt", "Transport", "create_transport"]
 
 
 def create_transport(settings: Settings) -> Transport:
-    if settings.transport == "outbox":
-        from mailgw.transports.outbox import OutboxTransport
-
-        return OutboxTransport(settings.outbox_dir)
     if settings.transport == "graph":
         from mailgw.transports.graph import GraphTransport
 
         return GraphTransport(settings)
-    raise NotImplementedError(f"MAILGW_TRANSPORT={settings.transport} is not available yet")
+    if settings.transport in ("smtp", "relay"):
+        from mailgw.transports.smtp import SmtpTransport
+
+        return SmtpTransport(settings, relay=settings.transport == "relay")
+    from mailgw.transports.outbox import OutboxTransport
+
+    return OutboxTransport(settings.outbox_dir)

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
+from azure.core.exceptions import ClientAuthenticationError
 from kiota_abstractions.api_error import APIError
 from kiota_abstractions.base_request_configuration import RequestConfiguration
 from kiota_abstractions.method import Method
@@ -42,7 +43,13 @@ from msgraph.graph_service_client import GraphServiceClient
 from msgraph_core import GraphClientFactory
 
 from mailgw.concurrency import MailboxLimiter
-from mailgw.errors import DeliveryError, classify_graph, parse_retry_after, transient
+from mailgw.errors import (
+    DeliveryError,
+    classify_graph,
+    parse_retry_after,
+    token_unavailable,
+    transient,
+)
 from mailgw.identity import SingleFlightCredential, create_credential
 from mailgw.models import Attachment
 from mailgw.settings import Settings
@@ -364,18 +371,8 @@ async def _call(make: Callable[[], Awaitable[T]], *, may_have_sent: bool) -> T:
         raise _network_error(exc, may_have_sent=may_have_sent) from exc
     except TimeoutError as exc:
         raise _network_error(exc, may_have_sent=may_have_sent) from exc
-    except Exception as exc:
-        from azure.core.exceptions import ClientAuthenticationError
-
-        if isinstance(exc, ClientAuthenticationError):
-            raise DeliveryError(
-                "TokenUnavailable",
-                f"no token for Graph: {exc.message}",
-                transient=True,
-                hint="the identity endpoint refused or failed: check MAILGW_CREDENTIAL, "
-                "AZURE_CLIENT_ID and that the Function App has that identity",
-            ) from exc
-        raise
+    except ClientAuthenticationError as exc:
+        raise token_unavailable(exc) from exc
 
 
 def _network_error(exc: BaseException, *, may_have_sent: bool) -> DeliveryError:

@@ -42,7 +42,7 @@ def test_indexing_uses_the_apps_metadata() -> None:
     assert http["default_route"].route.template == "default_route"
     skipped = {s.name: s.reason for s in loaded.skipped}
     assert "disabled" in skipped["disabled_function"]
-    assert "does not run timerTrigger" in skipped["every_five_minutes"]
+    assert [t.schedule_text for t in loaded.timers] == ["0 */5 * * * *"]
 
 
 @pytest.mark.usefixtures("isolated_import")

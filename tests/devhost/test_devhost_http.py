@@ -57,10 +57,11 @@ async def test_status_and_function_list(host: DevHostProcess) -> None:
     assert functions["default_route"]["route"] == "default_route"  # route defaults to the name
     assert functions["disabled_function"]["running"] is False  # AzureWebJobs.<name>.Disabled
     assert functions["every_five_minutes"]["trigger"] == "timerTrigger"
-    assert functions["every_five_minutes"]["running"] is False
-    assert re.search(r"Dev host ready: http://127\.0\.0\.1:\d+ \(14 functions\)", host.stdout())
+    assert functions["every_five_minutes"]["running"] is True
+    assert functions["every_five_minutes"]["schedule"] == "0 */5 * * * *"
+    assert re.search(r"Dev host ready: http://127\.0\.0\.1:\d+ \(15 functions\)", host.stdout())
     assert "items: [GET,PUT] http://127.0.0.1:" in host.stdout()
-    assert "the dev host does not run timerTrigger functions" in host.log()
+    assert "every_five_minutes: timerTrigger (schedule: 0 */5 * * * *)" in host.stdout()
     assert "Function keys are not enforced by the dev host" in host.log()
 
 

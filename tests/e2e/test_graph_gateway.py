@@ -4,14 +4,13 @@ from the managed-identity stand-in (azure-identity and msgraph-sdk run their own
 from __future__ import annotations
 
 import base64
-import json
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
-from azure.storage.queue import QueueClient, TextBase64DecodePolicy
+from azure.storage.queue import QueueClient
 from gateway_host import DevHost
 
 from standins.processes import StandInProcesses, start_standins
@@ -117,18 +116,15 @@ def test_permanent_graph_error_ends_in_poison_after_one_request(
         {"from": "denied@fabrikam.com", "to": ["a@example.com"], "subject": "denied", "text": "x"},
     )
     assert response.status == 202
-    poison = f"{graph_host.queue}-poison"
-    client = QueueClient.from_connection_string(
-        graph_host.env["AzureWebJobsStorage"],
-        poison,
-        message_decode_policy=TextBase64DecodePolicy(),
-    )
-    try:
-        messages = wait_until(lambda: peek(client), timeout=30, what="the poison message")
-    finally:
-        client.close()
-    dead = json.loads(messages[0].content)
-    assert dead["error"]["code"] == "ErrorSendAsDenied"
-    assert "Send As" in dead["error"]["hint"]
+    message_id = response.json()["id"]
+
+    def failed() -> dict[str, Any]:
+        state = graph_host.request("GET", f"/api/v1/messages/{message_id}").json()
+        return state if state.get("status") == "failed" else {}
+
+    state = wait_until(failed, timeout=30, what="the failed state")
+    assert state["lastError"]["code"] == "ErrorSendAsDenied"
+    assert "Send As" in state["lastError"]["hint"]
+    assert state["attempts"] == 1
     sends = [r for r in standins.graph.requests() if r.get("mailbox") == "denied@fabrikam.com"]
     assert len(sends) == 1

@@ -74,7 +74,24 @@ def test_every_setting_is_read() -> None:
 
 @pytest.mark.parametrize("transport", ["graph", "smtp", "relay", "outbox", "SMTP"])
 def test_known_transports(transport: str) -> None:
-    assert Settings.from_env({"MAILGW_TRANSPORT": transport}).transport == transport.lower()
+    env = {"MAILGW_TRANSPORT": transport, "MAILGW_RELAY_HOST": "contoso-com.mail.protection.x"}
+    assert Settings.from_env(env).transport == transport.lower()
+
+
+def test_relay_needs_its_host() -> None:
+    with pytest.raises(SettingsError, match="MAILGW_RELAY_HOST is required"):
+        Settings.from_env({"MAILGW_TRANSPORT": "relay"})
+
+
+@pytest.mark.parametrize("name", ["MAILGW_SMTP_PORT", "MAILGW_RELAY_PORT"])
+def test_port_465_is_refused_with_the_reason(name: str) -> None:
+    with pytest.raises(SettingsError, match=r"465.*not supported.*587 with STARTTLS"):
+        Settings.from_env({name: "465"})
+
+
+def test_smtp_connections_are_capped_at_exchanges_limit() -> None:
+    with pytest.raises(SettingsError, match="MAILGW_SMTP_CONNECTIONS must be 1-3"):
+        Settings.from_env({"MAILGW_SMTP_CONNECTIONS": "4"})
 
 
 @pytest.mark.parametrize("value", ["sendgrid", "graph,smtp", "ses"])

@@ -1,0 +1,212 @@
+"""SMTP transports: client submission with OAuth (``smtp``) and the relay connector (``relay``).
+
+``smtp``: STARTTLS to smtp.office365.com:587 (TLS 1.2+, certificate verified), ``AUTH XOAUTH2``
+as the ``from`` mailbox with a token for Exchange Online (``SMTP.SendAsApp``) from the same
+identity modes as Graph. ``relay``: STARTTLS to ``<domain>.mail.protection.outlook.com:25``, no
+AUTH; the connector trusts the sender's IP or certificate. Both use aiosmtplib and the gateway's
+one renderer; Bcc travels only in the envelope (RCPT TO), never in the headers.
+
+Connections are pooled per mailbox and reused for its next messages (a TLS handshake and an AUTH
+per message would dominate), at most ``MAILGW_SMTP_CONNECTIONS`` (Exchange allows 3) at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import aiosmtplib
+from azure.core.exceptions import ClientAuthenticationError
+
+from mailgw.errors import DeliveryError, classify_smtp, token_unavailable
+from mailgw.identity import SingleFlightCredential, create_credential
+from mailgw.render import envelope_recipients, render_mime
+from mailgw.settings import Settings
+from mailgw.transports.base import OutboundMessage, SendReceipt
+
+if TYPE_CHECKING:
+    from azure.core.credentials_async import AsyncTokenCredential
+
+log = logging.getLogger("mailgw.smtp")
+
+#: Reuse a connection only while it is this fresh; Exchange drops idle sessions after a while.
+MAX_IDLE_SECONDS = 60.0
+MAX_AGE_SECONDS = 600.0
+
+
+def tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """System trust store (+ ``MAILGW_SMTP_CA_FILE``), hostname checked, TLS 1.2 or newer."""
+    context = ssl.create_default_context()
+    if ca_file:
+        context.load_verify_locations(cafile=ca_file)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+@dataclass
+class _Connection:
+    client: aiosmtplib.SMTP
+    opened: float = field(default_factory=time.monotonic)
+    used: float = field(default_factory=time.monotonic)
+
+    def reusable(self) -> bool:
+        now = time.monotonic()
+        return (
+            self.client.is_connected
+            and now - self.used < MAX_IDLE_SECONDS
+            and now - self.opened < MAX_AGE_SECONDS
+        )
+
+
+class _MailboxPool:
+    """Idle connections of one mailbox, and a cap on how many may be open at once."""
+
+    def __init__(self, limit: int, open_connection: Callable[[], Awaitable[aiosmtplib.SMTP]]):
+        self._slots = asyncio.Semaphore(limit)
+        self._idle: list[_Connection] = []
+        self._open = open_connection
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[_Connection]:
+        async with self._slots:
+            connection = None
+            while self._idle and connection is None:
+                candidate = self._idle.pop()
+                if candidate.reusable():
+                    connection = candidate
+                else:
+                    await _quit(candidate.client)
+            if connection is None:
+                connection = _Connection(await self._open())
+            healthy = False
+            try:
+                yield connection
+                healthy = True
+            finally:
+                connection.used = time.monotonic()
+                if healthy and connection.client.is_connected:
+                    self._idle.append(connection)
+                else:
+                    await _quit(connection.client)
+
+    async def close(self) -> None:
+        while self._idle:
+            await _quit(self._idle.pop().client)
+
+
+async def _quit(client: aiosmtplib.SMTP) -> None:
+    try:
+        if client.is_connected:
+            await client.quit(timeout=5)
+    except (aiosmtplib.SMTPException, OSError):
+        client.close()
+
+
+class SmtpTransport:
+    """``relay=False``: client submission with XOAUTH2; ``relay=True``: the relay connector."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        relay: bool = False,
+        credential: AsyncTokenCredential | None = None,
+    ):
+        self.relay = relay
+        self.name = "relay" if relay else "smtp"
+        self.host = (settings.relay_host or "") if relay else settings.smtp_host
+        self.port = settings.relay_port if relay else settings.smtp_port
+        self.scope = settings.smtp_token_scope
+        self.timeout = float(settings.smtp_timeout_seconds)
+        self.limit = settings.smtp_connections
+        self.context = tls_context(settings.smtp_ca_file)
+        self._owns_credential = credential is None and not relay
+        inner = credential or (None if relay else create_credential(settings.env))
+        self.credential = SingleFlightCredential(inner) if inner else None
+        self._pools: dict[str, _MailboxPool] = {}
+
+    async def aclose(self) -> None:
+        for pool in self._pools.values():
+            await pool.close()
+        if self._owns_credential and self.credential is not None:
+            await self.credential.close()
+
+    async def send(self, message: OutboundMessage) -> SendReceipt:
+        request = message.request
+        mailbox = request.sender.address
+        data = render_mime(message.id, request).as_bytes()
+        recipients = envelope_recipients(request)
+        pool = self._pools.get(mailbox.lower())
+        if pool is None:
+            pool = self._pools[mailbox.lower()] = _MailboxPool(
+                self.limit, lambda: self._open(mailbox)
+            )
+        try:
+            async with pool.connection() as connection:
+                refused, _ = await self._sendmail(connection.client, mailbox, recipients, data)
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            first = exc.recipients[0]
+            raise classify_smtp(
+                first.code, f"every recipient was refused: {first.message}"
+            ) from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            raise classify_smtp(exc.code, exc.message) from exc
+        except ClientAuthenticationError as exc:
+            raise token_unavailable(exc) from exc
+        except ssl.SSLCertVerificationError as exc:
+            raise DeliveryError(
+                "TLSCertificate",
+                f"the server's certificate was not trusted: {exc}",
+                transient=False,
+                hint=f"check {self.host}'s certificate, or set MAILGW_SMTP_CA_FILE to the CA "
+                "that issued it",
+            ) from exc
+        except (TimeoutError, aiosmtplib.SMTPException, ssl.SSLError, OSError) as exc:
+            # A timeout or a dropped connection may come after the server took the message.
+            ambiguous = isinstance(
+                exc, aiosmtplib.SMTPReadTimeoutError | aiosmtplib.SMTPServerDisconnected
+            )
+            raise DeliveryError(
+                "SMTPConnection",
+                f"{type(exc).__name__}: {exc}",
+                transient=True,
+                ambiguous=ambiguous,
+                hint=f"could not talk to {self.host}:{self.port}; the gateway retries",
+            ) from exc
+        detail = f"{self.host}:{self.port}"
+        if refused:
+            detail += " (refused: " + ", ".join(sorted(refused)) + ")"
+            log.warning("message %s: some recipients refused: %s", message.id, refused)
+        return SendReceipt(self.name, detail)
+
+    async def _sendmail(
+        self, client: aiosmtplib.SMTP, sender: str, recipients: list[str], data: bytes
+    ) -> tuple[dict[str, str], str]:
+        errors, reply = await client.sendmail(sender, recipients, data)
+        return {rcpt: str(response) for rcpt, response in errors.items()}, reply
+
+    async def _open(self, mailbox: str) -> aiosmtplib.SMTP:
+        """Connect, STARTTLS (required: aiosmtplib fails if the server does not offer it), and
+        for client submission AUTH XOAUTH2 as the mailbox."""
+        client = aiosmtplib.SMTP(
+            hostname=self.host,
+            port=self.port,
+            start_tls=True,
+            tls_context=self.context,
+            timeout=self.timeout,
+        )
+        await client.connect()
+        if self.credential is not None:
+            try:
+                token = await self.credential.get_token(self.scope)
+                await client.auth_xoauth2(mailbox, token.token)
+            except BaseException:
+                client.close()
+                raise
+        return client

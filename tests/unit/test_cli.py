@@ -1,0 +1,411 @@
+"""The ``mailgw`` command without storage: parsing, the HTTP requests it builds, and its output,
+with a fake core in place of ``Services``."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailgw import cli
+from mailgw.models import ErrorInfo, MessageStatus
+from mailgw.problems import Problem
+from mailgw.store import Attempt, MessageRecord
+
+NOW = datetime(2026, 6, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def failed_record(
+    message_id: str,
+    *,
+    hint: str = "grant Send As",
+    sender: str | None = "noreply@contoso.com",
+    failed_minutes_ago: int = 5,
+    status: MessageStatus = MessageStatus.failed,
+) -> MessageRecord:
+    at = NOW - timedelta(minutes=failed_minutes_ago)
+    return MessageRecord(
+        id=message_id,
+        status=status,
+        attempts=1,
+        created_at=NOW - timedelta(hours=1),
+        updated_at=NOW,  # a later change (the payload kept): "failed at" is the failure step
+        expires_at=NOW + timedelta(days=30),
+        sender=sender,
+        last_error=ErrorInfo(code="ErrorSendAsDenied", message="denied", hint=hint),
+        history=[
+            Attempt(at=NOW - timedelta(hours=1), outcome="queued"),
+            Attempt(at=at, outcome="failed", code="ErrorSendAsDenied"),
+        ],
+    )
+
+
+# --- a fake core ---------------------------------------------------------------------------------
+
+
+@dataclass
+class FakeClosable:
+    closed: int = 0
+
+    async def close(self) -> None:
+        self.closed += 1
+
+
+@dataclass
+class FakeStore(FakeClosable):
+    records: dict[str, MessageRecord] = field(default_factory=dict)
+
+    async def get(self, message_id: str) -> MessageRecord | None:
+        return self.records.get(message_id)
+
+
+@dataclass
+class FakeOperations:
+    store: FakeStore
+    calls: list[tuple[str, Any]] = field(default_factory=list)
+    cleaned: int = 7
+
+    async def failed(self, limit: int = 100) -> list[MessageRecord]:
+        self.calls.append(("failed", limit))
+        found = [r for r in self.store.records.values() if r.status is MessageStatus.failed]
+        return found[:limit]
+
+    async def replay(self, message_id: str) -> MessageRecord:
+        self.calls.append(("replay", message_id))
+        record = self.store.records.get(message_id)
+        if record is None:
+            raise Problem(404, "Message not found", f"No message {message_id} is known.", "x")
+        if record.status is not MessageStatus.failed:
+            raise Problem(409, "Not replayable", f"this one is {record.status.value}.", "x")
+        record.status, record.replays = MessageStatus.queued, record.replays + 1
+        return record
+
+    async def purge_failed(self, message_ids: list[str] | None = None) -> int:
+        self.calls.append(("purge", message_ids))
+        assert message_ids is not None  # the command purges exactly what it showed
+        for message_id in message_ids:
+            del self.store.records[message_id]
+        return len(message_ids)
+
+    async def cleanup(self, now: datetime | None = None) -> int:
+        self.calls.append(("cleanup", now))
+        return self.cleaned
+
+
+class FakeServices:
+    def __init__(self, *records: MessageRecord) -> None:
+        self.store = FakeStore(records={r.id: r for r in records})
+        self.queue = FakeClosable()
+        self.operations = FakeOperations(self.store)
+
+
+@pytest.fixture
+def core(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeServices:
+    services = FakeServices(
+        failed_record("m-old", failed_minutes_ago=30, sender=None),
+        failed_record("m-new", hint="x" * 200),
+        failed_record("m-sent", status=MessageStatus.sent),
+    )
+    seen: list[dict[str, str]] = []
+
+    def open_services(env: dict[str, str]) -> FakeServices:
+        seen.append(env)
+        return services
+
+    monkeypatch.setattr(cli, "open_services", open_services)
+    monkeypatch.chdir(tmp_path)
+    return services
+
+
+def no_input(prompt: str = "") -> str:
+    raise AssertionError(f"asked {prompt!r} although it should not ask")
+
+
+# --- parsing ------------------------------------------------------------------------------------
+
+
+def test_parsing() -> None:
+    parser = cli.build_parser()
+    args = parser.parse_args(["status", "abc", "--url", "https://gw.example", "--key", "k"])
+    assert (args.command, args.id, args.url, args.key) == (
+        "status",
+        "abc",
+        "https://gw.example",
+        "k",
+    )
+    args = parser.parse_args(["--url", "https://a.example", "status", "abc"])
+    assert args.url == "https://a.example"  # before the command works as well
+    args = parser.parse_args(["failed", "list", "--limit", "5", "--json"])
+    assert (args.action, args.limit, args.json) == ("list", 5, True)
+    assert parser.parse_args(["failed", "list"]).limit == 100
+    args = parser.parse_args(["failed", "replay", "a", "b"])
+    assert (args.ids, args.all) == (["a", "b"], False)
+    args = parser.parse_args(["failed", "purge", "--all", "--yes"])
+    assert (args.ids, args.all, args.yes) == ([], True, True)
+    assert parser.parse_args(["store", "cleanup"]).action == "cleanup"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["failed", "list", "--limit", "0"],
+        ["failed", "list", "--limit", "many"],
+        ["failed", "replay"],
+        ["failed", "replay", "a", "--all"],
+        ["failed", "purge"],
+        ["failed", "purge", "a", "--all"],
+        ["failed"],
+        ["store"],
+        ["status"],
+    ],
+)
+def test_bad_arguments_are_usage_errors(argv: list[str], core: FakeServices) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    assert core.operations.calls == []
+
+
+# --- status over HTTP ----------------------------------------------------------------------------
+
+
+@dataclass
+class Seen:
+    requests: list[dict[str, Any]] = field(default_factory=list)
+
+
+@pytest.fixture
+def api() -> Iterator[tuple[str, Seen]]:
+    """A stand-in gateway on 127.0.0.1: GET /api/v1/messages/known → 200, anything else → 404."""
+    seen = Seen()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            headers = {name.lower(): value for name, value in self.headers.items()}
+            seen.requests.append({"path": self.path, "headers": headers})
+            if self.path == "/api/v1/messages/known":
+                status, body = 200, {"id": "known", "status": "sent", "attempts": 1}
+                content_type = "application/json"
+            else:
+                status, content_type = 404, "application/problem+json"
+                body = {
+                    "type": "urn:mailgw:problem:not-found",
+                    "title": "Message not found",
+                    "status": 404,
+                    "detail": "No message a/b is known (unknown id, or older than the retention "
+                    "period).",
+                }
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/", seen
+    server.shutdown()
+    server.server_close()
+
+
+def test_status_prints_the_state(api: tuple[str, Seen], capsys: pytest.CaptureFixture[str]) -> None:
+    url, seen = api
+    assert cli.main(["status", "known", "--url", url, "--key", "secret-key"]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out) == {"id": "known", "status": "sent", "attempts": 1}
+    assert out.startswith('{\n  "id"')  # pretty
+    request = seen.requests[0]
+    assert request["path"] == "/api/v1/messages/known"  # the trailing slash of --url is dropped
+    assert request["headers"]["x-functions-key"] == "secret-key"
+
+
+def test_status_of_an_unknown_message(
+    api: tuple[str, Seen], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, seen = api
+    assert cli.main(["--url", url, "status", "a/b"]) == 1
+    assert seen.requests[0]["path"] == "/api/v1/messages/a%2Fb"  # the id is one path segment
+    assert "x-functions-key" not in seen.requests[0]["headers"]
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.strip() == (
+        "mailgw: No message a/b is known (unknown id, or older than the retention period)."
+    )
+
+
+def test_status_when_the_gateway_is_down(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["status", "x", "--url", "http://127.0.0.1:9"]) == 1
+    assert "mailgw: cannot reach http://127.0.0.1:9" in capsys.readouterr().err
+
+
+# --- operator commands against a fake core -------------------------------------------------------
+
+
+def test_failed_list_is_a_table(core: FakeServices, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["failed", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["ID", "FAILED", "AT", "(UTC)", "CODE", "HINT", "FROM"]
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert set(rows) == {"m-old", "m-new"}  # failed ones only
+    assert "2026-06-01 11:55:00" in rows["m-new"]  # the failure, not the last change
+    assert "ErrorSendAsDenied" in rows["m-new"]
+    assert rows["m-new"].endswith("noreply@contoso.com")
+    assert "x" * 57 + "..." in rows["m-new"] and "x" * 58 not in rows["m-new"]  # truncated
+    assert len(max(lines, key=len)) < 160
+    assert rows["m-old"].endswith(" -")  # no sender known
+    assert lines[0].index("CODE") == rows["m-new"].index("ErrorSendAsDenied")  # aligned
+    assert core.operations.calls == [("failed", 100)]
+    assert core.queue.closed == 1 and core.store.closed == 1
+
+
+def test_failed_list_json_and_limit(core: FakeServices, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["failed", "list", "--json", "--limit", "1"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [item["id"] for item in listed] == ["m-old"]
+    assert listed[0]["status"] == "failed"
+    assert listed[0]["lastError"]["code"] == "ErrorSendAsDenied"
+    assert listed[0]["failedAt"] == "2026-06-01T11:30:00Z"
+    assert core.operations.calls == [("failed", 1)]
+
+
+def test_failed_list_when_there_are_none(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(cli, "open_services", lambda env: FakeServices())
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["failed", "list"]) == 0
+    assert capsys.readouterr().out == "no failed messages\n"
+
+
+def test_replay_by_id(core: FakeServices, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["failed", "replay", "m-new", "nope", "m-sent"]) == 1  # one problem or more
+    captured = capsys.readouterr()
+    assert captured.out == "m-new: queued (replay 1)\n"
+    assert "nope: not replayed: No message nope is known." in captured.err
+    assert "m-sent: not replayed: this one is sent." in captured.err
+    assert [c for c, _ in core.operations.calls] == ["replay"] * 3
+
+
+def test_replay_all(core: FakeServices, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["failed", "replay", "--all"]) == 0
+    assert sorted(capsys.readouterr().out.splitlines()) == [
+        "m-new: queued (replay 1)",
+        "m-old: queued (replay 1)",
+    ]
+    assert core.operations.calls[0] == ("failed", cli.ALL)
+
+
+def test_purge_asks_first(
+    core: FakeServices, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prompts: list[str] = []
+
+    def answer(prompt: str) -> str:
+        prompts.append(prompt)
+        return "n"
+
+    monkeypatch.setattr("builtins.input", answer)
+    assert cli.main(["failed", "purge", "m-new"]) == 1
+    assert prompts == ["Delete these 1 failed message(s) and their payloads for good? [y/N] "]
+    out = capsys.readouterr().out
+    assert "m-new" in out and "aborted: nothing deleted" in out
+    assert "m-new" in core.store.records
+    monkeypatch.setattr("builtins.input", lambda prompt: "yes")
+    assert cli.main(["failed", "purge", "m-new"]) == 0
+    assert "m-new" not in core.store.records
+    assert capsys.readouterr().out.endswith("purged 1 failed message(s)\n")
+
+
+def test_purge_without_a_terminal_is_a_no(
+    core: FakeServices, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def eof(prompt: str) -> str:
+        raise EOFError
+
+    monkeypatch.setattr("builtins.input", eof)
+    assert cli.main(["failed", "purge", "--all"]) == 1
+    assert len(core.store.records) == 3
+
+
+def test_purge_yes_all(
+    core: FakeServices, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("builtins.input", no_input)
+    assert cli.main(["failed", "purge", "--all", "--yes"]) == 0
+    assert set(core.store.records) == {"m-sent"}
+    assert ("purge", ["m-old", "m-new"]) in core.operations.calls
+    assert capsys.readouterr().out == "purged 2 failed message(s)\n"
+
+
+def test_purge_skips_what_is_not_failed(
+    core: FakeServices, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("builtins.input", no_input)
+    assert cli.main(["failed", "purge", "--yes", "m-sent", "nope", "m-old"]) == 1
+    captured = capsys.readouterr()
+    assert "m-sent: is sent, not failed: not purged" in captured.err
+    assert "nope: not found" in captured.err
+    assert set(core.store.records) == {"m-sent", "m-new"}
+    assert cli.main(["failed", "purge", "--yes", "nope"]) == 1
+    assert "nothing to purge" in capsys.readouterr().out
+
+
+def test_store_cleanup(core: FakeServices, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["store", "cleanup"]) == 0
+    assert capsys.readouterr().out == ("retention: deleted 7 expired record(s)\n")
+    assert core.operations.calls == [("cleanup", None)]
+    assert core.queue.closed == 1 and core.store.closed == 1
+
+
+# --- settings for the operator commands ----------------------------------------------------------
+
+
+def test_local_settings_are_the_fallback_and_the_environment_wins(tmp_path: Path) -> None:
+    (tmp_path / "local.settings.json").write_text(
+        json.dumps(
+            {
+                "IsEncrypted": False,
+                "Values": {
+                    "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+                    "MAILGW_QUEUE": "from-file",
+                    "MAILGW_RETENTION_DAYS": 7,
+                    "FLAG": True,
+                },
+            }
+        ),
+        encoding="utf-8-sig",  # editors on Windows add a BOM; the host accepts it
+    )
+    env = cli.operator_environment({"MAILGW_QUEUE": "from-env"}, tmp_path)
+    assert env["AzureWebJobsStorage"] == "UseDevelopmentStorage=true"
+    assert env["MAILGW_QUEUE"] == "from-env"
+    assert env["MAILGW_RETENTION_DAYS"] == "7"
+    assert env["FLAG"] == "true"
+    assert cli.operator_environment({"A": "1"}, tmp_path / "nowhere") == {"A": "1"}
+
+
+def test_unusable_settings_are_reported(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AzureWebJobsStorage", raising=False)
+    monkeypatch.setenv("MAILGW_TRANSPORT", "carrier-pigeon")
+    assert cli.main(["failed", "list"]) == 2
+    assert "MAILGW_TRANSPORT" in capsys.readouterr().err
+    monkeypatch.delenv("MAILGW_TRANSPORT")
+    assert cli.main(["store", "cleanup"]) == 2  # no storage configured at all
+    assert "storage connection 'AzureWebJobsStorage' is not configured" in capsys.readouterr().err
+    (tmp_path / "local.settings.json").write_text("{not json")
+    assert cli.main(["failed", "list"]) == 2
+    assert "local.settings.json: invalid JSON" in capsys.readouterr().err

@@ -1,0 +1,422 @@
+"""The message state machine (mailgw/ledger.py), exhaustively over every MessageStatus.
+
+The transitions are pure functions of a record, so every (status, transition) pair is checked here
+without storage; the store is only used for ``new_record`` (clock and retention, no I/O).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from unit_helpers import NOW, valid_request
+
+from mailgw.ledger import (
+    FINAL,
+    SENDING_STALE_AFTER,
+    StartSending,
+    is_stale_replay,
+    mark_failed,
+    mark_retrying,
+    mark_sent,
+    new_record_for,
+    save_checkpoint,
+)
+from mailgw.models import Envelope, ErrorInfo, MessageStatus, SendRequest
+from mailgw.storage import StorageConnection
+from mailgw.store import MAX_HISTORY, MessageRecord, StateStore
+
+ALL = list(MessageStatus)
+STARTABLE = (MessageStatus.scheduled, MessageStatus.queued, MessageStatus.retrying)
+NOT_SENT = [s for s in MessageStatus if s is not MessageStatus.sent]
+ERROR = ErrorInfo(code="ErrorSendAsDenied", message="no", hint="grant Send As")
+OTHER_ERROR = ErrorInfo(code="Timeout", message="slow", hint="")
+
+
+def make_store() -> StateStore:
+    connection = StorageConnection(name="unit", connection_string="UseDevelopmentStorage=true")
+    return StateStore(connection, "unitledger", clock=lambda: NOW)
+
+
+STORE = make_store()
+REQUEST = SendRequest.model_validate(
+    valid_request(metadata={"orderId": "42"}, sendAt="2026-06-02T08:00:00Z"),
+    context={"now": NOW},
+)
+
+
+def envelope(replay: int = 0, **fields: Any) -> Envelope:
+    return Envelope(
+        id="m-1",
+        created_at=NOW - timedelta(minutes=1),
+        request=REQUEST.to_json(),
+        replay=replay,
+        **fields,
+    )
+
+
+def record(status: MessageStatus, **fields: Any) -> MessageRecord:
+    made = STORE.new_record("m-1", status, **fields)
+    made.record(status.value, NOW - timedelta(minutes=1))
+    return made
+
+
+def start(
+    *,
+    redelivered: bool = False,
+    replay: int = 0,
+    lease: str = "lease-new",
+    now: Any = NOW,
+) -> StartSending:
+    return StartSending(STORE, envelope(replay), REQUEST, lease, now, redelivered)
+
+
+def outcomes(rec: MessageRecord) -> list[str]:
+    return [step.outcome for step in rec.history]
+
+
+# --- new_record_for / StartSending on a message without a record ---------------------------------
+
+
+def test_start_sending_without_a_record_creates_one_from_the_envelope() -> None:
+    made = start()(None)
+    assert made is not None
+    assert made.status is MessageStatus.sending
+    assert made.attempts == 1
+    assert made.lease == "lease-new"
+    assert made.sender == "noreply@contoso.com"
+    assert made.metadata == {"orderId": "42"}
+    assert made.send_at == REQUEST.send_at
+    assert made.source == "api"
+    # created_at is the envelope's, when that is older than the record (a lost intake write)
+    assert made.created_at == NOW - timedelta(minutes=1)
+    assert outcomes(made) == ["sending"]
+
+
+def test_new_record_for_a_request_less_envelope_has_no_sender() -> None:
+    bare = Envelope(id="raw-1", created_at=NOW, raw="garbage", source="queue")
+    made = new_record_for(STORE, bare)
+    assert (made.status, made.sender, made.metadata, made.source) == (
+        MessageStatus.queued,
+        None,
+        {},
+        "queue",
+    )
+    assert made.expires_at == NOW + STORE.retention
+
+
+# --- StartSending over every status ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", STARTABLE)
+def test_start_sending_takes_a_waiting_message(status: MessageStatus) -> None:
+    current = record(status, attempts=2, checkpoint={"draftId": "d"})
+    updated = start()(current)
+    assert updated is not None
+    assert updated.status is MessageStatus.sending
+    assert updated.attempts == 3
+    assert updated.lease == "lease-new"
+    assert updated.checkpoint == {"draftId": "d"}  # progress of an earlier attempt is kept
+    assert outcomes(updated) == [status.value, "sending"]
+
+
+@pytest.mark.parametrize("redelivered", [False, True])
+def test_start_sending_never_touches_a_sent_message(redelivered: bool) -> None:
+    current = record(MessageStatus.sent, attempts=1)
+    assert start(redelivered=redelivered)(current) is None
+    assert start(redelivered=redelivered, replay=5)(current) is None
+    stale_now = NOW + SENDING_STALE_AFTER * 3
+    assert start(redelivered=redelivered, now=stale_now)(current) is None
+
+
+def test_start_sending_leaves_a_message_another_live_worker_holds() -> None:
+    current = record(MessageStatus.sending, attempts=1, lease="lease-other")
+    current.updated_at = NOW - SENDING_STALE_AFTER + timedelta(seconds=1)
+    assert start(redelivered=False)(current) is None
+
+
+def test_start_sending_resumes_a_crashed_attempt_when_its_message_comes_back() -> None:
+    current = record(MessageStatus.sending, attempts=1, lease="lease-old", checkpoint={"x": "1"})
+    current.updated_at = NOW  # brand new: only the redelivery says its worker is gone
+    updated = start(redelivered=True)(current)
+    assert updated is not None
+    assert updated.status is MessageStatus.sending
+    assert updated.lease == "lease-new"
+    assert updated.attempts == 2
+    assert updated.checkpoint == {"x": "1"}
+    assert outcomes(updated)[-2:] == ["resumed", "sending"]
+    assert updated.history[-2].code == "crashed attempt"
+
+
+def test_start_sending_resumes_a_stale_sending_record_without_redelivery() -> None:
+    current = record(MessageStatus.sending, attempts=1, lease="lease-old")
+    current.updated_at = NOW - SENDING_STALE_AFTER - timedelta(seconds=1)
+    updated = start(redelivered=False)(current)
+    assert updated is not None
+    assert updated.lease == "lease-new"
+    assert outcomes(updated)[-2:] == ["resumed", "sending"]
+
+
+def test_stale_after_is_longer_than_a_function_may_run() -> None:
+    assert timedelta(minutes=10) < SENDING_STALE_AFTER  # functionTimeout is 10 minutes
+
+
+@pytest.mark.parametrize("replays", [0, 1, 3])
+def test_old_copies_of_a_failed_message_do_not_start_it(replays: int) -> None:
+    current = record(MessageStatus.failed, replays=replays, last_error=ERROR)
+    for replay in range(replays + 1):
+        assert start(replay=replay)(current) is None
+        assert start(replay=replay, redelivered=True)(current) is None
+
+
+def test_a_newer_replay_starts_a_failed_message_and_is_remembered() -> None:
+    current = record(MessageStatus.failed, replays=1, last_error=ERROR, attempts=3)
+    updated = start(replay=2)(current)
+    assert updated is not None
+    assert (updated.status, updated.replays, updated.attempts) == (MessageStatus.sending, 2, 4)
+
+
+def test_a_replay_number_never_goes_down() -> None:
+    current = record(MessageStatus.queued, replays=2)
+    updated = start(replay=0)(current)
+    assert updated is not None and updated.replays == 2
+
+
+@pytest.mark.parametrize("status", ALL)
+def test_start_sending_outcome_for_every_status(status: MessageStatus) -> None:
+    """The whole table in one place: which statuses an ordinary first delivery may start."""
+    current = record(status, lease="lease-other" if status is MessageStatus.sending else None)
+    updated = start()(current.model_copy(deep=True))
+    if status in STARTABLE:
+        assert updated is not None and updated.status is MessageStatus.sending
+    else:  # sending (held by a live worker), sent, failed (replay 0 is stale)
+        assert updated is None
+
+
+# --- is_stale_replay --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", ALL)
+@pytest.mark.parametrize(("replays", "replay", "stale_if_failed"), [(0, 0, True), (1, 0, True),
+                         (1, 1, True), (1, 2, False), (0, 1, False)])  # fmt: skip
+def test_is_stale_replay(
+    status: MessageStatus, replays: int, replay: int, stale_if_failed: bool
+) -> None:
+    current = record(status, replays=replays)
+    expected = stale_if_failed and status is MessageStatus.failed
+    assert is_stale_replay(current, envelope(replay)) is expected
+
+
+# --- mark_sent / mark_retrying / mark_failed never leave `sent` -----------------------------------
+
+
+@pytest.mark.parametrize("status", NOT_SENT)
+def test_mark_sent_from_every_other_status(status: MessageStatus) -> None:
+    current = record(status, lease="lease-1", checkpoint={"draftId": "d"})
+    updated = mark_sent("lease-1", NOW, "sendMail")(current)
+    assert updated is not None
+    assert updated.status is MessageStatus.sent
+    assert updated.lease is None
+    assert updated.checkpoint is None
+    assert updated.history[-1].outcome == "sent"
+    assert updated.history[-1].code == "sendMail"
+    assert updated.updated_at == NOW
+
+
+def test_mark_sent_without_detail_records_no_code() -> None:
+    updated = mark_sent("l", NOW, "")(record(MessageStatus.sending, lease="l"))
+    assert updated is not None and updated.history[-1].code is None
+
+
+@pytest.mark.parametrize(
+    "transition",
+    [
+        mark_sent("lease-1", NOW, "again"),
+        mark_retrying(ERROR, NOW, ambiguous=True),
+        mark_failed(STORE, envelope(), ERROR, NOW),
+        mark_failed(STORE, envelope(replay=3), OTHER_ERROR, NOW),
+        save_checkpoint("lease-1", {"draftId": "late"}),
+    ],
+    ids=["mark_sent", "mark_retrying", "mark_failed", "mark_failed_replay", "save_checkpoint"],
+)
+def test_nothing_leaves_sent(transition: Callable[[MessageRecord | None], Any]) -> None:
+    current = record(MessageStatus.sent, lease=None)
+    assert transition(current) is None
+    assert current.status is MessageStatus.sent
+
+
+@pytest.mark.parametrize(
+    "transition",
+    [
+        mark_sent("l", NOW, "x"),
+        mark_retrying(ERROR, NOW, ambiguous=False),
+        save_checkpoint("l", {}),
+    ],
+    ids=["mark_sent", "mark_retrying", "save_checkpoint"],
+)
+def test_transitions_on_a_missing_record_create_nothing(
+    transition: Callable[[MessageRecord | None], Any],
+) -> None:
+    assert transition(None) is None
+
+
+@pytest.mark.parametrize("status", ALL)
+def test_mark_retrying_for_every_status(status: MessageStatus) -> None:
+    current = record(status, lease="lease-1")
+    updated = mark_retrying(ERROR, NOW, ambiguous=False)(current)
+    if status in FINAL:
+        assert updated is None
+        return
+    assert updated is not None
+    assert updated.status is MessageStatus.retrying
+    assert updated.last_error == ERROR
+    assert updated.lease is None
+    assert updated.ambiguous is False
+    assert (updated.history[-1].outcome, updated.history[-1].code) == ("retry", ERROR.code)
+
+
+def test_ambiguity_is_sticky_across_retries() -> None:
+    current = record(MessageStatus.sending)
+    once = mark_retrying(OTHER_ERROR, NOW, ambiguous=True)(current)
+    assert once is not None and once.ambiguous
+    twice = mark_retrying(OTHER_ERROR, NOW, ambiguous=False)(once)
+    assert twice is not None and twice.ambiguous
+
+
+@pytest.mark.parametrize("status", NOT_SENT)
+def test_mark_failed_for_every_status_but_sent(status: MessageStatus) -> None:
+    current = record(status, lease="lease-1", last_error=OTHER_ERROR)
+    updated = mark_failed(STORE, envelope(), ERROR, NOW)(current)
+    assert updated is not None
+    assert updated.status is MessageStatus.failed
+    assert updated.last_error == ERROR
+    assert updated.lease is None
+    assert (updated.history[-1].outcome, updated.history[-1].code) == ("failed", ERROR.code)
+
+
+def test_mark_failed_creates_the_record_of_a_message_that_had_none() -> None:
+    bare = Envelope(id="q-1", created_at=NOW - timedelta(hours=1), raw="x", source="queue")
+    made = mark_failed(STORE, bare, ERROR, NOW)(None)
+    assert made is not None
+    assert (made.id, made.status, made.source, made.last_error) == (
+        "q-1",
+        MessageStatus.failed,
+        "queue",
+        ERROR,
+    )
+    assert made.created_at == NOW - timedelta(hours=1)
+    assert outcomes(made) == ["failed"]
+
+
+def test_mark_failed_twice_with_the_same_error_changes_nothing() -> None:
+    current = record(MessageStatus.failed, last_error=ERROR)
+    assert mark_failed(STORE, envelope(), ERROR, NOW)(current) is None
+    again = mark_failed(STORE, envelope(), OTHER_ERROR, NOW)(current)
+    assert again is not None and again.last_error == OTHER_ERROR
+
+
+# --- save_checkpoint only under the matching lease ---------------------------------------------
+
+
+@pytest.mark.parametrize("status", ALL)
+def test_save_checkpoint_needs_the_lease(status: MessageStatus) -> None:
+    progress = {"draftId": "AAMk", "stage": "created"}
+    held = record(status, lease="lease-1")
+    if status is MessageStatus.sent:
+        held.lease = None  # mark_sent clears it; a late checkpoint finds no lease
+        assert save_checkpoint("lease-1", progress)(held) is None
+        return
+    updated = save_checkpoint("lease-1", progress)(held)
+    assert updated is not None and updated.checkpoint == progress
+    progress["stage"] = "ready"
+    assert updated.checkpoint["stage"] == "created"  # a copy, not the caller's dict
+    assert save_checkpoint("lease-2", progress)(record(status, lease="lease-1")) is None
+    assert save_checkpoint("lease-1", progress)(record(status, lease=None)) is None
+
+
+def test_a_resumed_attempt_takes_over_the_checkpoint() -> None:
+    current = record(MessageStatus.sending, lease="lease-old")
+    resumed = start(redelivered=True, lease="lease-new")(current)
+    assert resumed is not None
+    assert save_checkpoint("lease-old", {"draftId": "x"})(resumed) is None
+    assert save_checkpoint("lease-new", {"draftId": "y"})(resumed) is not None
+
+
+# --- history is bounded ------------------------------------------------------------------------
+
+
+def test_history_keeps_the_newest_50_steps() -> None:
+    current = record(MessageStatus.queued)
+    for n in range(MAX_HISTORY + 20):
+        current.record("retry", NOW + timedelta(seconds=n), f"c{n}")
+    assert MAX_HISTORY == 50
+    assert len(current.history) == 50
+    assert current.history[0].code == "c20"
+    assert current.history[-1].code == f"c{MAX_HISTORY + 19}"
+    updated = start()(current)
+    assert updated is not None
+    assert len(updated.history) == 50
+    assert updated.history[-1].outcome == "sending"
+
+
+# --- a random walk: once sent, always sent ------------------------------------------------------
+
+STEPS = st.sampled_from(
+    [
+        "start",
+        "start_redelivered",
+        "start_stale",
+        "start_replay",
+        "sent",
+        "retrying",
+        "failed",
+        "failed_other",
+        "checkpoint",
+    ]
+)
+
+
+def apply(step: str, current: MessageRecord, n: int) -> MessageRecord:
+    now = NOW + timedelta(minutes=n)
+    transitions: dict[str, Callable[[MessageRecord | None], MessageRecord | None]] = {
+        "start": StartSending(STORE, envelope(), REQUEST, f"l{n}", now, False),
+        "start_redelivered": StartSending(STORE, envelope(), REQUEST, f"l{n}", now, True),
+        "start_stale": StartSending(
+            STORE, envelope(), REQUEST, f"l{n}", now + SENDING_STALE_AFTER * 2, False
+        ),
+        "start_replay": StartSending(
+            STORE, envelope(current.replays + 1), REQUEST, f"l{n}", now, False
+        ),
+        "sent": mark_sent(current.lease or "none", now, "x"),
+        "retrying": mark_retrying(OTHER_ERROR, now, ambiguous=n % 2 == 0),
+        "failed": mark_failed(STORE, envelope(), ERROR, now),
+        "failed_other": mark_failed(STORE, envelope(), OTHER_ERROR, now),
+        "checkpoint": save_checkpoint(current.lease or "none", {"n": str(n)}),
+    }
+    updated = transitions[step](current.model_copy(deep=True))
+    if updated is not None:
+        updated.updated_at = now  # as StateStore.transition does
+    return updated or current
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(ALL), st.lists(STEPS, max_size=30))
+def test_random_walk_never_leaves_sent_and_keeps_invariants(
+    initial: MessageStatus, steps: list[str]
+) -> None:
+    current = record(initial)
+    seen_sent = initial is MessageStatus.sent
+    attempts = current.attempts
+    for n, step in enumerate(steps):
+        current = apply(step, current, n)
+        seen_sent = seen_sent or current.status is MessageStatus.sent
+        if seen_sent:
+            assert current.status is MessageStatus.sent
+        assert current.attempts >= attempts
+        attempts = current.attempts
+        assert len(current.history) <= MAX_HISTORY
+        assert current.status is MessageStatus.sending or current.lease is None
