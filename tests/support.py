@@ -58,3 +58,28 @@ async def wait_until_async(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+async def pull(queue: Any, name: str | None = None) -> Any:
+    """Receive (and delete) one visible message of a ``MailQueue``'s queue as the host would when
+    its function succeeds, or None."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        async for message in queue.queue(name).receive_messages(visibility_timeout=30):
+            await queue.queue(name).delete_message(message)
+            return message
+    except ResourceNotFoundError:
+        pass  # the queue does not exist yet: nothing was ever sent to it
+    return None
+
+
+async def depth(queue: Any, name: str | None = None) -> int:
+    """Approximate message count of a ``MailQueue``'s queue (0 if it does not exist yet)."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        props = await queue.queue(name).get_queue_properties()
+    except ResourceNotFoundError:
+        return 0
+    return int(props.approximate_message_count)

@@ -21,25 +21,13 @@ from mailgw.settings import Settings
 from mailgw.transports.base import Transport
 from mailgw.transports.graph import GraphTransport
 from standins.graph import GraphStandIn
-from standins.identity import IdentityStandIn
-
-OTHER_MI_VARIABLES = (
-    "IDENTITY_SERVER_THUMBPRINT",
-    "IMDS_ENDPOINT",
-    "MSI_ENDPOINT",
-    "MSI_SECRET",
-    "AZURE_FEDERATED_TOKEN_FILE",
-    "AZURE_CLIENT_ID",
-)
+from standins.identity import IdentityStandIn, use_identity_standin
 
 
 @pytest.fixture
 async def identity(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[IdentityStandIn]:
     async with IdentityStandIn() as server:
-        for name in OTHER_MI_VARIABLES:
-            monkeypatch.delenv(name, raising=False)
-        for name, value in server.env().items():
-            monkeypatch.setenv(name, value)
+        use_identity_standin(server, monkeypatch)
         yield server
 
 

@@ -16,7 +16,7 @@ from mailgw.delivery import Delivery, Outcome
 from mailgw.models import Envelope, SendRequest
 from mailgw.queue import MailQueue
 from mailgw.transports.base import OutboundMessage
-from support import wait_until_async
+from support import pull, wait_until_async
 
 SENDER = "noreply@contoso.com"
 SHARED = "shared-billing@contoso.com"
@@ -78,17 +78,6 @@ def outbound(
         attempt=attempt,
         checkpoint=checkpoint,
     )
-
-
-async def pull(queue: MailQueue, name: str | None = None) -> Any:
-    """Receive (and delete) one visible message as the host would, or None."""
-    try:
-        async for message in queue.queue(name).receive_messages(visibility_timeout=30):
-            await queue.queue(name).delete_message(message)
-            return message
-    except ResourceNotFoundError:
-        pass  # the queue does not exist yet: nothing was ever sent to it
-    return None
 
 
 @dataclass

@@ -27,7 +27,7 @@ from mailgw.queue import MailQueue
 from mailgw.settings import Settings
 from mailgw.store import MessageRecord, StateStore
 from mailgw.transports.base import OutboundMessage, SendReceipt
-from support import sample_request
+from support import depth, pull, sample_request
 
 DENIED = permanent("ErrorSendAsDenied", "no send as", hint="grant Send As")
 
@@ -68,24 +68,6 @@ def rig(settings: Settings, mail_queue: MailQueue, store: StateStore) -> Rig:
         settings, mail_queue, transport, store, retry=RetryPolicy(max_attempts=3, base_seconds=0)
     )
     return Rig(mail_queue, store, transport, delivery, Operations(mail_queue, store))
-
-
-async def depth(queue: MailQueue, name: str | None = None) -> int:
-    try:
-        props = await queue.queue(name).get_queue_properties()
-    except ResourceNotFoundError:
-        return 0
-    return int(props.approximate_message_count)
-
-
-async def pull(queue: MailQueue, name: str | None = None) -> Any:
-    try:
-        async for message in queue.queue(name).receive_messages(visibility_timeout=30):
-            await queue.queue(name).delete_message(message)
-            return message
-    except ResourceNotFoundError:
-        pass
-    return None
 
 
 async def blob_bytes(queue: MailQueue, ref: PayloadRef) -> bytes | None:

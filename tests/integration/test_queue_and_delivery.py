@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from azure.core.exceptions import ResourceNotFoundError
 
 from mailgw.delivery import Delivery, RetryPolicy
 from mailgw.errors import permanent, transient
@@ -23,18 +22,7 @@ from mailgw.problems import Problem
 from mailgw.queue import INLINE_LIMIT, MailQueue
 from mailgw.settings import Settings
 from mailgw.transports.base import OutboundMessage, SendReceipt
-from support import b64, sample_request, wait_until_async
-
-
-async def pull(queue: MailQueue, name: str | None = None) -> Any:
-    """Receive one message as the Functions host would (Base64-decoded text), or None."""
-    try:
-        async for message in queue.queue(name).receive_messages(visibility_timeout=30):
-            await queue.queue(name).delete_message(message)
-            return message
-    except ResourceNotFoundError:
-        pass  # the queue does not exist yet: nothing was ever sent to it
-    return None
+from support import b64, pull, sample_request, wait_until_async
 
 
 async def submit(intake: Intake, body: dict[str, Any]) -> Any:

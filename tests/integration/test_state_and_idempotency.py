@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from azure.core.exceptions import ResourceNotFoundError
 
 from mailgw.delivery import CLAIM_GRACE, Delivery, RetryPolicy
 from mailgw.errors import permanent, transient
@@ -31,7 +30,7 @@ from mailgw.settings import Settings
 from mailgw.store import Attempt, MessageRecord, StateStore
 from mailgw.transports.base import OutboundMessage, SendReceipt
 from mailgw.transports.outbox import OutboxTransport
-from support import sample_request, wait_until_async
+from support import depth, pull, sample_request, wait_until_async
 
 # --- helpers ------------------------------------------------------------------------------------
 
@@ -76,26 +75,6 @@ class ObservingTransport:
 
     async def aclose(self) -> None:
         return None
-
-
-async def depth(queue: MailQueue, name: str | None = None) -> int:
-    """Messages in the queue, visible or not (deferred and scheduled ones count)."""
-    try:
-        props = await queue.queue(name).get_queue_properties()
-    except ResourceNotFoundError:
-        return 0
-    return int(props.approximate_message_count)
-
-
-async def pull(queue: MailQueue, name: str | None = None) -> Any:
-    """Receive one visible message and delete it, as the host does when a function succeeds."""
-    try:
-        async for message in queue.queue(name).receive_messages(visibility_timeout=30):
-            await queue.queue(name).delete_message(message)
-            return message
-    except ResourceNotFoundError:
-        pass
-    return None
 
 
 def body_of(document: dict[str, Any]) -> bytes:

@@ -27,6 +27,8 @@ from typing import Any, Self, TypeVar
 
 from aiohttp import web
 
+from support import wait_until
+
 __all__ = ["LOOPBACK", "StandInServer", "json_response", "poll_until", "poll_until_async"]
 
 LOOPBACK = "127.0.0.1"
@@ -220,14 +222,7 @@ def json_response(
 
 def poll_until(predicate: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
     """Poll ``predicate`` every 10 ms until truthy (thread-safe reads of stand-in state)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
+    return wait_until(predicate, timeout=timeout, interval=0.01, what=what)
 
 
 async def poll_until_async(

@@ -8,17 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from standins.graph import GraphStandIn
-from standins.identity import IdentityStandIn
-
-#: variables that make azure-identity pick another managed identity flavour than App Service
-OTHER_MI_VARIABLES = (
-    "IDENTITY_SERVER_THUMBPRINT",
-    "IMDS_ENDPOINT",
-    "MSI_ENDPOINT",
-    "MSI_SECRET",
-    "AZURE_FEDERATED_TOKEN_FILE",
-    "AZURE_CLIENT_ID",
-)
+from standins.identity import IdentityStandIn, use_identity_standin
 
 
 @pytest.fixture
@@ -30,10 +20,7 @@ async def identity() -> AsyncIterator[IdentityStandIn]:
 @pytest.fixture
 def mi_env(identity: IdentityStandIn, monkeypatch: pytest.MonkeyPatch) -> IdentityStandIn:
     """IDENTITY_ENDPOINT / IDENTITY_HEADER of the identity stand-in, nothing else."""
-    for name in OTHER_MI_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    for name, value in identity.env().items():
-        monkeypatch.setenv(name, value)
+    use_identity_standin(identity, monkeypatch)
     return identity
 
 

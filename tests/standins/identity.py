@@ -734,5 +734,25 @@ def main(argv: list[str] | None = None) -> None:
     ).run_cli()
 
 
+#: Variables that make azure-identity pick another managed-identity flavour than App Service's.
+OTHER_MI_VARIABLES = (
+    "IDENTITY_SERVER_THUMBPRINT",
+    "IMDS_ENDPOINT",
+    "MSI_ENDPOINT",
+    "MSI_SECRET",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "AZURE_CLIENT_ID",
+)
+
+
+def use_identity_standin(server: IdentityStandIn, monkeypatch: Any) -> None:
+    """Point azure-identity's ManagedIdentityCredential at ``server`` and nothing else
+    (``monkeypatch``: pytest's fixture)."""
+    for name in OTHER_MI_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in server.env().items():
+        monkeypatch.setenv(name, value)
+
+
 if __name__ == "__main__":
     main()
