@@ -224,6 +224,12 @@ SMTP_CODES: dict[str, tuple[bool, str]] = {
         "the relay connector does not recognise this sender: configure the inbound connector "
         "(IP address or certificate) and send from an accepted domain",
     ),
+    "5.2.0": (
+        False,
+        "the mailbox reached Exchange Online's sending limits (10,000 recipients a day, 30 "
+        "messages a minute): replay after the 24-hour window, or spread the load over more "
+        "mailboxes",
+    ),
     "4.3.2": (
         True,
         "Exchange limits concurrent connections per mailbox (3); the gateway retries later",

@@ -47,7 +47,13 @@ def render_mime(
 ) -> EmailMessage:
     """The message as RFC 5322. ``include_bcc`` only for submission APIs that take the recipients
     from the headers (Graph's MIME send); SMTP and the outbox carry Bcc in the envelope only."""
-    policy = email_policy.SMTPUTF8 if _needs_smtputf8(request) else email_policy.SMTP
+    # 7-bit bodies (quoted-printable/Base64) unless the addresses need SMTPUTF8 anyway: any
+    # server accepts them, no 8BITMIME needed.
+    policy = (
+        email_policy.SMTPUTF8
+        if _needs_smtputf8(request)
+        else email_policy.SMTP.clone(cte_type="7bit")
+    )
     msg = EmailMessage(policy=policy)
     msg["From"] = _address(request.sender)
     if request.to:

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
-from azure.core.exceptions import ClientAuthenticationError
+from azure.core.exceptions import AzureError
 from kiota_abstractions.api_error import APIError
 from kiota_abstractions.base_request_configuration import RequestConfiguration
 from kiota_abstractions.method import Method
@@ -371,7 +371,7 @@ async def _call(make: Callable[[], Awaitable[T]], *, may_have_sent: bool) -> T:
         raise _network_error(exc, may_have_sent=may_have_sent) from exc
     except TimeoutError as exc:
         raise _network_error(exc, may_have_sent=may_have_sent) from exc
-    except ClientAuthenticationError as exc:
+    except AzureError as exc:  # the identity endpoint refused, or could not be reached
         raise token_unavailable(exc) from exc
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import aiosmtplib
-from azure.core.exceptions import ClientAuthenticationError
+from azure.core.exceptions import AzureError
 
 from mailgw.errors import DeliveryError, classify_smtp, token_unavailable
 from mailgw.identity import SingleFlightCredential, create_credential
@@ -38,6 +38,16 @@ log = logging.getLogger("mailgw.smtp")
 #: Reuse a connection only while it is this fresh; Exchange drops idle sessions after a while.
 MAX_IDLE_SECONDS = 60.0
 MAX_AGE_SECONDS = 600.0
+
+
+@dataclass
+class _Progress:
+    data_started: bool = False
+
+
+def _protocol_refused(exc: ssl.SSLError) -> bool:
+    text = f"{exc.reason or ''} {exc}".upper()
+    return any(m in text for m in ("PROTOCOL_VERSION", "UNSUPPORTED_PROTOCOL", "WRONG_VERSION"))
 
 
 def tls_context(ca_file: str | None) -> ssl.SSLContext:
@@ -147,66 +157,132 @@ class SmtpTransport:
             pool = self._pools[mailbox.lower()] = _MailboxPool(
                 self.limit, lambda: self._open(mailbox)
             )
+        progress = _Progress()
         try:
             async with pool.connection() as connection:
-                refused, _ = await self._sendmail(connection.client, mailbox, recipients, data)
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            first = exc.recipients[0]
-            raise classify_smtp(
-                first.code, f"every recipient was refused: {first.message}"
-            ) from exc
-        except aiosmtplib.SMTPResponseException as exc:
-            raise classify_smtp(exc.code, exc.message) from exc
-        except ClientAuthenticationError as exc:
-            raise token_unavailable(exc) from exc
-        except ssl.SSLCertVerificationError as exc:
-            raise DeliveryError(
-                "TLSCertificate",
-                f"the server's certificate was not trusted: {exc}",
-                transient=False,
-                hint=f"check {self.host}'s certificate, or set MAILGW_SMTP_CA_FILE to the CA "
-                "that issued it",
-            ) from exc
-        except (TimeoutError, aiosmtplib.SMTPException, ssl.SSLError, OSError) as exc:
-            # A timeout or a dropped connection may come after the server took the message.
-            ambiguous = isinstance(
-                exc, aiosmtplib.SMTPReadTimeoutError | aiosmtplib.SMTPServerDisconnected
-            )
-            raise DeliveryError(
-                "SMTPConnection",
-                f"{type(exc).__name__}: {exc}",
-                transient=True,
-                ambiguous=ambiguous,
-                hint=f"could not talk to {self.host}:{self.port}; the gateway retries",
-            ) from exc
+                refused = await self._transact(
+                    connection.client, mailbox, recipients, data, progress
+                )
+        except Exception as exc:
+            raise self._classify(exc, progress) from exc
         detail = f"{self.host}:{self.port}"
         if refused:
             detail += " (refused: " + ", ".join(sorted(refused)) + ")"
             log.warning("message %s: some recipients refused: %s", message.id, refused)
         return SendReceipt(self.name, detail)
 
-    async def _sendmail(
-        self, client: aiosmtplib.SMTP, sender: str, recipients: list[str], data: bytes
-    ) -> tuple[dict[str, str], str]:
-        errors, reply = await client.sendmail(sender, recipients, data)
-        return {rcpt: str(response) for rcpt, response in errors.items()}, reply
+    async def _transact(
+        self,
+        client: aiosmtplib.SMTP,
+        sender: str,
+        recipients: list[str],
+        data: bytes,
+        progress: _Progress,
+    ) -> dict[str, str]:
+        """MAIL, RCPT..., DATA step by step, so a failure is known to be before DATA (nothing
+        can have been taken) or after it started (the server may have the message)."""
+        utf8 = not all(address.isascii() for address in (sender, *recipients))
+        options = ["SMTPUTF8"] if utf8 else []
+        if not data.isascii():
+            options.append("BODY=8BITMIME")  # RFC 6152: an 8-bit body must be declared
+        encoding = "utf-8" if utf8 else "ascii"
+        await client.mail(sender, options=options, encoding=encoding)
+        refused: dict[str, str] = {}
+        for recipient in recipients:
+            try:
+                await client.rcpt(recipient, encoding=encoding)
+            except aiosmtplib.SMTPRecipientRefused as exc:
+                refused[recipient] = f"{exc.code} {exc.message}"
+                if len(refused) == len(recipients):
+                    raise
+        progress.data_started = True
+        await client.data(data)
+        return refused
+
+    def _classify(self, exc: Exception, progress: _Progress) -> Exception:
+        """Every way a send can fail, as a DeliveryError (anything unknown stays a crash)."""
+        if isinstance(exc, DeliveryError):
+            return exc
+        if isinstance(exc, aiosmtplib.SMTPResponseException):
+            return classify_smtp(exc.code, exc.message)
+        if isinstance(exc, AzureError):
+            return token_unavailable(exc)
+        if isinstance(exc, aiosmtplib.SMTPNotSupported):
+            return DeliveryError(
+                "SMTPNotSupported",
+                str(exc),
+                transient=False,
+                hint="the server lacks an extension this message needs (SMTPUTF8 for "
+                "international addresses); use ASCII addresses or the Graph transport",
+            )
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return DeliveryError(
+                "TLSCertificate",
+                f"the server's certificate was not trusted: {exc}",
+                transient=False,
+                hint=f"check {self.host}'s certificate, or set MAILGW_SMTP_CA_FILE to the CA "
+                "that issued it",
+            )
+        if isinstance(exc, ssl.SSLError) and _protocol_refused(exc):
+            return DeliveryError(
+                "TLSVersion",
+                f"no TLS session could be agreed: {exc}",
+                transient=False,
+                hint=f"{self.host} must offer TLS 1.2 or newer; the gateway refuses older TLS",
+            )
+        if isinstance(exc, TimeoutError | aiosmtplib.SMTPException | ssl.SSLError | OSError):
+            # Only a failure once DATA started can leave the server holding the message.
+            ambiguous = progress.data_started
+            return DeliveryError(
+                "SMTPConnection",
+                f"{type(exc).__name__}: {exc}",
+                transient=True,
+                ambiguous=ambiguous,
+                hint=f"could not talk to {self.host}:{self.port}; the gateway retries"
+                + (" (the server may have taken the message)" if ambiguous else ""),
+            )
+        return exc
 
     async def _open(self, mailbox: str) -> aiosmtplib.SMTP:
-        """Connect, STARTTLS (required: aiosmtplib fails if the server does not offer it), and
-        for client submission AUTH XOAUTH2 as the mailbox."""
+        """Connect, require STARTTLS (TLS 1.2+), and for client submission AUTH XOAUTH2 as the
+        mailbox. Nothing is sent before the session is encrypted."""
         client = aiosmtplib.SMTP(
             hostname=self.host,
             port=self.port,
-            start_tls=True,
+            start_tls=False,
             tls_context=self.context,
             timeout=self.timeout,
         )
         await client.connect()
-        if self.credential is not None:
+        try:
+            await client.ehlo()
+            if not client.supports_extension("starttls"):
+                raise DeliveryError(
+                    "STARTTLSRequired",
+                    f"{self.host}:{self.port} does not offer STARTTLS",
+                    transient=False,
+                    hint="the gateway only sends over STARTTLS with TLS 1.2+: point "
+                    "MAILGW_SMTP_HOST/MAILGW_RELAY_HOST at a server that offers it (port 587 "
+                    "for submission, 25 for a relay connector)",
+                )
             try:
+                await client.starttls()
+            except ssl.SSLCertVerificationError:
+                raise
+            except (aiosmtplib.SMTPServerDisconnected, ssl.SSLError) as exc:
+                if isinstance(exc, ssl.SSLError) and _protocol_refused(exc):
+                    raise
+                raise DeliveryError(
+                    "TLSHandshake",
+                    f"the TLS handshake failed: {exc}",
+                    transient=True,
+                    hint=f"{self.host} must offer TLS 1.2 or newer with a certificate the gateway "
+                    "trusts; the gateway retries in case it was the network",
+                ) from exc
+            if self.credential is not None:
                 token = await self.credential.get_token(self.scope)
                 await client.auth_xoauth2(mailbox, token.token)
-            except BaseException:
-                client.close()
-                raise
+        except BaseException:
+            client.close()
+            raise
         return client

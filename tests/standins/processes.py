@@ -105,3 +105,84 @@ def start_standins(latency_seconds: float = 0.0) -> StandInProcesses:
         graph=RemoteGraphStandIn(graph_info["url"]),
         processes=[identity, graph],
     )
+
+
+# --- the SMTP stand-in (client submission or relay connector) -------------------------------------
+from standins.smtp import RemoteSmtpStandIn  # noqa: E402
+
+
+@dataclass
+class SmtpStandInProcess:
+    """An SMTP stand-in process (and, for submission, the identity stand-in whose tokens it
+    checks). ``smtp`` is the admin client; ``info`` the stand-in's ``READY`` line."""
+
+    mode: str
+    info: dict[str, Any]
+    smtp: RemoteSmtpStandIn
+    identity_env: dict[str, str] = field(default_factory=dict)
+    processes: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    def gateway_env(self) -> dict[str, str]:
+        """The settings that point the gateway's ``smtp`` or ``relay`` transport at this stand-in
+        (host, port, CA file; for submission also the managed-identity credential)."""
+        env: dict[str, str] = dict(self.info["env"])
+        if self.identity_env:
+            env.update({"MAILGW_CREDENTIAL": "managed_identity", **self.identity_env})
+        return env
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def __enter__(self) -> SmtpStandInProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_smtp_standin(
+    mode: str = "submission",
+    *,
+    accepted_domains: tuple[str, ...] = (),
+    allowed_users: tuple[str, ...] | None = None,
+    max_connections_per_user: int = 3,
+    identity: bool | None = None,
+) -> SmtpStandInProcess:
+    """``python -m standins.smtp`` (``mode`` ``submission`` | ``relay``) as a process; with
+    ``identity`` (default: for submission) also ``python -m standins.identity``, sharing the
+    default signing key, so the gateway's managed-identity tokens pass XOAUTH2."""
+    with_identity = mode == "submission" if identity is None else identity
+    processes: list[subprocess.Popen[str]] = []
+    identity_env: dict[str, str] = {}
+    try:
+        if with_identity:
+            identity_process, identity_info = _spawn("standins.identity")
+            processes.append(identity_process)
+            identity_env = {k: identity_info[k] for k in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER")}
+        args = ["--mode", mode, "--max-connections-per-user", str(max_connections_per_user)]
+        for domain in accepted_domains:
+            args += ["--accepted-domain", domain]
+        for user in allowed_users or ():
+            args += ["--allowed-user", user]
+        smtp_process, info = _spawn("standins.smtp", *args)
+        processes.append(smtp_process)
+    except BaseException:
+        for process in processes:
+            process.kill()
+            process.wait()
+        raise
+    return SmtpStandInProcess(
+        mode=mode,
+        info=info,
+        smtp=RemoteSmtpStandIn(info["adminUrl"]),
+        identity_env=identity_env,
+        processes=processes,
+    )

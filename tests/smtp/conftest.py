@@ -1,0 +1,166 @@
+"""SMTP transport fixtures: the gateway's own SmtpTransport (real aiosmtplib inside) against the
+SMTP stand-in on 127.0.0.1, with tokens from azure-identity's real ManagedIdentityCredential talking
+to the identity stand-in through IDENTITY_ENDPOINT / IDENTITY_HEADER (as in tests/graph).
+
+``smtp``: Exchange Online's client submission endpoint (STARTTLS, TLS 1.2+, XOAUTH2 checked against
+the identity stand-in's tokens for https://outlook.office365.com). ``relay_server``: a relay
+connector for the accepted domain contoso.com (STARTTLS, no AUTH). ``make_pipeline(transport)``:
+:class:`mailgw.delivery.Delivery` with its state store on real Azurite queues and tables, driven
+one queue-trigger invocation at a time (the Graph tests' Pipeline).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from smtp_helpers import Pipeline
+
+from mailgw.delivery import Delivery, RetryPolicy
+from mailgw.queue import MailQueue
+from mailgw.settings import Settings
+from mailgw.store import StateStore
+from mailgw.transports.base import Transport
+from mailgw.transports.smtp import SmtpTransport
+from standins.identity import IdentityStandIn
+from standins.smtp import SmtpStandIn
+
+#: variables that would make azure-identity pick another managed identity flavour than App Service
+OTHER_MI_VARIABLES = (
+    "IDENTITY_SERVER_THUMBPRINT",
+    "IMDS_ENDPOINT",
+    "MSI_ENDPOINT",
+    "MSI_SECRET",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "AZURE_CLIENT_ID",
+)
+ALLOWED_SENDERS = "*@contoso.com,*@fabrikam.com"
+
+
+@pytest.fixture
+async def identity(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[IdentityStandIn]:
+    async with IdentityStandIn() as server:
+        for name in OTHER_MI_VARIABLES:
+            monkeypatch.delenv(name, raising=False)
+        for name, value in server.env().items():
+            monkeypatch.setenv(name, value)
+        yield server
+
+
+@pytest.fixture
+async def smtp() -> AsyncIterator[SmtpStandIn]:
+    """smtp.office365.com:587 as the gateway meets it (any mailbox may authenticate)."""
+    async with SmtpStandIn(mode="submission") as server:
+        yield server
+
+
+@pytest.fixture
+async def relay_server() -> AsyncIterator[SmtpStandIn]:
+    """contoso-com.mail.protection.outlook.com:25 with a connector for contoso.com."""
+    async with SmtpStandIn(mode="relay", accepted_domains=["contoso.com"]) as server:
+        yield server
+
+
+def _settings(env: dict[str, str], overrides: dict[str, str | None]) -> Settings:
+    for name, value in overrides.items():
+        if value is None:
+            env.pop(name, None)  # None removes a setting
+        else:
+            env[name] = value
+    return Settings.from_env(env)
+
+
+@pytest.fixture
+def smtp_settings(smtp: SmtpStandIn, identity: IdentityStandIn) -> Callable[..., Settings]:
+    """``smtp_settings(MAILGW_X="...")``: client submission to the stand-in (``None`` unsets)."""
+
+    def make(**overrides: str | None) -> Settings:
+        env = {
+            "MAILGW_CREDENTIAL": "managed_identity",
+            "MAILGW_ALLOWED_SENDERS": ALLOWED_SENDERS,
+            "MAILGW_SMTP_TIMEOUT_SECONDS": "5",
+            **identity.env(),
+            **smtp.gateway_env(),
+        }
+        return _settings(env, overrides)
+
+    return make
+
+
+@pytest.fixture
+def relay_settings(relay_server: SmtpStandIn) -> Callable[..., Settings]:
+    def make(**overrides: str | None) -> Settings:
+        env = {
+            "MAILGW_ALLOWED_SENDERS": ALLOWED_SENDERS,
+            "MAILGW_SMTP_TIMEOUT_SECONDS": "5",
+            **relay_server.gateway_env(),
+        }
+        return _settings(env, overrides)
+
+    return make
+
+
+@pytest.fixture
+async def transport(smtp_settings: Callable[..., Settings]) -> AsyncIterator[SmtpTransport]:
+    smtp_transport = SmtpTransport(smtp_settings())
+    yield smtp_transport
+    await smtp_transport.aclose()
+
+
+@pytest.fixture
+async def relay(relay_settings: Callable[..., Settings]) -> AsyncIterator[SmtpTransport]:
+    relay_transport = SmtpTransport(relay_settings(), relay=True)
+    yield relay_transport
+    await relay_transport.aclose()
+
+
+@pytest.fixture
+def queue_settings(azurite: Any) -> Settings:
+    """A fresh queue, payload container and state table on Azurite (what Delivery needs; the
+    transport under test is handed to it separately)."""
+    suffix = uuid.uuid4().hex[:12]
+    return Settings.from_env(
+        {
+            "AzureWebJobsStorage": azurite.connection_string,
+            "MAILGW_TRANSPORT": "outbox",
+            "MAILGW_ALLOWED_SENDERS": ALLOWED_SENDERS,
+            "MAILGW_QUEUE": f"smtp-{suffix}",
+            "MAILGW_PAYLOAD_CONTAINER": f"payloads-{suffix}",
+            "MAILGW_STATE_TABLE": f"state{suffix}",
+        }
+    )
+
+
+@pytest.fixture
+async def mail_queue(queue_settings: Settings) -> AsyncIterator[MailQueue]:
+    queue = MailQueue(
+        queue_settings.storage(), queue_settings.queue, queue_settings.payload_container
+    )
+    yield queue
+    await queue.close()
+
+
+@pytest.fixture
+async def store(queue_settings: Settings) -> AsyncIterator[StateStore]:
+    state = StateStore(queue_settings.storage(), queue_settings.state_table)
+    yield state
+    await state.close()
+
+
+#: retries become visible at once (queue delays are whole seconds; backoff this small rounds to 0)
+FAST_RETRIES = RetryPolicy(max_attempts=8, base_seconds=0.001, cap_seconds=0.001)
+
+
+@pytest.fixture
+def make_pipeline(
+    queue_settings: Settings, mail_queue: MailQueue, store: StateStore
+) -> Callable[..., Pipeline]:
+    """``make_pipeline(transport)``: Delivery on the real queues and state table."""
+
+    def make(transport: Transport, retry: RetryPolicy = FAST_RETRIES) -> Pipeline:
+        delivery = Delivery(queue_settings, mail_queue, transport, store, retry=retry)
+        return Pipeline(mail_queue, delivery)
+
+    return make
