@@ -16,13 +16,14 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from devhost.azurite import Azurite  # noqa: E402
 from mailgw.storage import AZURITE_DEFAULT_PORTS  # noqa: E402
-from standins.processes import StandInProcesses, start_standins  # noqa: E402
+from standins.processes import start_smtp_standin, start_standins  # noqa: E402
 
 PORT = int(os.environ.get("MAILGW_LOCAL_PORT", "7071"))
 
@@ -49,14 +50,44 @@ def _local_settings() -> dict[str, str]:
     }
 
 
-def _needs_standins(values: dict[str, str]) -> bool:
-    """Graph with a managed identity cannot work on a laptop: there is no identity endpoint.
-    Then the local stand-ins play Graph and the identity, so the whole path still runs."""
-    return (
-        values.get("MAILGW_TRANSPORT") == "graph"
-        and values.get("MAILGW_CREDENTIAL", "managed_identity") == "managed_identity"
-        and not values.get("IDENTITY_ENDPOINT")
-    )
+class LocalStandIns(Protocol):
+    def gateway_env(self) -> dict[str, str]: ...
+    def stop(self) -> None: ...
+
+
+def _start_standins(values: dict[str, str]) -> tuple[LocalStandIns, str] | None:
+    """A laptop has no managed identity, no Graph and no Exchange: when the transport needs them
+    and nothing real is configured, local stand-ins play them, so the whole path still runs.
+    Returns the stand-ins and a line saying where to look."""
+    transport = values.get("MAILGW_TRANSPORT")
+    no_identity = values.get(
+        "MAILGW_CREDENTIAL", "managed_identity"
+    ) == "managed_identity" and not values.get("IDENTITY_ENDPOINT")
+    real = "(To use your real tenant instead: MAILGW_CREDENTIAL=default after az login.)"
+    if transport == "graph" and no_identity:
+        graph = start_standins()
+        return graph, (
+            "No managed identity on this machine, so local stand-ins play Microsoft Graph\n"
+            f"({graph.graph_url}) and the identity endpoint. See what Graph received:\n"
+            f"  curl {graph.graph_url}/_standin/delivered\n{real}"
+        )
+    if transport == "smtp" and no_identity and not values.get("MAILGW_SMTP_HOST"):
+        smtp = start_smtp_standin("submission")
+        return smtp, (
+            "No managed identity or Exchange here, so a local SMTP server (STARTTLS, XOAUTH2)\n"
+            "and identity stand-in play smtp.office365.com. See what it received:\n"
+            f"  curl {smtp.info['adminUrl']}/_standin/received\n{real}"
+        )
+    if transport == "relay" and not values.get("MAILGW_RELAY_HOST"):
+        senders = values.get("MAILGW_ALLOWED_SENDERS", "").split(",")
+        domains = tuple({s.strip().rpartition("@")[2] for s in senders if "@" in s})
+        relay = start_smtp_standin("relay", accepted_domains=domains)
+        return relay, (
+            "No MAILGW_RELAY_HOST, so a local SMTP server (STARTTLS, no AUTH) plays your\n"
+            "<domain>.mail.protection.outlook.com relay. See what it received:\n"
+            f"  curl {relay.info['adminUrl']}/_standin/received"
+        )
+    return None
 
 
 def _wait_ready(process: subprocess.Popen[bytes], timeout: float = 60) -> None:
@@ -75,7 +106,7 @@ def _wait_ready(process: subprocess.Popen[bytes], timeout: float = 60) -> None:
     raise SystemExit(f"the dev host did not become ready on port {PORT} in {timeout:.0f}s")
 
 
-def _banner(values: dict[str, str], standins: StandInProcesses | None) -> str:
+def _banner(values: dict[str, str], standin_note: str | None) -> str:
     sender = values.get("MAILGW_ALLOWED_SENDERS", "").split(",")[0].strip().replace("*", "noreply")
     body = json.dumps(
         {
@@ -87,13 +118,8 @@ def _banner(values: dict[str, str], standins: StandInProcesses | None) -> str:
     )
     outbox = (ROOT / values.get("MAILGW_OUTBOX_DIR", "outbox")).resolve()
     where = f"The message lands as an .eml file in {outbox}/"
-    if standins:
-        where = (
-            f"No managed identity on this machine, so local stand-ins play Microsoft Graph\n"
-            f"({standins.graph_url}) and the identity endpoint. See what Graph received:\n"
-            f"  curl {standins.graph_url}/_standin/delivered\n"
-            f"(To send through your real tenant instead: MAILGW_CREDENTIAL=default after az login.)"
-        )
+    if standin_note:
+        where = standin_note
     elif values.get("MAILGW_TRANSPORT") != "outbox":
         where = f"Transport {values.get('MAILGW_TRANSPORT')}: the message goes out for real."
     return f"""
@@ -138,7 +164,8 @@ def main() -> int:
         if azurite:
             azurite.stop()
         return 1
-    standins = start_standins() if _needs_standins(values) else None
+    started = _start_standins(values)
+    standins, note = started if started else (None, None)
     env = {**os.environ, **(standins.gateway_env() if standins else {})}
     host = subprocess.Popen(
         [sys.executable, "-m", "devhost", "--app-dir", str(ROOT), "--port", str(PORT)],
@@ -147,7 +174,7 @@ def main() -> int:
     )
     try:
         _wait_ready(host)
-        print(_banner(values, standins), flush=True)
+        print(_banner(values, note), flush=True)
         host.wait()
     except KeyboardInterrupt:
         pass
