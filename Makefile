@@ -4,10 +4,15 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 AZURITE := node_modules/.bin/azurite
+# Infrastructure checkers (pycep-parser, checkov, shellcheck) live in their own venv: checkov's ~95
+# pinned dependencies must not meet the app's. tests/infra runs them by subprocess.
+INFRA_VENV  := .venv-infra
+INFRA_STAMP := $(INFRA_VENV)/.installed-stamp
+INFRA_REQS  := tests/infra/requirements-infra.txt
 
-.PHONY: install run test lint typecheck pytest bench schema clean
+.PHONY: install run test lint typecheck pytest bench schema clean infra-check
 
-install: $(STAMP) $(AZURITE)
+install: $(STAMP) $(AZURITE) $(INFRA_STAMP)
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,12 +20,19 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
+# Every package is pinned in $(INFRA_REQS), so --no-deps installs exactly that set (see its header).
+$(INFRA_STAMP): $(INFRA_REQS)
+	test -x $(INFRA_VENV)/bin/python || $(PYTHON) -m venv $(INFRA_VENV)
+	echo '*' > $(INFRA_VENV)/.gitignore
+	$(INFRA_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -r $(INFRA_REQS)
+	touch $@
+
 $(AZURITE): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 ## run: Azurite + dev host + outbox transport; prints a ready-to-paste curl. Ctrl-C stops all.
-run: install
+run: $(STAMP) $(AZURITE)
 	$(BIN)/python scripts/run_local.py
 
 ## test: everything: lint, types, schema freshness, unit, integration (Azurite), end-to-end (dev host).
@@ -36,8 +48,12 @@ typecheck:
 pytest:
 	$(BIN)/python -m pytest
 
+## infra-check: only the infrastructure checks (Bicep parse, checkov, infra <-> app consistency).
+infra-check: $(STAMP) $(INFRA_STAMP)
+	$(BIN)/python -m pytest tests/infra
+
 ## bench: benchmarks that print ratios against a baseline measured in the same run.
-bench: install
+bench: $(STAMP) $(AZURITE)
 	$(BIN)/python bench/intake.py
 	$(BIN)/python bench/delivery.py
 
@@ -46,4 +62,4 @@ schema: $(STAMP)
 	$(BIN)/python -m mailgw.schema
 
 clean:
-	rm -rf $(VENV) node_modules .azurite .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(INFRA_VENV) node_modules .azurite .mypy_cache .ruff_cache .pytest_cache

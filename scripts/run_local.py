@@ -71,7 +71,8 @@ def _start_standins(values: dict[str, str]) -> tuple[LocalStandIns, str] | None:
             f"({graph.graph_url}) and the identity endpoint. See what Graph received:\n"
             f"  curl {graph.graph_url}/_standin/delivered\n{real}"
         )
-    if transport == "smtp" and no_identity and not values.get("MAILGW_SMTP_HOST"):
+    smtp_host = values.get("MAILGW_SMTP_HOST") or "smtp.office365.com"
+    if transport == "smtp" and no_identity and smtp_host == "smtp.office365.com":
         smtp = start_smtp_standin("submission")
         return smtp, (
             "No managed identity or Exchange here, so a local SMTP server (STARTTLS, XOAUTH2)\n"

@@ -246,9 +246,13 @@ class Template:
         name = function["type"]
         raw = [value for value in function.get("parameters", {}).values() if value is not None]
         args = [self.eval(value) for value in raw]
+        rendered = ", ".join(to_text(arg) for arg in args)
+        if name != "union" and any(isinstance(arg, Ref) for arg in args):
+            # toLower(uniqueString(...)) and the like: known only at deployment time
+            return Ref(f"{name}({rendered})")
         if name == "string":
             (value,) = args
-            return value if isinstance(value, Ref) else to_text(value)
+            return to_text(value)
         if name == "union":
             merged: dict[str, Any] = {}
             for arg in args:
@@ -275,7 +279,6 @@ class Template:
             return (max if name == "max" else min)(args)
         if name == "concat":
             return [item for arg in args for item in arg]
-        rendered = ", ".join(to_text(arg) for arg in args)
         return Ref(f"{name}({rendered})")
 
 

@@ -1,0 +1,411 @@
+// mailgw: the whole gateway in one resource group. Deployed by `azd up` (azure.yaml) or by
+// `az deployment group create -g <rg> -f infra/main.bicep -p ...` (docs/deploy.md).
+//
+// What it creates: a user-assigned managed identity, a storage account with no shared keys (queue,
+// poison queue, state table, payload container with a lifecycle backstop, deployment container),
+// Log Analytics + Application Insights with local auth disabled, the role assignments the identity
+// needs, and a Function App on the Flex Consumption plan (Linux, Python 3.11) whose app settings are
+// every setting the gateway reads. Optional: a tenant-wide Mail.Send grant in Entra ID (off: Exchange
+// RBAC for Applications is the recommended way, docs/graph-permissions.md) and the app registration
+// for cross-tenant sending. No key, connection string with a key, or client secret exists anywhere.
+targetScope = 'resourceGroup'
+
+metadata description = 'mailgw: a serverless Microsoft 365 mail gateway on Azure Functions Flex Consumption'
+
+// ---------------------------------------------------------------------------------------------
+// Types
+// ---------------------------------------------------------------------------------------------
+
+@description('MAILGW_GRAPH_MODE: sendmail (Mail.Send, one request per message) or draft (Mail.Send + Mail.ReadWrite, exactly once, attachments up to 150 MB).')
+type graphModeType = 'sendmail' | 'draft'
+
+@description('MAILGW_TRANSPORT in Azure: Microsoft Graph, SMTP AUTH with XOAUTH2, or a relay connector (the outbox transport is for local use only).')
+type transportType = 'graph' | 'smtp' | 'relay'
+
+@description('Flex Consumption instance sizes, in MB.')
+type instanceMemoryType = 512 | 2048 | 4096
+
+@description('Replication of the storage account that holds the queue, the state table and the payloads.')
+type storageSkuType = 'Standard_LRS' | 'Standard_ZRS' | 'Standard_GRS' | 'Standard_GZRS'
+
+@description('The kind of principal an operator role assignment is for.')
+type principalTypeType = 'User' | 'Group' | 'ServicePrincipal'
+
+// ---------------------------------------------------------------------------------------------
+// Parameters: deployment
+// ---------------------------------------------------------------------------------------------
+
+@minLength(1)
+@maxLength(64)
+@description('Environment name (azd: AZURE_ENV_NAME). Part of the hash that makes resource names unique, and a tag.')
+param environmentName string
+
+@description('Region of every resource. It must offer the Flex Consumption plan: az functionapp list-flexconsumption-locations.')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string = resourceGroup().location
+
+@description('Tags added to every resource.')
+param tags object = {}
+
+@description('Memory of each Flex Consumption instance in MB. 2048 fits 150 MB attachments comfortably; 512 is cheaper for small mail.')
+param instanceMemoryMB instanceMemoryType = 2048
+
+@minValue(1)
+@maxValue(1000)
+@description('Most instances the app scales out to. Graph allows 4 concurrent requests per mailbox in total, so more instances only help when mail comes from many mailboxes.')
+param maximumInstanceCount int = 10
+
+@minValue(0)
+@maxValue(10)
+@description('Always-ready instances for the HTTP functions and for the delivery function each (0 = scale to zero). 1 removes the cold start of the first message after an idle period, at a baseline cost.')
+param alwaysReadyInstances int = 0
+
+@description('Zone-redundant Flex Consumption plan: instances spread across availability zones. Costly: the platform then keeps at least two always-ready instances per function group (HTTP, delivery, poison recorder, clean-up timer).')
+param zoneRedundant bool = false
+
+@description('Storage replication. ZRS survives the loss of a zone; choose LRS where the region has no zones.')
+param storageSku storageSkuType = 'Standard_ZRS'
+
+@minValue(30)
+@maxValue(730)
+@description('Days Log Analytics keeps logs and Application Insights telemetry.')
+param logRetentionDays int = 30
+
+@description('Object id of a person or group who operates the gateway with the mailgw CLI (failed list/replay/purge, store cleanup): gets data access to the queue, table and payloads. Empty: nobody. azd passes the signed-in user (AZURE_PRINCIPAL_ID).')
+param operatorPrincipalId string = ''
+
+@description('Kind of operatorPrincipalId.')
+param operatorPrincipalType principalTypeType = 'User'
+
+// ---------------------------------------------------------------------------------------------
+// Parameters: the gateway's own settings (app settings of the same name; defaults are mailgw's)
+// ---------------------------------------------------------------------------------------------
+
+@minLength(3)
+@description('MAILGW_ALLOWED_SENDERS (required): comma list of mailboxes and *@domain patterns the gateway may send as. Use the same mailboxes as the Exchange RBAC scope.')
+param allowedSenders string
+
+@description('MAILGW_TRANSPORT: graph (default; permissions: docs/graph-permissions.md), smtp (SMTP AUTH with XOAUTH2 to smtp.office365.com:587 with the identity token), or relay (an inbound connector on <domain>.mail.protection.outlook.com:25; needs relayHost, a fixed outbound IP through VNet integration and a NAT gateway, which this template does not create: docs/transports.md).')
+param transport transportType = 'graph'
+
+@description('MAILGW_RELAY_HOST: the relay connector host (<domain>.mail.protection.outlook.com); only used, and then required, with transport=relay.')
+param relayHost string = ''
+
+@minLength(3)
+@maxLength(56)
+@description('MAILGW_QUEUE: the outbound queue. Its poison queue is <queue>-poison, as the Functions host names it; both are created here.')
+param queueName string = 'mail-outbound'
+
+@minLength(3)
+@maxLength(63)
+@description('MAILGW_STATE_TABLE: table of message states and idempotency keys (letters and digits, starting with a letter).')
+param stateTableName string = 'mailgwstate'
+
+@minLength(3)
+@maxLength(63)
+@description('MAILGW_PAYLOAD_CONTAINER: blob container of claim-checked payloads over the 64 KiB queue limit.')
+param payloadContainerName string = 'mail-payloads'
+
+@description('MAILGW_GRAPH_ENDPOINT: Microsoft Graph root. Sovereign clouds: https://graph.microsoft.us, https://dod-graph.microsoft.us, https://microsoftgraph.chinacloudapi.cn.')
+param graphEndpoint string = 'https://graph.microsoft.com'
+
+@description('MAILGW_GRAPH_MODE: sendmail needs Mail.Send; draft (exactly once, up to 150 MB) also needs Mail.ReadWrite.')
+param graphMode graphModeType = 'sendmail'
+
+@minValue(1)
+@description('MAILGW_GRAPH_TIMEOUT_SECONDS: timeout of every Graph request.')
+param graphTimeoutSeconds int = 30
+
+@minValue(1)
+@maxValue(4)
+@description('MAILGW_MAILBOX_CONCURRENCY: Graph requests in flight per mailbox per instance (Graph allows 4).')
+param mailboxConcurrency int = 4
+
+@minValue(1)
+@description('MAILGW_RETENTION_DAYS: days a message state (and its kept payload) is kept after acceptance. The payload lifecycle rule deletes blobs a little later, as a backstop.')
+param retentionDays int = 30
+
+@minValue(1)
+@description('MAILGW_IDEMPOTENCY_HOURS: hours an Idempotency-Key keeps answering with its first message.')
+param idempotencyHours int = 24
+
+@minValue(1)
+@description('MAILGW_MAX_REQUEST_BYTES: largest accepted HTTP body (the Functions host allows 100 MiB).')
+param maxRequestBytes int = 104857600
+
+@minValue(1)
+@description('MAILGW_MAX_ATTACHMENT_BYTES: largest total of decoded attachments (Graph allows 150 MiB).')
+param maxAttachmentBytes int = 157286400
+
+@minValue(1)
+@description('MAILGW_MAX_ATTEMPTS: delivery attempts for transient failures before a message is poisoned.')
+param maxAttempts int = 8
+
+@minValue(1)
+@description('MAILGW_MAX_AGE_SECONDS: a message still failing this long after acceptance is poisoned.')
+param maxAgeSeconds int = 86400
+
+// ---------------------------------------------------------------------------------------------
+// Parameters: Microsoft Graph permissions (optional; see docs/graph-permissions.md)
+// ---------------------------------------------------------------------------------------------
+
+@description('Grant the identity Mail.Send (and Mail.ReadWrite in draft mode) in Entra ID, tenant-wide. Off by default: prefer Exchange RBAC for Applications (scripts/grant-exchange-rbac.ps1), which can be scoped to your sender mailboxes. Never combine both: Exchange adds an Entra grant to the RBAC grants, which voids the scope. Needs a deployer who may grant app roles (Privileged Role Administrator or AppRoleAssignment.ReadWrite.All). Ignored in cross-tenant mode.')
+param grantGraphMailSendInEntra bool = false
+
+@description('Cross-tenant sending: the id of the tenant that owns the mailboxes. Empty (default): the mailboxes are in this tenant and the identity calls Graph directly. Set: an app registration (multitenant) is created here with the identity as its federated credential, and MAILGW_CREDENTIAL=federated_managed_identity. The mail tenant admin then creates its service principal there (docs/deploy.md).')
+param mailTenantId string = ''
+
+@description('Unique name (and display name) of the cross-tenant app registration.')
+param crossTenantAppName string = 'mailgw-${environmentName}-sender'
+
+// ---------------------------------------------------------------------------------------------
+// Names and shared values
+// ---------------------------------------------------------------------------------------------
+
+var resourceToken = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))
+var allTags = union(tags, {
+  'azd-env-name': environmentName
+  application: 'mailgw'
+})
+var functionAppName = 'func-mailgw-${resourceToken}'
+var storageAccountName = 'stmailgw${resourceToken}'
+var deploymentContainerName = 'app-package'
+var crossTenant = !empty(mailTenantId)
+
+// Microsoft Graph application permissions (app role ids are the same in every tenant).
+var graphAppRoles = {
+  mailSend: 'b633e1c5-b582-4048-a93e-9f11b44c7e96'
+  mailReadWrite: 'e2a3a72e-5f79-4c64-b1b1-878b674786c9'
+}
+var graphAppRoleIds = (graphMode == 'draft') ? [graphAppRoles.mailSend, graphAppRoles.mailReadWrite] : [graphAppRoles.mailSend]
+
+// The audience of the token exchange follows the cloud of MAILGW_GRAPH_ENDPOINT, as mailgw/identity.py does.
+var tokenExchangeAudiences = {
+  'graph.microsoft.us': 'api://AzureADTokenExchangeUSGov'
+  'dod-graph.microsoft.us': 'api://AzureADTokenExchangeUSGov'
+  'microsoftgraph.chinacloudapi.cn': 'api://AzureADTokenExchangeChina'
+}
+var graphHost = toLower(split(graphEndpoint, '/')[2])
+var tokenExchangeAudience = contains(tokenExchangeAudiences, graphHost) ? tokenExchangeAudiences[graphHost] : 'api://AzureADTokenExchange'
+
+// ---------------------------------------------------------------------------------------------
+// Identity, monitoring, storage, role assignments
+// ---------------------------------------------------------------------------------------------
+
+// One user-assigned identity for everything: storage (host and app), the deployment package,
+// Application Insights, and Microsoft Graph. User-assigned because only a user-assigned identity
+// can be the federated credential of an app registration (cross-tenant mode), and because its ids
+// exist before the Function App, so Exchange RBAC can be prepared in parallel.
+resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: 'id-mailgw-${resourceToken}'
+  location: location
+  tags: allTags
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  params: {
+    location: location
+    tags: allTags
+    workspaceName: 'log-mailgw-${resourceToken}'
+    appInsightsName: 'appi-mailgw-${resourceToken}'
+    retentionInDays: logRetentionDays
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  params: {
+    location: location
+    tags: allTags
+    name: storageAccountName
+    skuName: storageSku
+    queueNames: [
+      queueName
+      '${queueName}-poison'
+    ]
+    stateTableName: stateTableName
+    payloadContainerName: payloadContainerName
+    deploymentContainerName: deploymentContainerName
+    payloadRetentionDays: retentionDays
+  }
+}
+
+module rbac 'modules/rbac.bicep' = {
+  name: 'rbac'
+  params: {
+    storageAccountName: storage.outputs.name
+    appInsightsName: monitoring.outputs.appInsightsName
+    identityPrincipalId: identity.properties.principalId
+    operatorPrincipalId: operatorPrincipalId
+    operatorPrincipalType: operatorPrincipalType
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Microsoft Graph (optional): Entra grant, or the cross-tenant app registration
+// ---------------------------------------------------------------------------------------------
+
+module graphGrant 'modules/graph-app-roles.bicep' = if (grantGraphMailSendInEntra && !crossTenant) {
+  name: 'graph-app-roles'
+  params: {
+    principalId: identity.properties.principalId
+    appRoleIds: graphAppRoleIds
+  }
+}
+
+module crossTenantApp 'modules/cross-tenant-app.bicep' = if (crossTenant) {
+  name: 'cross-tenant-app'
+  params: {
+    uniqueName: crossTenantAppName
+    identityPrincipalId: identity.properties.principalId
+    tokenExchangeAudience: tokenExchangeAudience
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The gateway's settings: every MAILGW_* setting the app reads (mailgw/settings.py,
+// mailgw/identity.py). Host plumbing (AzureWebJobsStorage__*, Application Insights) is added by
+// modules/function-app.bicep. tests/infra checks this list against the code.
+// ---------------------------------------------------------------------------------------------
+
+var gatewaySettings = [
+  {
+    name: 'MAILGW_TRANSPORT'
+    value: transport
+  }
+  {
+    name: 'MAILGW_QUEUE'
+    value: queueName
+  }
+  {
+    name: 'MAILGW_ALLOWED_SENDERS'
+    value: allowedSenders
+  }
+  {
+    name: 'MAILGW_GRAPH_ENDPOINT'
+    value: graphEndpoint
+  }
+  {
+    name: 'MAILGW_GRAPH_MODE'
+    value: graphMode
+  }
+  {
+    name: 'MAILGW_GRAPH_TIMEOUT_SECONDS'
+    value: string(graphTimeoutSeconds)
+  }
+  {
+    name: 'MAILGW_MAILBOX_CONCURRENCY'
+    value: string(mailboxConcurrency)
+  }
+  {
+    name: 'MAILGW_STATE_TABLE'
+    value: stateTableName
+  }
+  {
+    name: 'MAILGW_PAYLOAD_CONTAINER'
+    value: payloadContainerName
+  }
+  {
+    name: 'MAILGW_RETENTION_DAYS'
+    value: string(retentionDays)
+  }
+  {
+    name: 'MAILGW_IDEMPOTENCY_HOURS'
+    value: string(idempotencyHours)
+  }
+  {
+    name: 'MAILGW_MAX_REQUEST_BYTES'
+    value: string(maxRequestBytes)
+  }
+  {
+    name: 'MAILGW_MAX_ATTACHMENT_BYTES'
+    value: string(maxAttachmentBytes)
+  }
+  {
+    name: 'MAILGW_MAX_ATTEMPTS'
+    value: string(maxAttempts)
+  }
+  {
+    name: 'MAILGW_MAX_AGE_SECONDS'
+    value: string(maxAgeSeconds)
+  }
+  {
+    name: 'MAILGW_CREDENTIAL'
+    value: crossTenant ? 'federated_managed_identity' : 'managed_identity'
+  }
+  // azure-identity picks the user-assigned identity by its client id.
+  {
+    name: 'AZURE_CLIENT_ID'
+    value: identity.properties.clientId
+  }
+]
+
+var crossTenantSettings = crossTenant ? [
+  {
+    name: 'MAILGW_TENANT_ID'
+    value: mailTenantId
+  }
+  {
+    name: 'MAILGW_APP_CLIENT_ID'
+    value: (crossTenantApp.?outputs.appClientId) ?? ''
+  }
+] : []
+
+var relaySettings = (transport == 'relay') ? [
+  {
+    name: 'MAILGW_RELAY_HOST'
+    value: relayHost
+  }
+] : []
+
+module functionApp 'modules/function-app.bicep' = {
+  name: 'function-app'
+  params: {
+    location: location
+    tags: allTags
+    name: functionAppName
+    planName: 'plan-mailgw-${resourceToken}'
+    identityId: identity.id
+    identityClientId: identity.properties.clientId
+    storageAccountName: storage.outputs.name
+    deploymentContainerName: deploymentContainerName
+    appInsightsName: monitoring.outputs.appInsightsName
+    instanceMemoryMB: instanceMemoryMB
+    maximumInstanceCount: maximumInstanceCount
+    alwaysReadyInstances: alwaysReadyInstances
+    zoneRedundant: zoneRedundant
+    appSettings: concat(gatewaySettings, crossTenantSettings, relaySettings)
+  }
+  // The identity must hold its storage roles before the host starts and the first package lands.
+  dependsOn: [
+    rbac
+  ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outputs (azd stores them in the environment: `azd env get-values`)
+// ---------------------------------------------------------------------------------------------
+
+@description('Base URL of the HTTP API: POST <url>/v1/messages.')
+output FUNCTION_URL string = 'https://${functionApp.outputs.defaultHostName}/api'
+output FUNCTION_APP_NAME string = functionApp.outputs.name
+output IDENTITY_CLIENT_ID string = identity.properties.clientId
+@description('Service principal object id of the identity: the ObjectId for Exchange RBAC (New-ServicePrincipal, New-ManagementRoleAssignment -App).')
+output IDENTITY_PRINCIPAL_ID string = identity.properties.principalId
+output STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.appInsightsName
+@description('Client id of the cross-tenant app registration; empty when cross-tenant mode is off.')
+output CROSS_TENANT_APP_CLIENT_ID string = (crossTenantApp.?outputs.appClientId) ?? ''
+
+// For the mailgw CLI after `eval "$(azd env get-values)"`: status/send use MAILGW_URL, the
+// operator commands reach storage with these names and `az login`.
+output MAILGW_URL string = 'https://${functionApp.outputs.defaultHostName}'
+output AzureWebJobsStorage__accountName string = storage.outputs.name
+output MAILGW_QUEUE string = queueName
+output MAILGW_STATE_TABLE string = stateTableName
+output MAILGW_PAYLOAD_CONTAINER string = payloadContainerName
