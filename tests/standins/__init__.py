@@ -21,6 +21,7 @@ import socket
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -29,7 +30,14 @@ from aiohttp import web
 
 from support import wait_until
 
-__all__ = ["LOOPBACK", "StandInServer", "json_response", "poll_until", "poll_until_async"]
+__all__ = [
+    "LOOPBACK",
+    "RemoteAdmin",
+    "StandInServer",
+    "json_response",
+    "poll_until",
+    "poll_until_async",
+]
 
 LOOPBACK = "127.0.0.1"
 
@@ -218,6 +226,25 @@ def json_response(
         content_type="application/json",
         headers=headers,
     )
+
+
+class RemoteAdmin:
+    """Synchronous client of a stand-in's ``/_standin/...`` admin endpoints in another process."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+
+    def _call(self, method: str, what: str, payload: Any = None) -> Any:
+        data = None if payload is None else json.dumps(payload).encode()
+        request = urllib.request.Request(
+            f"{self.url}/_standin/{what}",
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"} if data else {},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # loopback only
+            body = response.read()
+        return json.loads(body) if body else None
 
 
 def poll_until(predicate: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:

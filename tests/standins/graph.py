@@ -87,6 +87,7 @@ from aiohttp import web
 
 from standins import (
     LOOPBACK,
+    RemoteAdmin,
     StandInServer,
     json_response,
     poll_until,
@@ -1685,23 +1686,8 @@ def _retry_after(value: float | str) -> str:
     return value if isinstance(value, str) else f"{value:g}"
 
 
-class RemoteGraphStandIn:
+class RemoteGraphStandIn(RemoteAdmin):
     """Synchronous client of a Graph stand-in running in another process (``python -m``)."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url.rstrip("/")
-
-    def _call(self, method: str, what: str, payload: Any = None) -> Any:
-        data = None if payload is None else json.dumps(payload).encode()
-        request = urllib.request.Request(
-            f"{self.url}/_standin/{what}",
-            data=data,
-            method=method,
-            headers={"Content-Type": "application/json"} if data else {},
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:  # loopback only
-            body = response.read()
-        return json.loads(body) if body else None
 
     def delivered(self) -> list[dict[str, Any]]:
         return cast("list[dict[str, Any]]", self._call("GET", "delivered"))

@@ -28,6 +28,19 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def stop_processes(processes: list[subprocess.Popen[str]]) -> None:
+    """SIGTERM all, then wait (SIGKILL what does not stop within 10 s)."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def _spawn(module: str, *args: str) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), str(TESTS_DIR.parent)])}
     process = subprocess.Popen(
@@ -64,15 +77,7 @@ class StandInProcesses:
         }
 
     def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_processes(self.processes)
 
     def __enter__(self) -> StandInProcesses:
         return self
@@ -131,15 +136,7 @@ class SmtpStandInProcess:
         return env
 
     def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_processes(self.processes)
 
     def __enter__(self) -> SmtpStandInProcess:
         return self

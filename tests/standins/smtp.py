@@ -81,7 +81,6 @@ import shutil
 import ssl
 import tempfile
 import time
-import urllib.request
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +91,7 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session, TLSSetup
 
 from standins import (
     LOOPBACK,
+    RemoteAdmin,
     StandInServer,
     _bind,
     json_response,
@@ -1214,25 +1214,8 @@ def _message_id(data: bytes) -> str | None:
     return None
 
 
-class RemoteSmtpStandIn:
+class RemoteSmtpStandIn(RemoteAdmin):
     """Synchronous client of an SMTP stand-in's admin app (``python -m standins.smtp``)."""
-
-    def __init__(self, admin_url: str) -> None:
-        self.url = admin_url.rstrip("/")
-
-    def _call(self, method: str, what: str, payload: Any = None) -> Any:
-        import json
-
-        data = None if payload is None else json.dumps(payload).encode()
-        request = urllib.request.Request(
-            f"{self.url}/_standin/{what}",
-            data=data,
-            method=method,
-            headers={"Content-Type": "application/json"} if data else {},
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:  # loopback only
-            body = response.read()
-        return json.loads(body) if body else None
 
     def received(self) -> list[dict[str, Any]]:
         """Received messages as JSON, with ``data`` (bytes) decoded from ``dataBase64``."""
