@@ -290,20 +290,11 @@ class Delivery:
         )
         age = (self.clock() - envelope.created_at).total_seconds()
         if age > self.retry.max_age_seconds:
-            info = ErrorInfo(
-                code=error.code,
-                message=f"still failing after {age / 3600:.1f} h "
-                f"(MAILGW_MAX_AGE_SECONDS={self.retry.max_age_seconds}): {error.message}",
-                hint=error.hint or "the failure persisted; fix the cause, then replay the message",
-            )
-            return await self._poison(envelope, info)
+            why = f"still failing after {age / 3600:.1f} h "
+            why += f"(MAILGW_MAX_AGE_SECONDS={self.retry.max_age_seconds})"
+            return await self._give_up(envelope, error, why)
         if attempt >= self.retry.max_attempts:
-            info = ErrorInfo(
-                code=error.code,
-                message=f"gave up after {attempt} attempts: {error.message}",
-                hint=error.hint or "the failure persisted; fix the cause, then replay the message",
-            )
-            return await self._poison(envelope, info)
+            return await self._give_up(envelope, error, f"gave up after {attempt} attempts")
         delay = self.retry.delay(attempt, error.retry_after, self.rng)
         retry = envelope.model_copy(
             update={
@@ -315,6 +306,15 @@ class Delivery:
         await self.queue.enqueue(retry, delay=timedelta(seconds=delay))
         log.warning("retry %s in %.1fs after %s", envelope.id, delay, error)
         return Outcome("retry", envelope.id, error=error.info(), delay=delay)
+
+    async def _give_up(self, envelope: Envelope, error: DeliveryError, why: str) -> Outcome:
+        """A transient failure that lasted too long (attempts or age): poisoned with its hint."""
+        info = ErrorInfo(
+            code=error.code,
+            message=f"{why}: {error.message}",
+            hint=error.hint or "the failure persisted; fix the cause, then replay the message",
+        )
+        return await self._poison(envelope, info)
 
     async def _poison(self, envelope: Envelope, info: ErrorInfo) -> Outcome:
         await self.store.transition(

@@ -338,9 +338,6 @@ class PayloadRef(_Model):
     size: int
 
 
-ENVELOPE_VERSION = 1
-
-
 class Envelope(_Model):
     """The gateway's own queue message. A producer's bare send request has no ``mailgw`` key."""
 

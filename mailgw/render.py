@@ -22,7 +22,9 @@ def _address(recipient: Recipient) -> Address:
     return Address(display_name=recipient.name or "", username=username, domain=domain)
 
 
-def _needs_smtputf8(request: SendRequest) -> bool:
+def needs_smtputf8(request: SendRequest) -> bool:
+    """A non-ASCII local part anywhere (IDNA keeps domains ASCII): the message and, over SMTP,
+    the transaction need SMTPUTF8 (RFC 6531)."""
     return any(
         not r.address.isascii() for r in [request.sender, *request.recipients(), *request.reply_to]
     )
@@ -51,7 +53,7 @@ def render_mime(
     # server accepts them, no 8BITMIME needed.
     policy = (
         email_policy.SMTPUTF8
-        if _needs_smtputf8(request)
+        if needs_smtputf8(request)
         else email_policy.SMTP.clone(cte_type="7bit")
     )
     msg = EmailMessage(policy=policy)

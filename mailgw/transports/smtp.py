@@ -26,7 +26,7 @@ from azure.core.exceptions import AzureError
 
 from mailgw.errors import DeliveryError, classify_smtp, token_unavailable
 from mailgw.identity import SingleFlightCredential, create_credential
-from mailgw.render import envelope_recipients, render_mime
+from mailgw.render import envelope_recipients, needs_smtputf8, render_mime
 from mailgw.settings import Settings
 from mailgw.transports.base import OutboundMessage, SendReceipt
 
@@ -151,6 +151,7 @@ class SmtpTransport:
         request = message.request
         mailbox = request.sender.address
         data = render_mime(message.id, request).as_bytes()
+        utf8 = needs_smtputf8(request)
         recipients = envelope_recipients(request)
         pool = self._pools.get(mailbox.lower())
         if pool is None:
@@ -161,7 +162,7 @@ class SmtpTransport:
         try:
             async with pool.connection() as connection:
                 refused = await self._transact(
-                    connection.client, mailbox, recipients, data, progress
+                    connection.client, mailbox, recipients, data, utf8, progress
                 )
         except Exception as exc:
             raise self._classify(exc, progress) from exc
@@ -177,11 +178,11 @@ class SmtpTransport:
         sender: str,
         recipients: list[str],
         data: bytes,
+        utf8: bool,
         progress: _Progress,
     ) -> dict[str, str]:
         """MAIL, RCPT..., DATA step by step, so a failure is known to be before DATA (nothing
         can have been taken) or after it started (the server may have the message)."""
-        utf8 = not all(address.isascii() for address in (sender, *recipients))
         options = ["SMTPUTF8"] if utf8 else []
         if not data.isascii():
             options.append("BODY=8BITMIME")  # RFC 6152: an 8-bit body must be declared
