@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,10 +36,13 @@ def infra_python() -> Path:
     return python
 
 
-def run_infra_tool(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def run_infra_tool(
+    *args: str, timeout: float = 300, extra_env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run a program of .venv-infra (a script path, or ``-m module``) from the repository root."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("PYTHON")}
     env["LOG_LEVEL"] = "WARNING"  # checkov's logger
+    env.update(extra_env or {})
     return subprocess.run(
         [str(infra_python()), *args],
         cwd=ROOT,
@@ -74,15 +78,19 @@ class CheckovRun:
 
 
 def run_checkov(*args: str) -> CheckovRun:
-    result = run_infra_tool(
-        str(HERE / "tools" / "run_checkov.py"),
-        *args,
-        "--output",
-        "json",
-        "--compact",
-        "--skip-download",
-        "--soft-fail",
-    )
+    """checkov with the network guard, and a cache of its own so that nothing cached by an earlier
+    run (on a developer's machine) can hide a network attempt a fresh CI machine would make."""
+    with tempfile.TemporaryDirectory(prefix="checkov-cache-") as cache:
+        result = run_infra_tool(
+            str(HERE / "tools" / "run_checkov.py"),
+            *args,
+            "--output",
+            "json",
+            "--compact",
+            "--skip-download",
+            "--soft-fail",
+            extra_env={"XDG_CACHE_HOME": cache, "CKV_CACHE_DIR": cache},
+        )
     try:
         data = json.loads(result.stdout)
     except json.JSONDecodeError:

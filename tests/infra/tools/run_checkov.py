@@ -1,15 +1,19 @@
 """Run checkov with the network switched off (runs in .venv-infra).
 
-The test suite must not reach the network, and checkov would (its guideline download, unless
-``--skip-download``; anything else a new version adds). Every attempt to resolve a name or open an
-internet socket fails here and is reported on stderr as ``NETWORK-ATTEMPT <address>``, so the test
-can insist there was none. Unix sockets (multiprocessing) stay allowed.
+The test suite must not reach the network, and checkov would: its guideline download (unless
+``--skip-download``), its check for a newer checkov on pypi.org (unless
+CKV_SKIP_PACKAGE_UPDATE_CHECK, set below; its answer is cached per user, so a warm cache hid it
+on a developer's machine and a fresh CI machine did not), and anything else a new version adds.
+Every attempt to resolve a name or open an internet socket fails here and is reported on stderr as
+``NETWORK-ATTEMPT <address>``, so the test can insist there was none. Unix sockets
+(multiprocessing) stay allowed.
 
 Usage: run_checkov.py <checkov arguments>
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 import warnings
@@ -45,6 +49,7 @@ def _guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
 socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
 socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
 socket.getaddrinfo = _guarded_getaddrinfo
+os.environ["CKV_SKIP_PACKAGE_UPDATE_CHECK"] = "true"  # read when checkov.main is imported
 
 from checkov.main import Checkov  # noqa: E402  (after the guard, on purpose)
 
