@@ -10,13 +10,24 @@ from typing import Any
 
 import azure.functions as func
 
+from mailgw.auth import ROLE_READ, ROLE_REPLAY, ROLE_SEND, Caller
 from mailgw.intake import STATUS_PATH
 from mailgw.operations import not_found
 from mailgw.problems import PROBLEM_CONTENT_TYPE, Problem
 from mailgw.services import services
+from mailgw.settings import current_settings
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 log = logging.getLogger("mailgw.http")
+
+
+def _level(with_keys: func.AuthLevel) -> func.AuthLevel:
+    """With MAILGW_AUTH=entra the host lets every call through and the app checks the token."""
+    return func.AuthLevel.ANONYMOUS if current_settings().api_auth == "entra" else with_keys
+
+
+async def _authorize(req: func.HttpRequest, *any_of: str) -> Caller | None:
+    return await services().api_auth.authorize(req.headers.get("authorization"), *any_of)
 
 
 def _json(
@@ -50,24 +61,28 @@ async def _respond(
         return _json(500, internal.to_json(), mimetype=PROBLEM_CONTENT_TYPE)
 
 
-@bp.route(route="v1/messages", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@bp.route(route="v1/messages", methods=["POST"], auth_level=_level(func.AuthLevel.FUNCTION))
 async def submit_message(req: func.HttpRequest) -> func.HttpResponse:
     async def call() -> func.HttpResponse:
+        caller = await _authorize(req, ROLE_SEND)
         result = await services().intake.submit(
             req.get_body(),
             content_type=req.headers.get("content-type"),
             traceparent=req.headers.get("traceparent"),
             idempotency_key=req.headers.get("idempotency-key"),
         )
+        if caller is not None:  # who sent what, for audit (Entra ID mode)
+            log.info("message %s accepted from app %s", result.id, caller.app_id)
         body = result.model_dump(mode="json", by_alias=True)
         return _json(202, body, {"Location": result.status_url})
 
     return await _respond(req, call)
 
 
-@bp.route(route="v1/messages/{id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@bp.route(route="v1/messages/{id}", methods=["GET"], auth_level=_level(func.AuthLevel.FUNCTION))
 async def message_status(req: func.HttpRequest) -> func.HttpResponse:
     async def call() -> func.HttpResponse:
+        await _authorize(req, ROLE_READ, ROLE_SEND)
         message_id = req.route_params.get("id", "")
         record = await services().operations.find(message_id)
         if record is None:
@@ -77,9 +92,12 @@ async def message_status(req: func.HttpRequest) -> func.HttpResponse:
     return await _respond(req, call)
 
 
-@bp.route(route="v1/messages/{id}/replay", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
+@bp.route(
+    route="v1/messages/{id}/replay", methods=["POST"], auth_level=_level(func.AuthLevel.ADMIN)
+)
 async def replay_message(req: func.HttpRequest) -> func.HttpResponse:
     async def call() -> func.HttpResponse:
+        await _authorize(req, ROLE_REPLAY)
         record = await services().operations.replay(req.route_params.get("id", ""))
         body = record.public(datetime.now(UTC))
         return _json(202, body, {"Location": STATUS_PATH.format(id=record.id)})

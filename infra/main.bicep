@@ -7,7 +7,9 @@
 // needs, and a Function App on the Flex Consumption plan (Linux, Python 3.11) whose app settings are
 // every setting the gateway reads. Optional: a tenant-wide Mail.Send grant in Entra ID (off: Exchange
 // RBAC for Applications is the recommended way, docs/graph-permissions.md) and the app registration
-// for cross-tenant sending. No key, connection string with a key, or client secret exists anywhere.
+// for cross-tenant sending, and the app registration of the HTTP API for Entra ID tokens
+// (apiAuth=entra, docs/authentication.md). No key, connection string with a key, or client secret
+// exists anywhere.
 targetScope = 'resourceGroup'
 
 metadata description = 'mailgw: a serverless Microsoft 365 mail gateway on Azure Functions Flex Consumption'
@@ -30,6 +32,9 @@ type storageSkuType = 'Standard_LRS' | 'Standard_ZRS' | 'Standard_GRS' | 'Standa
 
 @description('The kind of principal an operator role assignment is for.')
 type principalTypeType = 'User' | 'Group' | 'ServicePrincipal'
+
+@description('MAILGW_AUTH: how HTTP callers authenticate: Functions keys (checked by the Functions host) or Entra ID access tokens (checked by the app).')
+type apiAuthType = 'keys' | 'entra'
 
 // ---------------------------------------------------------------------------------------------
 // Parameters: deployment
@@ -163,6 +168,28 @@ param mailTenantId string = ''
 param crossTenantAppName string = 'mailgw-${environmentName}-sender'
 
 // ---------------------------------------------------------------------------------------------
+// Parameters: authentication of the HTTP API (docs/authentication.md)
+// ---------------------------------------------------------------------------------------------
+
+@description('MAILGW_AUTH: keys (default): callers send a Functions key, the Functions host checks it, and replay needs the admin key. entra: callers send an Entra ID v2 access token (Authorization: Bearer) with an app role (Messages.Send, Messages.Read, Messages.Replay); the routes are then anonymous to the Functions host (keys are no longer checked) and the app validates the token on every route but GET /api/v1/health. entra needs apiAudience, or createApiApp=true.')
+param apiAuth apiAuthType = 'keys'
+
+@description('MAILGW_API_TENANT_ID (apiAuth=entra): the tenant whose access tokens the API accepts. Default: the tenant of this deployment.')
+param apiTenantId string = tenant().tenantId
+
+@description('MAILGW_API_AUDIENCE (apiAuth=entra; required then, unless createApiApp=true): comma list of accepted aud values, i.e. the application (client) id of the gateway API app registration (a v2 token carries the client id as aud). A deployment with apiAuth=entra and neither this nor createApiApp stops with an error naming this parameter. Set: wins over the app that createApiApp creates.')
+param apiAudience string = ''
+
+@description('MAILGW_API_AUTHORITY (apiAuth=entra): the Entra ID sign-in endpoint; the app reads <authority>/<tenant>/v2.0/.well-known/openid-configuration for the issuer and the signing keys. Default: this cloud\'s (environment().authentication.loginEndpoint; the trailing slash is ignored).')
+param apiAuthority string = environment().authentication.loginEndpoint
+
+@description('Create the gateway API app registration (its three app roles, v2 tokens) and its service principal, and use its client id as MAILGW_API_AUDIENCE unless apiAudience is set. Off by default: docs/authentication.md creates it with the az CLI. Needs a deployer who may create app registrations (Application Administrator, or Application.ReadWrite.All).')
+param createApiApp bool = false
+
+@description('Unique name (and display name) of the API app registration that createApiApp creates.')
+param apiAppName string = 'mailgw-${environmentName}-api'
+
+// ---------------------------------------------------------------------------------------------
 // Names and shared values
 // ---------------------------------------------------------------------------------------------
 
@@ -268,6 +295,19 @@ module crossTenantApp 'modules/cross-tenant-app.bicep' = if (crossTenant) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The HTTP API's app registration (optional; apiAuth=entra, docs/authentication.md)
+// ---------------------------------------------------------------------------------------------
+
+module apiApp 'modules/api-app.bicep' = if (createApiApp) {
+  name: 'api-app'
+  params: {
+    uniqueName: apiAppName
+  }
+}
+
+var apiAppClientId = (apiApp.?outputs.appId) ?? ''
+
+// ---------------------------------------------------------------------------------------------
 // The gateway's settings: every MAILGW_* setting the app reads (mailgw/settings.py,
 // mailgw/identity.py). Host plumbing (AzureWebJobsStorage__*, Application Insights) is added by
 // modules/function-app.bicep. tests/infra checks this list against the code.
@@ -356,6 +396,30 @@ var crossTenantSettings = crossTenant ? [
   }
 ] : []
 
+// MAILGW_AUTH is always set, so the app setting shows which mode runs. The other three only mean
+// something with entra and are set only then (keys mode keeps the app's defaults). Entra without an
+// audience would deploy an app that refuses to start (mailgw/settings.py): the deployment stops
+// earlier, with fail(), naming the parameter.
+var apiAuthSettings = concat([
+  {
+    name: 'MAILGW_AUTH'
+    value: apiAuth
+  }
+], (apiAuth == 'entra') ? [
+  {
+    name: 'MAILGW_API_TENANT_ID'
+    value: apiTenantId
+  }
+  {
+    name: 'MAILGW_API_AUDIENCE'
+    value: empty(apiAudience) ? (createApiApp ? apiAppClientId : fail('apiAuth=entra needs apiAudience: the application (client) id of the gateway API app registration (docs/authentication.md), or createApiApp=true.')) : apiAudience
+  }
+  {
+    name: 'MAILGW_API_AUTHORITY'
+    value: apiAuthority
+  }
+] : [])
+
 var relaySettings = (transport == 'relay') ? [
   {
     name: 'MAILGW_RELAY_HOST'
@@ -379,7 +443,7 @@ module functionApp 'modules/function-app.bicep' = {
     maximumInstanceCount: maximumInstanceCount
     alwaysReadyInstances: alwaysReadyInstances
     zoneRedundant: zoneRedundant
-    appSettings: concat(gatewaySettings, crossTenantSettings, relaySettings)
+    appSettings: concat(gatewaySettings, apiAuthSettings, crossTenantSettings, relaySettings)
   }
   // The identity must hold its storage roles before the host starts and the first package lands.
   dependsOn: [
@@ -401,6 +465,10 @@ output STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.appInsightsName
 @description('Client id of the cross-tenant app registration; empty when cross-tenant mode is off.')
 output CROSS_TENANT_APP_CLIENT_ID string = (crossTenantApp.?outputs.appClientId) ?? ''
+@description('Client id of the API app registration created by createApiApp (callers request tokens for <id>/.default); empty when it is not created.')
+output API_APP_CLIENT_ID string = apiAppClientId
+@description('Object id of that app\'s service principal: the resource of app role assignments (docs/authentication.md); empty when it is not created.')
+output API_SERVICE_PRINCIPAL_ID string = (apiApp.?outputs.servicePrincipalId) ?? ''
 
 // For the mailgw CLI after `eval "$(azd env get-values)"`: status/send use MAILGW_URL, the
 // operator commands reach storage with these names and `az login`.

@@ -3,8 +3,10 @@
 Two kinds of commands:
 
 * ``send``, ``status``, ``health`` talk to the public HTTP API as any caller would (Functions key in
-  ``x-functions-key``), so they work the same against the local dev host and a deployed Function
-  App (``--url``/``--key``, or ``MAILGW_URL``/``MAILGW_FUNCTION_KEY``).
+  ``x-functions-key``, or an Entra ID token as ``Authorization: Bearer`` when the gateway runs with
+  ``MAILGW_AUTH=entra``), so they work the same against the local dev host and a deployed Function
+  App (``--url``/``--key``/``--token``, or ``MAILGW_URL``/``MAILGW_FUNCTION_KEY``/
+  ``MAILGW_API_TOKEN``).
 * ``failed list|replay|purge`` and ``store cleanup`` are operator commands: they work on the
   gateway's storage directly, through the same core the functions use, so they need no endpoint
   and no admin key, only storage access. Settings come from the environment, falling back to the
@@ -85,16 +87,28 @@ def build_request(args: argparse.Namespace) -> dict[str, Any]:
     return body
 
 
+def _credentials(args: argparse.Namespace) -> dict[str, str]:
+    """The caller's credentials as headers: a Functions key, an Entra ID token, or both."""
+    headers = {}
+    if args.key:
+        headers["x-functions-key"] = args.key
+    if args.token:
+        headers["Authorization"] = f"Bearer {args.token}"
+    return headers
+
+
 def _call(
-    method: str, url: str, key: str | None, body: Any = None, headers: dict[str, str] | None = None
+    method: str,
+    url: str,
+    credentials: dict[str, str],
+    body: Any = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, str], Any]:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method)
     if data is not None:
         request.add_header("Content-Type", "application/json")
-    if key:
-        request.add_header("x-functions-key", key)
-    for name, value in (headers or {}).items():
+    for name, value in {**credentials, **(headers or {})}.items():
         request.add_header(name, value)
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
@@ -119,7 +133,7 @@ def _print_result(status: int, body: Any) -> int:
 
 
 def _connection_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
-    """``--url``/``--key``: before the command (global) or after it (that command's own)."""
+    """``--url``/``--key``/``--token``: before the command (global) or after it (its own)."""
     parser.add_argument(
         "--url",
         default=argparse.SUPPRESS if suppress else os.environ.get("MAILGW_URL", DEFAULT_URL),
@@ -129,6 +143,11 @@ def _connection_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> Non
         "--key",
         default=argparse.SUPPRESS if suppress else os.environ.get("MAILGW_FUNCTION_KEY"),
         help="Functions key (env MAILGW_FUNCTION_KEY); not needed on the dev host",
+    )
+    parser.add_argument(
+        "--token",
+        default=argparse.SUPPRESS if suppress else os.environ.get("MAILGW_API_TOKEN"),
+        help="Entra ID access token for a gateway with MAILGW_AUTH=entra (env MAILGW_API_TOKEN)",
     )
 
 
@@ -218,6 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"failed {args.action}: give message ids or --all (not both)")
         return operate(args)
     base = args.url.rstrip("/")
+    credentials = _credentials(args)
     try:
         if args.command == "send":
             body = build_request(args)
@@ -225,17 +245,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(json.dumps(body, indent=2))
                 return 0
             extra = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else None
-            status, _, answer = _call("POST", f"{base}/api/v1/messages", args.key, body, extra)
+            status, _, answer = _call("POST", f"{base}/api/v1/messages", credentials, body, extra)
             return _print_result(status, answer)
         if args.command == "status":
             message_id = urllib.parse.quote(args.id, safe="")
-            status, _, answer = _call("GET", f"{base}/api/v1/messages/{message_id}", args.key)
+            status, _, answer = _call("GET", f"{base}/api/v1/messages/{message_id}", credentials)
             if status == 404:
                 detail = answer.get("detail") if isinstance(answer, dict) else None
                 print(f"mailgw: {detail or f'no message {args.id}'}", file=sys.stderr)
                 return 1
             return _print_result(status, answer)
-        status, _, answer = _call("GET", f"{base}/api/v1/health", args.key)
+        status, _, answer = _call("GET", f"{base}/api/v1/health", credentials)
         return _print_result(status, answer)
     except urllib.error.URLError as error:
         print(f"mailgw: cannot reach {base}: {error.reason}", file=sys.stderr)

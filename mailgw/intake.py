@@ -243,13 +243,7 @@ class Intake:
         try:
             return await self.queue.enqueue(envelope, delay=delay)
         except Exception as exc:
-            raise Problem(
-                503,
-                "Queue unavailable",
-                "The message could not be queued and was not accepted; retry later.",
-                "queue-unavailable",
-                headers={"Retry-After": "10"},
-            ) from exc
+            raise _unavailable() from exc
 
     async def _record(self, record: MessageRecord) -> None:
         try:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property
 
+from mailgw.auth import ApiAuth, create_api_auth
 from mailgw.delivery import Delivery, RetryPolicy
 from mailgw.intake import Intake
 from mailgw.operations import Operations
@@ -22,6 +23,10 @@ from mailgw.transports import Transport, create_transport
 @dataclass
 class Services:
     settings: Settings
+
+    @cached_property
+    def api_auth(self) -> ApiAuth:
+        return create_api_auth(self.settings)
 
     @cached_property
     def queue(self) -> MailQueue:

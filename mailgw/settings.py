@@ -19,6 +19,8 @@ Transport = Literal["graph", "smtp", "relay", "outbox"]
 TRANSPORTS: tuple[Transport, ...] = ("graph", "smtp", "relay", "outbox")
 GraphMode = Literal["sendmail", "draft"]
 GRAPH_MODES: tuple[GraphMode, ...] = ("sendmail", "draft")
+ApiAuth = Literal["keys", "entra"]
+API_AUTH_MODES: tuple[ApiAuth, ...] = ("keys", "entra")
 
 MiB = 1024 * 1024
 
@@ -55,6 +57,11 @@ class Settings:
     state_table: str = "mailgwstate"
     retention_days: int = 30
     idempotency_hours: int = 24
+    #: how HTTP callers authenticate: Functions keys (checked by the host) or Entra ID tokens
+    api_auth: ApiAuth = "keys"
+    api_tenant_id: str | None = None
+    api_audiences: tuple[str, ...] = ()
+    api_authority: str = "https://login.microsoftonline.com"
     storage_connection_name: str = "AzureWebJobsStorage"
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -114,6 +121,7 @@ class Settings:
                 f"got {endpoint!r}"
             )
         return cls(
+            **_api_auth_settings(env),
             queue=queue,
             allowed_senders=parse_sender_list(env.get("MAILGW_ALLOWED_SENDERS", "")),
             transport=transport,  # checked against TRANSPORTS above
@@ -227,6 +235,53 @@ def _smtp_settings(env: Mapping[str, str], transport: str) -> _SmtpSettings:
         "smtp_connections": connections,
         "relay_host": relay_host,
         "relay_port": port("MAILGW_RELAY_PORT", 25),
+    }
+
+
+class _ApiAuthSettings(TypedDict):
+    api_auth: ApiAuth
+    api_tenant_id: str | None
+    api_audiences: tuple[str, ...]
+    api_authority: str
+
+
+def _api_auth_settings(env: Mapping[str, str]) -> _ApiAuthSettings:
+    """MAILGW_AUTH=entra needs the tenant and the audience: without them every call would be a
+    401, so their absence is a start-up error, not a surprise on the first request."""
+    mode = env.get("MAILGW_AUTH", "").strip().lower() or "keys"
+    if mode not in API_AUTH_MODES:
+        raise SettingsError(f"MAILGW_AUTH must be one of {', '.join(API_AUTH_MODES)}; got {mode!r}")
+    tenant = env.get("MAILGW_API_TENANT_ID", "").strip() or None
+    audiences = tuple(a.strip() for a in env.get("MAILGW_API_AUDIENCE", "").split(",") if a.strip())
+    authority = (
+        env.get("MAILGW_API_AUTHORITY", "").strip() or "https://login.microsoftonline.com"
+    ).rstrip("/")
+    if mode == "entra":
+        if not tenant:
+            raise SettingsError(
+                "MAILGW_API_TENANT_ID is required when MAILGW_AUTH=entra: the directory (tenant) "
+                "id whose tokens the API accepts"
+            )
+        if tenant.lower() in ("common", "organizations", "consumers"):
+            raise SettingsError(
+                f"MAILGW_API_TENANT_ID must name one tenant, not {tenant!r}: tokens of any other "
+                "tenant would be accepted"
+            )
+        if not audiences:
+            raise SettingsError(
+                "MAILGW_API_AUDIENCE is required when MAILGW_AUTH=entra: the application (client) "
+                "id of the gateway's API app registration"
+            )
+        if not _acceptable_endpoint(authority):
+            raise SettingsError(
+                "MAILGW_API_AUTHORITY must be an https:// URL (http only on loopback); "
+                f"got {authority!r}"
+            )
+    return {
+        "api_auth": "entra" if mode == "entra" else "keys",
+        "api_tenant_id": tenant,
+        "api_audiences": audiences,
+        "api_authority": authority,
     }
 
 

@@ -3,7 +3,7 @@
 pycep-parser turns a ``.bicep`` file into JSON (tools/parse_bicep.py runs it in .venv-infra). This
 module evaluates the subset of expressions the gateway's templates use: literals, parameters,
 variables, string interpolation, property and index access, the operators, and the functions
-``string union items empty contains toLower split max min concat``. What only Azure knows at
+``string union items empty contains toLower split max min concat fail``. What only Azure knows at
 deployment time (``identity.properties.clientId``, a module's outputs, ``uniqueString(...)``) stays
 symbolic: a :class:`Ref` whose text names the expression, e.g. ``<identity.properties.clientId>``.
 
@@ -37,6 +37,13 @@ class Ref:
 
 class EvaluationError(ValueError):
     """The expression uses something this evaluator does not model."""
+
+
+class DeploymentFailure(Exception):
+    """The template called ``fail(message)``: Azure would stop the deployment with ``message``.
+
+    Like ARM, the evaluator reaches ``fail`` only on the branch of ``?:`` or ``??`` it takes.
+    """
 
 
 def strip_quotes(key: str) -> str:
@@ -279,6 +286,9 @@ class Template:
             return (max if name == "max" else min)(args)
         if name == "concat":
             return [item for arg in args for item in arg]
+        if name == "fail":
+            (message,) = args
+            raise DeploymentFailure(to_text(message))
         return Ref(f"{name}({rendered})")
 
 

@@ -49,7 +49,11 @@ def test_parser_understands_the_constructs_we_use(trees: Mapping[str, Mapping[st
     decorators = {d["type"]: d.get("argument") for d in senders["decorators"]}
     assert decorators["min_length"] == 3 and "MAILGW_ALLOWED_SENDERS" in decorators["description"]
     # extension declarations
-    for module in ("modules/graph-app-roles.bicep", "modules/cross-tenant-app.bicep"):
+    for module in (
+        "modules/graph-app-roles.bicep",
+        "modules/cross-tenant-app.bicep",
+        "modules/api-app.bicep",
+    ):
         assert trees[module]["extensions"] == {"microsoftGraphV1": {}}
     # existing resources
     assert trees["modules/graph-app-roles.bicep"]["resources"]["graph"]["existing"] is True
@@ -62,6 +66,10 @@ def test_parser_understands_the_constructs_we_use(trees: Mapping[str, Mapping[st
     # conditional modules
     assert module_call(main, "graphGrant")[1] is not None
     assert module_call(main, "crossTenantApp")[1] is not None
+    assert module_call(main, "apiApp")[1] is not None
+    # a loop inside a property (the API app's roles)
+    api_app = trees["modules/api-app.bicep"]["resources"]["app"]["config"]
+    assert api_app["appRoles"]["loop_type"]["type"] == "array"
     assert module_call(main, "functionApp")[1] is None
 
 

@@ -348,7 +348,13 @@ def test_scale_parameters(deploy: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    "params", [{}, {"mailTenantId": "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"}, {"transport": "smtp"}]
+    "params",
+    [
+        {},
+        {"mailTenantId": "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"},
+        {"transport": "smtp"},
+        {"apiAuth": "entra", "createApiApp": True},
+    ],
 )
 def test_app_settings_hold_no_secret(deploy: Any, params: dict[str, Any]) -> None:
     _, _, settings = deploy(**params)
@@ -363,6 +369,9 @@ def test_app_settings_hold_no_secret(deploy: Any, params: dict[str, Any]) -> Non
                 "account.properties.primaryEndpoints.table",
                 "appInsights.properties.ConnectionString",
                 "crossTenantApp.outputs.appClientId",
+                "tenant().tenantId",
+                "environment().authentication.loginEndpoint",
+                "apiApp.outputs.appId",
             }, name
 
 

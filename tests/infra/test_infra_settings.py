@@ -37,6 +37,7 @@ OPTIONAL = {
     "MAILGW_FAILED": "not a setting: the custom event name operations.py writes for alerts",
     "MAILGW_URL": "read by the mailgw CLI on an operator's machine (main.bicep outputs it)",
     "MAILGW_FUNCTION_KEY": "read by the mailgw CLI; a secret, from `az functionapp keys list`",
+    "MAILGW_API_TOKEN": "read by the mailgw CLI: a caller's own short-lived Entra ID access token",
     "MAILGW_FAULT_INJECTION": "crash tests only: must never be set in Azure (checked below)",
     # Other ways to configure what the Bicep configures one way.
     "AzureWebJobsStorage": "the connection-string form carries an account key; the Bicep uses "
@@ -75,6 +76,11 @@ FORBIDDEN = {
 # Deployment-time values, as Azure would fill them in, to start the app with the Bicep's settings.
 CLIENT_ID = "11111111-2222-3333-4444-555555555555"
 APP_CLIENT_ID = "99999999-8888-7777-6666-555555555555"
+TENANT_ID = "72f988bf-0000-1111-2222-333333333333"  # the deployment's tenant: tenant().tenantId
+API_APP_ID = "abababab-1212-3434-5656-787878787878"  # the API app that createApiApp creates
+API_AUDIENCE = "cdcdcdcd-1212-3434-5656-787878787878"  # an API app registered by hand
+#: environment().authentication.loginEndpoint in the global cloud, with its trailing slash.
+LOGIN_ENDPOINT = "https://login.microsoftonline.com/"
 DEPLOYMENT_VALUES = {
     "identity.properties.clientId": CLIENT_ID,
     "account.properties.primaryEndpoints.blob": "https://stmailgwx.blob.core.windows.net/",
@@ -83,6 +89,9 @@ DEPLOYMENT_VALUES = {
     "appInsights.properties.ConnectionString": "InstrumentationKey=00000000-0000-0000-0000-"
     "000000000000;IngestionEndpoint=https://westeurope-5.in.applicationinsights.azure.com/",
     "crossTenantApp.outputs.appClientId": APP_CLIENT_ID,
+    "tenant().tenantId": TENANT_ID,
+    "environment().authentication.loginEndpoint": LOGIN_ENDPOINT,
+    "apiApp.outputs.appId": API_APP_ID,
 }
 MAIL_TENANT = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
 
@@ -92,6 +101,8 @@ CONFIGURATIONS: dict[str, dict[str, Any]] = {
     "draft": {"graphMode": "draft"},
     "smtp": {"transport": "smtp"},
     "relay": {"transport": "relay", "relayHost": "contoso-com.mail.protection.outlook.com"},
+    "entra": {"apiAuth": "entra", "apiAudience": API_AUDIENCE},
+    "entra-created-app": {"apiAuth": "entra", "createApiApp": True},
 }
 
 

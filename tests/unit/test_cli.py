@@ -409,3 +409,16 @@ def test_unusable_settings_are_reported(
     (tmp_path / "local.settings.json").write_text("{not json")
     assert cli.main(["failed", "list"]) == 2
     assert "local.settings.json: invalid JSON" in capsys.readouterr().err
+
+
+def test_a_token_is_sent_as_a_bearer_credential(
+    api: tuple[str, Seen], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, seen = api
+    monkeypatch.setenv("MAILGW_API_TOKEN", "eyJ.token.sig")
+    assert cli.main(["status", "known", "--url", url]) == 0
+    headers = seen.requests[0]["headers"]
+    assert headers["authorization"] == "Bearer eyJ.token.sig"  # for MAILGW_AUTH=entra
+    assert "x-functions-key" not in headers
+    assert cli.main(["--token", "other", "--url", url, "status", "known"]) == 0
+    assert seen.requests[1]["headers"]["authorization"] == "Bearer other"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +139,21 @@ def test_schema_accepts_what_the_model_accepts(validator: Any, document: dict[st
 @pytest.mark.parametrize("document", REJECTED)
 def test_schema_rejects_structural_errors(validator: Any, document: dict[str, Any]) -> None:
     assert not validator.is_valid(document)
+
+
+def test_every_problem_type_the_core_raises_is_documented() -> None:
+    """docs/problems.md is the clients' list of problem types: one section per slug in the code."""
+    import ast
+
+    root = Path(__file__).resolve().parents[2]
+    raised = set()
+    for path in sorted([*(root / "mailgw").rglob("*.py"), *(root / "functions").rglob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Problem":
+                slug = node.args[3] if len(node.args) > 3 else None
+                assert isinstance(slug, ast.Constant), f"{path}:{node.lineno}: literal slug"
+                raised.add(slug.value)
+    document = (root / "docs" / "problems.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^## `urn:mailgw:problem:([a-z-]+)`", document, re.MULTILINE))
+    assert raised - documented == set(), "raised but not documented"
+    assert documented - raised == set(), "documented but never raised"

@@ -45,6 +45,7 @@ def test_app_loads_with_defaults() -> None:
         ({"MAILGW_GRAPH_MODE": "batch"}, "MAILGW_GRAPH_MODE"),
         ({"MAILGW_ALLOWED_SENDERS": "not-an-address"}, "MAILGW_ALLOWED_SENDERS"),
         ({"MAILGW_MAILBOX_CONCURRENCY": "10"}, "MAILGW_MAILBOX_CONCURRENCY"),
+        ({"MAILGW_AUTH": "entra", "MAILGW_API_AUDIENCE": "api"}, "MAILGW_API_TENANT_ID"),
     ],
 )
 def test_wrong_setting_stops_the_app_naming_it(env: dict[str, str], named: str) -> None:
@@ -52,3 +53,35 @@ def test_wrong_setting_stops_the_app_naming_it(env: dict[str, str], named: str) 
     assert result.returncode != 0
     assert "SettingsError" in result.stderr
     assert named in result.stderr.splitlines()[-1]
+
+
+def test_entra_mode_makes_the_http_routes_anonymous_to_the_host() -> None:
+    """The app checks the token itself, so the host must let token-bearing calls through."""
+    program = (
+        "import function_app\n"
+        "for f in function_app.app.get_functions():\n"
+        "    for b in f.get_bindings():\n"
+        "        if b.type == 'httpTrigger': print(f.get_function_name(), b.auth_level)\n"
+    )
+    levels = {}
+    for mode, extra in (
+        ("keys", {}),
+        ("entra", {"MAILGW_API_TENANT_ID": "t", "MAILGW_API_AUDIENCE": "a"}),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-c", program],
+            cwd=ROOT,
+            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "MAILGW_AUTH": mode, **extra},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        levels[mode] = dict(line.split() for line in result.stdout.splitlines())
+    assert set(levels["keys"].values()) == {
+        "FUNCTION",
+        "ADMIN",
+        "ANONYMOUS",
+    }
+    assert set(levels["entra"].values()) == {"ANONYMOUS"}
+    assert levels["keys"].keys() == levels["entra"].keys()

@@ -1,0 +1,240 @@
+"""Who may call the HTTP API: Functions keys (the host checks them) or Entra ID access tokens.
+
+With ``MAILGW_AUTH=entra`` the routes are anonymous to the Functions host and this module checks an
+Entra ID v2 access token on every call but the health probe: RS256 signature against the tenant's
+published keys, lifetime, audience (the gateway's API app registration) and issuer (that tenant),
+then an app role per route. The check lives in the app rather than in App Service Authentication
+so that it travels with the code: a deployment cannot run with it silently switched off, and the
+same code runs locally against a stand-in identity provider.
+
+Token signatures and JWK parsing are PyJWT's; this module only fetches the tenant's OpenID
+metadata and key set (with httpx), caches them, and maps every failure to a problem response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import jwt
+
+from mailgw.problems import Problem
+
+if TYPE_CHECKING:
+    from mailgw.settings import Settings
+
+log = logging.getLogger("mailgw.auth")
+
+#: App roles of the gateway's API app registration (docs/authentication.md).
+ROLE_SEND = "Messages.Send"
+ROLE_READ = "Messages.Read"
+ROLE_REPLAY = "Messages.Replay"
+
+#: Clock skew tolerated on exp/nbf, as Entra ID's own libraries do.
+LEEWAY_SECONDS = 300
+#: A token naming an unknown key makes the key set be fetched again, but not more often than this:
+#: otherwise anyone could make every request cost a call to the identity provider.
+KEY_REFRESH_MIN_SECONDS = 60.0
+#: Keys roll over; the set is refreshed at least this often even when every kid is known.
+KEY_SET_MAX_AGE_SECONDS = 24 * 3600.0
+_REALM = 'Bearer realm="mailgw"'
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated caller, as the token names it (for logs and audit)."""
+
+    object_id: str | None
+    app_id: str | None
+    roles: frozenset[str]
+
+
+class ApiAuth(Protocol):
+    async def authorize(self, authorization: str | None, *any_of: str) -> Caller | None:
+        """Raise a 401/403 :class:`Problem` unless the caller holds one of ``any_of``."""
+        ...
+
+
+class FunctionKeys:
+    """``MAILGW_AUTH=keys``: the Functions host checked the key before the function ran."""
+
+    async def authorize(self, authorization: str | None, *any_of: str) -> Caller | None:
+        return None
+
+
+def create_api_auth(settings: Settings) -> ApiAuth:
+    if settings.api_auth != "entra" or settings.api_tenant_id is None:
+        return FunctionKeys()
+    return EntraTokens(settings.api_authority, settings.api_tenant_id, settings.api_audiences)
+
+
+def unauthorized(detail: str, *, token_seen: bool = True) -> Problem:
+    """401 with RFC 6750's challenge; no error code when no token came at all (§3.1)."""
+    challenge = _REALM
+    if token_seen:
+        challenge += f', error="invalid_token", error_description="{_quoted(detail)}"'
+    return Problem(
+        401, "Unauthorized", detail, "unauthorized", headers={"WWW-Authenticate": challenge}
+    )
+
+
+def _quoted(text: str) -> str:
+    return text.replace("\\", "").replace('"', "'")
+
+
+class EntraTokens:
+    """Validates Entra ID v2 access tokens of one tenant for the gateway's API."""
+
+    def __init__(
+        self,
+        authority: str,
+        tenant_id: str,
+        audiences: tuple[str, ...],
+        *,
+        timeout_seconds: float = 10.0,
+        clock: Any = time.monotonic,
+    ) -> None:
+        self.metadata_url = (
+            f"{authority.rstrip('/')}/{tenant_id}/v2.0/.well-known/openid-configuration"
+        )
+        self.tenant_id = tenant_id
+        self.audiences = audiences
+        self.timeout = timeout_seconds
+        self.clock = clock
+        self._issuer: str | None = None
+        self._jwks_uri: str | None = None
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def authorize(self, authorization: str | None, *any_of: str) -> Caller:
+        token = _bearer_token(authorization)
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError:
+            raise unauthorized("The bearer token is not a JWT.") from None
+        if header.get("alg") != "RS256":
+            raise unauthorized(f"Tokens signed with {header.get('alg')!r} are not accepted.")
+        key = await self._key(str(header.get("kid", "")))
+        claims = self._decode(token, key)
+        caller = Caller(
+            object_id=claims.get("oid"),
+            app_id=claims.get("azp") or claims.get("appid"),
+            roles=frozenset(r for r in claims.get("roles", []) if isinstance(r, str)),
+        )
+        if any_of and not caller.roles & set(any_of):
+            wanted = " or ".join(any_of)
+            detail = (
+                f"The caller (app {caller.app_id}) has no {wanted} role on the gateway's API; "
+                "assign it to the calling identity (docs/authentication.md)."
+            )
+            challenge = (
+                f'{_REALM}, error="insufficient_scope", error_description="{_quoted(detail)}"'
+            )
+            raise Problem(
+                403, "Forbidden", detail, "forbidden", headers={"WWW-Authenticate": challenge}
+            )
+        return caller
+
+    def _decode(self, token: str, key: jwt.PyJWK) -> dict[str, Any]:
+        assert self._issuer is not None  # set by _key
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key.key,
+                algorithms=["RS256"],
+                audience=list(self.audiences),
+                issuer=self._issuer,
+                leeway=LEEWAY_SECONDS,
+                options={"require": ["exp", "iss", "aud"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise unauthorized("The token has expired; request a new one.") from None
+        except jwt.ImmatureSignatureError:
+            raise unauthorized("The token is not valid yet (nbf).") from None
+        except jwt.InvalidAudienceError:
+            raise unauthorized(
+                "The token is for another audience; request one with scope "
+                f"{self.audiences[0]}/.default (the gateway API's application id)."
+            ) from None
+        except jwt.InvalidIssuerError:
+            raise unauthorized(
+                f"The token was not issued by {self._issuer}: it belongs to another tenant, or it "
+                "is a v1 token (set requestedAccessTokenVersion to 2 on the API app registration)."
+            ) from None
+        except jwt.InvalidSignatureError:
+            raise unauthorized("The token's signature does not verify.") from None
+        except jwt.InvalidTokenError as exc:
+            raise unauthorized(f"The token is invalid: {exc}.") from None
+        return claims
+
+    async def _key(self, kid: str) -> jwt.PyJWK:
+        key = self._keys.get(kid)
+        if key is not None and self.clock() - self._fetched_at <= KEY_SET_MAX_AGE_SECONDS:
+            return key
+        async with self._lock:  # one fetch for many concurrent cold requests
+            key = self._keys.get(kid)
+            since = self.clock() - self._fetched_at
+            if since > KEY_SET_MAX_AGE_SECONDS or (
+                key is None and since >= KEY_REFRESH_MIN_SECONDS
+            ):
+                try:
+                    await self._refresh()
+                    key = self._keys.get(kid)  # a key the tenant withdrew is no longer accepted
+                except Problem:
+                    if key is None:
+                        raise
+                    # The provider is down but this key was valid a day ago: keep serving with it
+                    # and try again in a minute rather than refusing every caller.
+                    self._fetched_at = (
+                        self.clock() - KEY_SET_MAX_AGE_SECONDS + KEY_REFRESH_MIN_SECONDS
+                    )
+                key = self._keys.get(kid, key)
+        if key is None:
+            raise unauthorized("The token is signed with a key the tenant does not publish.")
+        return key
+
+    async def _refresh(self) -> None:
+        import httpx
+
+        try:
+            async with httpx.AsyncClient(timeout=self.timeout) as http:
+                if self._jwks_uri is None:
+                    metadata = await _get_json(http, self.metadata_url)
+                    self._issuer, self._jwks_uri = (
+                        str(metadata["issuer"]),
+                        str(metadata["jwks_uri"]),
+                    )
+                key_set = jwt.PyJWKSet.from_dict(await _get_json(http, self._jwks_uri))
+        except (httpx.HTTPError, KeyError, ValueError, jwt.PyJWKSetError) as exc:
+            log.warning("Entra ID metadata or keys unavailable from %s: %s", self.metadata_url, exc)
+            raise Problem(
+                503,
+                "Token validation unavailable",
+                "The gateway cannot read its tenant's signing keys right now; retry later.",
+                "auth-unavailable",
+                headers={"Retry-After": "30"},
+            ) from exc
+        self._keys = {k.key_id: k for k in key_set.keys if k.key_id}
+        self._fetched_at = self.clock()
+
+
+async def _get_json(http: Any, url: str) -> Any:
+    response = await http.get(url)
+    response.raise_for_status()
+    return response.json()
+
+
+def _bearer_token(authorization: str | None) -> str:
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    if not authorization:
+        raise unauthorized(
+            "This gateway accepts Entra ID access tokens: send Authorization: Bearer <token>.",
+            token_seen=False,
+        )
+    if scheme.lower() != "bearer" or not token.strip():
+        raise unauthorized("The Authorization header must be 'Bearer <token>'.")
+    return token.strip()

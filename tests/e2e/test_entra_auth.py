@@ -1,0 +1,86 @@
+"""MAILGW_AUTH=entra end to end: the dev host serves the real function_app.py with anonymous routes
+and the app checks Entra ID tokens (from a stand-in identity provider over HTTP) on every route
+but health. Refused calls enqueue nothing; the sender policy still applies to a valid caller."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from gateway_host import DevHost
+
+from mailgw.auth import ROLE_READ, ROLE_REPLAY, ROLE_SEND
+from standins.entra import EntraStandIn, entra_standin
+from support import sample_request, wait_until
+
+
+@pytest.fixture(scope="module")
+def idp() -> Iterator[EntraStandIn]:
+    with entra_standin() as standin:
+        yield standin
+
+
+@pytest.fixture(scope="module")
+def host(start_devhost: Callable[..., DevHost], idp: EntraStandIn) -> DevHost:
+    return start_devhost(**idp.gateway_env())
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_the_routes_are_anonymous_to_the_host(host: DevHost) -> None:
+    assert "Function keys are not enforced" not in host.log()  # no key-protected route left
+
+
+def test_health_needs_no_token(host: DevHost) -> None:
+    assert host.request("GET", "/api/v1/health").status == 200
+
+
+def test_calls_without_a_valid_token_or_role_are_refused_and_nothing_is_sent(
+    host: DevHost, idp: EntraStandIn
+) -> None:
+    refused = [
+        (None, 401, "urn:mailgw:problem:unauthorized"),
+        (idp.token(lifetime=-3600), 401, "urn:mailgw:problem:unauthorized"),
+        (idp.token(audience="https://graph.microsoft.com"), 401, "urn:mailgw:problem:unauthorized"),
+        (idp.token((ROLE_READ,)), 403, "urn:mailgw:problem:forbidden"),
+    ]
+    for token, status, problem_type in refused:
+        headers = bearer(token) if token else {}
+        response = host.post_json("/api/v1/messages", sample_request(subject="refused"), headers)
+        assert response.status == status, response.body
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert response.json()["type"] == problem_type
+        assert response.headers["www-authenticate"].startswith('Bearer realm="mailgw"')
+
+    accepted = host.post_json(
+        "/api/v1/messages", sample_request(subject="accepted"), bearer(idp.token((ROLE_SEND,)))
+    )
+    assert accepted.status == 202, accepted.body
+    message_id = accepted.json()["id"]
+    wait_until(lambda: (host.outbox / f"{message_id}.eml").exists(), what="the accepted message")
+    # Refused requests queued before it would have been delivered with it: only one .eml exists.
+    assert [p.name for p in host.outbox.glob("*.eml")] == [f"{message_id}.eml"]
+
+    status_path = f"/api/v1/messages/{message_id}"
+    assert host.request("GET", status_path).status == 401
+    assert host.request("GET", status_path, headers=bearer(idp.token((ROLE_READ,)))).status == 200
+    assert host.request("GET", status_path, headers=bearer(idp.token((ROLE_SEND,)))).status == 200
+    replay = f"{status_path}/replay"
+    assert host.request("POST", replay, headers=bearer(idp.token((ROLE_SEND,)))).status == 403
+    # With the role, the replay itself answers: a sent message is not replayable (409).
+    answer = host.request("POST", replay, headers=bearer(idp.token((ROLE_REPLAY,))))
+    assert answer.status == 409, answer.body
+
+
+def test_the_sender_policy_still_applies_to_a_valid_caller(
+    host: DevHost, idp: EntraStandIn
+) -> None:
+    response = host.post_json(
+        "/api/v1/messages",
+        sample_request(**{"from": "ceo@contoso.com"}),
+        bearer(idp.token((ROLE_SEND,))),
+    )
+    assert response.status == 403
+    assert response.json()["type"] == "urn:mailgw:problem:sender-not-allowed"
