@@ -7,9 +7,11 @@
 // needs, and a Function App on the Flex Consumption plan (Linux, Python 3.11) whose app settings are
 // every setting the gateway reads. Optional: a tenant-wide Mail.Send grant in Entra ID (off: Exchange
 // RBAC for Applications is the recommended way, docs/graph-permissions.md) and the app registration
-// for cross-tenant sending, and the app registration of the HTTP API for Entra ID tokens
-// (apiAuth=entra, docs/authentication.md). No key, connection string with a key, or client secret
-// exists anywhere.
+// for cross-tenant sending, the app registration of the HTTP API for Entra ID tokens
+// (apiAuth=entra, docs/authentication.md), and, for the relay transport, a Key Vault reference to
+// the TLS client certificate with read access to its vault (docs/transports.md). No key,
+// connection string with a key, or client secret exists anywhere; the relay certificate stays in
+// Key Vault and only its URI is a parameter.
 targetScope = 'resourceGroup'
 
 metadata description = 'mailgw: a serverless Microsoft 365 mail gateway on Azure Functions Flex Consumption'
@@ -99,6 +101,12 @@ param transport transportType = 'graph'
 
 @description('MAILGW_RELAY_HOST: the relay connector host (<domain>.mail.protection.outlook.com); only used, and then required, with transport=relay.')
 param relayHost string = ''
+
+@description('MAILGW_RELAY_CLIENT_CERT (transport=relay; optional): the URI of the Key Vault secret that holds the TLS client certificate the gateway presents to a certificate-based inbound connector, https://<vault>.<Key Vault DNS suffix>/secrets/<certificate name>/ (a Key Vault certificate\'s secret: the certificate with its chain and private key, base64 PKCS#12 or PEM). The app setting is then a Key Vault reference to it, which the platform resolves with the identity (keyVaultReferenceIdentity): the certificate itself never passes through the deployment. Leave the version out, so that a renewed certificate is picked up: the platform fetches references again within 24 hours and after any configuration change, and the app reads the setting when it starts. Empty (default): no client certificate, and the connector must recognise the gateway by IP address. docs/transports.md.')
+param relayClientCertUri string = ''
+
+@description('Optional, with relayClientCertUri: the name of the existing Key Vault in this resource group (Azure RBAC permission model) that holds the relay certificate. Set: the identity is granted Key Vault Secrets User on that vault, so that the reference resolves; the role reads every secret of the vault, so keep the certificate in a vault of its own. Empty (default): grant it yourself (docs/transports.md).')
+param relayClientCertKeyVaultName string = ''
 
 @minLength(3)
 @maxLength(56)
@@ -273,6 +281,16 @@ module rbac 'modules/rbac.bicep' = {
   }
 }
 
+// Optional: read access to the relay client certificate in an existing Key Vault of this resource
+// group, for the Key Vault reference MAILGW_RELAY_CLIENT_CERT (docs/transports.md).
+module relayCertAccess 'modules/key-vault-access.bicep' = if (!empty(relayClientCertKeyVaultName)) {
+  name: 'relay-cert-access'
+  params: {
+    keyVaultName: relayClientCertKeyVaultName
+    identityPrincipalId: identity.properties.principalId
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Microsoft Graph (optional): Entra grant, or the cross-tenant app registration
 // ---------------------------------------------------------------------------------------------
@@ -420,12 +438,21 @@ var apiAuthSettings = concat([
   }
 ] : [])
 
-var relaySettings = (transport == 'relay') ? [
+// MAILGW_RELAY_CLIENT_CERT is a Key Vault reference, never the certificate: the platform resolves it
+// with the identity (function-app.bicep sets keyVaultReferenceIdentity) before the app reads it.
+// A Key Vault certificate has three URIs; only its secret's (/secrets/) hands out the private key,
+// and the deployment stops, naming the parameter, when another one is given.
+var relaySettings = (transport == 'relay') ? concat([
   {
     name: 'MAILGW_RELAY_HOST'
     value: relayHost
   }
-] : []
+], empty(relayClientCertUri) ? [] : [
+  {
+    name: 'MAILGW_RELAY_CLIENT_CERT'
+    value: contains(relayClientCertUri, '/secrets/') ? '@Microsoft.KeyVault(SecretUri=${relayClientCertUri})' : fail('relayClientCertUri must be the URI of the Key Vault secret that holds the certificate and its key, https://<vault>.<Key Vault DNS suffix>/secrets/<certificate name>/ (not its /certificates/ URI: a Key Vault reference reads secrets only): docs/transports.md.')
+  }
+]) : []
 
 module functionApp 'modules/function-app.bicep' = {
   name: 'function-app'
@@ -445,9 +472,12 @@ module functionApp 'modules/function-app.bicep' = {
     zoneRedundant: zoneRedundant
     appSettings: concat(gatewaySettings, apiAuthSettings, crossTenantSettings, relaySettings)
   }
-  // The identity must hold its storage roles before the host starts and the first package lands.
+  // The identity must hold its storage roles before the host starts and the first package lands,
+  // and its Key Vault role (if granted here) before the platform resolves the certificate's
+  // reference.
   dependsOn: [
     rbac
+    relayCertAccess
   ]
 }
 

@@ -38,6 +38,8 @@ LEEWAY_SECONDS = 300
 #: A token naming an unknown key makes the key set be fetched again, but not more often than this:
 #: otherwise anyone could make every request cost a call to the identity provider.
 KEY_REFRESH_MIN_SECONDS = 60.0
+#: Before any key is known, a failed fetch is retried this soon (every call needs the keys).
+KEY_RETRY_SECONDS = 5.0
 #: Keys roll over; the set is refreshed at least this often even when every kid is known.
 KEY_SET_MAX_AGE_SECONDS = 24 * 3600.0
 _REALM = 'Bearer realm="mailgw"'
@@ -66,9 +68,16 @@ class FunctionKeys:
 
 
 def create_api_auth(settings: Settings) -> ApiAuth:
-    if settings.api_auth != "entra" or settings.api_tenant_id is None:
+    if settings.api_auth == "keys":
         return FunctionKeys()
-    return EntraTokens(settings.api_authority, settings.api_tenant_id, settings.api_audiences)
+    if not settings.api_tenant_id or not settings.api_audiences:  # the routes are anonymous now
+        raise ValueError("MAILGW_AUTH=entra needs MAILGW_API_TENANT_ID and MAILGW_API_AUDIENCE")
+    return EntraTokens(
+        settings.api_authority,
+        settings.api_tenant_id,
+        settings.api_audiences,
+        delegated_clients=settings.api_delegated_clients,
+    )
 
 
 def unauthorized(detail: str, *, token_seen: bool = True) -> Problem:
@@ -79,6 +88,12 @@ def unauthorized(detail: str, *, token_seen: bool = True) -> Problem:
     return Problem(
         401, "Unauthorized", detail, "unauthorized", headers={"WWW-Authenticate": challenge}
     )
+
+
+def forbidden(detail: str) -> Problem:
+    """403 with RFC 6750's ``insufficient_scope``: a valid token that may not do this."""
+    challenge = f'{_REALM}, error="insufficient_scope", error_description="{_quoted(detail)}"'
+    return Problem(403, "Forbidden", detail, "forbidden", headers={"WWW-Authenticate": challenge})
 
 
 def _quoted(text: str) -> str:
@@ -94,6 +109,7 @@ class EntraTokens:
         tenant_id: str,
         audiences: tuple[str, ...],
         *,
+        delegated_clients: tuple[str, ...] = (),
         timeout_seconds: float = 10.0,
         clock: Any = time.monotonic,
     ) -> None:
@@ -102,12 +118,14 @@ class EntraTokens:
         )
         self.tenant_id = tenant_id
         self.audiences = audiences
+        self.delegated_clients = frozenset(delegated_clients)
         self.timeout = timeout_seconds
         self.clock = clock
         self._issuer: str | None = None
         self._jwks_uri: str | None = None
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at = float("-inf")
+        self._attempted_at = float("-inf")
         self._lock = asyncio.Lock()
 
     async def authorize(self, authorization: str | None, *any_of: str) -> Caller:
@@ -117,25 +135,29 @@ class EntraTokens:
         except jwt.InvalidTokenError:
             raise unauthorized("The bearer token is not a JWT.") from None
         if header.get("alg") != "RS256":
-            raise unauthorized(f"Tokens signed with {header.get('alg')!r} are not accepted.")
+            raise unauthorized("Only RS256-signed tokens are accepted.")
         key = await self._key(str(header.get("kid", "")))
         claims = self._decode(token, key)
+        roles = claims.get("roles")
         caller = Caller(
             object_id=claims.get("oid"),
             app_id=claims.get("azp") or claims.get("appid"),
-            roles=frozenset(r for r in claims.get("roles", []) if isinstance(r, str)),
+            roles=frozenset(r for r in roles if isinstance(r, str))
+            if isinstance(roles, list)
+            else frozenset(),
         )
+        if "scp" in claims and caller.app_id not in self.delegated_clients:
+            # A user's token, obtained by some client app on the user's behalf: any app a user
+            # consents to could get one. Only the client apps named in the setting may.
+            raise forbidden(
+                f"App {caller.app_id} called on behalf of a user, and it is not one of the client "
+                "apps in MAILGW_API_DELEGATED_CLIENTS; call with the app's own token instead."
+            )
         if any_of and not caller.roles & set(any_of):
             wanted = " or ".join(any_of)
-            detail = (
+            raise forbidden(
                 f"The caller (app {caller.app_id}) has no {wanted} role on the gateway's API; "
                 "assign it to the calling identity (docs/authentication.md)."
-            )
-            challenge = (
-                f'{_REALM}, error="insufficient_scope", error_description="{_quoted(detail)}"'
-            )
-            raise Problem(
-                403, "Forbidden", detail, "forbidden", headers={"WWW-Authenticate": challenge}
             )
         return caller
 
@@ -175,27 +197,24 @@ class EntraTokens:
         key = self._keys.get(kid)
         if key is not None and self.clock() - self._fetched_at <= KEY_SET_MAX_AGE_SECONDS:
             return key
-        async with self._lock:  # one fetch for many concurrent cold requests
-            key = self._keys.get(kid)
-            since = self.clock() - self._fetched_at
-            if since > KEY_SET_MAX_AGE_SECONDS or (
-                key is None and since >= KEY_REFRESH_MIN_SECONDS
-            ):
-                try:
+        async with self._lock:  # one fetch at a time; those who waited see its result
+            now = self.clock()
+            wanted = key is None or now - self._fetched_at > KEY_SET_MAX_AGE_SECONDS
+            pause = KEY_REFRESH_MIN_SECONDS if self._keys else KEY_RETRY_SECONDS
+            if wanted and now - self._attempted_at >= pause:
+                self._attempted_at = now  # failed attempts count too: an outage is not a reason
+                try:  # to let every request (or every made-up kid) call the provider again
                     await self._refresh()
-                    key = self._keys.get(kid)  # a key the tenant withdrew is no longer accepted
                 except Problem:
-                    if key is None:
+                    if not self._keys:
                         raise
-                    # The provider is down but this key was valid a day ago: keep serving with it
-                    # and try again in a minute rather than refusing every caller.
-                    self._fetched_at = (
-                        self.clock() - KEY_SET_MAX_AGE_SECONDS + KEY_REFRESH_MIN_SECONDS
-                    )
-                key = self._keys.get(kid, key)
-        if key is None:
-            raise unauthorized("The token is signed with a key the tenant does not publish.")
-        return key
+                    log.warning("Entra ID keys not refreshed; the known keys stay in use")
+            key = self._keys.get(kid)
+        if key is not None:
+            return key
+        if not self._keys:  # never fetched: a recent attempt failed
+            raise _unavailable()
+        raise unauthorized("The token is signed with a key the tenant does not publish.")
 
     async def _refresh(self) -> None:
         import httpx
@@ -211,15 +230,19 @@ class EntraTokens:
                 key_set = jwt.PyJWKSet.from_dict(await _get_json(http, self._jwks_uri))
         except (httpx.HTTPError, KeyError, ValueError, jwt.PyJWKSetError) as exc:
             log.warning("Entra ID metadata or keys unavailable from %s: %s", self.metadata_url, exc)
-            raise Problem(
-                503,
-                "Token validation unavailable",
-                "The gateway cannot read its tenant's signing keys right now; retry later.",
-                "auth-unavailable",
-                headers={"Retry-After": "30"},
-            ) from exc
+            raise _unavailable() from exc
         self._keys = {k.key_id: k for k in key_set.keys if k.key_id}
         self._fetched_at = self.clock()
+
+
+def _unavailable() -> Problem:
+    return Problem(
+        503,
+        "Token validation unavailable",
+        "The gateway cannot read its tenant's signing keys right now; retry later.",
+        "auth-unavailable",
+        headers={"Retry-After": "30"},
+    )
 
 
 async def _get_json(http: Any, url: str) -> Any:
@@ -235,6 +258,6 @@ def _bearer_token(authorization: str | None) -> str:
             "This gateway accepts Entra ID access tokens: send Authorization: Bearer <token>.",
             token_seen=False,
         )
-    if scheme.lower() != "bearer" or not token.strip():
-        raise unauthorized("The Authorization header must be 'Bearer <token>'.")
+    if scheme.lower() != "bearer" or not token.strip():  # RFC 6750 §3.1: no error code then
+        raise unauthorized("The Authorization header must be 'Bearer <token>'.", token_seen=False)
     return token.strip()

@@ -303,11 +303,14 @@ class OperatorError(Exception):
 
 
 def open_services(env: Mapping[str, str]) -> Services:
-    """The core wired from ``env`` (tests replace this with fakes)."""
+    """The core wired from ``env`` (tests replace this with fakes). Operator commands work on
+    storage and never serve the API, so its authentication settings (which an azd environment
+    may hold only in part) are not theirs to check."""
     from mailgw.services import Services
     from mailgw.settings import Settings
 
-    return Services(Settings.from_env(env))
+    own = {k: v for k, v in env.items() if k != "MAILGW_AUTH" and not k.startswith("MAILGW_API_")}
+    return Services(Settings.from_env(own))
 
 
 def operate(args: argparse.Namespace) -> int:

@@ -221,8 +221,10 @@ SMTP_CODES: dict[str, tuple[bool, str]] = {
     ),
     "5.7.64": (
         False,
-        "the relay connector does not recognise this sender: configure the inbound connector "
-        "(IP address or certificate) and send from an accepted domain",
+        "the relay connector does not recognise this sender: send from an accepted domain, and "
+        "make the inbound connector trust this gateway, by its outbound IP address or by the "
+        "certificate in MAILGW_RELAY_CLIENT_CERT (its subject must be the connector's "
+        "TlsSenderCertificateName)",
     ),
     "5.2.0": (
         False,

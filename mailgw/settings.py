@@ -10,10 +10,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Literal, TypedDict
+from typing import TYPE_CHECKING, Literal, TypedDict
 from urllib.parse import urlsplit
 
 from mailgw.storage import StorageConnection
+
+if TYPE_CHECKING:
+    from mailgw.client_cert import ClientCertificate
 
 Transport = Literal["graph", "smtp", "relay", "outbox"]
 TRANSPORTS: tuple[Transport, ...] = ("graph", "smtp", "relay", "outbox")
@@ -54,6 +57,8 @@ class Settings:
     smtp_connections: int = 3
     relay_host: str | None = None
     relay_port: int = 25
+    #: the relay's TLS client certificate, for a certificate-based inbound connector
+    relay_client_cert: ClientCertificate | None = field(default=None, repr=False)
     state_table: str = "mailgwstate"
     retention_days: int = 30
     idempotency_hours: int = 24
@@ -62,6 +67,8 @@ class Settings:
     api_tenant_id: str | None = None
     api_audiences: tuple[str, ...] = ()
     api_authority: str = "https://login.microsoftonline.com"
+    #: client apps allowed to call on behalf of a user (delegated tokens); none: app tokens only
+    api_delegated_clients: tuple[str, ...] = ()
     storage_connection_name: str = "AzureWebJobsStorage"
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -194,6 +201,7 @@ class _SmtpSettings(TypedDict):
     smtp_connections: int
     relay_host: str | None
     relay_port: int
+    relay_client_cert: ClientCertificate | None
 
 
 def _smtp_settings(env: Mapping[str, str], transport: str) -> _SmtpSettings:
@@ -219,6 +227,11 @@ def _smtp_settings(env: Mapping[str, str], transport: str) -> _SmtpSettings:
             "MAILGW_RELAY_HOST is required when MAILGW_TRANSPORT=relay: your domain's MX host, "
             "<domain>.mail.protection.outlook.com"
         )
+    client_cert = None
+    if raw_cert := env.get("MAILGW_RELAY_CLIENT_CERT", "").strip():
+        from mailgw.client_cert import load_client_certificate
+
+        client_cert = load_client_certificate(raw_cert)
     connections = _positive_int(env, "MAILGW_SMTP_CONNECTIONS", 3)
     if connections > 3:
         raise SettingsError(
@@ -235,6 +248,7 @@ def _smtp_settings(env: Mapping[str, str], transport: str) -> _SmtpSettings:
         "smtp_connections": connections,
         "relay_host": relay_host,
         "relay_port": port("MAILGW_RELAY_PORT", 25),
+        "relay_client_cert": client_cert,
     }
 
 
@@ -243,6 +257,7 @@ class _ApiAuthSettings(TypedDict):
     api_tenant_id: str | None
     api_audiences: tuple[str, ...]
     api_authority: str
+    api_delegated_clients: tuple[str, ...]
 
 
 def _api_auth_settings(env: Mapping[str, str]) -> _ApiAuthSettings:
@@ -252,7 +267,7 @@ def _api_auth_settings(env: Mapping[str, str]) -> _ApiAuthSettings:
     if mode not in API_AUTH_MODES:
         raise SettingsError(f"MAILGW_AUTH must be one of {', '.join(API_AUTH_MODES)}; got {mode!r}")
     tenant = env.get("MAILGW_API_TENANT_ID", "").strip() or None
-    audiences = tuple(a.strip() for a in env.get("MAILGW_API_AUDIENCE", "").split(",") if a.strip())
+    audiences = _comma_list(env.get("MAILGW_API_AUDIENCE", ""))
     authority = (
         env.get("MAILGW_API_AUTHORITY", "").strip() or "https://login.microsoftonline.com"
     ).rstrip("/")
@@ -282,7 +297,12 @@ def _api_auth_settings(env: Mapping[str, str]) -> _ApiAuthSettings:
         "api_tenant_id": tenant,
         "api_audiences": audiences,
         "api_authority": authority,
+        "api_delegated_clients": _comma_list(env.get("MAILGW_API_DELEGATED_CLIENTS", "")),
     }
+
+
+def _comma_list(raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
 def _acceptable_endpoint(url: str) -> bool:

@@ -152,6 +152,9 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     // checkov:skip=CKV_AZURE_213: App Service health check evicts instances whose probe fails, and /api/v1/health fails when the shared storage is unreachable, which would evict every instance at once for a fault no instance has. Watch /api/v1/health with an availability test instead (docs/deploy.md).
     serverFarmId: plan.id
     httpsOnly: true
+    // Key Vault references in the app settings (MAILGW_RELAY_CLIENT_CERT) are resolved with this
+    // identity; without it the platform would use a system-assigned identity, which the app has not.
+    keyVaultReferenceIdentity: identityId
     publicNetworkAccess: 'Enabled'
     functionAppConfig: {
       deployment: {

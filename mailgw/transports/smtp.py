@@ -136,6 +136,15 @@ class SmtpTransport:
         self.timeout = float(settings.smtp_timeout_seconds)
         self.limit = settings.smtp_connections
         self.context = tls_context(settings.smtp_ca_file)
+        if relay and settings.relay_client_cert is not None:
+            settings.relay_client_cert.load_into(self.context)
+            cert = settings.relay_client_cert
+            log.info(
+                "relay presents the client certificate for %s (subject %s, valid until %s)",
+                ", ".join(cert.names) or "no name",
+                cert.subject,
+                f"{cert.not_after:%Y-%m-%d}",
+            )
         self._owns_credential = credential is None and not relay
         inner = credential or (None if relay else create_credential(settings.env))
         self.credential = SingleFlightCredential(inner) if inner else None

@@ -23,7 +23,10 @@ BUILT_IN_ROLES = {
     "Storage Queue Data Contributor": "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
     "Storage Table Data Contributor": "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
     "Monitoring Metrics Publisher": "3913510d-42f4-4e42-8a64-420c390055eb",
+    "Key Vault Secrets User": "4633458b-17de-408a-b874-0445c86b69e6",
 }
+#: The modules that assign roles, each with a ``roles`` table (camelCase name → GUID).
+ROLE_MODULES = ("modules/rbac.bicep", "modules/key-vault-access.bicep")
 #: Microsoft Graph application permissions (app roles), name → id; and Graph's own app id.
 GRAPH_APP_ROLES = {
     "Mail.Send": "b633e1c5-b582-4048-a93e-9f11b44c7e96",
@@ -169,9 +172,21 @@ def role_assignments(rbac: Template) -> list[tuple[str, str, str, str]]:
     return result
 
 
-def test_rbac_role_table_matches_the_built_in_roles(trees: Mapping[str, Any]) -> None:
-    roles = Template(trees["modules/rbac.bicep"], {"storageAccountName": "x"}).var("roles")
-    assert roles == {camel(name): guid for name, guid in BUILT_IN_ROLES.items()}
+def test_role_tables_match_the_built_in_roles(trees: Mapping[str, Any]) -> None:
+    expected = {camel(name): guid for name, guid in BUILT_IN_ROLES.items()}
+    together: dict[str, str] = {}
+    for path in ROLE_MODULES:
+        roles = Template(trees[path]).var("roles")
+        assert roles.items() <= expected.items(), path
+        together |= roles
+    assert together == expected
+    assigning = {
+        path
+        for path, tree in trees.items()
+        for resource in tree.get("resources", {}).values()
+        if resource["type"] == "Microsoft.Authorization/roleAssignments"
+    }
+    assert assigning == set(ROLE_MODULES)
 
 
 def test_the_identity_gets_exactly_its_four_roles(deploy: Any, trees: Mapping[str, Any]) -> None:
@@ -191,9 +206,10 @@ def test_the_identity_gets_exactly_its_four_roles(deploy: Any, trees: Mapping[st
     }
 
 
-def test_each_role_assignment_says_why(trees: Mapping[str, Any]) -> None:
+@pytest.mark.parametrize("path", ROLE_MODULES)
+def test_each_role_assignment_says_why(path: str) -> None:
     """The comment above each assignment names its role and gives the reason."""
-    lines = (INFRA / "modules/rbac.bicep").read_text().splitlines()
+    lines = (INFRA / path).read_text().splitlines()
     for index, line in enumerate(lines):
         if "'Microsoft.Authorization/roleAssignments@" not in line:
             continue
@@ -203,9 +219,9 @@ def test_each_role_assignment_says_why(trees: Mapping[str, Any]) -> None:
                 break
             comment.insert(0, previous)
         text = " ".join(comment)
-        assert len(text) > 60, f"line {index + 1}: no comment saying why"
+        assert len(text) > 60, f"{path}:{index + 1}: no comment saying why"
         if "operator" not in line:
-            assert any(name in text for name in BUILT_IN_ROLES), f"line {index + 1}: {text}"
+            assert any(name in text for name in BUILT_IN_ROLES), f"{path}:{index + 1}: {text}"
 
 
 def test_operator_access_is_optional(deploy: Any, trees: Mapping[str, Any]) -> None:
@@ -354,6 +370,12 @@ def test_scale_parameters(deploy: Any) -> None:
         {"mailTenantId": "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"},
         {"transport": "smtp"},
         {"apiAuth": "entra", "createApiApp": True},
+        {
+            "transport": "relay",
+            "relayHost": "contoso-com.mail.protection.outlook.com",
+            "relayClientCertUri": "https://kv-mailgw.vault.azure.net/secrets/mailgw-relay/",
+            "relayClientCertKeyVaultName": "kv-mailgw",
+        },
     ],
 )
 def test_app_settings_hold_no_secret(deploy: Any, params: dict[str, Any]) -> None:
@@ -361,6 +383,8 @@ def test_app_settings_hold_no_secret(deploy: Any, params: dict[str, Any]) -> Non
     for name, value in settings.items():
         assert not SECRET_VALUE.search(str(value)), f"{name} looks like a secret: {value}"
         assert not SECRET_NAME.search(name), f"{name} is named like a secret"
+        if name == "MAILGW_RELAY_CLIENT_CERT":  # the certificate's key: only ever a reference
+            assert re.fullmatch(r"@Microsoft\.KeyVault\(SecretUri=https://[^)]+\)", value), value
         if isinstance(value, Ref):  # deployment-time values: only identities, endpoints, ids
             assert value.path in {
                 "identity.properties.clientId",

@@ -12,7 +12,9 @@ Every name found must be set by the Bicep (in some configuration) or be in OPTIO
 from __future__ import annotations
 
 import ast
+import base64
 import contextlib
+import functools
 import re
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -26,7 +28,8 @@ from mailgw import identity
 from mailgw.settings import GRAPH_MODES, TRANSPORTS, Settings
 from mailgw.storage import StorageConnection
 
-SETTING_NAME = re.compile(r"^(MAILGW|AZURE)_[A-Z0-9_]+$")
+# A name ends in a letter or digit: "MAILGW_API_" (with startswith) is a prefix, not a setting.
+SETTING_NAME = re.compile(r"^(MAILGW|AZURE)_[A-Z0-9_]*[A-Z0-9]$")
 BINDING_EXPRESSION = re.compile(r"%([A-Za-z_][A-Za-z0-9_]*)%")
 SOURCES = [ROOT / "function_app.py", *sorted((ROOT / "functions").rglob("*.py"))]
 SOURCES += sorted((ROOT / "mailgw").rglob("*.py"))
@@ -45,6 +48,8 @@ OPTIONAL = {
     "AzureWebJobsStorage__accountName": "alternative to the three service URIs the Bicep sets "
     "(an operator's CLI uses it: main.bicep outputs it)",
     "AZURE_TENANT_ID": "workload_identity mode (Kubernetes); the managed identity needs no tenant",
+    "MAILGW_API_DELEGATED_CLIENTS": "empty (only apps' own tokens) is the safe default; "
+    "docs/authentication.md step 4 sets it for the Azure CLI with az functionapp config",
     "AZURE_FEDERATED_TOKEN_FILE": "workload_identity mode (Kubernetes) only",
     "MAILGW_OUTBOX_DIR": "outbox transport: local development only, not a transport in Azure",
     # SMTP and relay knobs whose app defaults are Exchange Online's; set them as app settings to
@@ -95,6 +100,14 @@ DEPLOYMENT_VALUES = {
 }
 MAIL_TENANT = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
 
+#: The relay's client certificate: a Key Vault in the resource group, and its secret's URI (no
+#: version, so that renewals are picked up). The app setting is a reference to it, which the
+#: platform resolves before the app reads it; app_env() does the same with key_vault_secrets().
+RELAY_CERT_VAULT = "kv-mailgw-test"
+RELAY_CERT_URI = f"https://{RELAY_CERT_VAULT}.vault.azure.net/secrets/mailgw-relay/"
+RELAY_CERT_NAME = "mailgw.contoso.com"  # in an accepted domain: the connector's certificate name
+KEY_VAULT_REFERENCE = re.compile(r"@Microsoft\.KeyVault\(SecretUri=(?P<uri>[^)]+)\)")
+
 CONFIGURATIONS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "cross-tenant": {"mailTenantId": MAIL_TENANT},
@@ -103,17 +116,58 @@ CONFIGURATIONS: dict[str, dict[str, Any]] = {
     "relay": {"transport": "relay", "relayHost": "contoso-com.mail.protection.outlook.com"},
     "entra": {"apiAuth": "entra", "apiAudience": API_AUDIENCE},
     "entra-created-app": {"apiAuth": "entra", "createApiApp": True},
+    "relay-cert": {
+        "transport": "relay",
+        "relayHost": "contoso-com.mail.protection.outlook.com",
+        "relayClientCertUri": RELAY_CERT_URI,
+        "relayClientCertKeyVaultName": RELAY_CERT_VAULT,
+    },
 }
 
 
+@functools.cache
+def key_vault_secrets() -> dict[str, str]:
+    """Secret URI → value, as Key Vault holds a certificate imported or created there: base64
+    PKCS#12 without a password, the private key with the certificate (self-signed here: the app
+    checks the key and the dates; Exchange Online checks the issuer)."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.serialization import pkcs12
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, RELAY_CERT_NAME)])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=90))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(RELAY_CERT_NAME)]), False)
+        .sign(key, hashes.SHA256())
+    )
+    pfx = pkcs12.serialize_key_and_certificates(
+        b"mailgw-relay", key, certificate, None, serialization.NoEncryption()
+    )
+    return {RELAY_CERT_URI: base64.b64encode(pfx).decode()}
+
+
 def resolve(value: Any) -> str:
-    """A setting's value as the app would see it in Azure."""
+    """A setting's value as the app would see it in Azure (Key Vault references resolved)."""
     if isinstance(value, Ref):
         return DEPLOYMENT_VALUES[value.path]
     text = str(value)
     for path, actual in DEPLOYMENT_VALUES.items():
         text = text.replace(f"<{path}>", actual)
     assert "<" not in text, f"unresolved deployment-time value in {value!r}"
+    if reference := KEY_VAULT_REFERENCE.fullmatch(text):
+        return key_vault_secrets()[reference["uri"]]
     return text
 
 

@@ -73,7 +73,7 @@ class EntraStandIn:
 
     def token(
         self,
-        roles: tuple[str, ...] = ("Messages.Send",),
+        roles: tuple[str, ...] | str = ("Messages.Send",),
         *,
         audience: str = API_APP_ID,
         issuer: str | None = None,
@@ -97,7 +97,7 @@ class EntraStandIn:
             "iat": int(now),
             "nbf": int(now if not_before is None else not_before),
             "exp": int(now + lifetime),
-            "roles": list(roles),
+            "roles": roles if isinstance(roles, str) else list(roles),  # a str: a malformed claim
             **claims,
         }
         body = {name: value for name, value in body.items() if value is not None}  # None: omit it

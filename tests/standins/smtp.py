@@ -219,6 +219,8 @@ class SmtpConnection:
     tls: bool = False
     tls_version: str | None = None
     tls_error: str | None = None
+    #: subject names (CN and DNS SANs) of the client certificate presented in STARTTLS, if any
+    client_cert_names: tuple[str, ...] = ()
     auth_user: str | None = None
     auth_seq: int | None = None
     messages: int = 0
@@ -238,6 +240,7 @@ class SmtpConnection:
             "tls": self.tls,
             "tlsVersion": self.tls_version,
             "tlsError": self.tls_error,
+            "clientCertNames": list(self.client_cert_names),
             "authUser": self.auth_user,
             "messages": self.messages,
         }
@@ -509,6 +512,8 @@ class _StandInSMTP(SMTP):
             ssl_object = transport.get_extra_info("ssl_object")
             self.record.tls = True
             self.record.tls_version = None if ssl_object is None else ssl_object.version()
+            peer_cert = None if ssl_object is None else ssl_object.getpeercert()
+            self.record.client_cert_names = _certificate_names(peer_cert or {})
 
     def connection_lost(self, error: Exception | None) -> None:
         if self.record is not None and self.record.open:
@@ -659,7 +664,8 @@ class _Handler:
             reply = Exchange.SENDER_THREAD_LIMIT
             standin._reject(server, stage, reply.code, reply.text, "limit", mail_from)
             return str(reply)
-        policy = standin._policy(stage, user, mail_from)
+        names = server.record.client_cert_names if server.record else ()
+        policy = standin._policy(stage, user, mail_from, names)
         if policy is not None:
             standin._reject(server, stage, policy.code, policy.text, "policy", mail_from)
             return str(policy)
@@ -705,6 +711,15 @@ class _Handler:
         return received.reply or "250 2.6.0 dropped"
 
 
+def _certificate_names(peer_cert: Mapping[str, Any]) -> tuple[str, ...]:
+    """CN and DNS SANs of ``SSLSocket.getpeercert()``'s dict."""
+    common = [
+        value for rdn in peer_cert.get("subject", ()) for key, value in rdn if key == "commonName"
+    ]
+    dns = [value for kind, value in peer_cert.get("subjectAltName", ()) if kind == "DNS"]
+    return tuple(dict.fromkeys([*common, *dns]))
+
+
 # --- the stand-in -----------------------------------------------------------------------------
 class SmtpStandIn(StandInServer):
     """Exchange Online's SMTP submission or relay endpoint on loopback (see the module doc).
@@ -735,6 +750,7 @@ class SmtpStandIn(StandInServer):
         connection_limit_stage: Stage = "data",
         signing_key: bytes = DEFAULT_SIGNING_KEY,
         hostname: str | None = None,
+        client_cert_names: Iterable[str] | None = None,
     ) -> None:
         if mode not in ("submission", "relay"):
             raise ValueError(f"mode must be 'submission' or 'relay', not {mode!r}")
@@ -751,6 +767,12 @@ class SmtpStandIn(StandInServer):
         )
         self.max_connections_per_user = max_connections_per_user
         self.connection_limit_stage: Stage = connection_limit_stage
+        #: relay: a certificate-based connector (``TlsSenderCertificateName``). ``None``: the
+        #: connector trusts the IP address; else MAIL FROM is ``550 5.7.64`` unless the client
+        #: presented a certificate (signed by :attr:`ca_file`'s CA) naming one of these.
+        self.client_cert_names = (
+            None if client_cert_names is None else {n.lower() for n in client_cert_names}
+        )
         self.signing_key = signing_key
         self.hostname = hostname or (
             "smtp.office365.standin.invalid"
@@ -772,6 +794,7 @@ class SmtpStandIn(StandInServer):
         self._smtp_server: asyncio.Server | None = None
         self._smtp_port: int | None = None
         self._tls_dir: Path | None = None
+        self._ca: Any = None
         self.tls_context: ssl.SSLContext | None = None
 
     # --- addresses ----------------------------------------------------------------------------
@@ -859,13 +882,27 @@ class SmtpStandIn(StandInServer):
         import trustme
 
         ca = trustme.CA(organization_name="mailgw stand-in CA")
+        self._ca = ca
         cert = ca.issue_cert(LOOPBACK, "localhost", self.hostname)
         self._tls_dir = Path(tempfile.mkdtemp(prefix="standin-smtp-tls-"))
         ca.cert_pem.write_to_path(str(self._tls_dir / "ca.pem"))
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2  # Exchange Online: TLS 1.2+
         cert.configure_cert(context)
+        # Like Exchange Online: ask for a client certificate, do not insist on one (the connector
+        # decides at MAIL FROM); one that does not chain to the CA fails the handshake.
+        context.verify_mode = ssl.CERT_OPTIONAL
+        ca.configure_trust(context)
         return context
+
+    def issue_client_cert(self, *names: str) -> str:
+        """PEM (private key + certificate) of a client certificate for ``names``, from the CA
+        that the stand-in trusts: what ``MAILGW_RELAY_CLIENT_CERT`` holds."""
+        if self._ca is None:
+            raise RuntimeError("SmtpStandIn is not started")
+        issued = self._ca.issue_cert(*names)
+        pem: str = issued.private_key_pem.bytes().decode()
+        return pem + "".join(blob.bytes().decode() for blob in issued.cert_chain_pems)
 
     async def _on_close(self) -> None:
         server, self._smtp_server = self._smtp_server, None
@@ -1102,11 +1139,16 @@ class SmtpStandIn(StandInServer):
                 earlier += 1
         return earlier >= limit
 
-    def _policy(self, stage: Stage, user: str | None, mail_from: str | None) -> Reply | None:
+    def _policy(
+        self, stage: Stage, user: str | None, mail_from: str | None, cert_names: tuple[str, ...]
+    ) -> Reply | None:
         if stage == "mail" and self.mode == "relay":
             domain = (mail_from or "").rpartition("@")[2].lower()
             if domain not in self.accepted_domains:
                 return Exchange.RELAY_ACCESS_DENIED
+            wanted = self.client_cert_names
+            if wanted is not None and not {n.lower() for n in cert_names} & wanted:
+                return Exchange.RELAY_ACCESS_DENIED  # the connector did not recognise the sender
         if stage == "data" and self.mode == "submission" and self.send_as is not None and user:
             sender = (mail_from or "").lower()
             if sender != user.lower() and sender not in self.send_as.get(user.lower(), set()):
@@ -1195,6 +1237,9 @@ class SmtpStandIn(StandInServer):
         if "allowedUsers" in body:
             users = body["allowedUsers"]
             self.allowed_users = None if users is None else {u.lower() for u in users}
+        if "clientCertNames" in body:
+            names = body["clientCertNames"]
+            self.client_cert_names = None if names is None else {n.lower() for n in names}
         if "sendAs" in body:
             send_as = body["sendAs"]
             self.send_as = (

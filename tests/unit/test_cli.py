@@ -422,3 +422,11 @@ def test_a_token_is_sent_as_a_bearer_credential(
     assert "x-functions-key" not in headers
     assert cli.main(["--token", "other", "--url", url, "status", "known"]) == 0
     assert seen.requests[1]["headers"]["authorization"] == "Bearer other"
+
+
+def test_operator_commands_ignore_the_api_authentication_settings() -> None:
+    """`eval "$(azd env get-values)"` may bring MAILGW_AUTH=entra without the tenant id; the
+    storage commands do not serve the API and must still start."""
+    env = {"MAILGW_AUTH": "entra", "MAILGW_API_AUDIENCE": "x", "AzureWebJobsStorage": "x"}
+    services = cli.open_services(env)
+    assert services.settings.api_auth == "keys"
