@@ -216,6 +216,11 @@ class EntraTokens:
             raise _unavailable()
         raise unauthorized("The token is signed with a key the tenant does not publish.")
 
+    async def published_keys(self) -> tuple[str, int]:
+        """The issuer and the number of signing keys the tenant publishes (``mailgw doctor``)."""
+        await self._refresh()
+        return str(self._issuer), len(self._keys)
+
     async def _refresh(self) -> None:
         import httpx
 

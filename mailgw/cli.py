@@ -200,8 +200,20 @@ def build_parser() -> argparse.ArgumentParser:
         "health", parents=[api], help="check that the gateway and its queue are reachable"
     )
 
+    doctor = commands.add_parser(
+        "doctor",
+        help="check settings, storage, transport and identity; sends nothing (exit 1: not ready)",
+    )
+    doctor.add_argument(
+        "--mailbox",
+        help="authenticate as this mailbox where the transport can (SMTP AUTH); default: the "
+        "first address in MAILGW_ALLOWED_SENDERS",
+    )
+
     failed = commands.add_parser(
-        "failed", help="failed messages, from storage: list, replay, purge"
+        "failed",
+        aliases=["poison"],
+        help="failed messages, from storage: list, replay, purge (alias: poison)",
     ).add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = failed.add_parser("list", help="failed messages, newest first")
     listing.add_argument("--limit", type=_positive, default=100, help="at most N (%(default)s)")
@@ -232,7 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command in ("failed", "store"):
+    if args.command == "doctor":
+        return _doctor(args)
+    if args.command in ("failed", "poison", "store"):
         if args.action in ("replay", "purge") and bool(args.ids) == bool(args.all):
             parser.error(f"failed {args.action}: give message ids or --all (not both)")
         return operate(args)
@@ -313,6 +327,32 @@ def open_services(env: Mapping[str, str]) -> Services:
     return Services(Settings.from_env(own))
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from mailgw.doctor import diagnose, render
+
+    try:
+        env = operator_environment()
+    except OperatorError as error:
+        print(f"mailgw: {error}", file=sys.stderr)
+        return 2
+
+    async def run() -> int:
+        try:
+            findings = await diagnose(env, args.mailbox)
+        finally:
+            await _close_shared_credentials()
+        print(render(findings))
+        return 0 if all(f.ok for f in findings) else 1
+
+    return asyncio.run(run())
+
+
+async def _close_shared_credentials() -> None:
+    from mailgw.storage import close_credentials
+
+    await close_credentials()
+
+
 def operate(args: argparse.Namespace) -> int:
     from mailgw.settings import SettingsError
     from mailgw.storage import StorageConfigError
@@ -351,10 +391,7 @@ async def close_services(services: Services) -> None:
         await services.queue.close()
     if "store" in opened:
         await services.store.close()
-    if ("queue" in opened or "store" in opened) and hasattr(services, "settings"):
-        connection = services.settings.storage()
-        if connection.connection_string is None:
-            await connection.credential().close()
+    await _close_shared_credentials()
 
 
 async def run_operator(args: argparse.Namespace, services: Services) -> int:

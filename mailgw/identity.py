@@ -158,3 +158,17 @@ class SingleFlightCredential:
 
     async def __aexit__(self, *args: object) -> None:
         await self.close()
+
+
+def token_roles(token: str) -> str:
+    """The app roles an access token carries, for a diagnosis (not a check: unverified)."""
+    import jwt
+
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.InvalidTokenError:
+        return "an opaque token"
+    roles = claims.get("roles")
+    if not isinstance(roles, list) or not roles:
+        return "roles: none"
+    return "roles: " + ", ".join(str(r) for r in roles)

@@ -129,6 +129,13 @@ def _credential_for(kind: str | None, client_id: str | None) -> AsyncTokenCreden
     return credential
 
 
+async def close_credentials() -> None:
+    """Close the cached storage credentials (a one-shot command, before its event loop ends)."""
+    while _CREDENTIALS:
+        _, credential = _CREDENTIALS.popitem()
+        await credential.close()
+
+
 def queue_service_client(connection: StorageConnection) -> QueueServiceClient:
     """An async queue service client (for queue management: create, list, properties)."""
     from azure.storage.queue.aio import QueueServiceClient
@@ -138,7 +145,7 @@ def queue_service_client(connection: StorageConnection) -> QueueServiceClient:
     return QueueServiceClient(connection.service_uri("queue"), credential=connection.credential())
 
 
-def queue_client(connection: StorageConnection, queue_name: str) -> QueueClient:
+def queue_client(connection: StorageConnection, queue_name: str, **options: Any) -> QueueClient:
     """An async client for one queue, Base64-encoding like the Functions host (``messageEncoding``).
 
     azure-storage-queue sends text unencoded by default, and a service client does not pass its
@@ -150,6 +157,7 @@ def queue_client(connection: StorageConnection, queue_name: str) -> QueueClient:
     policies: dict[str, Any] = {
         "message_encode_policy": TextBase64EncodePolicy(),
         "message_decode_policy": TextBase64DecodePolicy(),
+        **options,
     }
     if connection.connection_string:
         return QueueClient.from_connection_string(
@@ -160,17 +168,21 @@ def queue_client(connection: StorageConnection, queue_name: str) -> QueueClient:
     )
 
 
-def blob_service_client(connection: StorageConnection) -> BlobServiceClient:
+def blob_service_client(connection: StorageConnection, **options: Any) -> BlobServiceClient:
     from azure.storage.blob.aio import BlobServiceClient
 
     if connection.connection_string:
-        return BlobServiceClient.from_connection_string(connection.connection_string)
-    return BlobServiceClient(connection.service_uri("blob"), credential=connection.credential())
+        return BlobServiceClient.from_connection_string(connection.connection_string, **options)
+    return BlobServiceClient(
+        connection.service_uri("blob"), credential=connection.credential(), **options
+    )
 
 
-def table_service_client(connection: StorageConnection) -> TableServiceClient:
+def table_service_client(connection: StorageConnection, **options: Any) -> TableServiceClient:
     from azure.data.tables.aio import TableServiceClient
 
     if connection.connection_string:
-        return TableServiceClient.from_connection_string(connection.connection_string)
-    return TableServiceClient(connection.service_uri("table"), credential=connection.credential())
+        return TableServiceClient.from_connection_string(connection.connection_string, **options)
+    return TableServiceClient(
+        connection.service_uri("table"), credential=connection.credential(), **options
+    )

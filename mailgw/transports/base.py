@@ -38,4 +38,9 @@ class Transport(Protocol):
         """Send once. Raise ``DeliveryError`` for classified failures; anything else is a crash."""
         ...
 
+    async def probe(self, mailbox: str | None) -> str:
+        """Check, without sending anything, that a send as ``mailbox`` could get through (``mailgw
+        doctor``): say what was seen, or raise ``DeliveryError`` with the operator's hint."""
+        ...
+
     async def aclose(self) -> None: ...

@@ -50,7 +50,7 @@ from mailgw.errors import (
     token_unavailable,
     transient,
 )
-from mailgw.identity import SingleFlightCredential, create_credential
+from mailgw.identity import SingleFlightCredential, create_credential, token_roles
 from mailgw.models import Attachment
 from mailgw.settings import Settings
 from mailgw.transports.base import OutboundMessage, SendReceipt
@@ -135,6 +135,16 @@ class GraphTransport:
             await http.aclose()
         if self._owns_credential:  # a credential passed in belongs to the caller
             await self.credential.close()
+
+    async def probe(self, mailbox: str | None) -> str:
+        """A token for Graph is what can be checked without sending: whether the identity may
+        send as a mailbox is Exchange's decision at the first send (RBAC for Applications grants
+        are not in the token)."""
+        try:
+            token = await self.credential.get_token(self.settings.graph_scope)
+        except AzureError as exc:
+            raise token_unavailable(exc) from exc
+        return f"token for {self.settings.graph_scope} ({token_roles(token.token)})"
 
     async def send(self, message: OutboundMessage) -> SendReceipt:
         mailbox = message.request.sender.address

@@ -42,6 +42,16 @@ class OutboxTransport:
         _atomic_write(target, data)
         return target
 
+    async def probe(self, mailbox: str | None) -> str:
+        await asyncio.to_thread(self._probe)
+        return f"writes .eml files to {self.directory.resolve()}"
+
+    def _probe(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".probe.")
+        os.close(fd)
+        Path(tmp).unlink()
+
     async def aclose(self) -> None:
         return None
 

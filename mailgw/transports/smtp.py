@@ -136,6 +136,7 @@ class SmtpTransport:
         self.timeout = float(settings.smtp_timeout_seconds)
         self.limit = settings.smtp_connections
         self.context = tls_context(settings.smtp_ca_file)
+        self._client_cert = relay and settings.relay_client_cert is not None
         if relay and settings.relay_client_cert is not None:
             settings.relay_client_cert.load_into(self.context)
             cert = settings.relay_client_cert
@@ -253,7 +254,23 @@ class SmtpTransport:
             )
         return exc
 
-    async def _open(self, mailbox: str) -> aiosmtplib.SMTP:
+    async def probe(self, mailbox: str | None) -> str:
+        """Connect, STARTTLS and (client submission, given a mailbox) AUTH as it; then QUIT."""
+        try:
+            client = await self._open(mailbox)
+        except Exception as exc:
+            raise self._classify(exc, _Progress()) from exc
+        ssl_object = client.transport.get_extra_info("ssl_object") if client.transport else None
+        version = ssl_object.version() if ssl_object else "TLS"
+        await client.quit()
+        seen = f"{self.host}:{self.port} over {version}"
+        if self.relay:
+            return seen + (", client certificate presented" if self._client_cert else "")
+        if mailbox is None:
+            return seen + "; AUTH not tried (give --mailbox to authenticate as one)"
+        return seen + f", AUTH XOAUTH2 as {mailbox} accepted"
+
+    async def _open(self, mailbox: str | None) -> aiosmtplib.SMTP:
         """Connect, require STARTTLS (TLS 1.2+), and for client submission AUTH XOAUTH2 as the
         mailbox. Nothing is sent before the session is encrypted."""
         client = aiosmtplib.SMTP(
@@ -289,7 +306,7 @@ class SmtpTransport:
                     hint=f"{self.host} must offer TLS 1.2 or newer with a certificate the gateway "
                     "trusts; the gateway retries in case it was the network",
                 ) from exc
-            if self.credential is not None:
+            if self.credential is not None and mailbox is not None:
                 token = await self.credential.get_token(self.scope)
                 await client.auth_xoauth2(mailbox, token.token)
         except BaseException:

@@ -283,3 +283,34 @@ async def test_sovereign_endpoint_builds_a_client_for_that_cloud(
         assert settings.graph_scope == "https://graph.microsoft.us/.default"
     finally:
         await transport.aclose()
+
+
+async def test_the_readiness_probe_gets_a_token_and_sends_nothing(
+    transport: GraphTransport, graph: GraphStandIn, identity: IdentityStandIn
+) -> None:
+    seen = await transport.probe(SENDER)
+    assert seen == f"token for {graph.url}/.default (an opaque token)"
+    (issued,) = identity.issued
+    assert issued.resource == graph.url
+    assert graph.requests == []
+
+
+async def test_the_readiness_probe_reports_a_refused_identity_with_a_hint(
+    transport: GraphTransport, identity: IdentityStandIn
+) -> None:
+    identity.fail_next(400, 10, message="Unable to load the proper Managed Identity.")
+    with pytest.raises(DeliveryError) as caught:
+        await transport.probe(SENDER)
+    assert caught.value.code == "TokenUnavailable"
+    assert "MAILGW_CREDENTIAL" in caught.value.hint
+
+
+def test_token_roles_are_read_for_the_diagnosis_only() -> None:
+    import jwt
+
+    from mailgw.identity import token_roles
+
+    signed = jwt.encode({"roles": ["Mail.Send"]}, "k" * 32, algorithm="HS256")
+    assert token_roles(signed) == "roles: Mail.Send"
+    assert token_roles(jwt.encode({}, "k" * 32, algorithm="HS256")) == "roles: none"
+    assert token_roles("opaque") == "an opaque token"

@@ -150,6 +150,9 @@ def test_parsing() -> None:
     args = parser.parse_args(["failed", "purge", "--all", "--yes"])
     assert (args.ids, args.all, args.yes) == ([], True, True)
     assert parser.parse_args(["store", "cleanup"]).action == "cleanup"
+    args = parser.parse_args(["poison", "replay", "--all"])  # the design's name for `failed`
+    assert (args.command, args.action, args.all) == ("poison", "replay", True)
+    assert parser.parse_args(["doctor", "--mailbox", "a@b.c"]).mailbox == "a@b.c"
 
 
 @pytest.mark.parametrize(
