@@ -282,8 +282,10 @@ module rbac 'modules/rbac.bicep' = {
 }
 
 // Optional: read access to the relay client certificate in an existing Key Vault of this resource
-// group, for the Key Vault reference MAILGW_RELAY_CLIENT_CERT (docs/transports.md).
-module relayCertAccess 'modules/key-vault-access.bicep' = if (!empty(relayClientCertKeyVaultName)) {
+// group, for the Key Vault reference MAILGW_RELAY_CLIENT_CERT (docs/transports.md). Only when that
+// setting exists: a vault name alone grants nothing. (Each operand in parentheses: pycep-parser,
+// which `make test` uses to check this file, binds `!` looser than `&&`.)
+module relayCertAccess 'modules/key-vault-access.bicep' = if ((transport == 'relay') && (!empty(relayClientCertUri)) && (!empty(relayClientCertKeyVaultName))) {
   name: 'relay-cert-access'
   params: {
     keyVaultName: relayClientCertKeyVaultName

@@ -328,7 +328,11 @@ def open_services(env: Mapping[str, str]) -> Services:
 
 
 def _doctor(args: argparse.Namespace) -> int:
+    import logging
+
     from mailgw.doctor import diagnose, render
+
+    logging.getLogger("azure").setLevel(logging.ERROR)  # the findings say it, once, with a hint
 
     try:
         env = operator_environment()

@@ -21,7 +21,7 @@ import re
 import ssl
 import tempfile
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 SETTING = "MAILGW_RELAY_CLIENT_CERT"
+#: The app refuses to start with an expired certificate (a cold start would take the whole gateway
+#: down), so the log and `mailgw doctor` warn this long before.
+RENEW_WITHIN = timedelta(days=14)
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----", re.DOTALL)
 
 
@@ -47,6 +50,9 @@ class ClientCertificate:
     def __repr__(self) -> str:  # never the key
         return f"ClientCertificate(subject={self.subject!r}, not_after={self.not_after:%Y-%m-%d})"
 
+    def expires_soon(self, now: datetime | None = None) -> bool:
+        return self.not_after - (now or datetime.now(UTC)) < RENEW_WITHIN
+
     def load_into(self, context: ssl.SSLContext) -> None:
         with tempfile.TemporaryDirectory(prefix="mailgw-cert-") as folder:  # mode 0700
             path = Path(folder) / "client.pem"
@@ -59,7 +65,14 @@ class ClientCertificate:
 def load_client_certificate(value: str, *, now: datetime | None = None) -> ClientCertificate:
     """Parse the setting's value in whichever form it comes; raise with the reason if unusable."""
     text = value.strip()
-    if text.startswith("-----BEGIN"):
+    if text.startswith("@Microsoft.KeyVault("):
+        raise SettingsError(
+            f"{SETTING} is an unresolved Key Vault reference: the platform could not read the "
+            "secret (the identity's Key Vault Secrets User role, the site's "
+            "keyVaultReferenceIdentity, the vault's firewall?). See the reference's status: az "
+            "rest --uri <site id>/config/configreferences/appsettings?api-version=2023-12-01"
+        )
+    if "-----BEGIN" in text:  # PEM, perhaps with openssl's "Bag Attributes" before the blocks
         key, chain = _from_pem(text.encode())
     elif len(text) < 4096 and os.path.isfile(text):
         data = Path(text).read_bytes()
@@ -75,7 +88,12 @@ def load_client_certificate(value: str, *, now: datetime | None = None) -> Clien
                 "secret), nor the path of an existing file"
             ) from None
         key, chain = _from_pkcs12(data)
-    return _checked(key, chain, now or datetime.now(UTC))
+    certificate = _checked(key, chain, now or datetime.now(UTC))
+    try:  # what OpenSSL itself refuses (a 1024-bit RSA key, say) must stop the start too
+        certificate.load_into(ssl.create_default_context())
+    except ssl.SSLError as exc:
+        raise SettingsError(f"{SETTING}: TLS cannot use this certificate: {exc}") from None
+    return certificate
 
 
 def _from_pem(data: bytes) -> tuple[PrivateKeyTypes, list[x509.Certificate]]:

@@ -4,8 +4,10 @@ Each check says what it saw, and when it fails, what to do: the settings (as the
 at load), the sender policy, the storage the gateway uses (reachable with this identity; a queue,
 table or container not created yet is fine, the first use creates it), the transport (a Graph
 token; an SMTP connection with STARTTLS and, given a mailbox, AUTH; the outbox folder), and the
-Entra ID keys when the API takes tokens. Run it with the app's settings: in Azure, from the
-Function App's console or with the same settings on an operator's machine.
+Entra ID keys when the API takes tokens. Run it with the app's settings and identity: on an
+operator's machine, ``MAILGW_CREDENTIAL=default`` and DefaultAzureCredential test *your* sign-in,
+not the Function App's managed identity, so a token check passing there proves the settings and
+the network path, not the app's permissions.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from azure.core.exceptions import AzureError, ResourceNotFoundError
 from mailgw.errors import DeliveryError
 from mailgw.problems import Problem
 from mailgw.settings import Settings, SettingsError
+from mailgw.storage import StorageConfigError
 
 CHECK_TIMEOUT_SECONDS = 20.0
 
@@ -49,11 +52,13 @@ async def diagnose(env: Mapping[str, str], mailbox: str | None = None) -> list[F
         Finding("settings", True, f"transport {settings.transport}, queue {settings.queue}")
     ]
     findings.append(_senders(settings))
-    probe_as = mailbox or next((s for s in settings.allowed_senders if not s.startswith("*")), None)
-    checks: list[tuple[str, Callable[[], Awaitable[str]]]] = [
-        *_storage_checks(settings),
-        (f"transport {settings.transport}", lambda: _probe_transport(settings, probe_as)),
-    ]
+    probe_as = mailbox or _probe_mailbox(settings)
+    try:
+        checks = _storage_checks(settings)
+    except StorageConfigError as exc:
+        findings.append(Finding("storage", False, str(exc), "set the storage setting it names"))
+        checks = []
+    checks.append((f"transport {settings.transport}", lambda: _probe_transport(settings, probe_as)))
     if settings.api_auth == "entra":
         checks.append(("api tokens", lambda: _entra_keys(settings)))
     for name, check in checks:
@@ -81,15 +86,33 @@ async def _run(name: str, check: Callable[[], Awaitable[str]], settings: Setting
         )
     except TimeoutError:
         return Finding(
-            name, False, f"no answer within {CHECK_TIMEOUT_SECONDS:.0f} s", "check the network path"
+            name,
+            False,
+            f"no answer within {CHECK_TIMEOUT_SECONDS:.0f} s",
+            "check the network path and the endpoint in the settings",
         )
+    except StorageConfigError as exc:
+        return Finding(name, False, str(exc), "set the storage setting it names")
+    except ValueError as exc:  # what the SDKs raise for a setting they cannot use
+        return Finding(name, False, f"{type(exc).__name__}: {exc}", _storage_hint(settings))
     except AzureError as exc:
         message = (str(exc).splitlines() or [""])[0]
         return Finding(name, False, f"{type(exc).__name__}: {message}", _storage_hint(settings))
-    except OSError as exc:
+    except OSError as exc:  # the outbox folder (the SMTP transport classifies its own)
         return Finding(
             name, False, f"{type(exc).__name__}: {exc}", "check the path and its permissions"
         )
+
+
+def _probe_mailbox(settings: Settings) -> str | None:
+    """The first mailbox the policy names; for ``*@domain`` only, that domain's postmaster (a
+    relay connector judges the domain; SMTP AUTH needs a real mailbox, so --mailbox then)."""
+    exact = [s for s in settings.allowed_senders if not s.startswith("*@")]
+    if exact:
+        return exact[0]
+    if settings.allowed_senders and settings.transport == "relay":
+        return "postmaster@" + settings.allowed_senders[0].removeprefix("*@")
+    return None
 
 
 def _senders(settings: Settings) -> Finding:
@@ -139,7 +162,8 @@ def _storage_checks(settings: Settings) -> list[tuple[str, Callable[[], Awaitabl
 
     async def poison() -> str:
         seen = await queue(settings.poison_queue)
-        return seen + ("" if seen.startswith("reachable, 0 ") else "; see `mailgw failed list`")
+        waiting = seen.startswith("reachable, ") and not seen.startswith("reachable, 0 ")
+        return seen + ("; see `mailgw failed list`" if waiting else "")
 
     return [
         (f"queue {settings.queue}", lambda: queue(settings.queue)),

@@ -228,7 +228,8 @@ def _smtp_settings(env: Mapping[str, str], transport: str) -> _SmtpSettings:
             "<domain>.mail.protection.outlook.com"
         )
     client_cert = None
-    if raw_cert := env.get("MAILGW_RELAY_CLIENT_CERT", "").strip():
+    raw_cert = env.get("MAILGW_RELAY_CLIENT_CERT", "").strip()
+    if raw_cert and transport == "relay":  # only the relay presents it; elsewhere it is unused
         from mailgw.client_cert import load_client_certificate
 
         client_cert = load_client_certificate(raw_cert)

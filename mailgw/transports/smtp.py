@@ -136,16 +136,22 @@ class SmtpTransport:
         self.timeout = float(settings.smtp_timeout_seconds)
         self.limit = settings.smtp_connections
         self.context = tls_context(settings.smtp_ca_file)
-        self._client_cert = relay and settings.relay_client_cert is not None
-        if relay and settings.relay_client_cert is not None:
-            settings.relay_client_cert.load_into(self.context)
-            cert = settings.relay_client_cert
+        self._client_cert = settings.relay_client_cert if relay else None
+        if self._client_cert is not None:
+            cert = self._client_cert
+            cert.load_into(self.context)
             log.info(
                 "relay presents the client certificate for %s (subject %s, valid until %s)",
                 ", ".join(cert.names) or "no name",
                 cert.subject,
                 f"{cert.not_after:%Y-%m-%d}",
             )
+            if cert.expires_soon():
+                log.warning(
+                    "the relay's client certificate expires on %s: renew it "
+                    "(MAILGW_RELAY_CLIENT_CERT); with an expired one the app does not start",
+                    f"{cert.not_after:%Y-%m-%d}",
+                )
         self._owns_credential = credential is None and not relay
         inner = credential or (None if relay else create_credential(settings.env))
         self.credential = SingleFlightCredential(inner) if inner else None
@@ -255,17 +261,36 @@ class SmtpTransport:
         return exc
 
     async def probe(self, mailbox: str | None) -> str:
-        """Connect, STARTTLS and (client submission, given a mailbox) AUTH as it; then QUIT."""
+        """Connect, STARTTLS and (client submission) AUTH as the mailbox; for the relay, MAIL FROM
+        it too, since a connector decides there (then RSET). Then QUIT: nothing is sent."""
+        client: aiosmtplib.SMTP | None = None
         try:
             client = await self._open(mailbox)
+            ssl_object = client.transport.get_extra_info("ssl_object") if client.transport else None
+            seen = f"{self.host}:{self.port} over {ssl_object.version() if ssl_object else 'TLS'}"
+            if self.relay and mailbox is not None:
+                await client.mail(mailbox)
+                await client.rset()
+                seen += f", MAIL FROM {mailbox} accepted"
+            await client.quit()
         except Exception as exc:
             raise self._classify(exc, _Progress()) from exc
-        ssl_object = client.transport.get_extra_info("ssl_object") if client.transport else None
-        version = ssl_object.version() if ssl_object else "TLS"
-        await client.quit()
-        seen = f"{self.host}:{self.port} over {version}"
+        finally:
+            if client is not None:
+                client.close()
         if self.relay:
-            return seen + (", client certificate presented" if self._client_cert else "")
+            cert = self._client_cert
+            if cert is not None and cert.expires_soon():
+                raise DeliveryError(
+                    "ClientCertificateExpiring",
+                    f"the client certificate expires on {cert.not_after:%Y-%m-%d}",
+                    transient=False,
+                    hint="renew it (MAILGW_RELAY_CLIENT_CERT, in Key Vault): with an expired "
+                    "certificate the app does not start",
+                )
+            if cert is not None:
+                seen += f", client certificate valid until {cert.not_after:%Y-%m-%d}"
+            return seen
         if mailbox is None:
             return seen + "; AUTH not tried (give --mailbox to authenticate as one)"
         return seen + f", AUTH XOAUTH2 as {mailbox} accepted"

@@ -145,7 +145,8 @@ def test_key_vault_references_resolve_with_the_user_assigned_identity(
     [
         ({}, False),
         ({**RELAY, "relayClientCertUri": RELAY_CERT_URI}, False),  # granted by hand
-        ({"relayClientCertKeyVaultName": RELAY_CERT_VAULT}, True),
+        ({"relayClientCertKeyVaultName": RELAY_CERT_VAULT}, False),  # no setting: no grant
+        ({**RELAY, "relayClientCertKeyVaultName": RELAY_CERT_VAULT}, False),
         (CONFIGURATIONS["relay-cert"], True),
     ],
 )

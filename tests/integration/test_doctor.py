@@ -116,3 +116,30 @@ def test_the_command_exits_1_when_not_ready_and_0_when_ready(
     monkeypatch.setenv("MAILGW_ALLOWED_SENDERS", "*@contoso.com")
     assert cli.main(["doctor"]) == 0
     assert "FAIL" not in capsys.readouterr().out
+
+
+async def test_missing_or_partial_storage_settings_are_findings_not_crashes(
+    tmp_path: Path,
+) -> None:
+    env = gateway_env(None, tmp_path)
+    del env["AzureWebJobsStorage"]
+    findings = await diagnose(env)
+    storage = next(f for f in findings if f.check == "storage")
+    assert not storage.ok and "AzureWebJobsStorage" in storage.detail
+    assert findings[-1].check == "transport outbox" and findings[-1].ok  # the rest still ran
+
+    partial = gateway_env(
+        None,
+        tmp_path,
+        AzureWebJobsStorage__queueServiceUri="https://127.0.0.1:9/devstoreaccount1",
+        AzureWebJobsStorage__credential="managedidentity",
+    )
+    del partial["AzureWebJobsStorage"]
+    findings = await diagnose(partial)
+    table = next(f for f in findings if f.check.startswith("state table"))
+    assert not table.ok and "tableServiceUri" in table.detail
+
+    plain_http = {**partial, "AzureWebJobsStorage__queueServiceUri": "http://127.0.0.1:9/x"}
+    findings = await diagnose(plain_http)
+    queue = next(f for f in findings if f.check == f"queue {plain_http['MAILGW_QUEUE']}")
+    assert not queue.ok and "HTTPS" in queue.detail  # the SDK's own refusal, as a finding

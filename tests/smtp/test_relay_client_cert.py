@@ -8,6 +8,7 @@ load with a reason that names the setting."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Callable
@@ -16,9 +17,10 @@ from pathlib import Path
 import pytest
 import trustme
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import NameOID
 from smtp_helpers import outbound, send_failing
 
 from mailgw.client_cert import load_client_certificate
@@ -113,13 +115,34 @@ async def test_a_certificate_for_another_name_is_refused_like_none(
     assert relay_server.received == []
 
 
-def test_the_client_certificate_is_never_used_for_client_submission(
+def test_the_key_never_shows_in_a_repr(
     relay_server: SmtpStandIn, relay_settings: Callable[..., Settings]
 ) -> None:
     settings = relay_settings(MAILGW_RELAY_CLIENT_CERT=relay_server.issue_client_cert(DOMAIN))
     assert settings.relay_client_cert is not None
     assert DOMAIN in settings.relay_client_cert.names
     assert "PRIVATE" not in repr(settings) and "PRIVATE" not in repr(settings.relay_client_cert)
+
+
+async def test_client_submission_never_presents_the_relay_certificate(
+    smtp: SmtpStandIn,
+    smtp_settings: Callable[..., Settings],
+    relay_server: SmtpStandIn,
+) -> None:
+    cert = load_client_certificate(relay_server.issue_client_cert(DOMAIN))
+    # Even a Settings object carrying one (from_env parses it only for the relay transport):
+    transport = SmtpTransport(dataclasses.replace(smtp_settings(), relay_client_cert=cert))
+    try:
+        await transport.probe("noreply@contoso.com")
+    finally:
+        await transport.aclose()
+    (connection,) = smtp.connections
+    assert connection.tls and connection.client_cert_names == ()
+
+
+def test_other_transports_ignore_the_setting() -> None:
+    settings = Settings.from_env({"MAILGW_TRANSPORT": "graph", "MAILGW_RELAY_CLIENT_CERT": "x"})
+    assert settings.relay_client_cert is None  # a left-over value cannot stop a Graph gateway
 
 
 # --- the setting's value: every unusable form stops the app with the reason --------------------
@@ -167,9 +190,55 @@ def test_unusable_values_are_refused_with_the_reason(make: object, reason: str) 
     assert reason in str(caught.value)
 
 
+RELAY_ENV = {"MAILGW_TRANSPORT": "relay", "MAILGW_RELAY_HOST": "contoso-com.mail.protection.x"}
+
+
 def test_a_wrong_value_stops_settings_loading() -> None:
     with pytest.raises(SettingsError, match="MAILGW_RELAY_CLIENT_CERT"):
-        Settings.from_env({"MAILGW_RELAY_CLIENT_CERT": "-----BEGIN CERTIFICATE-----\nAA==\n"})
+        Settings.from_env(
+            {**RELAY_ENV, "MAILGW_RELAY_CLIENT_CERT": "-----BEGIN CERTIFICATE-----\nAA==\n"}
+        )
+
+
+def test_an_unresolved_key_vault_reference_says_so() -> None:
+    reference = "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/relay/)"
+    with pytest.raises(SettingsError, match="unresolved Key Vault reference") as caught:
+        Settings.from_env({**RELAY_ENV, "MAILGW_RELAY_CLIENT_CERT": reference})
+    assert "keyVaultReferenceIdentity" in str(caught.value)
+
+
+def test_pem_with_openssl_bag_attributes_is_accepted() -> None:
+    leaf = _certificate()
+    pem = (
+        "Bag Attributes\n    localKeyID: 01 00 00 00\n"
+        + leaf.private_key_pem.bytes().decode()
+        + "Bag Attributes\n    friendlyName: relay\n"
+        + leaf.cert_chain_pems[0].bytes().decode()
+    )
+    assert DOMAIN in load_client_certificate(pem).names
+
+
+def test_a_key_tls_refuses_stops_the_start_not_the_first_send() -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    now = dt.datetime.now(dt.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, DOMAIN)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=90))
+        .sign(key, hashes.SHA256())
+    )
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ) + cert.public_bytes(serialization.Encoding.PEM)
+    with pytest.raises(SettingsError, match="TLS cannot use this certificate"):
+        load_client_certificate(pem.decode())
 
 
 def _encrypted_key() -> str:

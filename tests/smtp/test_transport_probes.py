@@ -3,6 +3,7 @@ identity stand-ins: they connect, negotiate TLS and authenticate as a send would
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 
 import pytest
@@ -75,7 +76,34 @@ async def test_relay_probe_presents_the_client_certificate(
     seen = await probe(
         SmtpTransport(relay_settings(MAILGW_RELAY_CLIENT_CERT=cert), relay=True), MAILBOX
     )
-    assert "client certificate presented" in seen
+    assert "MAIL FROM noreply@contoso.com accepted" in seen
+    assert "client certificate valid until" in seen
     (connection,) = relay_server.connections
     assert "mail.contoso.com" in connection.client_cert_names
     assert relay_server.received == []
+
+
+async def test_relay_probe_hears_the_connectors_verdict_at_mail_from(
+    relay_server: SmtpStandIn, relay_settings: Callable[..., Settings]
+) -> None:
+    """A certificate connector for another name refuses at MAIL FROM: the probe asks it."""
+    relay_server.client_cert_names = {"mail.contoso.com"}
+    cert = relay_server.issue_client_cert("gateway.fabrikam.com")
+    transport = SmtpTransport(relay_settings(MAILGW_RELAY_CLIENT_CERT=cert), relay=True)
+    with pytest.raises(DeliveryError) as caught:
+        await probe(transport, MAILBOX)
+    assert "5.7.64" in caught.value.code
+    assert "MAILGW_RELAY_CLIENT_CERT" in caught.value.hint
+    assert relay_server.received == []
+
+
+async def test_relay_probe_fails_a_certificate_about_to_expire(
+    relay_server: SmtpStandIn, relay_settings: Callable[..., Settings]
+) -> None:
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(days=5)
+    cert = relay_server.issue_client_cert("mail.contoso.com", not_after=soon)
+    transport = SmtpTransport(relay_settings(MAILGW_RELAY_CLIENT_CERT=cert), relay=True)
+    with pytest.raises(DeliveryError) as caught:
+        await probe(transport, MAILBOX)
+    assert caught.value.code == "ClientCertificateExpiring"
+    assert f"{soon:%Y-%m-%d}" in caught.value.message

@@ -895,12 +895,12 @@ class SmtpStandIn(StandInServer):
         ca.configure_trust(context)
         return context
 
-    def issue_client_cert(self, *names: str) -> str:
+    def issue_client_cert(self, *names: str, not_after: Any = None) -> str:
         """PEM (private key + certificate) of a client certificate for ``names``, from the CA
         that the stand-in trusts: what ``MAILGW_RELAY_CLIENT_CERT`` holds."""
         if self._ca is None:
             raise RuntimeError("SmtpStandIn is not started")
-        issued = self._ca.issue_cert(*names)
+        issued = self._ca.issue_cert(*names, not_after=not_after)
         pem: str = issued.private_key_pem.bytes().decode()
         return pem + "".join(blob.bytes().decode() for blob in issued.cert_chain_pems)
 
