@@ -135,7 +135,8 @@ Send a first mail:
 or:  .venv/bin/mailgw send --from {sender} --to someone@example.com --subject Hi --text 'It works.'
 
 {where}
-Health: curl http://127.0.0.1:{PORT}/api/v1/health     Stop: Ctrl-C
+Health: curl http://127.0.0.1:{PORT}/api/v1/health     Check the set-up: .venv/bin/mailgw doctor
+Stop: Ctrl-C
 """
 
 
