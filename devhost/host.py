@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 import os
 import signal
@@ -27,6 +28,7 @@ from devhost.app_loader import LoadedApp, load_app
 from devhost.hostjson import HostConfig
 from devhost.http_server import HttpFrontEnd, max_request_bytes
 from devhost.invoke import Invoker
+from devhost.leases import LeaseKeeper
 from devhost.queue_listener import DEFAULT_LEASE_SECONDS, QueueListener
 from devhost.settings import apply_settings, load_local_settings
 from devhost.timers import TimerListener
@@ -130,6 +132,7 @@ class DevHost:
         self.listeners: list[QueueListener] = []
         self.timers: list[TimerListener] = []
         self.services: dict[str, QueueServiceClient] = {}
+        self.lease_keepers: dict[str, LeaseKeeper] = {}
         self.runner: web.AppRunner | None = None
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
@@ -174,9 +177,12 @@ class DevHost:
             if spec.connection not in self.services:
                 connection = StorageConnection.from_settings(spec.connection, os.environ)
                 self.services[spec.connection] = queue_service_client(connection)
+                keeper = LeaseKeeper(functools.partial(queue_service_client, connection), lease)
+                keeper.start()
+                self.lease_keepers[spec.connection] = keeper
             service = self.services[spec.connection]
             listener = QueueListener(
-                spec, config.queues, self.invoker, service, lease_seconds=lease
+                spec, config.queues, self.invoker, service, self.lease_keepers[spec.connection]
             )
             deadline = time.monotonic() + STORAGE_STARTUP_SECONDS
             while True:
@@ -283,6 +289,8 @@ class DevHost:
             waiter.cancel()
         for service in self.services.values():
             await service.close()
+        for keeper in self.lease_keepers.values():
+            await keeper.stop()
         abandoned = self.invoker.in_flight
         self.invoker.close()
         if abandoned:

@@ -6,7 +6,8 @@ What it reproduces (Storage Queues extension v5, ``QueueListener`` and ``QueuePr
   after an empty poll or an error, a randomized exponential back-off from 100 ms to
   ``maxPollingInterval``;
 * a lease: messages are received invisible for 10 minutes (``DEVHOST_QUEUE_LEASE_SECONDS``) and
-  the lease is renewed at half-time while the function runs, so a long function is not redelivered;
+  the lease is renewed at half-time while the function runs, so a long function is not redelivered
+  (on a thread of its own, devhost/leases.py: a function that blocks its loop keeps its message);
 * poison handling: a message whose dequeue count already exceeds ``maxDequeueCount`` is moved to
   ``<queue>-poison`` without running; a failure at the last attempt moves it there; an earlier
   failure makes it visible again after ``visibilityTimeout``; a message that is not valid Base64
@@ -26,8 +27,6 @@ import logging
 import random
 import re
 from contextlib import suppress
-from dataclasses import dataclass
-from typing import Any
 
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
 from azure.functions.queue import QueueMessage as FunctionQueueMessage
@@ -37,6 +36,7 @@ from azure.storage.queue.aio import QueueClient, QueueServiceClient
 from devhost.app_loader import QueueFunction
 from devhost.hostjson import MIN_POLLING_INTERVAL, QueueOptions
 from devhost.invoke import Invoker
+from devhost.leases import Lease, LeaseKeeper, error_code, taken_over
 
 log = logging.getLogger("devhost.queue")
 
@@ -77,18 +77,6 @@ def decode_body(text: str, encoding: str) -> bytes:
     return base64.b64decode(re.sub(r"\s+", "", text), validate=True)
 
 
-@dataclass
-class _Lease:
-    """A received message's id and its newest pop receipt (each renewal issues a new one)."""
-
-    message_id: str
-    pop_receipt: str
-
-
-def _error_code(error: HttpResponseError) -> str:
-    return str(getattr(error, "error_code", "") or "")
-
-
 class QueueListener:
     """Polls one queue for one function until ``stop()``."""
 
@@ -98,14 +86,13 @@ class QueueListener:
         options: QueueOptions,
         invoker: Invoker,
         service: QueueServiceClient,
-        *,
-        lease_seconds: int = DEFAULT_LEASE_SECONDS,
+        leases: LeaseKeeper,
     ) -> None:
         self.spec, self.options, self._invoker = spec, options, invoker
         self.poison_name = f"{spec.queue_name}-poison"
         self._queue: QueueClient = service.get_queue_client(spec.queue_name)
         self._poison: QueueClient = service.get_queue_client(self.poison_name)
-        self._lease_seconds = max(1, lease_seconds)
+        self._leases = leases
         self._backoff = Backoff(
             MIN_POLLING_INTERVAL.total_seconds(), options.max_polling_interval.total_seconds()
         )
@@ -138,7 +125,7 @@ class QueueListener:
     async def _receive(self) -> list[QueueMessage]:
         pages = self._queue.receive_messages(
             messages_per_page=self.options.batch_size,
-            visibility_timeout=self._lease_seconds,
+            visibility_timeout=self._leases.lease_seconds,
             retry_total=0,  # the poll loop backs off on errors itself, as the host does
         ).by_page()
         try:
@@ -185,7 +172,7 @@ class QueueListener:
                 stopping.cancel()
 
     async def _process(self, message: QueueMessage) -> None:
-        lease = _Lease(message.id, message.pop_receipt or "")
+        lease = Lease(message.id, message.pop_receipt or "")
         text = message.content if isinstance(message.content, str) else ""
         try:
             if (
@@ -220,7 +207,7 @@ class QueueListener:
         except Exception:
             log.exception("Unexpected error handling message %s", message.id)
 
-    async def _run(self, message: QueueMessage, lease: _Lease, body: bytes) -> bool:
+    async def _run(self, message: QueueMessage, lease: Lease, body: bytes) -> bool:
         """Invoke the function while renewing the lease; True if it succeeded."""
         trigger = FunctionQueueMessage(  # type: ignore[no-untyped-call]
             id=message.id,
@@ -232,8 +219,7 @@ class QueueListener:
             pop_receipt=message.pop_receipt,
         )
         inserted = message.inserted_on.isoformat() if message.inserted_on else None
-        done = asyncio.Event()
-        renewer = asyncio.create_task(self._renew(lease, done))
+        renewal = self._leases.keep(self.spec.queue_name, lease)  # on the leases' own thread
         try:
             await self._invoker.invoke(
                 self.spec,
@@ -247,50 +233,18 @@ class QueueListener:
         except Exception:
             return False  # logged by the invoker; the return value of a queue function is ignored
         finally:
-            done.set()
-            await renewer  # never cancelled mid-request: the newest pop receipt must not be lost
+            await renewal.finish()  # after it, the lease holds the newest pop receipt
         return True
 
-    async def _renew(self, lease: _Lease, done: asyncio.Event) -> None:
-        """Keep the message invisible while the function runs (the host's visibility timer)."""
-        interval = self._lease_seconds / 2
-        while True:
-            with suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), interval)
-            if done.is_set():
-                return
-            try:
-                updated: Any = await self._queue.update_message(
-                    lease.message_id, lease.pop_receipt, visibility_timeout=self._lease_seconds
-                )
-            except HttpResponseError as error:
-                if (
-                    isinstance(error, ResourceNotFoundError)
-                    or _error_code(error) == "PopReceiptMismatch"
-                ):
-                    log.debug("Message %s was taken over; no longer renewing", lease.message_id)
-                    return
-                log.warning("Renewing the lease of message %s failed: %s", lease.message_id, error)
-                interval = max(1.0, interval / 2)  # retry sooner, like the host's speed-up strategy
-            except AzureError as error:
-                log.warning("Renewing the lease of message %s failed: %s", lease.message_id, error)
-                interval = max(1.0, interval / 2)
-            else:
-                lease.pop_receipt = updated.pop_receipt
-                interval = self._lease_seconds / 2
-
-    async def _delete(self, lease: _Lease) -> None:
+    async def _delete(self, lease: Lease) -> None:
         try:
             await self._queue.delete_message(lease.message_id, lease.pop_receipt)
         except HttpResponseError as error:
-            if not (
-                isinstance(error, ResourceNotFoundError)
-                or _error_code(error) == "PopReceiptMismatch"
-            ):
+            if not taken_over(error):
                 raise
-            log.debug("Message %s could not be deleted: %s", lease.message_id, _error_code(error))
+            log.debug("Message %s could not be deleted: %s", lease.message_id, error_code(error))
 
-    async def _release(self, lease: _Lease) -> None:
+    async def _release(self, lease: Lease) -> None:
         """Make a failed message visible again after ``visibilityTimeout`` for its next attempt."""
         seconds = int(self.options.visibility_timeout.total_seconds())
         try:
@@ -298,13 +252,10 @@ class QueueListener:
                 lease.message_id, lease.pop_receipt, visibility_timeout=seconds
             )
         except HttpResponseError as error:
-            if not (
-                isinstance(error, ResourceNotFoundError)
-                or _error_code(error) == "PopReceiptMismatch"
-            ):
+            if not taken_over(error):
                 raise
 
-    async def _move_to_poison(self, lease: _Lease, text: str) -> None:
+    async def _move_to_poison(self, lease: Lease, text: str) -> None:
         """Copy the original message text to ``<queue>-poison`` (created on demand), then delete."""
         log.warning(
             "Message has reached MaxDequeueCount of %d. Moving message to queue '%s'.",

@@ -136,13 +136,47 @@ async def close_credentials() -> None:
         await credential.close()
 
 
-def queue_service_client(connection: StorageConnection) -> QueueServiceClient:
+#: The SDKs' own retries wait 15 s, 18 s, 24 s (Storage) or up to 2 min (Tables' azure-core
+#: policy, 10 retries) and connect for up to 5 min: an HTTP caller would hear nothing for minutes
+#: before a 503. Here: two quick retries and a 10 s connect timeout; after that the caller (told
+#: Retry-After) or the queue (visibilityTimeout) retries. Callers may pass their own retry_total.
+RETRIES = 2
+CONNECT_TIMEOUT_SECONDS = 10
+
+
+def _storage_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Queue and Blob: keywords of their async ExponentialRetry, 1 s then 3 s (±1 s)."""
+    return {
+        "retry_total": RETRIES,
+        "initial_backoff": 1,
+        "increment_base": 2,
+        "random_jitter_range": 1,
+        "connection_timeout": CONNECT_TIMEOUT_SECONDS,
+        **options,
+    }
+
+
+def _table_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Tables: azure-core's retry keywords, 0.5 s then 1 s."""
+    return {
+        "retry_total": RETRIES,
+        "retry_backoff_factor": 0.5,
+        "retry_backoff_max": 4,
+        "connection_timeout": CONNECT_TIMEOUT_SECONDS,
+        **options,
+    }
+
+
+def queue_service_client(connection: StorageConnection, **options: Any) -> QueueServiceClient:
     """An async queue service client (for queue management: create, list, properties)."""
     from azure.storage.queue.aio import QueueServiceClient
 
+    options = _storage_options(options)
     if connection.connection_string:
-        return QueueServiceClient.from_connection_string(connection.connection_string)
-    return QueueServiceClient(connection.service_uri("queue"), credential=connection.credential())
+        return QueueServiceClient.from_connection_string(connection.connection_string, **options)
+    return QueueServiceClient(
+        connection.service_uri("queue"), credential=connection.credential(), **options
+    )
 
 
 def queue_client(connection: StorageConnection, queue_name: str, **options: Any) -> QueueClient:
@@ -157,7 +191,7 @@ def queue_client(connection: StorageConnection, queue_name: str, **options: Any)
     policies: dict[str, Any] = {
         "message_encode_policy": TextBase64EncodePolicy(),
         "message_decode_policy": TextBase64DecodePolicy(),
-        **options,
+        **_storage_options(options),
     }
     if connection.connection_string:
         return QueueClient.from_connection_string(
@@ -171,6 +205,7 @@ def queue_client(connection: StorageConnection, queue_name: str, **options: Any)
 def blob_service_client(connection: StorageConnection, **options: Any) -> BlobServiceClient:
     from azure.storage.blob.aio import BlobServiceClient
 
+    options = _storage_options(options)
     if connection.connection_string:
         return BlobServiceClient.from_connection_string(connection.connection_string, **options)
     return BlobServiceClient(
@@ -181,6 +216,7 @@ def blob_service_client(connection: StorageConnection, **options: Any) -> BlobSe
 def table_service_client(connection: StorageConnection, **options: Any) -> TableServiceClient:
     from azure.data.tables.aio import TableServiceClient
 
+    options = _table_options(options)
     if connection.connection_string:
         return TableServiceClient.from_connection_string(connection.connection_string, **options)
     return TableServiceClient(

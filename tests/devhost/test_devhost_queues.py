@@ -215,6 +215,23 @@ async def test_lease_is_renewed_while_a_long_function_runs(
     assert len(starts) == 1  # never redelivered although it ran twice as long as the lease
 
 
+async def test_a_function_that_blocks_its_event_loop_keeps_its_lease(
+    host: DevHostProcess, queues: Callable[..., QueueClient]
+) -> None:
+    """The Functions host renews leases from outside the worker; so does the dev host (its own
+    thread): a function holding the loop for twice the lease is still not handed out again."""
+    queue = queues(QUEUES["SLOW_QUEUE"])
+    sent = await queue.send_message(json.dumps({"seconds": LEASE_SECONDS * 2, "block": True}))
+
+    async def finished() -> list[dict[str, Any]]:
+        return [r for r in host.records("slow") if r["id"] == sent.id and r["phase"] == "end"]
+
+    await wait_until_async(finished, timeout=30, what="the blocking function to finish")
+    await wait_until_async(lambda: _empty(queue), what="the message to be deleted")
+    starts = [r for r in host.records("slow") if r["id"] == sent.id and r["phase"] == "start"]
+    assert len(starts) == 1
+
+
 async def test_concurrency_is_bounded_by_batch_size_and_threshold(
     host: DevHostProcess, queues: Callable[..., QueueClient]
 ) -> None:

@@ -3,6 +3,7 @@ with a fake core in place of ``Services``."""
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from collections.abc import Iterator
@@ -211,6 +212,18 @@ def api() -> Iterator[tuple[str, Seen]]:
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+
+        def do_POST(self) -> None:  # POST /api/v1/messages: record it, answer 202
+            headers = {name.lower(): value for name, value in self.headers.items()}
+            length = int(self.headers.get("Content-Length", "0"))
+            body = json.loads(self.rfile.read(length))
+            seen.requests.append({"path": self.path, "headers": headers, "body": body})
+            answer = json.dumps({"id": "m1", "status": "queued", "statusUrl": "/x"}).encode()
+            self.send_response(202)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
 
         def log_message(self, *args: Any) -> None:
             pass
@@ -433,3 +446,60 @@ def test_operator_commands_ignore_the_api_authentication_settings() -> None:
     env = {"MAILGW_AUTH": "entra", "MAILGW_API_AUDIENCE": "x", "AzureWebJobsStorage": "x"}
     services = cli.open_services(env)
     assert services.settings.api_auth == "keys"
+
+
+def test_send_posts_the_request_as_the_api_expects(
+    api: tuple[str, Seen], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, seen = api
+    (tmp_path / "r.pdf").write_bytes(b"%PDF-1.7 receipt")
+    (tmp_path / "logo.png").write_bytes(b"\x89PNG\r\n")
+    argv = [
+        "send", "--url", url, "--key", "k",
+        "--from", "noreply@contoso.com", "--to", "a@example.com", "--to", "b@example.com",
+        "--bcc", "audit@contoso.com", "--subject", "Receipt", "--text", "plain",
+        "--html", "<img src=cid:logo>", "--attach", str(tmp_path / "r.pdf"),
+        "--inline", f"{tmp_path / 'logo.png'}:logo", "--header", "X-Order-Id=42",
+        "--importance", "high", "--idempotency-key", "order-42",
+    ]  # fmt: skip
+    assert cli.main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["id"] == "m1"
+    (request,) = seen.requests
+    assert request["path"] == "/api/v1/messages"
+    assert request["headers"]["idempotency-key"] == "order-42"
+    assert request["headers"]["x-functions-key"] == "k"
+    assert request["headers"]["content-type"] == "application/json"
+    assert request["body"] == {
+        "from": "noreply@contoso.com",
+        "to": ["a@example.com", "b@example.com"],
+        "bcc": ["audit@contoso.com"],
+        "subject": "Receipt",
+        "text": "plain",
+        "html": "<img src=cid:logo>",
+        "attachments": [
+            {
+                "name": "r.pdf",
+                "contentType": "application/pdf",
+                "contentBase64": base64.b64encode(b"%PDF-1.7 receipt").decode(),
+            },
+            {
+                "name": "logo.png",
+                "contentType": "image/png",
+                "contentBase64": base64.b64encode(b"\x89PNG\r\n").decode(),
+                "inline": True,
+                "contentId": "logo",
+            },
+        ],
+        "headers": {"X-Order-Id": "42"},
+        "importance": "high",
+    }
+
+
+def test_send_dry_run_posts_nothing(
+    api: tuple[str, Seen], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, seen = api
+    argv = ["send", "--url", url, "--from", "a@contoso.com", "--to", "b@x.com", "--dry-run"]
+    assert cli.main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["from"] == "a@contoso.com"
+    assert seen.requests == []

@@ -61,12 +61,17 @@ async def prepoisoned(msg: func.QueueMessage) -> None:
 
 @app.queue_trigger(arg_name="msg", queue_name="%SLOW_QUEUE%", connection="AzureWebJobsStorage")
 async def slow(msg: func.QueueMessage) -> None:
-    """Works for ``{"seconds": n}`` (the simulated work) and tracks how many run at once."""
+    """Works for ``{"seconds": n}`` (the simulated work) and tracks how many run at once;
+    ``"block": true`` holds the event loop the whole time (a blocking import, CPU work)."""
     global _running
     _running += 1
     record("slow", msg, phase="start", running=_running)
+    work = json.loads(msg.get_body())
     try:
-        await asyncio.sleep(float(json.loads(msg.get_body())["seconds"]))
+        if work.get("block"):
+            time.sleep(float(work["seconds"]))  # noqa: ASYNC251 (blocking, on purpose)
+        else:
+            await asyncio.sleep(float(work["seconds"]))
     finally:
         _running -= 1
     record("slow", msg, phase="end")
