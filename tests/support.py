@@ -8,6 +8,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from mailgw.storage import azurite_connection_string
+
 T = TypeVar("T")
 
 
@@ -83,3 +85,7 @@ async def depth(queue: Any, name: str | None = None) -> int:
     except ResourceNotFoundError:
         return 0
     return int(props.approximate_message_count)
+
+
+#: Storage that refuses every connection: Azurite's account on port 9 (discard), nothing listening.
+DEAD_STORAGE = azurite_connection_string(ports={"blob": 9, "queue": 9, "table": 9})

@@ -19,7 +19,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 from gateway_host import DevHost
 
-from support import b64, sample_request, wait_until
+from support import DEAD_STORAGE, b64, sample_request, wait_until
 
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
@@ -312,13 +312,7 @@ def test_storage_down_is_a_503_with_retry_after_and_never_a_202(
 ) -> None:
     """Storage unreachable (its queue triggers switched off, so the host itself starts): health
     says so, and a send is refused with 503, never accepted and lost."""
-    dead = (
-        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
-        "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
-        "QueueEndpoint=http://127.0.0.1:9/devstoreaccount1;"
-        "BlobEndpoint=http://127.0.0.1:9/devstoreaccount1;"
-        "TableEndpoint=http://127.0.0.1:9/devstoreaccount1;"
-    )
+    dead = DEAD_STORAGE
     host = start_devhost(
         AzureWebJobsStorage=dead,
         **{"AzureWebJobs.deliver.Disabled": "true", "AzureWebJobs.record_failure.Disabled": "true"},

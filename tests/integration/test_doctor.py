@@ -13,6 +13,7 @@ from mailgw import cli
 from mailgw.doctor import Finding, diagnose
 from mailgw.queue import MailQueue
 from mailgw.settings import Settings
+from support import DEAD_STORAGE
 
 
 def gateway_env(azurite: Any, tmp_path: Path, **overrides: str) -> dict[str, str]:
@@ -84,13 +85,7 @@ async def test_a_wrong_setting_stops_the_diagnosis_naming_it(tmp_path: Path) -> 
 
 
 async def test_unreachable_storage_fails_every_storage_check_with_a_hint(tmp_path: Path) -> None:
-    dead = (
-        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
-        "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
-        "QueueEndpoint=http://127.0.0.1:9/devstoreaccount1;"
-        "BlobEndpoint=http://127.0.0.1:9/devstoreaccount1;"
-        "TableEndpoint=http://127.0.0.1:9/devstoreaccount1;"
-    )
+    dead = DEAD_STORAGE
     env = gateway_env(None, tmp_path, AzureWebJobsStorage=dead)
     findings = await diagnose(env)
     storage = [f for f in findings if f.check.split()[0] in ("queue", "poison", "state", "payload")]
