@@ -85,3 +85,28 @@ def test_entra_mode_makes_the_http_routes_anonymous_to_the_host() -> None:
     }
     assert set(levels["entra"].values()) == {"ANONYMOUS"}
     assert levels["keys"].keys() == levels["entra"].keys()
+
+
+def test_the_failure_alert_in_the_docs_names_the_poison_function() -> None:
+    """docs/operations.md alerts on the poison function's executions (requests are never
+    sampled): renaming the function must not silently break the alert."""
+    program = (
+        "import function_app\n"
+        "for f in function_app.app.get_functions():\n"
+        "    for b in f.get_bindings():\n"
+        "        if b.type == 'queueTrigger' and b.queue_name.endswith('-poison'):\n"
+        "            print(f.get_function_name())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    (poison_function,) = result.stdout.split()
+    docs = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    assert f'| where operation_Name == "{poison_function}"' in docs
+    assert f"operation_Name == '{poison_function}'" in docs  # the az command's copy
