@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -87,7 +88,9 @@ class MailQueue:
         if len(text.encode()) > INLINE_LIMIT:
             envelope = await self._claim_check(envelope)
             text = dumps(envelope.to_json())
-        seconds = 0 if delay is None else int(min(delay, MAX_VISIBILITY_DELAY).total_seconds())
+        # Rounded up: a server's Retry-After (or a sendAt) is never undercut by a fraction.
+        wait = timedelta(0) if delay is None else min(delay, MAX_VISIBILITY_DELAY)
+        seconds = math.ceil(wait.total_seconds())
         queue_name = self.poison_queue_name if poison else self.queue_name
         sent = await self._send(queue_name, text, max(seconds, 0))
         return SentMessage(queue_name, sent.id, sent.pop_receipt or "", envelope)
