@@ -116,7 +116,6 @@ class EntraTokens:
         self.metadata_url = (
             f"{authority.rstrip('/')}/{tenant_id}/v2.0/.well-known/openid-configuration"
         )
-        self.tenant_id = tenant_id
         self.audiences = audiences
         self.delegated_clients = frozenset(delegated_clients)
         self.timeout = timeout_seconds

@@ -331,6 +331,7 @@ def _doctor(args: argparse.Namespace) -> int:
     import logging
 
     from mailgw.doctor import diagnose, render
+    from mailgw.storage import close_credentials
 
     logging.getLogger("azure").setLevel(logging.ERROR)  # the findings say it, once, with a hint
 
@@ -344,17 +345,11 @@ def _doctor(args: argparse.Namespace) -> int:
         try:
             findings = await diagnose(env, args.mailbox)
         finally:
-            await _close_shared_credentials()
+            await close_credentials()
         print(render(findings))
         return 0 if all(f.ok for f in findings) else 1
 
     return asyncio.run(run())
-
-
-async def _close_shared_credentials() -> None:
-    from mailgw.storage import close_credentials
-
-    await close_credentials()
 
 
 def operate(args: argparse.Namespace) -> int:
@@ -390,12 +385,14 @@ async def _operate_and_close(args: argparse.Namespace, services: Services) -> in
 async def close_services(services: Services) -> None:
     """Close the storage clients that were opened (and the credential of an identity-based
     connection), so no connection is left for the interpreter to complain about."""
+    from mailgw.storage import close_credentials
+
     opened = vars(services)  # cached_property keeps what was built in the instance dict
     if "queue" in opened:
         await services.queue.close()
     if "store" in opened:
         await services.store.close()
-    await _close_shared_credentials()
+    await close_credentials()
 
 
 async def run_operator(args: argparse.Namespace, services: Services) -> int:

@@ -184,10 +184,10 @@ async def _probe_transport(settings: Settings, mailbox: str | None) -> str:
 
 
 async def _entra_keys(settings: Settings) -> str:
-    from mailgw.auth import EntraTokens
+    from mailgw.auth import EntraTokens, create_api_auth
 
-    assert settings.api_tenant_id is not None  # Settings.from_env requires it with entra
-    tokens = EntraTokens(settings.api_authority, settings.api_tenant_id, settings.api_audiences)
+    tokens = create_api_auth(settings)  # the very validator the API uses
+    assert isinstance(tokens, EntraTokens)  # only called with MAILGW_AUTH=entra
     issuer, keys = await tokens.published_keys()
     return f"{keys} signing key(s) of {issuer}"
 

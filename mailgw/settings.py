@@ -26,6 +26,7 @@ ApiAuth = Literal["keys", "entra"]
 API_AUTH_MODES: tuple[ApiAuth, ...] = ("keys", "entra")
 
 MiB = 1024 * 1024
+ENTRA_AUTHORITY = "https://login.microsoftonline.com"
 
 
 class SettingsError(ValueError):
@@ -66,7 +67,7 @@ class Settings:
     api_auth: ApiAuth = "keys"
     api_tenant_id: str | None = None
     api_audiences: tuple[str, ...] = ()
-    api_authority: str = "https://login.microsoftonline.com"
+    api_authority: str = ENTRA_AUTHORITY
     #: client apps allowed to call on behalf of a user (delegated tokens); none: app tokens only
     api_delegated_clients: tuple[str, ...] = ()
     storage_connection_name: str = "AzureWebJobsStorage"
@@ -269,9 +270,7 @@ def _api_auth_settings(env: Mapping[str, str]) -> _ApiAuthSettings:
         raise SettingsError(f"MAILGW_AUTH must be one of {', '.join(API_AUTH_MODES)}; got {mode!r}")
     tenant = env.get("MAILGW_API_TENANT_ID", "").strip() or None
     audiences = _comma_list(env.get("MAILGW_API_AUDIENCE", ""))
-    authority = (
-        env.get("MAILGW_API_AUTHORITY", "").strip() or "https://login.microsoftonline.com"
-    ).rstrip("/")
+    authority = (env.get("MAILGW_API_AUTHORITY", "").strip() or ENTRA_AUTHORITY).rstrip("/")
     if mode == "entra":
         if not tenant:
             raise SettingsError(

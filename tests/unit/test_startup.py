@@ -11,10 +11,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def load_app(**env: str) -> subprocess.CompletedProcess[str]:
+COUNT_FUNCTIONS = "import function_app; print(len(function_app.app.get_functions()))"
+
+
+def load_app(program: str = COUNT_FUNCTIONS, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run ``program`` in a fresh interpreter with only ``env`` set (settings are read at load)."""
     clean = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **env}
     return subprocess.run(
-        [sys.executable, "-c", "import function_app; print(len(function_app.app.get_functions()))"],
+        [sys.executable, "-c", program],
         cwd=ROOT,
         env=clean,
         capture_output=True,
@@ -68,14 +72,7 @@ def test_entra_mode_makes_the_http_routes_anonymous_to_the_host() -> None:
         ("keys", {}),
         ("entra", {"MAILGW_API_TENANT_ID": "t", "MAILGW_API_AUDIENCE": "a"}),
     ):
-        result = subprocess.run(
-            [sys.executable, "-c", program],
-            cwd=ROOT,
-            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "MAILGW_AUTH": mode, **extra},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = load_app(program, MAILGW_AUTH=mode, **extra)
         assert result.returncode == 0, result.stderr
         levels[mode] = dict(line.split() for line in result.stdout.splitlines())
     assert set(levels["keys"].values()) == {
@@ -97,14 +94,7 @@ def test_the_failure_alert_in_the_docs_names_the_poison_function() -> None:
         "        if b.type == 'queueTrigger' and b.queue_name.endswith('-poison'):\n"
         "            print(f.get_function_name())\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", program],
-        cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = load_app(program)
     assert result.returncode == 0, result.stderr
     (poison_function,) = result.stdout.split()
     docs = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
