@@ -51,7 +51,8 @@ def _request(i: int) -> dict[str, Any]:
 
 def _memory_state(settings: Any) -> Any:
     """The state store with its rows in a dict: isolates what the Graph path itself costs."""
-    from mailgw.store import UNREAD, MessageRecord, StateStore, Transition
+    from mailgw.state.record import MessageRecord
+    from mailgw.store import UNREAD, StateStore, Transition
 
     class MemoryState(StateStore):
         rows: dict[str, MessageRecord]
@@ -66,16 +67,16 @@ def _memory_state(settings: Any) -> Any:
             self.rows[record.id] = record.model_copy(deep=True)
             return True
 
-        async def transition(
+        async def apply(
             self, message_id: str, change: Transition, known: Any = UNREAD
-        ) -> MessageRecord | None:
+        ) -> tuple[MessageRecord | None, bool]:
             current = await self.get(message_id)
             updated = change(current)
             if updated is None:
-                return current
+                return current, False
             updated.updated_at = self.clock()
             self.rows[message_id] = updated.model_copy(deep=True)
-            return updated
+            return updated, True
 
     store = MemoryState(settings.storage(), settings.state_table)
     store.rows = {}

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mailgw.services import Services
-    from mailgw.store import MessageRecord
+    from mailgw.state.record import MessageRecord
 
 DEFAULT_URL = "http://127.0.0.1:7071"
 

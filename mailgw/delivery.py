@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, Literal
 
 from pydantic import ValidationError
@@ -24,20 +25,15 @@ from pydantic import ValidationError
 from mailgw import faults
 from mailgw.errors import DeliveryError
 from mailgw.intake import validate_request
-from mailgw.ledger import (
-    StartSending,
-    is_stale_replay,
-    mark_failed,
-    mark_retrying,
-    mark_sent,
-    save_checkpoint,
-)
 from mailgw.models import Envelope, ErrorInfo, MessageStatus, SendRequest
 from mailgw.policy import SenderPolicy, denial_reason
 from mailgw.problems import Problem
 from mailgw.queue import MailQueue, PayloadIntegrityError
 from mailgw.settings import Settings
-from mailgw.store import MessageRecord, StateStore
+from mailgw.state import machine
+from mailgw.state.machine import is_stale_replay
+from mailgw.state.record import MessageRecord
+from mailgw.store import StateStore
 from mailgw.transports.base import OutboundMessage, Transport
 
 log = logging.getLogger("mailgw.delivery")
@@ -137,7 +133,15 @@ class Delivery:
             return Outcome("scheduled", envelope.id, delay=delay.total_seconds())
 
         lease = uuid.uuid4().hex
-        start = StartSending(self.store, envelope, request, lease, now, dequeue_count > 1)
+        start = partial(
+            machine.start_sending,
+            envelope=envelope,
+            request=request,
+            lease=lease,
+            now=now,
+            redelivered=dequeue_count > 1,
+            retention=self.settings.retention,
+        )
         record = await self.store.transition(envelope.id, start, known)
         if record is None or record.lease != lease:
             return await self._not_ours(envelope, record)
@@ -149,7 +153,8 @@ class Delivery:
             )
 
         async def checkpoint(progress: dict[str, str]) -> None:
-            await self.store.transition(envelope.id, save_checkpoint(lease, progress))
+            saved = partial(machine.checkpoint_saved, lease=lease, checkpoint=progress)
+            await self.store.transition(envelope.id, saved)
 
         message = OutboundMessage(
             id=envelope.id,
@@ -164,9 +169,8 @@ class Delivery:
         except DeliveryError as error:
             return await self._failed(envelope, error)
         faults.point("after_send")
-        await self.store.transition(
-            envelope.id, mark_sent(lease, self.clock(), receipt.detail), record
-        )
+        done = partial(machine.sent, now=self.clock(), detail=receipt.detail)
+        await self.store.transition(envelope.id, done, record)
         faults.point("after_record")
         log.info("sent %s via %s %s", envelope.id, receipt.transport, receipt.detail)
         return Outcome("sent", envelope.id, detail=receipt.detail)
@@ -183,7 +187,7 @@ class Delivery:
                 return Outcome("duplicate", envelope.id, detail="another body won its key"), record
         if record is not None and record.status is MessageStatus.sent:
             return Outcome("duplicate", envelope.id, detail="already sent"), record
-        if record is not None and is_stale_replay(record, envelope):
+        if record is not None and is_stale_replay(record, envelope.replay):
             stale = Outcome("duplicate", envelope.id, detail="failed; replay it to send again")
             return stale, record
         return None, record
@@ -192,7 +196,7 @@ class Delivery:
         """Starting the attempt lost to another worker: done already, or being sent right now."""
         if record is not None and record.status is MessageStatus.sent:
             return Outcome("duplicate", envelope.id, detail="already sent")
-        if record is not None and is_stale_replay(record, envelope):
+        if record is not None and is_stale_replay(record, envelope.replay):
             return Outcome("duplicate", envelope.id, detail="failed; replay it to send again")
         return await self._defer(envelope, BUSY_DELAY, "another worker is sending it")
 
@@ -285,9 +289,10 @@ class Delivery:
             )
         if not error.transient:
             return await self._poison(envelope, error.info())
-        await self.store.transition(
-            envelope.id, mark_retrying(error.info(), self.clock(), ambiguous=error.ambiguous)
+        retrying = partial(
+            machine.retrying, error=error.info(), now=self.clock(), ambiguous=error.ambiguous
         )
+        await self.store.transition(envelope.id, retrying)
         age = (self.clock() - envelope.created_at).total_seconds()
         if age > self.retry.max_age_seconds:
             why = f"still failing after {age / 3600:.1f} h "
@@ -317,9 +322,14 @@ class Delivery:
         return await self._poison(envelope, info)
 
     async def _poison(self, envelope: Envelope, info: ErrorInfo) -> Outcome:
-        await self.store.transition(
-            envelope.id, mark_failed(self.store, envelope, info, self.clock())
+        failed = partial(
+            machine.failed,
+            envelope=envelope,
+            error=info,
+            now=self.clock(),
+            retention=self.settings.retention,
         )
+        await self.store.transition(envelope.id, failed)
         dead = envelope.model_copy(update={"error": info})
         await self.queue.enqueue(dead, poison=True)
         log.error(

@@ -25,3 +25,15 @@ def issued_at(message_id: str) -> datetime | None:
     if value.version != 7:
         return None
     return datetime.fromtimestamp((value.int >> 80) / 1000, UTC)
+
+
+#: The namespace of ids derived from an Idempotency-Key (any fixed UUID; changing it would give
+#: every key a new id).
+KEY_NAMESPACE = uuid.UUID("6f1c2a7e-4b1d-5e8a-9c3f-0d2b7a61e5c4")
+
+
+def keyed_message_id(key: str, generation: int = 1) -> str:
+    """The message id an ``Idempotency-Key`` stands for: derived from the key, so the key's
+    record *is* the message's record (one entity, one write). ``generation`` moves on when an
+    expired key is used again for a new message."""
+    return str(uuid.uuid5(KEY_NAMESPACE, f"{generation}\x00{key}"))

@@ -17,13 +17,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mailgw.ids import new_message_id
+from mailgw.ids import keyed_message_id, new_message_id
 from mailgw.models import Envelope, MessageStatus, SendRequest, SubmitResult
 from mailgw.policy import SenderPolicy, denial_reason
 from mailgw.problems import FieldError, Problem, validation_problem
 from mailgw.queue import MailQueue, SentMessage
 from mailgw.settings import Settings
-from mailgw.store import MessageRecord, StateStore, keyed_message_id
+from mailgw.state import machine
+from mailgw.state.record import MessageRecord
+from mailgw.store import StateStore
 
 log = logging.getLogger("mailgw.intake")
 
@@ -163,7 +165,7 @@ class Intake:
         request = validate_request(document, self.settings, now=now)
         if not self.policy.allows(request.sender.address):
             raise forbidden_sender(self.policy, request.sender.address)
-        accepted = _Accepted(self.store, request, now, traceparent)
+        accepted = _Accepted(self.settings, request, now, traceparent)
         if key is None:
             message_id = new_message_id()
             await self._enqueue(accepted.envelope(message_id), accepted.delay)
@@ -175,7 +177,7 @@ class Intake:
         for generation in range(1, 100):
             message_id = keyed_message_id(key, generation)
             envelope = accepted.envelope(message_id, fingerprint)
-            record = accepted.record(message_id, fingerprint, self.store.idempotency_ttl)
+            record = accepted.record(message_id, fingerprint)
             sent, created = await asyncio.gather(
                 self._enqueue(envelope, accepted.delay),
                 self.store.create(record),
@@ -228,14 +230,8 @@ class Intake:
             await asyncio.sleep(0.05)
 
     async def _confirm(self, message_id: str) -> None:
-        def change(current: MessageRecord | None) -> MessageRecord | None:
-            if current is None or current.confirmed:
-                return None
-            current.confirmed = True
-            return current
-
         try:
-            await self.store.transition(message_id, change)
+            await self.store.transition(message_id, machine.confirmed)
         except Exception as exc:  # a later duplicate then keeps its copy: safe, just redundant
             log.warning("message %s: confirmation not written (%s)", message_id, exc)
 
@@ -283,7 +279,7 @@ def _unconfirmed(record: MessageRecord) -> bool:
 class _Accepted:
     """One accepted request, rendered as what intake writes for a given message id."""
 
-    store: StateStore
+    settings: Settings
     request: SendRequest
     now: datetime
     traceparent: str | None
@@ -312,23 +308,19 @@ class _Accepted:
             request_hash=fingerprint,
         )
 
-    def record(
-        self, message_id: str, fingerprint: str | None = None, key_ttl: timedelta | None = None
-    ) -> MessageRecord:
-        keyed = fingerprint is not None and key_ttl is not None
-        record = self.store.new_record(
+    def record(self, message_id: str, fingerprint: str | None = None) -> MessageRecord:
+        """The message's record; with an Idempotency-Key (``fingerprint``), it also keeps the
+        first response for as long as the key holds."""
+        keyed = fingerprint is not None
+        return machine.accepted(
             message_id,
             self.status,
-            send_at=self.request.send_at,
-            sender=self.request.sender.address,
-            metadata=self.request.metadata,
-            request_hash=fingerprint,
-            source="api",
+            self.request,
+            now=self.now,
+            retention=self.settings.retention,
+            fingerprint=fingerprint,
             response=self.result(message_id).model_dump(mode="json", by_alias=True)
             if keyed
             else None,
-            key_expires_at=self.now + key_ttl if keyed and key_ttl else None,
-            confirmed=not keyed,
+            key_expires_at=self.now + self.settings.idempotency_window if keyed else None,
         )
-        record.record(self.status.value, self.now)
-        return record

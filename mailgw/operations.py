@@ -13,17 +13,19 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 from pydantic import ValidationError
 
 from mailgw.ids import issued_at
-from mailgw.ledger import mark_failed
 from mailgw.models import Envelope, ErrorInfo, MessageStatus
 from mailgw.problems import Problem
 from mailgw.queue import MailQueue
-from mailgw.store import MessageRecord, StateStore
+from mailgw.state import machine
+from mailgw.state.record import MessageRecord
+from mailgw.store import StateStore
 
 log = logging.getLogger("mailgw.failures")
 
@@ -61,6 +63,7 @@ def parse_poison(text: str, queue_message_id: str, now: datetime) -> Envelope:
 class Operations:
     queue: MailQueue
     store: StateStore
+    retention: timedelta = timedelta(days=30)
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     async def record_failure(self, body: bytes | str, *, queue_message_id: str) -> MessageRecord:
@@ -70,19 +73,15 @@ class Operations:
         envelope = parse_poison(text, queue_message_id, self.clock())
         error = envelope.error or CRASH_LOOP
         ref = await self.queue.store_payload(envelope)
-        failed = mark_failed(self.store, envelope, error, self.clock())
-
-        def change(current: MessageRecord | None) -> MessageRecord | None:
-            updated = failed(current)
-            target = updated or current
-            if target is None or target.status is not MessageStatus.failed:
-                return updated
-            if target.payload_ref != ref:
-                target.payload_ref = ref
-                return target
-            return updated
-
-        record = await self.store.transition(envelope.id, change)
+        failed = partial(
+            machine.failed,
+            envelope=envelope,
+            error=error,
+            now=self.clock(),
+            retention=self.retention,
+            payload=ref,
+        )
+        record = await self.store.transition(envelope.id, failed)
         assert record is not None
         if record.status is MessageStatus.failed:
             log.error(
@@ -134,23 +133,9 @@ class Operations:
             replay=number,
         )
         sent = await self.queue.enqueue(envelope)
-
-        applied = False
-
-        def change(current: MessageRecord | None) -> MessageRecord | None:
-            nonlocal applied
-            applied = False
-            if current is None or current.status is not MessageStatus.failed:
-                return None
-            if current.replays >= number:
-                return None
-            current.status = MessageStatus.queued
-            current.replays = number
-            current.record("replayed", now, f"replay {number}")
-            applied = True
-            return current
-
-        updated = await self.store.transition(message_id, change)
+        updated, applied = await self.store.apply(
+            message_id, partial(machine.replayed, number=number, now=now)
+        )
         if not applied:
             await self.queue.delete(sent)  # a concurrent replay got there first
         return updated or record

@@ -7,7 +7,6 @@ would cost a TLS handshake and a token request per message.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
 from functools import cached_property
 
 from mailgw.auth import ApiAuth, create_api_auth
@@ -36,16 +35,11 @@ class Services:
 
     @cached_property
     def store(self) -> StateStore:
-        return StateStore(
-            self.settings.storage(),
-            self.settings.state_table,
-            retention=timedelta(days=self.settings.retention_days),
-            idempotency_ttl=timedelta(hours=self.settings.idempotency_hours),
-        )
+        return StateStore(self.settings.storage(), self.settings.state_table)
 
     @cached_property
     def operations(self) -> Operations:
-        return Operations(self.queue, self.store)
+        return Operations(self.queue, self.store, retention=self.settings.retention)
 
     @cached_property
     def intake(self) -> Intake:

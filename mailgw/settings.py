@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import cache
 from typing import TYPE_CHECKING, Literal, TypedDict
 from urllib.parse import urlsplit
@@ -77,6 +78,16 @@ class Settings:
     def poison_queue(self) -> str:
         """The host's naming: ``<queue>-poison``."""
         return f"{self.queue}-poison"
+
+    @property
+    def retention(self) -> timedelta:
+        """How long a message's record (and its kept payload) lives after acceptance."""
+        return timedelta(days=self.retention_days)
+
+    @property
+    def idempotency_window(self) -> timedelta:
+        """How long an ``Idempotency-Key`` answers with its first message."""
+        return timedelta(hours=self.idempotency_hours)
 
     @property
     def graph_scope(self) -> str:

@@ -1,23 +1,23 @@
-"""Message state and idempotency records in Azure Table storage.
+"""Persistence of message records (:mod:`mailgw.state`) in Azure Table storage; nothing else.
 
 One entity per message (PartitionKey = message id): its state, attempts, timestamps, metadata and
 last error, never its body or attachments (those stay in the queue or in Blob). Every change goes
-through :meth:`StateStore.transition`, an optimistic-concurrency loop on the entity's ETag, so two
-workers updating one message never lose a transition: the loser re-reads and re-decides.
+through :meth:`StateStore.transition`, an optimistic-concurrency loop on the entity's ETag that
+applies a transition of :mod:`mailgw.state.machine`, so two workers updating one message never
+lose a transition: the loser re-reads and re-decides.
 
 A message made with an ``Idempotency-Key`` gets an id derived from the key, so inserting its record
-is the atomic "first request wins", and the record keeps the request's hash and the first response.
-Records expire (``expiresAt``): expired ones read as absent and ``purge_expired`` deletes them.
+is the atomic "first request wins". Records expire (``expiresAt``): expired ones read as absent and
+``purge_expired`` deletes them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from azure.core import MatchConditions
@@ -27,96 +27,17 @@ from azure.core.exceptions import (
     ResourceModifiedError,
     ResourceNotFoundError,
 )
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import BaseModel
 
-from mailgw.models import ErrorInfo, MessageStatus, PayloadRef
+from mailgw.models import MessageStatus
+from mailgw.state.record import MessageRecord
 from mailgw.storage import StorageConnection, table_service_client
 
 if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient, TableServiceClient
 
 STATE_ROW = "state"
-KEY_NAMESPACE = uuid.UUID("6f1c2a7e-4b1d-5e8a-9c3f-0d2b7a61e5c4")
-MAX_HISTORY = 50
 _NO_CONTENT = {"response_preference": "return-no-content"}
-
-
-class Attempt(BaseModel):
-    """One step in a message's life: an attempt's outcome, a replay, a failure."""
-
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
-
-    at: datetime
-    outcome: str
-    code: str | None = None
-
-
-class MessageRecord(BaseModel):
-    """What the gateway knows about a message (``GET /api/v1/messages/{id}`` shows most of it)."""
-
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
-
-    id: str
-    status: MessageStatus
-    attempts: int = 0
-    created_at: datetime
-    updated_at: datetime
-    send_at: datetime | None = None
-    sender: str | None = None
-    last_error: ErrorInfo | None = None
-    metadata: dict[str, str] = Field(default_factory=dict)
-    history: list[Attempt] = Field(default_factory=list)
-    ambiguous: bool = False
-    source: str = "api"
-    replays: int = 0
-    request_hash: str | None = None
-    #: for a message made with an Idempotency-Key: the first response, and until when the key holds
-    response: dict[str, Any] | None = None
-    key_expires_at: datetime | None = None
-    #: keyed messages: set once the intake knows its message is queued (see Intake)
-    confirmed: bool = True
-    payload_ref: PayloadRef | None = None
-    checkpoint: dict[str, str] | None = None
-    #: the attempt that holds the message while it is ``sending``
-    lease: str | None = None
-    expires_at: datetime
-    etag: str | None = Field(default=None, exclude=True)
-
-    def public(self, now: datetime) -> dict[str, Any]:
-        """The state as the API shows it. ``scheduled`` turns ``queued`` once ``sendAt`` passes."""
-        status = self.status
-        if status is MessageStatus.scheduled and (self.send_at is None or self.send_at <= now):
-            status = MessageStatus.queued
-        body = self.model_dump(
-            mode="json",
-            by_alias=True,
-            include={
-                "id",
-                "attempts",
-                "created_at",
-                "updated_at",
-                "send_at",
-                "last_error",
-                "metadata",
-                "history",
-                "ambiguous",
-                "replays",
-            },
-        )
-        body["status"] = status.value
-        return body
-
-    def record(self, outcome: str, now: datetime, code: str | None = None) -> None:
-        self.history = [*self.history, Attempt(at=now, outcome=outcome, code=code)][-MAX_HISTORY:]
-        self.updated_at = now
-
-
-def keyed_message_id(key: str, generation: int = 1) -> str:
-    """The message id an ``Idempotency-Key`` stands for: derived from the key, so the key's
-    record *is* the message's record (one entity, one write). ``generation`` moves on when an
-    expired key is used again for a new message."""
-    return str(uuid.uuid5(KEY_NAMESPACE, f"{generation}\x00{key}"))
 
 
 # Table properties are flat: nested values are stored as JSON strings.
@@ -149,6 +70,8 @@ def _from_entity(entity: Any) -> dict[str, Any]:
     return data
 
 
+#: A transition of :mod:`mailgw.state.machine` with its facts bound: it returns the next record (or
+#: None: no change) and never changes the record it is given.
 Transition = Callable[[MessageRecord | None], MessageRecord | None]
 
 
@@ -163,8 +86,6 @@ UNREAD = _Unread()
 class StateStore:
     connection: StorageConnection
     table_name: str
-    retention: timedelta = timedelta(days=30)
-    idempotency_ttl: timedelta = timedelta(hours=24)
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     def __post_init__(self) -> None:
@@ -205,17 +126,6 @@ class StateStore:
             return None  # no such entity, or no table yet
 
     # --- message records ------------------------------------------------------------------------
-
-    def new_record(self, message_id: str, status: MessageStatus, **fields: Any) -> MessageRecord:
-        now = self.clock()
-        return MessageRecord(
-            id=message_id,
-            status=status,
-            created_at=now,
-            updated_at=now,
-            expires_at=now + self.retention,
-            **fields,
-        )
 
     async def create(self, record: MessageRecord) -> bool:
         """Insert a new record; False if the message already has a live one."""
@@ -267,13 +177,20 @@ class StateStore:
 
         ``known``: a record (or None) the caller just read, with its ETag, to save the first read;
         if it is stale, the ETag check fails and the loop reads the latest version."""
+        record, _ = await self.apply(message_id, change, known)
+        return record
+
+    async def apply(
+        self, message_id: str, change: Transition, known: MessageRecord | _Unread | None = UNREAD
+    ) -> tuple[MessageRecord | None, bool]:
+        """:meth:`transition`, also telling whether ``change`` itself was stored (False: it chose
+        no change on the latest version, e.g. a concurrent caller got there first)."""
         for _ in range(20):
             current = await self.get(message_id) if isinstance(known, _Unread) else known
             known = UNREAD
-            snapshot = current.model_copy(deep=True) if current else None
-            updated = change(snapshot)
+            updated = change(current)
             if updated is None:
-                return current
+                return current, False
             updated.updated_at = self.clock()
             entity = _to_entity(updated, message_id, STATE_ROW)
             try:
@@ -293,7 +210,7 @@ class StateStore:
                     continue
                 raise
             updated.etag = written.get("etag")  # no read-back: the write answered with its ETag
-            return updated
+            return updated, True
         raise RuntimeError(f"could not update message {message_id}: too many concurrent changes")
 
     async def records(

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from mailgw.storage import azurite_connection_string
@@ -89,3 +90,16 @@ async def depth(queue: Any, name: str | None = None) -> int:
 
 #: Storage that refuses every connection: Azurite's account on port 9 (discard), nothing listening.
 DEAD_STORAGE = azurite_connection_string(ports={"blob": 9, "queue": 9, "table": 9})
+
+
+#: The default MAILGW_RETENTION_DAYS, as a duration.
+RETENTION = timedelta(days=30)
+
+
+def new_record(message_id: str, status: Any, *, now: datetime | None = None, **fields: Any) -> Any:
+    """A state record as the gateway would write it (now, kept for the default retention)."""
+    from mailgw.state import machine
+
+    return machine.new_record(
+        message_id, status, now=now or datetime.now(UTC), retention=RETENTION, **fields
+    )

@@ -22,7 +22,7 @@ from mailgw.services import Services
 from mailgw.settings import Settings
 from mailgw.storage import queue_client
 from mailgw.store import StateStore
-from support import sample_request
+from support import new_record, sample_request
 
 SEND_AS = ErrorInfo(
     code="ErrorSendAsDenied",
@@ -46,7 +46,7 @@ class Gateway:
         by the poison function."""
         body = sample_request(**request)
         store = self.ops.store
-        accepted = store.new_record(message_id, MessageStatus.queued, sender=body["from"])
+        accepted = new_record(message_id, MessageStatus.queued, sender=body["from"])
         assert await store.create(accepted)
         envelope = Envelope(
             id=message_id, created_at=datetime.now(UTC), request=body, error=SEND_AS

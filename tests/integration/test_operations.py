@@ -25,9 +25,10 @@ from mailgw.operations import CRASH_LOOP, FAILURE_EVENT, Operations
 from mailgw.problems import Problem
 from mailgw.queue import MailQueue
 from mailgw.settings import Settings
-from mailgw.store import MessageRecord, StateStore
+from mailgw.state import MessageRecord
+from mailgw.store import StateStore
 from mailgw.transports.base import OutboundMessage, SendReceipt
-from support import depth, pull, sample_request
+from support import RETENTION, depth, new_record, pull, sample_request
 
 DENIED = permanent("ErrorSendAsDenied", "no send as", hint="grant Send As")
 
@@ -376,7 +377,7 @@ async def test_cleanup_removes_expired_records_and_their_payload_blobs(rig: Rig)
     failed_id, _, _ = await fail_permanently(rig)
     failed = await rig.store.get(failed_id)
     assert failed is not None and failed.payload_ref is not None
-    keeper = rig.store.new_record(
+    keeper = new_record(
         "m-keeper",
         MessageStatus.failed,
         last_error=ErrorInfo(code="x", message="y"),
@@ -387,7 +388,7 @@ async def test_cleanup_removes_expired_records_and_their_payload_blobs(rig: Rig)
     assert await rig.operations.cleanup() == 0  # nothing has expired yet
     assert await rig.store.get(failed_id) is not None
 
-    later = datetime.now(UTC) + rig.store.retention + timedelta(days=1)
+    later = datetime.now(UTC) + RETENTION + timedelta(days=1)
     assert await rig.operations.cleanup(now=later) >= 1
     assert await rig.store.get(failed_id) is None
     assert await blob_bytes(rig.queue, failed.payload_ref) is None

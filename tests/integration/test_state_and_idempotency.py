@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +23,15 @@ from mailgw.delivery import CLAIM_GRACE, Delivery, RetryPolicy
 from mailgw.errors import permanent, transient
 from mailgw.ids import new_message_id
 from mailgw.intake import Intake, request_hash
-from mailgw.ledger import mark_failed
 from mailgw.models import Envelope, ErrorInfo, MessageStatus, PayloadRef, SubmitResult
 from mailgw.problems import Problem
 from mailgw.queue import MailQueue, SentMessage
 from mailgw.settings import Settings
-from mailgw.store import Attempt, MessageRecord, StateStore
+from mailgw.state import Attempt, MessageRecord, machine
+from mailgw.store import StateStore
 from mailgw.transports.base import OutboundMessage, SendReceipt
 from mailgw.transports.outbox import OutboxTransport
-from support import depth, pull, sample_request, wait_until_async
+from support import RETENTION, depth, new_record, pull, sample_request, wait_until_async
 
 # --- helpers ------------------------------------------------------------------------------------
 
@@ -138,7 +139,7 @@ def observed_delivery(
 async def test_record_round_trips_every_field(store: StateStore) -> None:
     assert await store.get("nothing-yet") is None  # not even a table: absent, not an error
     now = datetime.now(UTC)
-    record = store.new_record(
+    record = new_record(
         "m-crud",
         MessageStatus.retrying,
         attempts=2,
@@ -167,7 +168,7 @@ async def test_record_round_trips_every_field(store: StateStore) -> None:
 
 async def test_records_lists_by_status_newest_first(store: StateStore) -> None:
     for n, status in enumerate([MessageStatus.failed, MessageStatus.sent, MessageStatus.failed]):
-        record = store.new_record(f"m-{n}", status)
+        record = new_record(f"m-{n}", status)
         record.created_at += timedelta(seconds=n)
         assert await store.create(record)
     assert [r.id for r in await store.records(MessageStatus.failed)] == ["m-2", "m-0"]
@@ -179,7 +180,7 @@ async def test_public_view_hides_internals_and_turns_scheduled_into_queued(
     store: StateStore,
 ) -> None:
     now = datetime.now(UTC)
-    record = store.new_record(
+    record = new_record(
         "m-pub",
         MessageStatus.scheduled,
         send_at=now + timedelta(minutes=5),
@@ -219,15 +220,18 @@ async def test_public_view_hides_internals_and_turns_scheduled_into_queued(
 
 
 async def test_20_concurrent_transitions_on_one_record_are_all_applied(store: StateStore) -> None:
-    await store.create(store.new_record("m-hot", MessageStatus.queued))
+    await store.create(new_record("m-hot", MessageStatus.queued))
 
     def bump(n: int) -> Callable[[MessageRecord | None], MessageRecord | None]:
         def change(current: MessageRecord | None) -> MessageRecord | None:
             assert current is not None
-            current.attempts += 1
-            current.metadata = {**current.metadata, f"w{n}": str(n)}
-            current.record("bump", datetime.now(UTC), f"w{n}")
-            return current
+            bumped = current.model_copy(
+                update={
+                    "attempts": current.attempts + 1,
+                    "metadata": {**current.metadata, f"w{n}": str(n)},
+                }
+            )
+            return bumped.with_step("bump", datetime.now(UTC), f"w{n}")
 
         return change
 
@@ -241,7 +245,7 @@ async def test_20_concurrent_transitions_on_one_record_are_all_applied(store: St
 
 
 async def test_transition_returning_none_writes_nothing(store: StateStore) -> None:
-    await store.create(store.new_record("m-same", MessageStatus.sent))
+    await store.create(new_record("m-same", MessageStatus.sent))
     before = await store.get("m-same")
     assert before is not None
     after = await store.transition("m-same", lambda current: None)
@@ -254,8 +258,8 @@ async def test_records_expire_read_as_absent_and_are_purged(
     clocked_intake: Intake, clocked_store: StateStore, clock: Clock
 ) -> None:
     store = clocked_store
-    await store.create(store.new_record("m-old", MessageStatus.sent))
-    keeper = store.new_record("m-keep", MessageStatus.failed)
+    await store.create(new_record("m-old", MessageStatus.sent, now=clock.now))
+    keeper = new_record("m-keep", MessageStatus.failed, now=clock.now)
     keeper.expires_at = clock.now + timedelta(days=90)
     await store.create(keeper)
     keyed = await submit(clocked_intake, sample_request(), key="expiring-key")
@@ -266,7 +270,7 @@ async def test_records_expire_read_as_absent_and_are_purged(
     assert await store.get("m-old") is not None
     assert await store.get(keyed.id) is not None
 
-    clock.advance(store.retention)
+    clock.advance(RETENTION)
     assert await store.get("m-old") is None  # expired: reads as absent
     assert await store.get(keyed.id) is None
     assert [r.id for r in await store.records()] == ["m-keep"]
@@ -285,11 +289,14 @@ async def test_transition_on_an_expired_record_starts_afresh(
     """An expired record reads as absent, so a transition must see None and store its result
     (not spin on the row that is still there until 'too many concurrent changes')."""
     store = clocked_store
-    await store.create(store.new_record("m-exp", MessageStatus.sent))
-    clock.advance(store.retention + timedelta(days=1))
+    await store.create(new_record("m-exp", MessageStatus.sent, now=clock.now))
+    clock.advance(RETENTION + timedelta(days=1))
     envelope = Envelope(id="m-exp", created_at=clock.now, raw="x", source="queue")
     error = ErrorInfo(code="invalid_message", message="bad", hint="fix it")
-    updated = await store.transition("m-exp", mark_failed(store, envelope, error, clock.now))
+    failed = partial(
+        machine.failed, envelope=envelope, error=error, now=clock.now, retention=RETENTION
+    )
+    updated = await store.transition("m-exp", failed)
     assert updated is not None
     assert updated.status is MessageStatus.failed
     assert updated.expires_at > clock.now
@@ -478,7 +485,7 @@ async def test_a_live_key_keeps_its_message_when_an_older_use_is_purged(
     """Idempotency must not depend on the retention clean-up: a retry within the key's 24 h
     answers the first response even if the record of an older use of the key was just purged."""
     await submit(clocked_intake, sample_request(subject="month ago"), key="monthly")
-    clock.advance(clocked_store.retention + timedelta(hours=1))  # that record has now expired
+    clock.advance(RETENTION + timedelta(hours=1))  # that record has now expired
     current = await submit(clocked_intake, sample_request(subject="today"), key="monthly")
     await clocked_intake.drain()
     await clocked_store.purge_expired()  # the daily clean-up runs

@@ -25,7 +25,8 @@ from mailgw.delivery import RetryPolicy
 from mailgw.errors import SMTP_CODES, classify_smtp
 from mailgw.models import MessageStatus
 from mailgw.settings import Settings
-from mailgw.store import MessageRecord, StateStore
+from mailgw.state import MessageRecord
+from mailgw.store import StateStore
 from mailgw.transports.smtp import SmtpTransport
 from standins.identity import IdentityStandIn
 from standins.smtp import Exchange, Reply, SmtpFault, SmtpStandIn

@@ -18,7 +18,7 @@ import pytest
 from mailgw import cli
 from mailgw.models import ErrorInfo, MessageStatus
 from mailgw.problems import Problem
-from mailgw.store import Attempt, MessageRecord
+from mailgw.state import Attempt, MessageRecord
 
 NOW = datetime(2026, 6, 1, 12, 0, 0, tzinfo=UTC)
 

@@ -1,13 +1,14 @@
-"""The message state machine (mailgw/ledger.py), exhaustively over every MessageStatus.
+"""The message state machine (mailgw/state/machine.py), exhaustively over every MessageStatus.
 
 The transitions are pure functions of a record, so every (status, transition) pair is checked here
-without storage; the store is only used for ``new_record`` (clock and retention, no I/O).
+without storage and without a clock: the time and the retention are passed in.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import pytest
@@ -15,20 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from unit_helpers import NOW, valid_request
 
-from mailgw.ledger import (
-    FINAL,
-    SENDING_STALE_AFTER,
-    StartSending,
-    is_stale_replay,
-    mark_failed,
-    mark_retrying,
-    mark_sent,
-    new_record_for,
-    save_checkpoint,
-)
-from mailgw.models import Envelope, ErrorInfo, MessageStatus, SendRequest
-from mailgw.storage import StorageConnection
-from mailgw.store import MAX_HISTORY, MessageRecord, StateStore
+from mailgw.models import Envelope, ErrorInfo, MessageStatus, PayloadRef, SendRequest
+from mailgw.state import MAX_HISTORY, MessageRecord, machine
+from mailgw.state.machine import FINAL, SENDING_STALE_AFTER, is_stale_replay
 
 ALL = list(MessageStatus)
 STARTABLE = (MessageStatus.scheduled, MessageStatus.queued, MessageStatus.retrying)
@@ -37,12 +27,8 @@ ERROR = ErrorInfo(code="ErrorSendAsDenied", message="no", hint="grant Send As")
 OTHER_ERROR = ErrorInfo(code="Timeout", message="slow", hint="")
 
 
-def make_store() -> StateStore:
-    connection = StorageConnection(name="unit", connection_string="UseDevelopmentStorage=true")
-    return StateStore(connection, "unitledger", clock=lambda: NOW)
-
-
-STORE = make_store()
+RETENTION = timedelta(days=30)
+Transition = Callable[[MessageRecord | None], MessageRecord | None]
 REQUEST = SendRequest.model_validate(
     valid_request(metadata={"orderId": "42"}, sendAt="2026-06-02T08:00:00Z"),
     context={"now": NOW},
@@ -60,9 +46,8 @@ def envelope(replay: int = 0, **fields: Any) -> Envelope:
 
 
 def record(status: MessageStatus, **fields: Any) -> MessageRecord:
-    made = STORE.new_record("m-1", status, **fields)
-    made.record(status.value, NOW - timedelta(minutes=1))
-    return made
+    made = machine.new_record("m-1", status, now=NOW, retention=RETENTION, **fields)
+    return made.with_step(status.value, NOW - timedelta(minutes=1))
 
 
 def start(
@@ -71,15 +56,41 @@ def start(
     replay: int = 0,
     lease: str = "lease-new",
     now: Any = NOW,
-) -> StartSending:
-    return StartSending(STORE, envelope(replay), REQUEST, lease, now, redelivered)
+) -> Transition:
+    return partial(
+        machine.start_sending,
+        envelope=envelope(replay),
+        request=REQUEST,
+        lease=lease,
+        now=now,
+        redelivered=redelivered,
+        retention=RETENTION,
+    )
+
+
+def mark_sent(now: Any, detail: str) -> Transition:
+    return partial(machine.sent, now=now, detail=detail)
+
+
+def mark_retrying(error: ErrorInfo, now: Any, *, ambiguous: bool) -> Transition:
+    return partial(machine.retrying, error=error, now=now, ambiguous=ambiguous)
+
+
+def mark_failed(env: Envelope, error: ErrorInfo, now: Any, **fields: Any) -> Transition:
+    return partial(
+        machine.failed, envelope=env, error=error, now=now, retention=RETENTION, **fields
+    )
+
+
+def save_checkpoint(lease: str, progress: dict[str, str]) -> Transition:
+    return partial(machine.checkpoint_saved, lease=lease, checkpoint=progress)
 
 
 def outcomes(rec: MessageRecord) -> list[str]:
     return [step.outcome for step in rec.history]
 
 
-# --- new_record_for / StartSending on a message without a record ---------------------------------
+# --- record_for / start_sending on a message without a record ---------------------------------
 
 
 def test_start_sending_without_a_record_creates_one_from_the_envelope() -> None:
@@ -97,16 +108,16 @@ def test_start_sending_without_a_record_creates_one_from_the_envelope() -> None:
     assert outcomes(made) == ["sending"]
 
 
-def test_new_record_for_a_request_less_envelope_has_no_sender() -> None:
+def test_record_for_a_request_less_envelope_has_no_sender() -> None:
     bare = Envelope(id="raw-1", created_at=NOW, raw="garbage", source="queue")
-    made = new_record_for(STORE, bare)
+    made = machine.record_for(bare, None, now=NOW, retention=RETENTION)
     assert (made.status, made.sender, made.metadata, made.source) == (
         MessageStatus.queued,
         None,
         {},
         "queue",
     )
-    assert made.expires_at == NOW + STORE.retention
+    assert made.expires_at == NOW + RETENTION
 
 
 # --- StartSending over every status ---------------------------------------------------------------
@@ -208,7 +219,7 @@ def test_is_stale_replay(
 ) -> None:
     current = record(status, replays=replays)
     expected = stale_if_failed and status is MessageStatus.failed
-    assert is_stale_replay(current, envelope(replay)) is expected
+    assert is_stale_replay(current, replay) is expected
 
 
 # --- mark_sent / mark_retrying / mark_failed never leave `sent` -----------------------------------
@@ -217,7 +228,7 @@ def test_is_stale_replay(
 @pytest.mark.parametrize("status", NOT_SENT)
 def test_mark_sent_from_every_other_status(status: MessageStatus) -> None:
     current = record(status, lease="lease-1", checkpoint={"draftId": "d"})
-    updated = mark_sent("lease-1", NOW, "sendMail")(current)
+    updated = mark_sent(NOW, "sendMail")(current)
     assert updated is not None
     assert updated.status is MessageStatus.sent
     assert updated.lease is None
@@ -228,17 +239,17 @@ def test_mark_sent_from_every_other_status(status: MessageStatus) -> None:
 
 
 def test_mark_sent_without_detail_records_no_code() -> None:
-    updated = mark_sent("l", NOW, "")(record(MessageStatus.sending, lease="l"))
+    updated = mark_sent(NOW, "")(record(MessageStatus.sending, lease="l"))
     assert updated is not None and updated.history[-1].code is None
 
 
 @pytest.mark.parametrize(
     "transition",
     [
-        mark_sent("lease-1", NOW, "again"),
+        mark_sent(NOW, "again"),
         mark_retrying(ERROR, NOW, ambiguous=True),
-        mark_failed(STORE, envelope(), ERROR, NOW),
-        mark_failed(STORE, envelope(replay=3), OTHER_ERROR, NOW),
+        mark_failed(envelope(), ERROR, NOW),
+        mark_failed(envelope(replay=3), OTHER_ERROR, NOW),
         save_checkpoint("lease-1", {"draftId": "late"}),
     ],
     ids=["mark_sent", "mark_retrying", "mark_failed", "mark_failed_replay", "save_checkpoint"],
@@ -252,7 +263,7 @@ def test_nothing_leaves_sent(transition: Callable[[MessageRecord | None], Any]) 
 @pytest.mark.parametrize(
     "transition",
     [
-        mark_sent("l", NOW, "x"),
+        mark_sent(NOW, "x"),
         mark_retrying(ERROR, NOW, ambiguous=False),
         save_checkpoint("l", {}),
     ],
@@ -290,7 +301,7 @@ def test_ambiguity_is_sticky_across_retries() -> None:
 @pytest.mark.parametrize("status", NOT_SENT)
 def test_mark_failed_for_every_status_but_sent(status: MessageStatus) -> None:
     current = record(status, lease="lease-1", last_error=OTHER_ERROR)
-    updated = mark_failed(STORE, envelope(), ERROR, NOW)(current)
+    updated = mark_failed(envelope(), ERROR, NOW)(current)
     assert updated is not None
     assert updated.status is MessageStatus.failed
     assert updated.last_error == ERROR
@@ -300,7 +311,7 @@ def test_mark_failed_for_every_status_but_sent(status: MessageStatus) -> None:
 
 def test_mark_failed_creates_the_record_of_a_message_that_had_none() -> None:
     bare = Envelope(id="q-1", created_at=NOW - timedelta(hours=1), raw="x", source="queue")
-    made = mark_failed(STORE, bare, ERROR, NOW)(None)
+    made = mark_failed(bare, ERROR, NOW)(None)
     assert made is not None
     assert (made.id, made.status, made.source, made.last_error) == (
         "q-1",
@@ -314,8 +325,8 @@ def test_mark_failed_creates_the_record_of_a_message_that_had_none() -> None:
 
 def test_mark_failed_twice_with_the_same_error_changes_nothing() -> None:
     current = record(MessageStatus.failed, last_error=ERROR)
-    assert mark_failed(STORE, envelope(), ERROR, NOW)(current) is None
-    again = mark_failed(STORE, envelope(), OTHER_ERROR, NOW)(current)
+    assert mark_failed(envelope(), ERROR, NOW)(current) is None
+    again = mark_failed(envelope(), OTHER_ERROR, NOW)(current)
     assert again is not None and again.last_error == OTHER_ERROR
 
 
@@ -352,7 +363,7 @@ def test_a_resumed_attempt_takes_over_the_checkpoint() -> None:
 def test_history_keeps_the_newest_50_steps() -> None:
     current = record(MessageStatus.queued)
     for n in range(MAX_HISTORY + 20):
-        current.record("retry", NOW + timedelta(seconds=n), f"c{n}")
+        current = current.with_step("retry", NOW + timedelta(seconds=n), f"c{n}")
     assert MAX_HISTORY == 50
     assert len(current.history) == 50
     assert current.history[0].code == "c20"
@@ -382,22 +393,20 @@ STEPS = st.sampled_from(
 
 def apply(step: str, current: MessageRecord, n: int) -> MessageRecord:
     now = NOW + timedelta(minutes=n)
-    transitions: dict[str, Callable[[MessageRecord | None], MessageRecord | None]] = {
-        "start": StartSending(STORE, envelope(), REQUEST, f"l{n}", now, False),
-        "start_redelivered": StartSending(STORE, envelope(), REQUEST, f"l{n}", now, True),
-        "start_stale": StartSending(
-            STORE, envelope(), REQUEST, f"l{n}", now + SENDING_STALE_AFTER * 2, False
-        ),
-        "start_replay": StartSending(
-            STORE, envelope(current.replays + 1), REQUEST, f"l{n}", now, False
-        ),
-        "sent": mark_sent(current.lease or "none", now, "x"),
+    transitions: dict[str, Transition] = {
+        "start": start(lease=f"l{n}", now=now),
+        "start_redelivered": start(lease=f"l{n}", now=now, redelivered=True),
+        "start_stale": start(lease=f"l{n}", now=now + SENDING_STALE_AFTER * 2),
+        "start_replay": start(lease=f"l{n}", now=now, replay=current.replays + 1),
+        "sent": mark_sent(now, "x"),
         "retrying": mark_retrying(OTHER_ERROR, now, ambiguous=n % 2 == 0),
-        "failed": mark_failed(STORE, envelope(), ERROR, now),
-        "failed_other": mark_failed(STORE, envelope(), OTHER_ERROR, now),
+        "failed": mark_failed(envelope(), ERROR, now),
+        "failed_other": mark_failed(envelope(), OTHER_ERROR, now),
         "checkpoint": save_checkpoint(current.lease or "none", {"n": str(n)}),
     }
-    updated = transitions[step](current.model_copy(deep=True))
+    before = current.model_dump()
+    updated = transitions[step](current)
+    assert current.model_dump() == before  # a transition never changes its input
     if updated is not None:
         updated.updated_at = now  # as StateStore.transition does
     return updated or current
@@ -420,3 +429,67 @@ def test_random_walk_never_leaves_sent_and_keeps_invariants(
         attempts = current.attempts
         assert len(current.history) <= MAX_HISTORY
         assert current.status is MessageStatus.sending or current.lease is None
+
+
+# --- failed with a kept payload (the poison queue's record), replayed, confirmed ---------------
+
+REF = PayloadRef(container="mail-payloads", blob="m-1.json", sha256="0" * 64, size=10)
+
+
+def test_failed_keeps_the_payload_where_a_replay_finds_it() -> None:
+    current = record(MessageStatus.failed, last_error=ERROR)
+    kept = mark_failed(envelope(), ERROR, NOW, payload=REF)(current)
+    assert kept is not None and kept.payload_ref == REF
+    assert outcomes(kept) == outcomes(current)  # the same failure: no new step
+    assert mark_failed(envelope(), ERROR, NOW, payload=REF)(kept) is None
+
+
+def test_failed_with_a_payload_never_touches_a_sent_message() -> None:
+    assert mark_failed(envelope(), ERROR, NOW, payload=REF)(record(MessageStatus.sent)) is None
+
+
+@pytest.mark.parametrize("status", ALL)
+def test_replayed_only_from_failed_and_only_once_per_number(status: MessageStatus) -> None:
+    current = record(status, replays=1, last_error=ERROR)
+    updated = machine.replayed(current, number=2, now=NOW)
+    if status is not MessageStatus.failed:
+        assert updated is None
+        return
+    assert updated is not None
+    assert (updated.status, updated.replays) == (MessageStatus.queued, 2)
+    assert (updated.history[-1].outcome, updated.history[-1].code) == ("replayed", "replay 2")
+    assert machine.replayed(current, number=1, now=NOW) is None  # an older number: too late
+
+
+def test_confirmed_sets_the_flag_once() -> None:
+    current = record(MessageStatus.queued, confirmed=False)
+    updated = machine.confirmed(current)
+    assert updated is not None and updated.confirmed and not current.confirmed
+    assert machine.confirmed(updated) is None
+    assert machine.confirmed(None) is None
+
+
+def test_accepted_records_a_keyed_message_unconfirmed_with_its_answer() -> None:
+    made = machine.accepted(
+        "m-9",
+        MessageStatus.scheduled,
+        REQUEST,
+        now=NOW,
+        retention=RETENTION,
+        fingerprint="f" * 64,
+        response={"id": "m-9"},
+        key_expires_at=NOW + timedelta(hours=24),
+    )
+    assert (made.status, made.confirmed, made.request_hash) == (
+        MessageStatus.scheduled,
+        False,
+        "f" * 64,
+    )
+    assert (made.sender, made.send_at, made.expires_at) == (
+        "noreply@contoso.com",
+        REQUEST.send_at,
+        NOW + RETENTION,
+    )
+    assert outcomes(made) == ["scheduled"]
+    plain = machine.accepted("m-8", MessageStatus.queued, REQUEST, now=NOW, retention=RETENTION)
+    assert plain.confirmed and plain.request_hash is None

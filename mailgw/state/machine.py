@@ -1,0 +1,196 @@
+"""The message state machine: every transition of a :class:`MessageRecord`, as a pure function.
+
+    scheduled → queued → sending → sent
+                  ↑        ↓  ↘
+                retrying ←─┘   failed ──replay──→ queued
+
+A transition takes the current record (``None``: the message has none yet) and, as keywords, the
+facts it needs: the time, the retention, a lease. It returns the next record, or ``None`` for "no
+change", and never changes its input. Nothing here reads a clock or touches storage:
+:meth:`mailgw.store.StateStore.transition` applies a transition under optimistic concurrency
+(``functools.partial`` binds the facts), and the unit tests check every (status, transition) pair.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from mailgw.models import Envelope, ErrorInfo, MessageStatus, PayloadRef, SendRequest
+from mailgw.state.record import MessageRecord
+
+#: A "sending" record older than this belongs to a worker that is gone (functionTimeout is 10 min).
+SENDING_STALE_AFTER = timedelta(minutes=15)
+FINAL = (MessageStatus.sent, MessageStatus.failed)
+
+
+def new_record(
+    message_id: str, status: MessageStatus, *, now: datetime, retention: timedelta, **fields: Any
+) -> MessageRecord:
+    """A fresh record, kept for ``retention`` from ``now``."""
+    return MessageRecord(
+        id=message_id,
+        status=status,
+        created_at=now,
+        updated_at=now,
+        expires_at=now + retention,
+        **fields,
+    )
+
+
+def accepted(
+    message_id: str,
+    status: MessageStatus,
+    request: SendRequest,
+    *,
+    now: datetime,
+    retention: timedelta,
+    fingerprint: str | None = None,
+    response: dict[str, Any] | None = None,
+    key_expires_at: datetime | None = None,
+) -> MessageRecord:
+    """The record intake writes for a message it accepted. A keyed message (``fingerprint``) stays
+    unconfirmed until intake knows its copy is queued (:func:`confirmed`)."""
+    return new_record(
+        message_id,
+        status,
+        now=now,
+        retention=retention,
+        send_at=request.send_at,
+        sender=request.sender.address,
+        metadata=request.metadata,
+        request_hash=fingerprint,
+        source="api",
+        response=response,
+        key_expires_at=key_expires_at,
+        confirmed=fingerprint is None,
+    ).with_step(status.value, now)
+
+
+def record_for(
+    envelope: Envelope, request: SendRequest | None, *, now: datetime, retention: timedelta
+) -> MessageRecord:
+    """A record for a message that has none yet (a producer's, or its intake write was lost)."""
+    record = new_record(
+        envelope.id,
+        MessageStatus.queued,
+        now=now,
+        retention=retention,
+        source=envelope.source,
+        send_at=request.send_at if request else None,
+        sender=request.sender.address if request else None,
+        metadata=request.metadata if request else {},
+    )
+    return record.model_copy(update={"created_at": min(record.created_at, envelope.created_at)})
+
+
+def is_stale_replay(record: MessageRecord, replay: int) -> bool:
+    """A failed message's old queue copies must not resend it; only a newer replay may."""
+    return record.status is MessageStatus.failed and replay <= record.replays
+
+
+def confirmed(current: MessageRecord | None) -> MessageRecord | None:
+    """A keyed message's intake knows its copy is queued."""
+    if current is None or current.confirmed:
+        return None
+    return current.model_copy(update={"confirmed": True})
+
+
+def start_sending(
+    current: MessageRecord | None,
+    *,
+    envelope: Envelope,
+    request: SendRequest,
+    lease: str,
+    now: datetime,
+    redelivered: bool,
+    retention: timedelta,
+) -> MessageRecord | None:
+    """queued/scheduled/retrying (or a crashed ``sending``) → sending under a new ``lease``.
+
+    A ``sending`` record is resumed only when it was left by a worker that crashed: its queue
+    message came back (``redelivered``), or it is older than any live attempt could be."""
+    record = current or record_for(envelope, request, now=now, retention=retention)
+    if record.status is MessageStatus.sent or is_stale_replay(record, envelope.replay):
+        return None
+    if record.status is MessageStatus.sending:
+        if not (redelivered or now - record.updated_at > SENDING_STALE_AFTER):
+            return None  # another worker is sending it right now
+        record = record.with_step("resumed", now, "crashed attempt")
+    return record.model_copy(
+        update={
+            "status": MessageStatus.sending,
+            "attempts": record.attempts + 1,
+            "lease": lease,
+            "replays": max(record.replays, envelope.replay),
+        }
+    ).with_step("sending", now)
+
+
+def sent(current: MessageRecord | None, *, now: datetime, detail: str) -> MessageRecord | None:
+    """→ sent: Exchange accepted the message."""
+    if current is None or current.status is MessageStatus.sent:
+        return None
+    return current.model_copy(
+        update={"status": MessageStatus.sent, "checkpoint": None, "lease": None}
+    ).with_step("sent", now, detail or None)
+
+
+def retrying(
+    current: MessageRecord | None, *, error: ErrorInfo, now: datetime, ambiguous: bool
+) -> MessageRecord | None:
+    """→ retrying after a transient failure (``ambiguous``: it may have gone out)."""
+    if current is None or current.status in FINAL:
+        return None
+    return current.model_copy(
+        update={
+            "status": MessageStatus.retrying,
+            "last_error": error,
+            "ambiguous": current.ambiguous or ambiguous,
+            "lease": None,
+        }
+    ).with_step("retry", now, error.code)
+
+
+def failed(
+    current: MessageRecord | None,
+    *,
+    envelope: Envelope,
+    error: ErrorInfo,
+    now: datetime,
+    retention: timedelta,
+    payload: PayloadRef | None = None,
+) -> MessageRecord | None:
+    """→ failed, creating the record if the message never had one (an invalid producer message).
+    ``payload``: where its payload is kept for a replay."""
+    record = current or record_for(envelope, None, now=now, retention=retention)
+    if record.status is MessageStatus.sent:
+        return None  # it went out; a late failure report changes nothing
+    changed = None
+    if record.status is not MessageStatus.failed or record.last_error != error:
+        changed = record.model_copy(
+            update={"status": MessageStatus.failed, "last_error": error, "lease": None}
+        ).with_step("failed", now, error.code)
+    if payload is not None and (changed or record).payload_ref != payload:
+        changed = (changed or record).model_copy(update={"payload_ref": payload})
+    return changed
+
+
+def replayed(current: MessageRecord | None, *, number: int, now: datetime) -> MessageRecord | None:
+    """failed → queued for replay ``number`` (a concurrent replay that got there first wins)."""
+    if current is None or current.status is not MessageStatus.failed:
+        return None
+    if current.replays >= number:
+        return None
+    return current.model_copy(update={"status": MessageStatus.queued, "replays": number}).with_step(
+        "replayed", now, f"replay {number}"
+    )
+
+
+def checkpoint_saved(
+    current: MessageRecord | None, *, lease: str, checkpoint: dict[str, str]
+) -> MessageRecord | None:
+    """Transport progress (e.g. a draft's id), kept only by the attempt that holds the lease."""
+    if current is None or current.lease != lease:
+        return None
+    return current.model_copy(update={"checkpoint": dict(checkpoint)})

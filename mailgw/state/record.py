@@ -1,0 +1,91 @@
+"""What the gateway knows about one message: its record, as stored and as the API shows it.
+
+The record stands apart from the store that persists it (as powertools' idempotency ``DataRecord``
+does from its persistence layer) and from the transitions that change it (:mod:`.machine`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from mailgw.models import ErrorInfo, MessageStatus, PayloadRef
+
+#: Steps kept in a record's history; older ones fall off (a table property has a size limit).
+MAX_HISTORY = 50
+
+
+class Attempt(BaseModel):
+    """One step in a message's life: an attempt's outcome, a replay, a failure."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+    at: datetime
+    outcome: str
+    code: str | None = None
+
+
+class MessageRecord(BaseModel):
+    """What the gateway knows about a message (``GET /api/v1/messages/{id}`` shows most of it)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+    id: str
+    status: MessageStatus
+    attempts: int = 0
+    created_at: datetime
+    updated_at: datetime
+    send_at: datetime | None = None
+    sender: str | None = None
+    last_error: ErrorInfo | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    history: list[Attempt] = Field(default_factory=list)
+    ambiguous: bool = False
+    source: str = "api"
+    replays: int = 0
+    request_hash: str | None = None
+    #: for a message made with an Idempotency-Key: the first response, and until when the key holds
+    response: dict[str, Any] | None = None
+    key_expires_at: datetime | None = None
+    #: keyed messages: set once the intake knows its message is queued (see Intake)
+    confirmed: bool = True
+    payload_ref: PayloadRef | None = None
+    checkpoint: dict[str, str] | None = None
+    #: the attempt that holds the message while it is ``sending``
+    lease: str | None = None
+    expires_at: datetime
+    etag: str | None = Field(default=None, exclude=True)
+
+    def public(self, now: datetime) -> dict[str, Any]:
+        """The state as the API shows it. ``scheduled`` turns ``queued`` once ``sendAt`` passes."""
+        status = self.status
+        if status is MessageStatus.scheduled and (self.send_at is None or self.send_at <= now):
+            status = MessageStatus.queued
+        body = self.model_dump(
+            mode="json",
+            by_alias=True,
+            include={
+                "id",
+                "attempts",
+                "created_at",
+                "updated_at",
+                "send_at",
+                "last_error",
+                "metadata",
+                "history",
+                "ambiguous",
+                "replays",
+            },
+        )
+        body["status"] = status.value
+        return body
+
+    def with_step(self, outcome: str, now: datetime, code: str | None = None) -> MessageRecord:
+        """A copy with one more history step (the history is bounded by ``MAX_HISTORY``)."""
+        step = Attempt(at=now, outcome=outcome, code=code)
+        return self.model_copy(
+            update={"history": [*self.history, step][-MAX_HISTORY:], "updated_at": now}
+        )
