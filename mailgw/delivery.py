@@ -23,7 +23,6 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from mailgw import faults
-from mailgw.errors import DeliveryError
 from mailgw.intake import validate_request
 from mailgw.models import Envelope, ErrorInfo, MessageStatus, SendRequest
 from mailgw.policy import SenderPolicy, denial_reason
@@ -35,6 +34,7 @@ from mailgw.state.machine import is_stale_replay
 from mailgw.state.record import MessageRecord
 from mailgw.store import StateStore
 from mailgw.transports.base import OutboundMessage, Transport
+from mailgw.transports.errors import DeliveryError
 
 log = logging.getLogger("mailgw.delivery")
 

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 
-from mailgw.errors import DeliveryError
 from mailgw.problems import Problem
 from mailgw.settings import Settings, SettingsError
 from mailgw.storage import StorageConfigError
+from mailgw.transports.errors import DeliveryError
 
 CHECK_TIMEOUT_SECONDS = 20.0
 

@@ -42,18 +42,13 @@ from msgraph.graph_request_adapter import options as graph_default_options
 from msgraph.graph_service_client import GraphServiceClient
 from msgraph_core import GraphClientFactory
 
-from mailgw.concurrency import MailboxLimiter
-from mailgw.errors import (
-    DeliveryError,
-    classify_graph,
-    parse_retry_after,
-    token_unavailable,
-    transient,
-)
 from mailgw.identity import SingleFlightCredential, create_credential, token_roles
 from mailgw.models import Attachment
 from mailgw.settings import Settings
 from mailgw.transports.base import OutboundMessage, SendReceipt
+from mailgw.transports.concurrency import MailboxLimiter
+from mailgw.transports.errors import DeliveryError, parse_retry_after, token_unavailable, transient
+from mailgw.transports.graph_errors import classify_graph
 from mailgw.transports.graph_message import (
     MAX_REQUEST_BYTES,
     UPLOAD_SESSION_MIN_BYTES,

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mailgw.models import Attachment, Recipient, SendRequest
-from mailgw.render import render_mime
+from mailgw.transports.render import render_mime
 
 #: Graph refuses requests over 4 MB. Measured on the request as sent (Base64 and JSON included),
 #: and read as 4,000,000 bytes, the stricter of "4 MB" and "4 MiB".

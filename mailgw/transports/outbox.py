@@ -13,8 +13,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from mailgw.render import envelope_recipients, render_mime
 from mailgw.transports.base import OutboundMessage, SendReceipt
+from mailgw.transports.render import envelope_recipients, render_mime
 
 
 class OutboxTransport:

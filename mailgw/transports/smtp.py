@@ -24,11 +24,12 @@ from typing import TYPE_CHECKING
 import aiosmtplib
 from azure.core.exceptions import AzureError
 
-from mailgw.errors import DeliveryError, classify_smtp, token_unavailable
 from mailgw.identity import SingleFlightCredential, create_credential
-from mailgw.render import envelope_recipients, needs_smtputf8, render_mime
 from mailgw.settings import Settings
 from mailgw.transports.base import OutboundMessage, SendReceipt
+from mailgw.transports.errors import DeliveryError, token_unavailable
+from mailgw.transports.render import envelope_recipients, needs_smtputf8, render_mime
+from mailgw.transports.smtp_errors import classify_smtp
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential

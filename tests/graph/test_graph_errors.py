@@ -14,9 +14,10 @@ import pytest
 from graph_helpers import Pipeline, body, outbound
 
 from mailgw.delivery import RetryPolicy
-from mailgw.errors import GRAPH_CODES, DeliveryError, classify_graph, parse_retry_after
 from mailgw.settings import Settings
+from mailgw.transports.errors import DeliveryError, parse_retry_after
 from mailgw.transports.graph import GraphTransport
+from mailgw.transports.graph_errors import GRAPH_CODES, classify_graph
 from standins.graph import GraphStandIn
 
 # --- classify_graph: the design's table ---------------------------------------------------------

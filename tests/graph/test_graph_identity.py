@@ -14,10 +14,10 @@ from msgraph.generated.users.item.send_mail.send_mail_post_request_body import (
     SendMailPostRequestBody,
 )
 
-from mailgw.errors import DeliveryError
 from mailgw.identity import check_credential_settings
 from mailgw.services import check_configuration
 from mailgw.settings import Settings, SettingsError, current_settings
+from mailgw.transports.errors import DeliveryError
 from mailgw.transports.graph import GraphTransport
 from standins.graph import GraphStandIn
 from standins.identity import SYSTEM_ASSIGNED_CLIENT_ID, IdentityStandIn

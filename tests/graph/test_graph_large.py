@@ -10,7 +10,7 @@ import re
 import pytest
 from graph_helpers import attachment, body, outbound, sha256
 
-from mailgw.errors import DeliveryError
+from mailgw.transports.errors import DeliveryError
 from mailgw.transports.graph import GraphTransport
 from standins.graph import GraphStandIn
 

@@ -18,7 +18,6 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
 from mailgw.delivery import Delivery, RetryPolicy
-from mailgw.errors import permanent
 from mailgw.ids import new_message_id
 from mailgw.models import Envelope, ErrorInfo, MessageStatus, PayloadRef
 from mailgw.operations import CRASH_LOOP, FAILURE_EVENT, Operations
@@ -28,6 +27,7 @@ from mailgw.settings import Settings
 from mailgw.state import MessageRecord
 from mailgw.store import StateStore
 from mailgw.transports.base import OutboundMessage, SendReceipt
+from mailgw.transports.errors import permanent
 from support import RETENTION, depth, new_record, pull, sample_request
 
 DENIED = permanent("ErrorSendAsDenied", "no send as", hint="grant Send As")

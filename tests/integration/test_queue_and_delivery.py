@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 
 from mailgw.delivery import Delivery, RetryPolicy
-from mailgw.errors import permanent, transient
 from mailgw.intake import Intake
 from mailgw.models import Envelope
 from mailgw.problems import Problem
 from mailgw.queue import INLINE_LIMIT, MailQueue
 from mailgw.settings import Settings
 from mailgw.transports.base import OutboundMessage, SendReceipt
+from mailgw.transports.errors import permanent, transient
 from support import b64, pull, sample_request, wait_until_async
 
 

@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 
 from mailgw.delivery import CLAIM_GRACE, Delivery, RetryPolicy
-from mailgw.errors import permanent, transient
 from mailgw.ids import new_message_id
 from mailgw.intake import Intake, request_hash
 from mailgw.models import Envelope, ErrorInfo, MessageStatus, PayloadRef, SubmitResult
@@ -30,6 +29,7 @@ from mailgw.settings import Settings
 from mailgw.state import Attempt, MessageRecord, machine
 from mailgw.store import StateStore
 from mailgw.transports.base import OutboundMessage, SendReceipt
+from mailgw.transports.errors import permanent, transient
 from mailgw.transports.outbox import OutboxTransport
 from support import RETENTION, depth, new_record, pull, sample_request, wait_until_async
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from graph.graph_helpers import Pipeline, Step, attachment, b64, body, outbound, request
 
-from mailgw.errors import DeliveryError
 from mailgw.transports.base import OutboundMessage
+from mailgw.transports.errors import DeliveryError
 from mailgw.transports.smtp import SmtpTransport
 
 __all__ = [

@@ -22,12 +22,12 @@ from azure.identity.aio import ManagedIdentityCredential
 from smtp_helpers import SENDER, Pipeline, body, outbound, parse, send_failing
 
 from mailgw.delivery import RetryPolicy
-from mailgw.errors import SMTP_CODES, classify_smtp
 from mailgw.models import MessageStatus
 from mailgw.settings import Settings
 from mailgw.state import MessageRecord
 from mailgw.store import StateStore
 from mailgw.transports.smtp import SmtpTransport
+from mailgw.transports.smtp_errors import SMTP_CODES, classify_smtp
 from standins.identity import IdentityStandIn
 from standins.smtp import Exchange, Reply, SmtpFault, SmtpStandIn
 

@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from mailgw.errors import DeliveryError
 from mailgw.settings import Settings
+from mailgw.transports.errors import DeliveryError
 from mailgw.transports.smtp import SmtpTransport
 from standins.smtp import SmtpStandIn
 from support import wait_until_async

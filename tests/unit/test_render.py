@@ -17,8 +17,8 @@ from unit_helpers import NOW, b64, valid_request
 from mailgw.intake import validate_request
 from mailgw.models import Recipient, SendRequest
 from mailgw.problems import Problem
-from mailgw.render import envelope_recipients, message_id_for, render_mime
 from mailgw.settings import Settings
+from mailgw.transports.render import envelope_recipients, message_id_for, render_mime
 
 MESSAGE_ID = "01900000-0000-7000-8000-000000000001"
 PDF = bytes(random.Random(42).getrandbits(8) for _ in range(5000))

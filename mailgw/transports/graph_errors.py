@@ -1,0 +1,119 @@
+"""Microsoft Graph's answers → transient or permanent, each with a hint an operator can act on."""
+
+from __future__ import annotations
+
+from mailgw.transports.errors import DeliveryError
+
+_RBAC_HINT = (
+    "grant the identity the Mail.Send application permission and make sure the mailbox is inside "
+    "its Exchange RBAC for Applications scope (check with Test-ServicePrincipalAuthorization); "
+    "see docs/graph-permissions.md"
+)
+_SIZE_HINT = (
+    "shrink the message (Exchange's MaxSendSize is 35 MB by default) or, for attachments of "
+    "3-150 MB, use MAILGW_GRAPH_MODE=draft, which uploads them in chunks"
+)
+
+#: Graph error code -> (transient, operator hint). Codes are matched case-insensitively.
+GRAPH_CODES: dict[str, tuple[bool, str]] = {
+    "erroraccessdenied": (False, _RBAC_HINT),
+    "accessdenied": (False, _RBAC_HINT),
+    "authorization_requestdenied": (False, _RBAC_HINT),
+    "errorsendasdenied": (
+        False,
+        "grant Send As on the 'from' mailbox to the identity (Add-RecipientPermission "
+        "-AccessRights SendAs), or send from a mailbox it may send as",
+    ),
+    "mailboxnotenabledforrestapi": (
+        False,
+        "the 'from' mailbox is unlicensed, inactive or on-premises: license it for Exchange Online "
+        "(shared mailboxes need no licence under 50 GB)",
+    ),
+    "errorinvaliduser": (
+        False,
+        "the 'from' mailbox does not exist in this tenant: check the address",
+    ),
+    "resourcenotfound": (
+        False,
+        "the 'from' mailbox does not exist in this tenant: check the address",
+    ),
+    "request_resourcenotfound": (
+        False,
+        "the 'from' mailbox does not exist in this tenant: check the address",
+    ),
+    "errorinvalidrecipients": (False, "fix the recipient addresses and send the request again"),
+    "errormessagesizeexceeded": (False, _SIZE_HINT),
+    "requestentitytoolarge": (False, _SIZE_HINT),
+    "errorquotaexceeded": (
+        False,
+        "the 'from' mailbox is full: free space or raise its quota, then replay",
+    ),
+    "invalidauthenticationtoken": (
+        True,
+        "the token was refused: check MAILGW_CREDENTIAL and that the identity's token is for the "
+        "Graph resource of MAILGW_GRAPH_ENDPOINT",
+    ),
+}
+
+_STATUS_HINTS = {
+    401: "the token was refused: check the identity (MAILGW_CREDENTIAL, AZURE_CLIENT_ID)",
+    403: _RBAC_HINT,
+    404: "the 'from' mailbox was not found: check the address and its Exchange Online licence",
+    413: _SIZE_HINT,
+    429: "Graph is throttling this mailbox (4 concurrent requests, 10,000 per 10 minutes); "
+    "the gateway waits as told by Retry-After",
+}
+
+
+def classify_graph(
+    status: int | None,
+    code: str | None,
+    message: str,
+    *,
+    retry_after: float | None = None,
+    may_have_sent: bool = False,
+) -> DeliveryError:
+    """One Graph error response → transient or permanent, with a hint an operator can act on.
+
+    ``may_have_sent`` says whether the failed request could have sent the message (sendMail, or
+    the draft's send): a 5xx to such a request is *ambiguous*, the message may be out.
+    """
+    code_key = (code or "").lower()
+    label = code or (f"HTTP{status}" if status else "GraphError")
+    if status == 429:
+        return DeliveryError(
+            label,
+            message,
+            transient=True,
+            hint=_STATUS_HINTS[429],
+            retry_after=retry_after,
+            throttled=True,
+        )
+    if code_key in GRAPH_CODES:
+        is_transient, hint = GRAPH_CODES[code_key]
+        return DeliveryError(
+            label,
+            message,
+            transient=is_transient,
+            hint=hint,
+            retry_after=retry_after if is_transient else None,
+        )
+    if status is not None and status >= 500:
+        ambiguous = may_have_sent and status != 503  # 503: refused before any work was done
+        return DeliveryError(
+            label,
+            message,
+            transient=True,
+            retry_after=retry_after,
+            ambiguous=ambiguous,
+            hint="Graph had a server-side failure; the gateway retries with backoff"
+            + (" (the message may already have been sent)" if ambiguous else ""),
+        )
+    if status == 401:
+        return DeliveryError(label, message, transient=True, hint=_STATUS_HINTS[401])
+    return DeliveryError(
+        label,
+        message,
+        transient=False,
+        hint=_STATUS_HINTS.get(status or 0, "Graph rejected the request; see the message"),
+    )

@@ -1,0 +1,88 @@
+"""SMTP replies (client submission and relay connector) → transient or permanent, with a hint."""
+
+from __future__ import annotations
+
+import re
+
+from mailgw.transports.errors import DeliveryError
+
+_ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+_SMTP_AUTH_HINT = (
+    "the OAuth token was refused: grant the identity SMTP.SendAsApp (Office 365 Exchange Online), "
+    "register it in Exchange (New-ServicePrincipal) and give it FullAccess or SendAs on the mailbox"
+)
+
+#: enhanced status code → (transient, hint); the article's table of Exchange Online replies
+SMTP_CODES: dict[str, tuple[bool, str]] = {
+    "5.7.3": (False, _SMTP_AUTH_HINT),
+    "5.7.139": (
+        False,
+        "SMTP AUTH is disabled for the tenant or the mailbox: Set-TransportConfig "
+        "-SmtpClientAuthenticationDisabled $false, or per mailbox Set-CASMailbox -Identity "
+        "<mailbox> -SmtpClientAuthenticationDisabled $false",
+    ),
+    "5.7.30": (
+        False,
+        "basic authentication is refused for client submission: the gateway must use OAuth "
+        "(XOAUTH2), check that MAILGW_TRANSPORT=smtp reaches smtp.office365.com:587",
+    ),
+    "5.7.60": (
+        False,
+        "the identity may not send as this sender: grant Send As on the 'from' mailbox "
+        "(Add-RecipientPermission -AccessRights SendAs)",
+    ),
+    "5.7.57": (
+        False,
+        "the server wants an authenticated client: use client submission (port 587, XOAUTH2) or a "
+        "relay connector that trusts this sender's IP or certificate",
+    ),
+    "5.7.64": (
+        False,
+        "the relay connector does not recognise this sender: send from an accepted domain, and "
+        "make the inbound connector trust this gateway, by its outbound IP address or by the "
+        "certificate in MAILGW_RELAY_CLIENT_CERT (its subject must be the connector's "
+        "TlsSenderCertificateName)",
+    ),
+    "5.2.0": (
+        False,
+        "the mailbox reached Exchange Online's sending limits (10,000 recipients a day, 30 "
+        "messages a minute): replay after the 24-hour window, or spread the load over more "
+        "mailboxes",
+    ),
+    "4.3.2": (
+        True,
+        "Exchange limits concurrent connections per mailbox (3); the gateway retries later",
+    ),
+}
+_QUOTA_HINT = "the mailbox or message is over a size or quota limit: free space or shrink it"
+
+
+def enhanced_status(message: str) -> str | None:
+    match = _ENHANCED.search(message)
+    return ".".join(match.groups()) if match else None
+
+
+def classify_smtp(code: int, message: str, *, may_have_sent: bool = False) -> DeliveryError:
+    """One SMTP reply → transient (4xx) or permanent (5xx), with a hint for the known replies."""
+    enhanced = enhanced_status(message)
+    label = f"SMTP {code} {enhanced}" if enhanced else f"SMTP {code}"
+    if enhanced in SMTP_CODES:
+        is_transient, hint = SMTP_CODES[enhanced]
+        return DeliveryError(label, message, transient=is_transient, hint=hint)
+    if (enhanced or "").startswith("5.2.") or (code == 552 and "quota" in message.lower()):
+        return DeliveryError(label, message, transient=False, hint=_QUOTA_HINT)
+    if 400 <= code < 500:
+        return DeliveryError(
+            label,
+            message,
+            transient=True,
+            ambiguous=may_have_sent,
+            hint="the server deferred the message; the gateway retries with backoff",
+        )
+    if code in (550, 551, 553) and enhanced and enhanced.startswith("5.1."):
+        return DeliveryError(
+            label, message, transient=False, hint="fix the addresses and send the request again"
+        )
+    return DeliveryError(
+        label, message, transient=False, hint="the server refused the message; see the reply"
+    )
