@@ -10,10 +10,11 @@ from typing import Any
 
 import azure.functions as func
 
+from functions.problems import PROBLEM_CONTENT_TYPE, Problem, internal_problem, problem_for
 from mailgw.auth import ROLE_READ, ROLE_REPLAY, ROLE_SEND, Caller
+from mailgw.errors import GatewayError, StorageUnreachable
 from mailgw.intake import STATUS_PATH
 from mailgw.operations import not_found
-from mailgw.problems import PROBLEM_CONTENT_TYPE, Problem
 from mailgw.services import services
 from mailgw.settings import current_settings
 
@@ -41,24 +42,20 @@ def _json(
     )
 
 
+def _problem(problem: Problem, instance: str | None = None) -> func.HttpResponse:
+    return _json(problem.status, problem.to_json(instance), problem.headers, PROBLEM_CONTENT_TYPE)
+
+
 async def _respond(
     req: func.HttpRequest, call: Callable[[], Awaitable[func.HttpResponse]]
 ) -> func.HttpResponse:
     try:
         return await call()
-    except Problem as problem:
-        return _json(
-            problem.status, problem.to_json(instance=req.url), problem.headers, PROBLEM_CONTENT_TYPE
-        )
+    except GatewayError as error:
+        return _problem(problem_for(error), instance=req.url)
     except Exception:
         log.exception("unhandled error in %s %s", req.method, req.url)
-        internal = Problem(
-            500,
-            "Internal error",
-            "The gateway failed unexpectedly; the request was not accepted. Retry later.",
-            "internal",
-        )
-        return _json(500, internal.to_json(), mimetype=PROBLEM_CONTENT_TYPE)
+        return _problem(internal_problem())
 
 
 @bp.route(route="v1/messages", methods=["POST"], auth_level=_level(func.AuthLevel.FUNCTION))
@@ -112,13 +109,7 @@ async def health(req: func.HttpRequest) -> func.HttpResponse:
         try:
             depth = await svc.queue.ping()
         except Exception as exc:  # any storage failure means "not healthy", with the reason
-            raise Problem(
-                503,
-                "Queue unreachable",
-                f"The queue is not reachable: {type(exc).__name__}",
-                "unhealthy",
-                headers={"Retry-After": "30"},
-            ) from exc
+            raise StorageUnreachable(f"The queue is not reachable: {type(exc).__name__}") from exc
         return _json(
             200,
             {

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import jwt
 
-from mailgw.problems import Problem
+from mailgw.errors import AuthUnavailable, Forbidden, Unauthenticated
 
 if TYPE_CHECKING:
     from mailgw.settings import Settings
@@ -56,7 +56,8 @@ class Caller:
 
 class ApiAuth(Protocol):
     async def authorize(self, authorization: str | None, *any_of: str) -> Caller | None:
-        """Raise a 401/403 :class:`Problem` unless the caller holds one of ``any_of``."""
+        """Raise :class:`Unauthenticated` or :class:`Forbidden` unless the caller holds one of
+        ``any_of``."""
         ...
 
 
@@ -80,20 +81,18 @@ def create_api_auth(settings: Settings) -> ApiAuth:
     )
 
 
-def unauthorized(detail: str, *, token_seen: bool = True) -> Problem:
-    """401 with RFC 6750's challenge; no error code when no token came at all (§3.1)."""
+def unauthorized(detail: str, *, token_seen: bool = True) -> Unauthenticated:
+    """With RFC 6750's challenge; no error code when no token came at all (§3.1)."""
     challenge = _REALM
     if token_seen:
         challenge += f', error="invalid_token", error_description="{_quoted(detail)}"'
-    return Problem(
-        401, "Unauthorized", detail, "unauthorized", headers={"WWW-Authenticate": challenge}
-    )
+    return Unauthenticated(detail, challenge)
 
 
-def forbidden(detail: str) -> Problem:
-    """403 with RFC 6750's ``insufficient_scope``: a valid token that may not do this."""
+def forbidden(detail: str) -> Forbidden:
+    """With RFC 6750's ``insufficient_scope``: a valid token that may not do this."""
     challenge = f'{_REALM}, error="insufficient_scope", error_description="{_quoted(detail)}"'
-    return Problem(403, "Forbidden", detail, "forbidden", headers={"WWW-Authenticate": challenge})
+    return Forbidden(detail, challenge)
 
 
 def _quoted(text: str) -> str:
@@ -204,7 +203,7 @@ class EntraTokens:
                 self._attempted_at = now  # failed attempts count too: an outage is not a reason
                 try:  # to let every request (or every made-up kid) call the provider again
                     await self._refresh()
-                except Problem:
+                except AuthUnavailable:
                     if not self._keys:
                         raise
                     log.warning("Entra ID keys not refreshed; the known keys stay in use")
@@ -239,13 +238,9 @@ class EntraTokens:
         self._fetched_at = self.clock()
 
 
-def _unavailable() -> Problem:
-    return Problem(
-        503,
-        "Token validation unavailable",
-        "The gateway cannot read its tenant's signing keys right now; retry later.",
-        "auth-unavailable",
-        headers={"Retry-After": "30"},
+def _unavailable() -> AuthUnavailable:
+    return AuthUnavailable(
+        "The gateway cannot read its tenant's signing keys right now; retry later."
     )
 
 

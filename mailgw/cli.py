@@ -417,7 +417,7 @@ async def run_operator(args: argparse.Namespace, services: Services) -> int:
 
 
 async def _replay(services: Services, args: argparse.Namespace) -> int:
-    from mailgw.problems import Problem
+    from mailgw.errors import GatewayError
 
     ops = services.operations
     ids = list(args.ids) if args.ids else [r.id for r in await ops.failed(limit=ALL)]
@@ -428,7 +428,7 @@ async def _replay(services: Services, args: argparse.Namespace) -> int:
     for message_id in ids:
         try:
             record = await ops.replay(message_id)
-        except Problem as problem:
+        except GatewayError as problem:
             print(f"{message_id}: not replayed: {problem.detail}", file=sys.stderr)
             problems += 1
             continue

@@ -23,11 +23,18 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from mailgw import faults
-from mailgw.intake import validate_request
+from mailgw.errors import (
+    GatewayError,
+    InvalidEnvelope,
+    InvalidMessage,
+    InvalidRequest,
+    MessageTooLarge,
+    PayloadMissing,
+    SenderNotAllowed,
+)
 from mailgw.models import Envelope, ErrorInfo, MessageStatus, SendRequest
-from mailgw.policy import SenderPolicy, denial_reason
-from mailgw.problems import Problem
-from mailgw.queue import MailQueue, PayloadIntegrityError
+from mailgw.policy import SenderPolicy
+from mailgw.queue import MailQueue
 from mailgw.settings import Settings
 from mailgw.state import machine
 from mailgw.state.machine import is_stale_replay
@@ -35,6 +42,7 @@ from mailgw.state.record import MessageRecord
 from mailgw.store import StateStore
 from mailgw.transports.base import OutboundMessage, Transport
 from mailgw.transports.errors import DeliveryError
+from mailgw.validation import check_sender, validate_request
 
 log = logging.getLogger("mailgw.delivery")
 
@@ -72,12 +80,45 @@ class RetryPolicy:
         return float(ceiling / 2 + rng.uniform(0, ceiling / 2))
 
 
-class _Reject(Exception):
-    """A message that can never be delivered; carries the error recorded with it when poisoned."""
+#: Why a queued message can never be delivered, as recorded with it: the gateway's own error
+#: → (code, the operator's hint). The message text is the error's detail.
+FAILURES: dict[type[GatewayError], tuple[str, str]] = {
+    InvalidMessage: (
+        "mailgw/invalid-message",
+        "queue producers must enqueue a send request: a JSON object, UTF-8, Base64-encoded "
+        "(docs/send-request.schema.json)",
+    ),
+    InvalidEnvelope: (
+        "mailgw/invalid-envelope",
+        "only the gateway writes envelopes; producers enqueue bare send requests",
+    ),
+    InvalidRequest: (
+        "mailgw/invalid-request",
+        "fix the producer: the message breaks the send request rules "
+        "(docs/send-request.schema.json, docs/problems.md)",
+    ),
+    MessageTooLarge: (
+        "mailgw/too-large",
+        "fix the producer: the message exceeds a size limit (MAILGW_MAX_ATTACHMENT_BYTES)",
+    ),
+    SenderNotAllowed: (
+        "mailgw/sender-not-allowed",
+        "add the mailbox to MAILGW_ALLOWED_SENDERS if this gateway may send as it",
+    ),
+    PayloadMissing: (
+        "mailgw/payload-missing",
+        "the claim-checked payload was deleted or altered; send the request again",
+    ),
+}
 
-    def __init__(self, info: ErrorInfo):
-        super().__init__(info.message)
-        self.info = info
+
+def failure(error: GatewayError) -> ErrorInfo:
+    """The failure a domain error is, for the message's state and the poison queue."""
+    for cls in type(error).__mro__:
+        known = FAILURES.get(cls)
+        if known is not None:
+            return ErrorInfo(code=known[0], message=error.detail, hint=known[1])
+    raise error  # not a reason to fail a message: a crash, for the host to retry
 
 
 @dataclass
@@ -105,9 +146,9 @@ class Delivery:
         text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
         try:
             envelope = self._parse(text, queue_message_id)
-        except _Reject as reject:
+        except GatewayError as error:
             return await self._poison(
-                _raw_envelope(queue_message_id, text, self.clock()), reject.info
+                _raw_envelope(queue_message_id, text, self.clock()), failure(error)
             )
         gate, known = await self._admit(envelope)
         if gate is not None:
@@ -115,15 +156,8 @@ class Delivery:
         try:
             loaded = await self.queue.load_payload(envelope)
             request = self._validate(loaded)
-        except PayloadIntegrityError as exc:
-            info = ErrorInfo(
-                code="payload_missing",
-                message=str(exc),
-                hint="the claim-checked payload was deleted or altered; send the request again",
-            )
-            return await self._poison(envelope, info)
-        except _Reject as reject:
-            return await self._poison(envelope, reject.info)
+        except GatewayError as error:
+            return await self._poison(envelope, failure(error))
 
         now = self.clock()
         if request.send_at and request.send_at > now + timedelta(seconds=1):
@@ -209,22 +243,11 @@ class Delivery:
         try:
             document = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise _Reject(
-                ErrorInfo(
-                    code="invalid_message",
-                    message=f"the queue message is not JSON: {exc.msg} "
-                    f"at line {exc.lineno}, column {exc.colno}",
-                    hint="queue producers must enqueue Base64-encoded UTF-8 JSON send requests",
-                )
+            raise InvalidMessage(
+                f"the queue message is not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
             ) from None
         if not isinstance(document, dict):
-            raise _Reject(
-                ErrorInfo(
-                    code="invalid_message",
-                    message="the queue message is not a JSON object",
-                    hint="queue producers must enqueue a send request object",
-                )
-            )
+            raise InvalidMessage("the queue message is not a JSON object")
         if "mailgw" not in document:
             # A producer's bare send request: the queue message id is stable across redeliveries.
             return Envelope(
@@ -233,41 +256,15 @@ class Delivery:
         try:
             return Envelope.model_validate(document)
         except ValidationError as exc:
-            raise _Reject(
-                ErrorInfo(
-                    code="invalid_envelope",
-                    message=f"the gateway envelope is malformed: {exc.errors()[0]['msg']}",
-                    hint="only the gateway writes envelopes; producers enqueue bare send requests",
-                )
+            raise InvalidEnvelope(
+                f"the gateway envelope is malformed: {exc.errors()[0]['msg']}"
             ) from None
 
     def _validate(self, envelope: Envelope) -> SendRequest:
         if envelope.request is None:
-            raise _Reject(
-                ErrorInfo(
-                    code="invalid_message",
-                    message="the message carries no send request",
-                    hint="queue producers must enqueue a send request object",
-                )
-            )
-        try:
-            request = validate_request(envelope.request, self.settings, what="queued message")
-        except Problem as problem:
-            raise _Reject(
-                ErrorInfo(
-                    code="invalid_request",
-                    message=problem.detail,
-                    hint="fix the producer: the message breaks the send request rules in docs/",
-                )
-            ) from None
-        if not self.policy.allows(request.sender.address):
-            raise _Reject(
-                ErrorInfo(
-                    code="sender_not_allowed",
-                    message=denial_reason(self.policy, request.sender.address),
-                    hint="add the mailbox to MAILGW_ALLOWED_SENDERS if this gateway may send as it",
-                )
-            )
+            raise InvalidMessage("the message carries no send request")
+        request = validate_request(envelope.request, self.settings, what="queued message")
+        check_sender(self.policy, request.sender.address)
         return request
 
     async def _failed(self, envelope: Envelope, error: DeliveryError) -> Outcome:

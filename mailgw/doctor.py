@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 
-from mailgw.problems import Problem
+from mailgw.errors import GatewayError
 from mailgw.settings import Settings, SettingsError
 from mailgw.storage import StorageConfigError
 from mailgw.transports.errors import DeliveryError
@@ -80,7 +80,7 @@ async def _run(name: str, check: Callable[[], Awaitable[str]], settings: Setting
         return Finding(name, True, await asyncio.wait_for(check(), CHECK_TIMEOUT_SECONDS))
     except DeliveryError as exc:
         return Finding(name, False, f"{exc.code}: {exc.message}", exc.hint)
-    except Problem as exc:
+    except GatewayError as exc:
         return Finding(
             name, False, exc.detail, f"check MAILGW_API_AUTHORITY ({settings.api_authority})"
         )

@@ -1,7 +1,7 @@
 """Intake: validate → authorise the sender → enqueue. Nothing reaches the queue unless all pass.
 
 Host-agnostic: the HTTP adapter hands over the raw body and headers and renders what comes back
-(a :class:`SubmitResult`, or a raised :class:`Problem`).
+(a :class:`SubmitResult`, or a raised :class:`mailgw.errors.GatewayError`).
 """
 
 from __future__ import annotations
@@ -15,109 +15,27 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import ValidationError
-
+from mailgw.errors import IdempotencyKeyExhausted, IdempotencyKeyReused, QueueUnavailable
 from mailgw.ids import keyed_message_id, new_message_id
 from mailgw.models import Envelope, MessageStatus, SendRequest, SubmitResult
-from mailgw.policy import SenderPolicy, denial_reason
-from mailgw.problems import FieldError, Problem, validation_problem
+from mailgw.policy import SenderPolicy
 from mailgw.queue import MailQueue, SentMessage
 from mailgw.settings import Settings
 from mailgw.state import machine
 from mailgw.state.record import MessageRecord
 from mailgw.store import StateStore
+from mailgw.validation import (
+    check_idempotency_key,
+    check_sender,
+    parse_json_body,
+    validate_request,
+)
 
 log = logging.getLogger("mailgw.intake")
 
 STATUS_PATH = "/api/v1/messages/{id}"
 #: How long a duplicate waits for the first request with its key to confirm its message.
 CONFIRM_WAIT = timedelta(seconds=2)
-
-
-def parse_json_body(body: bytes, content_type: str | None, limit: int) -> Any:
-    """The request body as JSON, or a 4xx problem saying exactly what is wrong with it."""
-    if len(body) > limit:
-        raise Problem(
-            413,
-            "Request too large",
-            f"The request body is {len(body)} bytes; the limit is {limit} bytes.",
-            "too-large",
-        )
-    media_type = (content_type or "application/json").split(";")[0].strip().lower()
-    if media_type != "application/json" and not media_type.endswith("+json"):
-        raise Problem(
-            415,
-            "Unsupported media type",
-            f"Send the message as application/json, not {media_type}.",
-            "unsupported-media-type",
-        )
-    if not body.strip():
-        raise Problem(
-            400, "Empty body", "The request body is empty; send a JSON object.", "empty-body"
-        )
-    try:
-        document = json.loads(body)
-    except UnicodeDecodeError:
-        raise Problem(400, "Invalid JSON", "The body is not UTF-8 text.", "invalid-json") from None
-    except json.JSONDecodeError as exc:
-        raise Problem(
-            400,
-            "Invalid JSON",
-            f"The body is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.",
-            "invalid-json",
-        ) from None
-    except (ValueError, RecursionError) as exc:  # absurd nesting or integers past Python's limit
-        raise Problem(
-            400, "Invalid JSON", f"The body is not acceptable JSON: {exc}.", "invalid-json"
-        ) from None
-    if not isinstance(document, dict):
-        raise Problem(
-            400,
-            "Invalid send request",
-            "The body must be a JSON object.",
-            "validation",
-            [FieldError("(body)", f"expected an object, got {type(document).__name__}")],
-        )
-    return document
-
-
-def validate_request(
-    document: Any, settings: Settings, *, now: datetime | None = None, what: str = "request"
-) -> SendRequest:
-    try:
-        return SendRequest.model_validate(
-            document,
-            by_alias=True,
-            by_name=False,  # the wire names only: "sender" or "send_at" are not part of the API
-            context={"max_attachment_bytes": settings.max_attachment_bytes, "now": now},
-        )
-    except ValidationError as exc:
-        raise validation_problem(exc, document, what=what) from None
-
-
-def forbidden_sender(policy: SenderPolicy, address: str) -> Problem:
-    return Problem(
-        403,
-        "Sender not allowed",
-        denial_reason(policy, address),
-        "sender-not-allowed",
-        [FieldError("from", "this gateway is not allowed to send as this mailbox")],
-    )
-
-
-def check_idempotency_key(key: str | None) -> str | None:
-    """The ``Idempotency-Key`` header: 1-255 printable ASCII characters, or absent."""
-    if key is None:
-        return None
-    if not 1 <= len(key) <= 255 or not all(" " <= c <= "~" for c in key):
-        raise Problem(
-            400,
-            "Invalid Idempotency-Key",
-            "The Idempotency-Key header must be 1-255 printable ASCII characters.",
-            "invalid-idempotency-key",
-            [FieldError("Idempotency-Key", "must be 1-255 printable ASCII characters")],
-        )
-    return key
 
 
 def request_hash(document: Any) -> str:
@@ -163,8 +81,7 @@ class Intake:
         document = parse_json_body(body, content_type, self.settings.max_request_bytes)
         now = self.clock()
         request = validate_request(document, self.settings, now=now)
-        if not self.policy.allows(request.sender.address):
-            raise forbidden_sender(self.policy, request.sender.address)
+        check_sender(self.policy, request.sender.address)
         accepted = _Accepted(self.settings, request, now, traceparent)
         if key is None:
             message_id = new_message_id()
@@ -202,12 +119,9 @@ class Intake:
                 continue  # that use has expired: the key makes a new message (next generation)
             if existing.request_hash != fingerprint:
                 await self.queue.delete(sent)
-                raise Problem(
-                    422,
-                    "Idempotency-Key reused",
+                raise IdempotencyKeyReused(
                     "This Idempotency-Key was used with a different request body; use a new key "
-                    "for a new message.",
-                    "idempotency-key-reused",
+                    "for a new message."
                 )
             if _unconfirmed(existing):
                 log.warning(
@@ -217,7 +131,7 @@ class Intake:
             else:
                 await self.queue.delete(sent)
             return SubmitResult.model_validate(existing.response)
-        raise Problem(409, "Idempotency-Key exhausted", "Use a new Idempotency-Key.", "conflict")
+        raise IdempotencyKeyExhausted("Use a new Idempotency-Key.")
 
     async def _settled(self, message_id: str) -> MessageRecord | None:
         """The key's record once its first request is done with it: a concurrent first request
@@ -260,14 +174,8 @@ class Intake:
             await asyncio.gather(*list(self._pending))
 
 
-def _unavailable() -> Problem:
-    return Problem(
-        503,
-        "Queue unavailable",
-        "The message could not be queued and was not accepted; retry later.",
-        "queue-unavailable",
-        headers={"Retry-After": "10"},
-    )
+def _unavailable() -> QueueUnavailable:
+    return QueueUnavailable("The message could not be queued and was not accepted; retry later.")
 
 
 def _unconfirmed(record: MessageRecord) -> bool:

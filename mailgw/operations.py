@@ -19,9 +19,9 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 from pydantic import ValidationError
 
+from mailgw.errors import MessageNotFound, NotReplayable
 from mailgw.ids import issued_at
 from mailgw.models import Envelope, ErrorInfo, MessageStatus
-from mailgw.problems import Problem
 from mailgw.queue import MailQueue
 from mailgw.state import machine
 from mailgw.state.record import MessageRecord
@@ -37,7 +37,7 @@ FRESH_ID_WINDOW = timedelta(seconds=30)
 FRESH_ID_WAIT = timedelta(seconds=3)
 
 CRASH_LOOP = ErrorInfo(
-    code="max_dequeue_exceeded",
+    code="mailgw/max-dequeue-exceeded",
     message="the delivery function failed on this message maxDequeueCount times (it crashed, "
     "timed out, or could not read it) and the Functions host moved it to the poison queue",
     hint="look up the exceptions logged for this message id, fix the cause, then replay it",
@@ -110,18 +110,12 @@ class Operations:
         if record.status is not MessageStatus.failed:
             if record.replays and record.status is not MessageStatus.sent:
                 return record  # a replay is already on its way
-            raise Problem(
-                409,
-                "Not replayable",
-                f"Only failed messages can be replayed; this one is {record.status.value}.",
-                "not-replayable",
+            raise NotReplayable(
+                f"Only failed messages can be replayed; this one is {record.status.value}."
             )
         if record.payload_ref is None:
-            raise Problem(
-                409,
-                "Not replayable",
-                "The payload of this message was not kept, so it cannot be sent again.",
-                "not-replayable",
+            raise NotReplayable(
+                "The payload of this message was not kept, so it cannot be sent again."
             )
         number = record.replays + 1
         now = self.clock()
@@ -193,10 +187,7 @@ class Operations:
                 await self.queue.blobs().get_blob_client(ref.container, ref.blob).delete_blob()
 
 
-def not_found(message_id: str) -> Problem:
-    return Problem(
-        404,
-        "Message not found",
-        f"No message {message_id} is known (unknown id, or older than the retention period).",
-        "not-found",
+def not_found(message_id: str) -> MessageNotFound:
+    return MessageNotFound(
+        f"No message {message_id} is known (unknown id, or older than the retention period)."
     )

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 
+from mailgw.errors import PayloadMissing
 from mailgw.models import Envelope, PayloadRef
 from mailgw.storage import StorageConnection, blob_service_client, queue_client
 
@@ -39,10 +40,6 @@ class SentMessage:
     message_id: str
     pop_receipt: str
     envelope: Envelope
-
-
-class PayloadIntegrityError(Exception):
-    """The claimed payload is missing or is not the bytes intake wrote."""
 
 
 def dumps(document: dict[str, Any]) -> str:
@@ -157,11 +154,11 @@ class MailQueue:
             downloader = await blob.download_blob()
             data = await downloader.readall()
         except ResourceNotFoundError:
-            raise PayloadIntegrityError(
+            raise PayloadMissing(
                 f"payload blob {ref.container}/{ref.blob} does not exist"
             ) from None
         if hashlib.sha256(data).hexdigest() != ref.sha256:
-            raise PayloadIntegrityError(
+            raise PayloadMissing(
                 f"payload blob {ref.container}/{ref.blob} does not match its SHA-256"
             )
         payload = json.loads(data)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -103,3 +104,24 @@ def new_record(message_id: str, status: Any, *, now: datetime | None = None, **f
     return machine.new_record(
         message_id, status, now=now or datetime.now(UTC), retention=RETENTION, **fields
     )
+
+
+class CaughtProblem:
+    """What :func:`raises_problem` caught: the problem an HTTP caller would have seen."""
+
+    value: Any = None
+
+
+@contextlib.contextmanager
+def raises_problem() -> Iterator[CaughtProblem]:
+    """Like ``pytest.raises``, for the gateway's domain errors, rendered through the HTTP table
+    (``functions/problems.py``) as the caller sees them: ``caught.value.status`` and so on."""
+    import pytest
+
+    from functions.problems import problem_for
+    from mailgw.errors import GatewayError
+
+    caught = CaughtProblem()
+    with pytest.raises(GatewayError) as raised:
+        yield caught
+    caught.value = problem_for(raised.value)

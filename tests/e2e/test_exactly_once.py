@@ -197,13 +197,13 @@ def test_invalid_producer_message_logs_one_failure_event(host: DevHost) -> None:
     finally:
         client.close()
     state = wait_for_status(host, sent.id, "failed")
-    assert state["lastError"]["code"] == "invalid_request"
+    assert state["lastError"]["code"] == "mailgw/invalid-request"
     wait_until(lambda: failure_events(host, sent.id), timeout=30, what="the failure event")
     wait_until(
         lambda: queue_depth(host, f"{host.queue}-poison") == 0, timeout=30, what="poison drained"
     )
     (event,) = failure_events(host, sent.id)
-    assert event["code"] == "invalid_request"
+    assert event["code"] == "mailgw/invalid-request"
     assert event["hint"]
 
 

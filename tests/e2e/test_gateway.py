@@ -268,7 +268,7 @@ def test_invalid_producer_message_is_recorded_failed_with_its_error(
     # The delivery function moves it to the poison queue with its validation error; the poison
     # function records it as failed (the poison message is consumed; its payload is kept).
     state = wait_until(lambda: failed_state(devhost, sent.id), timeout=30, what="failed state")
-    assert state["lastError"]["code"] == "invalid_request"
+    assert state["lastError"]["code"] == "mailgw/invalid-request"
     assert "to[0]" in state["lastError"]["message"]
     assert state["lastError"]["hint"]
     assert [h["outcome"] for h in state["history"]][-1] == "failed"
@@ -301,7 +301,8 @@ def test_crashing_delivery_is_retried_then_poisoned_after_max_dequeue_count(
     assert response.status == 202
     message_id = response.json()["id"]
     state = wait_until(lambda: failed_state(host, message_id), timeout=60, what="failed state")
-    assert state["lastError"]["code"] == "max_dequeue_exceeded"  # moved by the host, unchanged
+    # moved there by the host, unchanged
+    assert state["lastError"]["code"] == "mailgw/max-dequeue-exceeded"
     assert state["attempts"] == 3
     executions = re.findall(r"Executing 'Functions\.deliver'", host.log())
     assert len(executions) == 3  # maxDequeueCount, overridden to 3 for the test

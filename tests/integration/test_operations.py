@@ -21,14 +21,13 @@ from mailgw.delivery import Delivery, RetryPolicy
 from mailgw.ids import new_message_id
 from mailgw.models import Envelope, ErrorInfo, MessageStatus, PayloadRef
 from mailgw.operations import CRASH_LOOP, FAILURE_EVENT, Operations
-from mailgw.problems import Problem
 from mailgw.queue import MailQueue
 from mailgw.settings import Settings
 from mailgw.state import MessageRecord
 from mailgw.store import StateStore
 from mailgw.transports.base import OutboundMessage, SendReceipt
 from mailgw.transports.errors import permanent
-from support import RETENTION, depth, new_record, pull, sample_request
+from support import RETENTION, depth, new_record, pull, raises_problem, sample_request
 
 DENIED = permanent("ErrorSendAsDenied", "no send as", hint="grant Send As")
 
@@ -164,13 +163,14 @@ async def test_host_moved_envelope_without_error_is_recorded_as_a_crash_loop(
     assert record.id == message_id  # the envelope's id, not the poison queue message's
     assert record.status is MessageStatus.failed
     assert record.last_error == CRASH_LOOP
-    assert record.last_error.code == "max_dequeue_exceeded"
+    assert record.last_error.code == "mailgw/max-dequeue-exceeded"
     assert record.last_error.hint
     assert record.attempts == 1
     assert record.lease is None
     assert record.payload_ref is not None
     assert await blob_bytes(rig.queue, record.payload_ref) is not None
-    assert [e["code"] for e in failure_events(caplog, message_id)] == ["max_dequeue_exceeded"]
+    codes = [e["code"] for e in failure_events(caplog, message_id)]
+    assert codes == ["mailgw/max-dequeue-exceeded"]
 
 
 async def test_raw_text_is_recorded_under_its_queue_message_id(
@@ -182,7 +182,7 @@ async def test_raw_text_is_recorded_under_its_queue_message_id(
     assert record.id == "q-raw-1"
     assert record.status is MessageStatus.failed
     assert record.source == "queue"
-    assert record.last_error is not None and record.last_error.code == "max_dequeue_exceeded"
+    assert record.last_error is not None and record.last_error.code == "mailgw/max-dequeue-exceeded"
     assert record.payload_ref is not None
     kept = await blob_bytes(rig.queue, record.payload_ref)
     assert kept is not None and json.loads(kept) == {"raw": raw}
@@ -277,11 +277,11 @@ async def test_replay_of_a_sent_message_is_409_and_of_an_unknown_one_404(rig: Ri
     assert (await rig.delivery.handle(message.content, queue_message_id=message.id)).action == (
         "sent"
     )
-    with pytest.raises(Problem) as conflict:
+    with raises_problem() as conflict:
         await rig.operations.replay(message_id)
     assert conflict.value.status == 409
     assert conflict.value.type == "urn:mailgw:problem:not-replayable"
-    with pytest.raises(Problem) as missing:
+    with raises_problem() as missing:
         await rig.operations.replay("no-such-message")
     assert missing.value.status == 404
     assert missing.value.type == "urn:mailgw:problem:not-found"
@@ -316,7 +316,7 @@ async def test_replayed_message_is_sent_exactly_once_whatever_old_copies_turn_up
     assert record is not None
     assert (record.status, record.replays) == (MessageStatus.sent, 1)
     assert outcomes(record) == ["sending", "failed", "replayed", "sending", "sent"]
-    with pytest.raises(Problem) as done:
+    with raises_problem() as done:
         await rig.operations.replay(message_id)
     assert done.value.status == 409
 

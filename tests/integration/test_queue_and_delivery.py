@@ -17,12 +17,11 @@ import pytest
 from mailgw.delivery import Delivery, RetryPolicy
 from mailgw.intake import Intake
 from mailgw.models import Envelope
-from mailgw.problems import Problem
 from mailgw.queue import INLINE_LIMIT, MailQueue
 from mailgw.settings import Settings
 from mailgw.transports.base import OutboundMessage, SendReceipt
 from mailgw.transports.errors import permanent, transient
-from support import b64, pull, sample_request, wait_until_async
+from support import b64, pull, raises_problem, sample_request, wait_until_async
 
 
 async def submit(intake: Intake, body: dict[str, Any]) -> Any:
@@ -103,7 +102,7 @@ async def test_tampered_claim_check_is_poisoned_not_sent(
     await blob.upload_blob(b'{"request": {}}', overwrite=True)
     outcome = await delivery.handle(message.content, queue_message_id=message.id)
     assert outcome.action == "poisoned"
-    assert outcome.error is not None and outcome.error.code == "payload_missing"
+    assert outcome.error is not None and outcome.error.code == "mailgw/payload-missing"
     assert (
         not list(Path(settings.outbox_dir).glob("*.eml"))
         if Path(settings.outbox_dir).exists()
@@ -129,10 +128,10 @@ async def test_send_at_delays_visibility(
 
 
 async def test_rejected_request_enqueues_nothing(intake: Intake, mail_queue: MailQueue) -> None:
-    with pytest.raises(Problem) as bad:
+    with raises_problem() as bad:
         await submit(intake, sample_request(to=["not-an-address"]))
     assert bad.value.status == 400
-    with pytest.raises(Problem) as forbidden:
+    with raises_problem() as forbidden:
         await submit(intake, sample_request(**{"from": "ceo@fabrikam.com"}))
     assert forbidden.value.status == 403
     assert await pull(mail_queue) is None
@@ -152,15 +151,15 @@ async def test_producer_bare_request_is_delivered_with_the_queue_message_id(
 @pytest.mark.parametrize(
     ("raw", "code", "fragment"),
     [
-        ("this is not json", "invalid_message", "not JSON"),
-        ("[1, 2]", "invalid_message", "not a JSON object"),
-        (json.dumps(sample_request(to=["nope"])), "invalid_request", "to[0]"),
+        ("this is not json", "mailgw/invalid-message", "not JSON"),
+        ("[1, 2]", "mailgw/invalid-message", "not a JSON object"),
+        (json.dumps(sample_request(to=["nope"])), "mailgw/invalid-request", "to[0]"),
         (
             json.dumps(sample_request(**{"from": "x@fabrikam.com"})),
-            "sender_not_allowed",
+            "mailgw/sender-not-allowed",
             "MAILGW_ALLOWED_SENDERS",
         ),
-        (json.dumps({"mailgw": 1, "id": "x"}), "invalid_envelope", "envelope"),
+        (json.dumps({"mailgw": 1, "id": "x"}), "mailgw/invalid-envelope", "envelope"),
     ],
 )
 async def test_invalid_producer_message_goes_to_poison_with_its_error(

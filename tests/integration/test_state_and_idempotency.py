@@ -23,7 +23,6 @@ from mailgw.delivery import CLAIM_GRACE, Delivery, RetryPolicy
 from mailgw.ids import new_message_id
 from mailgw.intake import Intake, request_hash
 from mailgw.models import Envelope, ErrorInfo, MessageStatus, PayloadRef, SubmitResult
-from mailgw.problems import Problem
 from mailgw.queue import MailQueue, SentMessage
 from mailgw.settings import Settings
 from mailgw.state import Attempt, MessageRecord, machine
@@ -31,7 +30,15 @@ from mailgw.store import StateStore
 from mailgw.transports.base import OutboundMessage, SendReceipt
 from mailgw.transports.errors import permanent, transient
 from mailgw.transports.outbox import OutboxTransport
-from support import RETENTION, depth, new_record, pull, sample_request, wait_until_async
+from support import (
+    RETENTION,
+    depth,
+    new_record,
+    pull,
+    raises_problem,
+    sample_request,
+    wait_until_async,
+)
 
 # --- helpers ------------------------------------------------------------------------------------
 
@@ -292,7 +299,7 @@ async def test_transition_on_an_expired_record_starts_afresh(
     await store.create(new_record("m-exp", MessageStatus.sent, now=clock.now))
     clock.advance(RETENTION + timedelta(days=1))
     envelope = Envelope(id="m-exp", created_at=clock.now, raw="x", source="queue")
-    error = ErrorInfo(code="invalid_message", message="bad", hint="fix it")
+    error = ErrorInfo(code="mailgw/invalid-message", message="bad", hint="fix it")
     failed = partial(
         machine.failed, envelope=envelope, error=error, now=clock.now, retention=RETENTION
     )
@@ -329,7 +336,7 @@ async def test_same_key_with_another_body_is_422_and_enqueues_nothing(
     intake: Intake, mail_queue: MailQueue, store: StateStore
 ) -> None:
     first = await submit(intake, sample_request(), key="k-422")
-    with pytest.raises(Problem) as reused:
+    with raises_problem() as reused:
         await submit(intake, sample_request(subject="another"), key="k-422")
     assert reused.value.status == 422
     assert reused.value.type == "urn:mailgw:problem:idempotency-key-reused"
@@ -439,7 +446,7 @@ async def test_retry_after_the_first_request_died_between_its_writes_is_accepted
 async def test_invalid_idempotency_key_is_400_and_enqueues_nothing(
     intake: Intake, mail_queue: MailQueue, key: str
 ) -> None:
-    with pytest.raises(Problem) as bad:
+    with raises_problem() as bad:
         await submit(intake, sample_request(), key=key)
     assert bad.value.status == 400
     assert bad.value.type == "urn:mailgw:problem:invalid-idempotency-key"
@@ -471,7 +478,7 @@ async def test_an_expired_key_makes_a_new_message(
     await clocked_intake.drain()
     assert await depth(mail_queue) == 2
     assert await submit(clocked_intake, sample_request(subject="new"), key="daily") == second
-    with pytest.raises(Problem) as reused:
+    with raises_problem() as reused:
         await submit(clocked_intake, sample_request(), key="daily")
     assert reused.value.status == 422  # the key now belongs to the new body
     await clocked_intake.drain()

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from functions.problems import Problem, problem_for
 from mailgw.auth import (
     KEY_REFRESH_MIN_SECONDS,
     KEY_RETRY_SECONDS,
@@ -22,7 +23,7 @@ from mailgw.auth import (
     EntraTokens,
     create_api_auth,
 )
-from mailgw.problems import Problem
+from mailgw.errors import GatewayError
 from mailgw.settings import Settings, SettingsError
 from standins.entra import API_APP_ID, CALLER_APP_ID, EntraStandIn, entra_standin
 
@@ -49,9 +50,9 @@ def validator(idp: EntraStandIn, clock: Clock | None = None) -> EntraTokens:
 
 
 async def refused(tokens: EntraTokens, authorization: str | None, *roles: str) -> Problem:
-    with pytest.raises(Problem) as caught:
+    with pytest.raises(GatewayError) as caught:
         await tokens.authorize(authorization, *roles)
-    return caught.value
+    return problem_for(caught.value)
 
 
 async def test_a_valid_token_with_the_role_names_the_caller(idp: EntraStandIn) -> None:

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from mailgw import cli
+from mailgw.errors import MessageNotFound, NotReplayable
 from mailgw.models import ErrorInfo, MessageStatus
-from mailgw.problems import Problem
 from mailgw.state import Attempt, MessageRecord
 
 NOW = datetime(2026, 6, 1, 12, 0, 0, tzinfo=UTC)
@@ -82,9 +82,9 @@ class FakeOperations:
         self.calls.append(("replay", message_id))
         record = self.store.records.get(message_id)
         if record is None:
-            raise Problem(404, "Message not found", f"No message {message_id} is known.", "x")
+            raise MessageNotFound(f"No message {message_id} is known.")
         if record.status is not MessageStatus.failed:
-            raise Problem(409, "Not replayable", f"this one is {record.status.value}.", "x")
+            raise NotReplayable(f"this one is {record.status.value}.")
         record.status, record.replays = MessageStatus.queued, record.replays + 1
         return record
 

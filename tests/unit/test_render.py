@@ -14,11 +14,11 @@ import pytest
 from pydantic import ValidationError
 from unit_helpers import NOW, b64, valid_request
 
-from mailgw.intake import validate_request
 from mailgw.models import Recipient, SendRequest
-from mailgw.problems import Problem
 from mailgw.settings import Settings
 from mailgw.transports.render import envelope_recipients, message_id_for, render_mime
+from mailgw.validation import validate_request
+from support import raises_problem
 
 MESSAGE_ID = "01900000-0000-7000-8000-000000000001"
 PDF = bytes(random.Random(42).getrandbits(8) for _ in range(5000))
@@ -399,7 +399,7 @@ def test_crlf_injection_is_blocked_before_rendering(
     document = valid_request(**overrides)
     with pytest.raises(ValidationError):
         SendRequest.model_validate(document, context={"now": NOW})
-    with pytest.raises(Problem) as caught:
+    with raises_problem() as caught:
         validate_request(json.loads(json.dumps(document)), Settings(), now=NOW)
     assert caught.value.status == 400
     assert field in [e.field for e in caught.value.errors]
