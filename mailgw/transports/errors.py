@@ -48,7 +48,7 @@ def transient(
 def token_unavailable(exc: Exception) -> DeliveryError:
     """The identity endpoint refused or failed: transient (it may recover), with what to check."""
     return DeliveryError(
-        "TokenUnavailable",
+        "mailgw/token-unavailable",
         f"no token: {getattr(exc, 'message', None) or exc}",
         transient=True,
         hint="the identity endpoint refused or failed: check MAILGW_CREDENTIAL, AZURE_CLIENT_ID "

@@ -69,7 +69,7 @@ T = TypeVar("T")
 UPLOAD_CHUNK_BYTES = 12 * 320 * 1024
 IMMUTABLE_IDS = 'IdType="ImmutableId"'
 #: 404s that mean "this draft / upload session", not "this mailbox" (those have their own codes)
-_GONE = ("ErrorItemNotFound", "HTTP404")
+_GONE = ("graph/ErrorItemNotFound", "graph/http-404")
 _ERRORS: dict[str, Any] = {"XXX": ODataError}
 
 
@@ -223,7 +223,7 @@ class GraphTransport:
                 # The draft (or its upload session) disappeared under us: expired, or deleted.
                 # Not the mailbox's fault: the next attempt finds it missing and builds it again.
                 error = DeliveryError(
-                    "DraftGone",
+                    "graph/draft-gone",
                     f"the draft or its upload session is gone: {error.message}",
                     transient=True,
                     hint="the next attempt creates the draft again",
@@ -242,7 +242,7 @@ class GraphTransport:
                 may_have_sent=False,
             )
         except DeliveryError as error:
-            if error.code in (*_GONE, "ResourceNotFound"):
+            if error.code in (*_GONE, "graph/ResourceNotFound"):
                 # With immutable ids a sent draft stays findable (in Sent Items, isDraft false);
                 # gone altogether, someone deleted it: it was not sent by us, send afresh.
                 return "missing"
@@ -262,7 +262,7 @@ class GraphTransport:
             user.messages, content, may_have_sent=False, immutable=True, returns=Message
         )
         if created is None or not created.id:
-            raise transient("GraphNoDraft", "Graph created a draft but returned no id")
+            raise transient("graph/no-draft-id", "Graph created a draft but returned no id")
         draft_id: str = created.id
         checkpoint.update(draftId=draft_id, stage="created")
         await _save(message, checkpoint)
@@ -302,7 +302,7 @@ class GraphTransport:
             may_have_sent=False,
         )
         if session is None or not session.upload_url:
-            raise transient("GraphNoUploadSession", "Graph returned no upload URL")
+            raise transient("graph/no-upload-session", "Graph returned no upload URL")
         await self._upload(session.upload_url, attachment.content())
 
     async def _upload(self, url: str, data: bytes) -> None:
@@ -348,7 +348,7 @@ def _too_large(large: TooLarge, *, draft: bool) -> DeliveryError:
             "to 150 MB through upload sessions, or shrink the message"
         )
     return DeliveryError(
-        "ErrorMessageSizeExceeded",
+        "graph/ErrorMessageSizeExceeded",
         f"the request would be {large.size} bytes; Graph takes at most {MAX_REQUEST_BYTES}",
         transient=False,
         hint=hint,
@@ -386,7 +386,7 @@ def _network_error(exc: BaseException, *, may_have_sent: bool) -> DeliveryError:
     ambiguous = may_have_sent and not not_sent
     name = type(exc).__name__
     return DeliveryError(
-        "Timeout" if "Timeout" in name else "NetworkError",
+        "graph/timeout" if "Timeout" in name else "graph/network-error",
         f"{name}: {exc}" if str(exc) else name,
         transient=True,
         ambiguous=ambiguous,

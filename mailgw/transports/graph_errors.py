@@ -79,7 +79,7 @@ def classify_graph(
     the draft's send): a 5xx to such a request is *ambiguous*, the message may be out.
     """
     code_key = (code or "").lower()
-    label = code or (f"HTTP{status}" if status else "GraphError")
+    label = f"graph/{code}" if code else (f"graph/http-{status}" if status else "graph/error")
     if status == 429:
         return DeliveryError(
             label,

@@ -227,7 +227,7 @@ class SmtpTransport:
             return token_unavailable(exc)
         if isinstance(exc, aiosmtplib.SMTPNotSupported):
             return DeliveryError(
-                "SMTPNotSupported",
+                "smtp/not-supported",
                 str(exc),
                 transient=False,
                 hint="the server lacks an extension this message needs (SMTPUTF8 for "
@@ -235,7 +235,7 @@ class SmtpTransport:
             )
         if isinstance(exc, ssl.SSLCertVerificationError):
             return DeliveryError(
-                "TLSCertificate",
+                "smtp/tls-certificate",
                 f"the server's certificate was not trusted: {exc}",
                 transient=False,
                 hint=f"check {self.host}'s certificate, or set MAILGW_SMTP_CA_FILE to the CA "
@@ -243,7 +243,7 @@ class SmtpTransport:
             )
         if isinstance(exc, ssl.SSLError) and _protocol_refused(exc):
             return DeliveryError(
-                "TLSVersion",
+                "smtp/tls-version",
                 f"no TLS session could be agreed: {exc}",
                 transient=False,
                 hint=f"{self.host} must offer TLS 1.2 or newer; the gateway refuses older TLS",
@@ -252,7 +252,7 @@ class SmtpTransport:
             # Only a failure once DATA started can leave the server holding the message.
             ambiguous = progress.data_started
             return DeliveryError(
-                "SMTPConnection",
+                "smtp/connection",
                 f"{type(exc).__name__}: {exc}",
                 transient=True,
                 ambiguous=ambiguous,
@@ -283,7 +283,7 @@ class SmtpTransport:
             cert = self._client_cert
             if cert is not None and cert.expires_soon():
                 raise DeliveryError(
-                    "ClientCertificateExpiring",
+                    "smtp/client-certificate-expiring",
                     f"the client certificate expires on {cert.not_after:%Y-%m-%d}",
                     transient=False,
                     hint="renew it (MAILGW_RELAY_CLIENT_CERT, in Key Vault): with an expired "
@@ -311,7 +311,7 @@ class SmtpTransport:
             await client.ehlo()
             if not client.supports_extension("starttls"):
                 raise DeliveryError(
-                    "STARTTLSRequired",
+                    "smtp/starttls-required",
                     f"{self.host}:{self.port} does not offer STARTTLS",
                     transient=False,
                     hint="the gateway only sends over STARTTLS with TLS 1.2+: point "
@@ -326,7 +326,7 @@ class SmtpTransport:
                 if isinstance(exc, ssl.SSLError) and _protocol_refused(exc):
                     raise
                 raise DeliveryError(
-                    "TLSHandshake",
+                    "smtp/tls-handshake",
                     f"the TLS handshake failed: {exc}",
                     transient=True,
                     hint=f"{self.host} must offer TLS 1.2 or newer with a certificate the gateway "

@@ -65,7 +65,7 @@ def enhanced_status(message: str) -> str | None:
 def classify_smtp(code: int, message: str, *, may_have_sent: bool = False) -> DeliveryError:
     """One SMTP reply → transient (4xx) or permanent (5xx), with a hint for the known replies."""
     enhanced = enhanced_status(message)
-    label = f"SMTP {code} {enhanced}" if enhanced else f"SMTP {code}"
+    label = f"smtp/{code}-{enhanced}" if enhanced else f"smtp/{code}"
     if enhanced in SMTP_CODES:
         is_transient, hint = SMTP_CODES[enhanced]
         return DeliveryError(label, message, transient=is_transient, hint=hint)

@@ -325,7 +325,7 @@ def test_permanent_failure_is_replayed_and_sent_once(
     message_id = response.json()["id"]
 
     failed = wait_for_status(graph_host, message_id, "failed")
-    assert failed["lastError"]["code"] == "ErrorSendAsDenied"
+    assert failed["lastError"]["code"] == "graph/ErrorSendAsDenied"
     assert "Send As" in failed["lastError"]["hint"]
     # The poison trigger records it (payload kept for the replay) and logs the failure once.
     wait_until(lambda: failure_events(graph_host, message_id), what="the failure event")

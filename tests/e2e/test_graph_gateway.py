@@ -123,7 +123,7 @@ def test_permanent_graph_error_ends_in_poison_after_one_request(
         return state if state.get("status") == "failed" else {}
 
     state = wait_until(failed, timeout=30, what="the failed state")
-    assert state["lastError"]["code"] == "ErrorSendAsDenied"
+    assert state["lastError"]["code"] == "graph/ErrorSendAsDenied"
     assert "Send As" in state["lastError"]["hint"]
     assert state["attempts"] == 1
     sends = [r for r in standins.graph.requests() if r.get("mailbox") == "denied@fabrikam.com"]

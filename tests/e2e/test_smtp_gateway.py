@@ -146,7 +146,7 @@ def test_smtp_permanent_reply_shows_failed_with_the_hint(
     state = wait_for_status(smtp_host, message_id, "failed")
     assert state["attempts"] == 1
     error = state["lastError"]
-    assert error["code"] == "SMTP 535 5.7.139"
+    assert error["code"] == "smtp/535-5.7.139"
     assert "Set-CASMailbox" in error["hint"] and "Set-TransportConfig" in error["hint"]
     refused = [r for r in submission.smtp.rejections() if r["authUser"] == mailbox]
     assert len(refused) == 1  # one attempt, not retried
@@ -178,7 +178,7 @@ def test_relay_from_a_domain_the_connector_does_not_accept_shows_failed_with_the
     )
     state = wait_for_status(relay_host, message_id, "failed")
     assert state["attempts"] == 1
-    assert state["lastError"]["code"] == "SMTP 550 5.7.64"
+    assert state["lastError"]["code"] == "smtp/550-5.7.64"
     assert "connector" in state["lastError"]["hint"]
     assert "accepted domain" in state["lastError"]["hint"]
     assert [r["mailFrom"] for r in relay_connector.smtp.rejections()] == ["noreply@fabrikam.com"]

@@ -24,10 +24,10 @@ from standins.graph import GraphStandIn
 
 #: how the answer is lost, and the code the transport reports for it
 LOST_ANSWERS = [
-    pytest.param({"mode": "status", "status": 504}, "GatewayTimeout", id="504"),
-    pytest.param({"mode": "status", "status": 500}, "UnknownError", id="500"),
-    pytest.param({"mode": "drop"}, "NetworkError", id="dropped"),
-    pytest.param({"mode": "delay", "delay_seconds": 2.0}, "Timeout", id="late"),
+    pytest.param({"mode": "status", "status": 504}, "graph/GatewayTimeout", id="504"),
+    pytest.param({"mode": "status", "status": 500}, "graph/UnknownError", id="500"),
+    pytest.param({"mode": "drop"}, "graph/network-error", id="dropped"),
+    pytest.param({"mode": "delay", "delay_seconds": 2.0}, "graph/timeout", id="late"),
 ]
 
 
@@ -168,7 +168,9 @@ async def test_draft_failure_before_send_rebuilds_the_draft_and_sends_once(
 
     first = await pipeline.step()
     assert first.outcome.action == "retry"
-    assert first.outcome.error is not None and first.outcome.error.code == "ServiceUnavailable"
+    assert (
+        first.outcome.error is not None and first.outcome.error.code == "graph/ServiceUnavailable"
+    )
     assert graph.requests[-1].operation == operation
     (half_built,) = graph.requests_for("createMessage")
     stale = half_built.message_id

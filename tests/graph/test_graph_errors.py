@@ -42,7 +42,7 @@ def test_permanent_codes_have_a_specific_hint(
 ) -> None:
     error = classify_graph(status, code, "Graph said no", may_have_sent=may_have_sent)
     assert (error.code, error.transient, error.ambiguous, error.throttled) == (
-        code,
+        f"graph/{code}",
         False,
         False,
         False,
@@ -75,8 +75,8 @@ def test_429_is_throttling_with_its_retry_after(may_have_sent: bool) -> None:
     assert (error.transient, error.throttled, error.retry_after) == (True, True, 7.0)
     assert error.ambiguous is False  # a throttled request was refused, not processed
     assert "Retry-After" in error.hint
-    assert error.code == "ApplicationThrottled"
-    assert classify_graph(429, None, "").code == "HTTP429"
+    assert error.code == "graph/ApplicationThrottled"
+    assert classify_graph(429, None, "").code == "graph/http-429"
 
 
 @pytest.mark.parametrize("status", [500, 502, 504])
@@ -88,11 +88,11 @@ def test_5xx_is_transient_and_ambiguous_only_when_the_request_may_have_sent(stat
     safe = classify_graph(status, None, "boom", may_have_sent=False)
     assert (safe.transient, safe.ambiguous) == (True, False)
     assert "may already have been sent" not in safe.hint
-    assert safe.code == f"HTTP{status}"
+    assert safe.code == f"graph/http-{status}"
 
 
 def test_503_is_never_ambiguous() -> None:
-    error = classify_graph(503, "ServiceUnavailable", "", retry_after=2.0, may_have_sent=True)
+    error = classify_graph(503, "graph/ServiceUnavailable", "", retry_after=2.0, may_have_sent=True)
     assert (error.transient, error.ambiguous, error.retry_after) == (True, False, 2.0)
 
 
@@ -167,7 +167,7 @@ async def test_permanent_error_is_one_request_then_poison_with_the_hint(
     dead = await pipeline.poisoned()
     assert dead.id == message_id
     assert dead.error is not None
-    assert dead.error.code == code
+    assert dead.error.code == f"graph/{code}"
     assert dead.error.hint == GRAPH_CODES[code.lower()][1]
     assert hint in dead.error.hint
     assert dead.attempt == 0 and not dead.ambiguous
@@ -214,7 +214,9 @@ async def test_429_waits_exactly_retry_after_without_using_an_attempt(
 
     first = await pipeline.step()
     assert (first.outcome.action, first.outcome.delay) == ("retry", float(wait))
-    assert first.outcome.error is not None and first.outcome.error.code == "ApplicationThrottled"
+    assert (
+        first.outcome.error is not None and first.outcome.error.code == "graph/ApplicationThrottled"
+    )
     assert await pipeline.is_empty()  # invisible for Retry-After
 
     second = await pipeline.step(timeout=wait + 10)
@@ -251,7 +253,7 @@ async def test_throttling_is_bounded_by_max_age(
     (step,) = await pipeline.run()
     assert step.outcome.action == "poisoned"
     dead = await pipeline.poisoned()
-    assert dead.error is not None and dead.error.code == "ApplicationThrottled"
+    assert dead.error is not None and dead.error.code == "graph/ApplicationThrottled"
     assert "MAILGW_MAX_AGE_SECONDS" in dead.error.message
     assert graph.delivered == []
 
@@ -301,7 +303,7 @@ async def test_graph_slower_than_the_timeout_is_a_transient_timeout(
     finally:
         await transport.aclose()
     error = timed_out.value
-    assert (error.code, error.transient) == ("Timeout", True)
+    assert (error.code, error.transient) == ("graph/timeout", True)
     # sendMail may have gone out; a draft's creation cannot have sent anything
     assert error.ambiguous is (mode == "sendmail")
     assert len(graph.requests) == 1
@@ -319,7 +321,7 @@ async def test_unreachable_graph_is_a_transient_network_error_that_sent_nothing(
             await transport.send(outbound())
     finally:
         await transport.aclose()
-    assert (failed.value.code, failed.value.transient) == ("NetworkError", True)
+    assert (failed.value.code, failed.value.transient) == ("graph/network-error", True)
     assert failed.value.ambiguous is False
 
 
@@ -331,7 +333,7 @@ async def test_a_non_json_error_page_is_still_classified(
     graph.fail_next(502, "BadGateway", raw_body=html, content_type="text/html")
     with pytest.raises(DeliveryError) as gateway:
         await transport.send(outbound())
-    assert (gateway.value.code, gateway.value.transient) == ("HTTP502", True)
+    assert (gateway.value.code, gateway.value.transient) == ("graph/http-502", True)
     assert gateway.value.ambiguous is True  # a 502 to sendMail: it may have gone through
 
     graph.fail_next(429, "TooManyRequests", raw_body=b"slow down", retry_after=3)
@@ -349,7 +351,7 @@ async def test_a_token_for_the_wrong_resource_is_a_transient_401_with_a_hint(
         await transport.send(outbound())
     error = refused.value
     assert (error.code, error.transient, error.ambiguous) == (
-        "InvalidAuthenticationToken",
+        "graph/InvalidAuthenticationToken",
         True,
         False,
     )

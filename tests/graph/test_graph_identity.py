@@ -107,7 +107,11 @@ async def test_identity_endpoint_failing_is_a_transient_token_error_with_a_hint(
     with pytest.raises(DeliveryError) as failed:
         await transport.send(outbound())
     error = failed.value
-    assert (error.code, error.transient, error.ambiguous) == ("TokenUnavailable", True, False)
+    assert (error.code, error.transient, error.ambiguous) == (
+        "mailgw/token-unavailable",
+        True,
+        False,
+    )
     assert "MAILGW_CREDENTIAL" in error.hint and "AZURE_CLIENT_ID" in error.hint
     assert graph.requests == []  # nothing reached Graph: it cannot have been sent
     assert len(identity.requests) >= 2
@@ -129,7 +133,7 @@ async def test_an_identity_the_app_does_not_have_is_a_token_error(
             await transport.send(outbound())
     finally:
         await transport.aclose()
-    assert failed.value.code == "TokenUnavailable" and failed.value.transient
+    assert failed.value.code == "mailgw/token-unavailable" and failed.value.transient
     assert graph.requests == []
 
 
@@ -301,7 +305,7 @@ async def test_the_readiness_probe_reports_a_refused_identity_with_a_hint(
     identity.fail_next(400, 10, message="Unable to load the proper Managed Identity.")
     with pytest.raises(DeliveryError) as caught:
         await transport.probe(SENDER)
-    assert caught.value.code == "TokenUnavailable"
+    assert caught.value.code == "mailgw/token-unavailable"
     assert "MAILGW_CREDENTIAL" in caught.value.hint
 
 

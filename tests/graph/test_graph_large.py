@@ -74,7 +74,7 @@ async def test_sendmail_refuses_a_large_attachment_without_calling_graph(
         await transport.send(outbound(body(attachments=[attachment("big.bin", data)])))
 
     error = refused.value
-    assert (error.code, error.transient) == ("ErrorMessageSizeExceeded", False)
+    assert (error.code, error.transient) == ("graph/ErrorMessageSizeExceeded", False)
     assert "MAILGW_GRAPH_MODE=draft" in error.hint and "Mail.ReadWrite" in error.hint
     assert graph.requests == []
 
@@ -161,6 +161,6 @@ async def test_sendmail_never_sends_a_request_over_4_mb(
         (delivered,) = graph.delivered
         assert sha256(delivered.attachment("r.pdf").content) == sha256(data)
     else:
-        assert (failure.code, failure.transient) == ("ErrorMessageSizeExceeded", False)
+        assert (failure.code, failure.transient) == ("graph/ErrorMessageSizeExceeded", False)
         assert "MAILGW_GRAPH_MODE=draft" in failure.hint
         assert sizes == []

@@ -58,7 +58,7 @@ def test_each_exchange_reply_is_classified_with_its_hint(
 ) -> None:
     error = classify_smtp(reply.code, reply.text)
     assert error.transient is transient
-    assert error.code == f"SMTP {reply.code} {reply.enhanced_code}"
+    assert error.code == f"smtp/{reply.code}-{reply.enhanced_code}"
     assert error.message == reply.text
     assert error.ambiguous is False  # a reply is an answer: the message was not taken
     for fragment in hint:
@@ -97,17 +97,17 @@ async def record_of(store: StateStore, message_id: str) -> MessageRecord:
 
 
 TRANSIENT = [
-    pytest.param(Exchange.SENDER_THREAD_LIMIT, "SMTP 432 4.3.2", id="432-4.3.2-data"),
-    pytest.param(Exchange.TEMPORARY_SERVER_ERROR, "SMTP 421 4.7.0", id="421-mail-closes"),
+    pytest.param(Exchange.SENDER_THREAD_LIMIT, "smtp/432-4.3.2", id="432-4.3.2-data"),
+    pytest.param(Exchange.TEMPORARY_SERVER_ERROR, "smtp/421-4.7.0", id="421-mail-closes"),
     pytest.param(
         Reply(421, "4.3.2 Service not available, closing transmission channel", "data"),
-        "SMTP 421 4.3.2",
+        "smtp/421-4.3.2",
         id="421-data-closes",
     ),
-    pytest.param(Exchange.UNAUTHENTICATED_ATTRIBUTION, "SMTP 451 4.4.4", id="451-rcpt"),
+    pytest.param(Exchange.UNAUTHENTICATED_ATTRIBUTION, "smtp/451-4.4.4", id="451-rcpt"),
     pytest.param(
         Reply(451, "4.7.500 Server busy. Please try again later", "data"),
-        "SMTP 451 4.7.500",
+        "smtp/451-4.7.500",
         id="451-data",
     ),
 ]
@@ -168,7 +168,7 @@ async def test_a_persistent_4xx_gives_up_after_max_attempts_with_the_hint(
     assert record.status is MessageStatus.failed
     assert record.attempts == 3
     assert record.last_error is not None
-    assert record.last_error.code == "SMTP 432 4.3.2"
+    assert record.last_error.code == "smtp/432-4.3.2"
     assert "gave up after 3 attempts" in record.last_error.message
     assert "concurrent connections" in record.last_error.hint
     dead = await pipeline.poisoned()
@@ -224,7 +224,7 @@ async def test_a_permanent_reply_is_poisoned_after_one_attempt_with_its_hint(
     message_id = await pipeline.submit(body(subject="refused"))
 
     await check_poisoned_once(
-        pipeline, store, message_id, f"SMTP {reply.code} {reply.enhanced_code}", hint
+        pipeline, store, message_id, f"smtp/{reply.code}-{reply.enhanced_code}", hint
     )
     assert smtp.received == []
     assert [(r.stage, r.code) for r in smtp.rejections] == [(reply.stage, reply.code)]
@@ -242,7 +242,7 @@ async def test_a_token_for_the_wrong_resource_is_535_5_7_3(
     pipeline = make_pipeline(transport)
     message_id = await pipeline.submit(body())
 
-    await check_poisoned_once(pipeline, store, message_id, "SMTP 535 5.7.3", ["SMTP.SendAsApp"])
+    await check_poisoned_once(pipeline, store, message_id, "smtp/535-5.7.3", ["SMTP.SendAsApp"])
     (attempt,) = smtp.auth_attempts
     assert not attempt.ok and "audience" in attempt.reason
     assert attempt.user == SENDER
@@ -258,7 +258,7 @@ async def test_relay_from_a_domain_the_connector_does_not_know_is_5_7_64(
     message_id = await pipeline.submit(body(**{"from": "noreply@fabrikam.com"}))
 
     record = await check_poisoned_once(
-        pipeline, store, message_id, "SMTP 550 5.7.64", ["connector"]
+        pipeline, store, message_id, "smtp/550-5.7.64", ["connector"]
     )
     assert record.last_error is not None and "accepted domain" in record.last_error.hint
     assert relay_server.received == []
@@ -283,7 +283,7 @@ async def test_a_connection_cut_after_data_is_ambiguous_and_retried_at_least_onc
     with caplog.at_level(logging.WARNING, logger="mailgw.delivery"):
         first = await pipeline.step()
     assert first.outcome.action == "retry"
-    assert first.outcome.error is not None and first.outcome.error.code == "SMTPConnection"
+    assert first.outcome.error is not None and first.outcome.error.code == "smtp/connection"
     (taken,) = smtp.received
     assert taken.dropped  # the server took it and the gateway cannot know
     assert "at-least-once" in caplog.text and message_id in caplog.text
@@ -334,7 +334,7 @@ async def test_an_untrusted_certificate_is_permanent_and_the_token_never_leaves(
         pipeline = make_pipeline(transport)
         message_id = await pipeline.submit(body())
         record = await check_poisoned_once(
-            pipeline, store, message_id, "TLSCertificate", ["MAILGW_SMTP_CA_FILE"]
+            pipeline, store, message_id, "smtp/tls-certificate", ["MAILGW_SMTP_CA_FILE"]
         )
     finally:
         await transport.aclose()
@@ -412,7 +412,7 @@ async def test_identity_endpoint_failing_is_token_unavailable_and_transient(
         first = await pipeline.step()
         assert first.outcome.action == "retry"
         error = first.outcome.error
-        assert error is not None and error.code == "TokenUnavailable"
+        assert error is not None and error.code == "mailgw/token-unavailable"
         assert "MAILGW_CREDENTIAL" in error.hint and "AZURE_CLIENT_ID" in error.hint
         record = await record_of(store, message_id)
         assert (record.status, record.ambiguous) == (MessageStatus.retrying, False)
@@ -441,5 +441,9 @@ async def test_identity_endpoint_unreachable_is_token_unavailable_not_a_crash(
     finally:
         await transport.aclose()
         await credential.close()
-    assert (error.code, error.transient, error.ambiguous) == ("TokenUnavailable", True, False)
+    assert (error.code, error.transient, error.ambiguous) == (
+        "mailgw/token-unavailable",
+        True,
+        False,
+    )
     assert smtp.received == []

@@ -65,7 +65,7 @@ async def test_a_relay_that_does_not_answer_is_a_connection_error_with_a_hint(
     transport = SmtpTransport(relay_settings(MAILGW_RELAY_PORT="9"), relay=True)
     with pytest.raises(DeliveryError) as caught:
         await probe(transport, MAILBOX)
-    assert caught.value.code == "SMTPConnection"
+    assert caught.value.code == "smtp/connection"
     assert "127.0.0.1:9" in caught.value.hint
 
 
@@ -105,5 +105,5 @@ async def test_relay_probe_fails_a_certificate_about_to_expire(
     transport = SmtpTransport(relay_settings(MAILGW_RELAY_CLIENT_CERT=cert), relay=True)
     with pytest.raises(DeliveryError) as caught:
         await probe(transport, MAILBOX)
-    assert caught.value.code == "ClientCertificateExpiring"
+    assert caught.value.code == "smtp/client-certificate-expiring"
     assert f"{soon:%Y-%m-%d}" in caught.value.message
