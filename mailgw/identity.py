@@ -14,25 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from mailgw.settings import SettingsError
+from mailgw.settings import Settings
 
 if TYPE_CHECKING:
     from azure.core.credentials import AccessToken
     from azure.core.credentials_async import AsyncTokenCredential
 
-CredentialMode = Literal[
-    "managed_identity", "federated_managed_identity", "workload_identity", "default"
-]
-CREDENTIAL_MODES: tuple[CredentialMode, ...] = (
-    "managed_identity",
-    "federated_managed_identity",
-    "workload_identity",
-    "default",
-)
 #: The audience a federated credential's assertion must carry differs per national cloud.
 TOKEN_EXCHANGE_AUDIENCES = {
     "graph.microsoft.us": "api://AzureADTokenExchangeUSGov",
@@ -41,78 +31,45 @@ TOKEN_EXCHANGE_AUDIENCES = {
 }
 
 
-def token_exchange_scope(env: Mapping[str, str]) -> str:
+def token_exchange_scope(graph_endpoint: str) -> str:
     """``api://AzureADTokenExchange[USGov|China]/.default``, following MAILGW_GRAPH_ENDPOINT."""
-    endpoint = env.get("MAILGW_GRAPH_ENDPOINT", "").strip() or "https://graph.microsoft.com"
-    host = urlsplit(endpoint).hostname or ""
+    host = urlsplit(graph_endpoint).hostname or ""
     return TOKEN_EXCHANGE_AUDIENCES.get(host, "api://AzureADTokenExchange") + "/.default"
 
 
-def credential_mode(env: Mapping[str, str]) -> CredentialMode:
-    mode = env.get("MAILGW_CREDENTIAL", "").strip().lower() or "managed_identity"
-    for known in CREDENTIAL_MODES:
-        if mode == known:
-            return known
-    raise SettingsError(
-        f"MAILGW_CREDENTIAL must be one of {', '.join(CREDENTIAL_MODES)}; got {mode!r}"
-    )
-
-
-def _required(env: Mapping[str, str], name: str, why: str) -> str:
-    value = env.get(name, "").strip()
-    if not value:
-        raise SettingsError(f"{name} is required {why}")
-    return value
-
-
-def check_credential_settings(env: Mapping[str, str]) -> CredentialMode:
-    """Validate the identity settings at start-up, so a typo is not discovered on the first send."""
-    mode = credential_mode(env)
-    if mode == "federated_managed_identity":
-        why = "when MAILGW_CREDENTIAL=federated_managed_identity"
-        _required(env, "AZURE_CLIENT_ID", f"(the user-assigned identity) {why}")
-        _required(env, "MAILGW_TENANT_ID", f"(the tenant that owns the mailboxes) {why}")
-        _required(env, "MAILGW_APP_CLIENT_ID", f"(the app registration that trusts it) {why}")
-    if mode == "workload_identity":
-        why = "when MAILGW_CREDENTIAL=workload_identity"
-        for name in ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_FEDERATED_TOKEN_FILE"):
-            _required(env, name, why)
-    return mode
-
-
-def create_credential(env: Mapping[str, str]) -> AsyncTokenCredential:
+def create_credential(settings: Settings) -> AsyncTokenCredential:
     """One credential per process: azure-identity caches and refreshes its tokens."""
-    mode = check_credential_settings(env)
-    client_id = env.get("AZURE_CLIENT_ID", "").strip() or None
-    if mode == "managed_identity":
+    identity = settings.identity
+    if identity.mode == "managed_identity":
         from azure.identity.aio import ManagedIdentityCredential
 
-        return ManagedIdentityCredential(client_id=client_id)
-    if mode == "federated_managed_identity":
+        return ManagedIdentityCredential(client_id=identity.client_id)
+    if identity.mode == "federated_managed_identity":
         from azure.identity import ManagedIdentityCredential as SyncManagedIdentityCredential
         from azure.identity.aio import ClientAssertionCredential
 
-        identity = SyncManagedIdentityCredential(client_id=client_id)
-        exchange_scope = token_exchange_scope(env)
+        # Settings.from_env refuses federated_managed_identity without these two.
+        assert identity.tenant_id is not None
+        assert identity.app_client_id is not None
+        managed = SyncManagedIdentityCredential(client_id=identity.client_id)
+        exchange_scope = token_exchange_scope(settings.graph_endpoint)
 
         def assertion() -> str:
             # Called only when the app token needs renewing (about hourly); the managed identity
             # endpoint is local to the instance, so this short synchronous call is acceptable.
-            token: str = identity.get_token(exchange_scope).token
+            token: str = managed.get_token(exchange_scope).token
             return token
 
         return ClientAssertionCredential(
-            tenant_id=env["MAILGW_TENANT_ID"].strip(),
-            client_id=env["MAILGW_APP_CLIENT_ID"].strip(),
-            func=assertion,
+            tenant_id=identity.tenant_id, client_id=identity.app_client_id, func=assertion
         )
-    if mode == "workload_identity":
+    if identity.mode == "workload_identity":
         from azure.identity.aio import WorkloadIdentityCredential
 
         return WorkloadIdentityCredential()
     from azure.identity.aio import DefaultAzureCredential
 
-    return DefaultAzureCredential(managed_identity_client_id=client_id)
+    return DefaultAzureCredential(managed_identity_client_id=identity.client_id)
 
 
 class SingleFlightCredential:

@@ -16,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
 from pydantic import ValidationError
 
 from mailgw.errors import MessageNotFound, NotReplayable
@@ -164,7 +163,8 @@ class Operations:
         for record in targets:
             if record.status is not MessageStatus.failed:
                 continue
-            await self._delete_payload(record)
+            if record.payload_ref is not None:
+                await self.queue.delete_payload(record.payload_ref)
             await self.store.delete(record.id)
             count += 1
         return count
@@ -172,19 +172,10 @@ class Operations:
     async def cleanup(self, now: datetime | None = None) -> int:
         """Retention: delete expired records and claims, and the payloads they kept."""
         deleted = await self.store.purge_expired(now)
-        for _, row, entity in deleted:
-            if row == "state" and entity.get("payloadRef"):
-                ref = json.loads(entity["payloadRef"])
-                with contextlib.suppress(ResourceNotFoundError):
-                    blob = self.queue.blobs().get_blob_client(ref["container"], ref["blob"])
-                    await blob.delete_blob()
+        for expired in deleted:
+            if expired.payload_ref is not None:
+                await self.queue.delete_payload(expired.payload_ref)
         return len(deleted)
-
-    async def _delete_payload(self, record: MessageRecord) -> None:
-        if record.payload_ref is not None:
-            ref = record.payload_ref
-            with contextlib.suppress(ResourceNotFoundError):
-                await self.queue.blobs().get_blob_client(ref.container, ref.blob).delete_blob()
 
 
 def not_found(message_id: str) -> MessageNotFound:

@@ -112,10 +112,13 @@ class MailQueue:
         except HttpResponseError as error:
             if error.status_code != 400:  # 400 PopReceiptMismatch: already being processed
                 raise
-        ref = sent.envelope.payload_ref
-        if ref is not None:
-            with contextlib.suppress(ResourceNotFoundError):
-                await self.blobs().get_blob_client(ref.container, ref.blob).delete_blob()
+        if sent.envelope.payload_ref is not None:
+            await self.delete_payload(sent.envelope.payload_ref)
+
+    async def delete_payload(self, ref: PayloadRef) -> None:
+        """Delete a kept or claim-checked payload (gone already is fine)."""
+        with contextlib.suppress(ResourceNotFoundError):
+            await self.blobs().get_blob_client(ref.container, ref.blob).delete_blob()
 
     async def _claim_check(self, envelope: Envelope) -> Envelope:
         ref = await self.store_payload(envelope)

@@ -69,12 +69,7 @@ _services: Services | None = None
 def check_configuration() -> Settings:
     """Validate the settings when the app loads, so a wrong or missing setting stops the start with
     a message naming it, instead of failing every message later. Imports no transport."""
-    settings = current_settings()
-    if settings.transport in ("graph", "smtp"):
-        from mailgw.identity import check_credential_settings
-
-        check_credential_settings(settings.env)
-    return settings
+    return current_settings()
 
 
 def services() -> Services:

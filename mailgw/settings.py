@@ -19,12 +19,21 @@ from mailgw.storage import StorageConnection
 if TYPE_CHECKING:
     from mailgw.client_cert import ClientCertificate
 
-Transport = Literal["graph", "smtp", "relay", "outbox"]
-TRANSPORTS: tuple[Transport, ...] = ("graph", "smtp", "relay", "outbox")
+TransportName = Literal["graph", "smtp", "relay", "outbox"]
+TRANSPORTS: tuple[TransportName, ...] = ("graph", "smtp", "relay", "outbox")
 GraphMode = Literal["sendmail", "draft"]
 GRAPH_MODES: tuple[GraphMode, ...] = ("sendmail", "draft")
-ApiAuth = Literal["keys", "entra"]
-API_AUTH_MODES: tuple[ApiAuth, ...] = ("keys", "entra")
+AuthMode = Literal["keys", "entra"]
+API_AUTH_MODES: tuple[AuthMode, ...] = ("keys", "entra")
+CredentialMode = Literal[
+    "managed_identity", "federated_managed_identity", "workload_identity", "default"
+]
+CREDENTIAL_MODES: tuple[CredentialMode, ...] = (
+    "managed_identity",
+    "federated_managed_identity",
+    "workload_identity",
+    "default",
+)
 
 MiB = 1024 * 1024
 ENTRA_AUTHORITY = "https://login.microsoftonline.com"
@@ -35,12 +44,28 @@ class SettingsError(ValueError):
 
 
 @dataclass(frozen=True)
+class IdentitySettings:
+    """Who the gateway is towards Graph and Exchange (``MAILGW_CREDENTIAL``, mailgw/identity.py).
+
+    azure-identity itself reads ``IDENTITY_ENDPOINT``/``IDENTITY_HEADER`` (managed identity) and
+    ``AZURE_TENANT_ID``/``AZURE_FEDERATED_TOKEN_FILE`` (workload identity)."""
+
+    mode: CredentialMode = "managed_identity"
+    #: AZURE_CLIENT_ID: a user-assigned identity (or the workload identity's app)
+    client_id: str | None = None
+    #: MAILGW_TENANT_ID: the tenant that owns the mailboxes (federated_managed_identity)
+    tenant_id: str | None = None
+    #: MAILGW_APP_CLIENT_ID: the app registration that trusts the identity (federated)
+    app_client_id: str | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     """The gateway's configuration. Defaults are what a production deployment wants."""
 
     queue: str = "mail-outbound"
     allowed_senders: tuple[str, ...] = ()
-    transport: Transport = "graph"
+    transport: TransportName = "graph"
     outbox_dir: str = "outbox"
     graph_endpoint: str = "https://graph.microsoft.com"
     payload_container: str = "mail-payloads"
@@ -65,12 +90,13 @@ class Settings:
     retention_days: int = 30
     idempotency_hours: int = 24
     #: how HTTP callers authenticate: Functions keys (checked by the host) or Entra ID tokens
-    api_auth: ApiAuth = "keys"
+    api_auth: AuthMode = "keys"
     api_tenant_id: str | None = None
     api_audiences: tuple[str, ...] = ()
     api_authority: str = ENTRA_AUTHORITY
     #: client apps allowed to call on behalf of a user (delegated tokens); none: app tokens only
     api_delegated_clients: tuple[str, ...] = ()
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
     storage_connection_name: str = "AzureWebJobsStorage"
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -141,6 +167,7 @@ class Settings:
             )
         return cls(
             **_api_auth_settings(env),
+            identity=identity_settings(env, required=transport in ("graph", "smtp")),
             queue=queue,
             allowed_senders=parse_sender_list(env.get("MAILGW_ALLOWED_SENDERS", "")),
             transport=transport,  # checked against TRANSPORTS above
@@ -245,28 +272,72 @@ def _smtp_settings(env: Mapping[str, str], transport: str) -> _SmtpSettings:
         from mailgw.client_cert import load_client_certificate
 
         client_cert = load_client_certificate(raw_cert)
-    connections = _positive_int(env, "MAILGW_SMTP_CONNECTIONS", 3)
+    connections = _positive_int(env, "MAILGW_SMTP_CONNECTIONS", Settings.smtp_connections)
     if connections > 3:
         raise SettingsError(
             "MAILGW_SMTP_CONNECTIONS must be 1-3: Exchange Online allows 3 concurrent "
             f"connections per mailbox; got {connections}"
         )
     return {
-        "smtp_host": env.get("MAILGW_SMTP_HOST", "").strip() or "smtp.office365.com",
-        "smtp_port": port("MAILGW_SMTP_PORT", 587),
+        "smtp_host": env.get("MAILGW_SMTP_HOST", "").strip() or Settings.smtp_host,
+        "smtp_port": port("MAILGW_SMTP_PORT", Settings.smtp_port),
         "smtp_ca_file": ca_file,
         "smtp_token_scope": env.get("MAILGW_SMTP_TOKEN_SCOPE", "").strip()
-        or "https://outlook.office365.com/.default",
-        "smtp_timeout_seconds": _positive_int(env, "MAILGW_SMTP_TIMEOUT_SECONDS", 30),
+        or Settings.smtp_token_scope,
+        "smtp_timeout_seconds": _positive_int(
+            env, "MAILGW_SMTP_TIMEOUT_SECONDS", Settings.smtp_timeout_seconds
+        ),
         "smtp_connections": connections,
         "relay_host": relay_host,
-        "relay_port": port("MAILGW_RELAY_PORT", 25),
+        "relay_port": port("MAILGW_RELAY_PORT", Settings.relay_port),
         "relay_client_cert": client_cert,
     }
 
 
+_IDENTITY_NEEDS = {
+    "AZURE_CLIENT_ID": "(the user-assigned identity) ",
+    "MAILGW_TENANT_ID": "(the tenant that owns the mailboxes) ",
+    "MAILGW_APP_CLIENT_ID": "(the app registration that trusts it) ",
+    "AZURE_TENANT_ID": "",
+    "AZURE_FEDERATED_TOKEN_FILE": "",
+}
+
+
+def identity_settings(env: Mapping[str, str], *, required: bool) -> IdentitySettings:
+    """``MAILGW_CREDENTIAL`` and what its mode needs. ``required``: the transport uses the
+    identity, so a typo is a start-up error rather than a surprise on the first send."""
+
+    def value(name: str) -> str | None:
+        return env.get(name, "").strip() or None
+
+    raw = (value("MAILGW_CREDENTIAL") or "managed_identity").lower()
+    mode = next((known for known in CREDENTIAL_MODES if known == raw), None)
+    if mode is None:
+        if required:
+            raise SettingsError(
+                f"MAILGW_CREDENTIAL must be one of {', '.join(CREDENTIAL_MODES)}; got {raw!r}"
+            )
+        mode = "managed_identity"
+    needs: tuple[str, ...] = ()
+    if mode == "federated_managed_identity":
+        needs = ("AZURE_CLIENT_ID", "MAILGW_TENANT_ID", "MAILGW_APP_CLIENT_ID")
+    if mode == "workload_identity":
+        needs = ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_FEDERATED_TOKEN_FILE")
+    for name in needs:
+        if required and not value(name):
+            raise SettingsError(
+                f"{name} is required {_IDENTITY_NEEDS[name]}when MAILGW_CREDENTIAL={mode}"
+            )
+    return IdentitySettings(
+        mode=mode,
+        client_id=value("AZURE_CLIENT_ID"),
+        tenant_id=value("MAILGW_TENANT_ID"),
+        app_client_id=value("MAILGW_APP_CLIENT_ID"),
+    )
+
+
 class _ApiAuthSettings(TypedDict):
-    api_auth: ApiAuth
+    api_auth: AuthMode
     api_tenant_id: str | None
     api_audiences: tuple[str, ...]
     api_authority: str

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -29,7 +29,7 @@ from azure.core.exceptions import (
 )
 from pydantic import BaseModel
 
-from mailgw.models import MessageStatus
+from mailgw.models import MessageStatus, PayloadRef
 from mailgw.state.record import MessageRecord
 from mailgw.storage import StorageConnection, table_service_client
 
@@ -68,6 +68,14 @@ def _from_entity(entity: Any) -> dict[str, Any]:
             data[key] = json.loads(data[key])
     data["etag"] = entity.metadata.get("etag")
     return data
+
+
+@dataclass(frozen=True)
+class Expired:
+    """A record retention deleted, and the payload it had kept for a replay."""
+
+    message_id: str
+    payload_ref: PayloadRef | None
 
 
 #: A transition of :mod:`mailgw.state.machine` with its facts bound: it returns the next record (or
@@ -234,20 +242,18 @@ class StateStore:
 
     # --- retention ------------------------------------------------------------------------------
 
-    async def expired(self, now: datetime | None = None) -> AsyncIterator[tuple[str, str, Any]]:
+    async def purge_expired(self, now: datetime | None = None) -> list[Expired]:
+        """Delete every expired row; returns what was deleted, with the payload each record kept
+        (for the caller to delete: the store knows no blobs)."""
         cutoff = (now or self.clock()).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        query = f"expiresAt lt datetime'{cutoff}'"
-        try:
-            async for entity in self.table().query_entities(query):
-                yield entity["PartitionKey"], entity["RowKey"], entity
-        except ResourceNotFoundError:
-            return
-
-    async def purge_expired(self, now: datetime | None = None) -> list[tuple[str, str, Any]]:
-        """Delete every expired record; returns what was deleted (for blob clean-up)."""
         deleted = []
-        async for partition, row, entity in self.expired(now):
-            with contextlib.suppress(ResourceNotFoundError):
-                await self.table().delete_entity(partition, row)
-            deleted.append((partition, row, entity))
+        try:
+            async for entity in self.table().query_entities(f"expiresAt lt datetime'{cutoff}'"):
+                with contextlib.suppress(ResourceNotFoundError):
+                    await self.table().delete_entity(entity["PartitionKey"], entity["RowKey"])
+                kept = entity.get("payloadRef")
+                ref = PayloadRef.model_validate_json(kept) if isinstance(kept, str) else None
+                deleted.append(Expired(entity["PartitionKey"], ref))
+        except ResourceNotFoundError:
+            pass  # no table yet: nothing has expired
         return deleted

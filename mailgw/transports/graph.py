@@ -113,7 +113,7 @@ class GraphTransport:
         self.settings = settings
         self.mode = settings.graph_mode
         self._owns_credential = credential is None
-        self.credential = SingleFlightCredential(credential or create_credential(settings.env))
+        self.credential = SingleFlightCredential(credential or create_credential(settings))
         self.client = build_client(
             self.credential,
             settings.graph_endpoint,

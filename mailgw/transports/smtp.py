@@ -154,7 +154,7 @@ class SmtpTransport:
                     f"{cert.not_after:%Y-%m-%d}",
                 )
         self._owns_credential = credential is None and not relay
-        inner = credential or (None if relay else create_credential(settings.env))
+        inner = credential or (None if relay else create_credential(settings))
         self.credential = SingleFlightCredential(inner) if inner else None
         self._pools: dict[str, _MailboxPool] = {}
 

@@ -14,7 +14,6 @@ from msgraph.generated.users.item.send_mail.send_mail_post_request_body import (
     SendMailPostRequestBody,
 )
 
-from mailgw.identity import check_credential_settings
 from mailgw.services import check_configuration
 from mailgw.settings import Settings, SettingsError, current_settings
 from mailgw.transports.errors import DeliveryError
@@ -174,16 +173,20 @@ async def test_identity_settings_errors_name_the_setting(
 ) -> None:
     for name in (*FEDERATED, *WORKLOAD):
         monkeypatch.delenv(name, raising=False)
-    settings = graph_settings(**overrides)
-    with pytest.raises(SettingsError, match=named):
-        check_credential_settings(settings.env)
-    with pytest.raises(SettingsError, match=named):
-        GraphTransport(settings)
+    with pytest.raises(SettingsError, match=named):  # when the app loads, before any send
+        graph_settings(**overrides)
 
 
 @pytest.mark.parametrize("complete", [FEDERATED, WORKLOAD])
 def test_complete_identity_settings_pass_the_check(complete: dict[str, str]) -> None:
-    assert check_credential_settings(complete) == complete["MAILGW_CREDENTIAL"]
+    identity = Settings.from_env({"MAILGW_TRANSPORT": "graph", **complete}).identity
+    assert identity.mode == complete["MAILGW_CREDENTIAL"]
+    assert identity.client_id == complete["AZURE_CLIENT_ID"]
+
+
+def test_identity_settings_are_not_checked_when_no_transport_needs_them() -> None:
+    outbox = Settings.from_env({"MAILGW_TRANSPORT": "outbox", "MAILGW_CREDENTIAL": "typo"})
+    assert outbox.identity.mode == "managed_identity"
 
 
 @pytest.fixture

@@ -25,7 +25,13 @@ from bicep_model import Ref
 from infra_support import ROOT
 
 from mailgw import identity
-from mailgw.settings import GRAPH_MODES, TRANSPORTS, Settings
+from mailgw.settings import (
+    CREDENTIAL_MODES,
+    GRAPH_MODES,
+    TRANSPORTS,
+    IdentitySettings,
+    Settings,
+)
 from mailgw.storage import StorageConnection
 
 # A name ends in a letter or digit: "MAILGW_API_" (with startswith) is a prefix, not a setting.
@@ -233,9 +239,8 @@ def dynamic_names() -> set[str]:
     seen: set[str] = set()
     readers: list[tuple[Callable[[Mapping[str, str]], object], dict[str, str]]] = [
         (lambda env: StorageConnection.from_settings("AzureWebJobsStorage", env), {}),
-        (identity.token_exchange_scope, {}),
     ]
-    for mode in identity.CREDENTIAL_MODES:
+    for mode in CREDENTIAL_MODES:
         filled = {
             "MAILGW_CREDENTIAL": mode,
             "AZURE_CLIENT_ID": "x",
@@ -243,8 +248,9 @@ def dynamic_names() -> set[str]:
             "AZURE_FEDERATED_TOKEN_FILE": "x",
             "MAILGW_TENANT_ID": "x",
             "MAILGW_APP_CLIENT_ID": "x",
+            "MAILGW_TRANSPORT": "graph",
         }
-        readers.append((identity.check_credential_settings, filled))
+        readers.append((Settings.from_env, filled))
     for reader, values in readers:
         env = RecordingEnv(values)
         with contextlib.suppress(ValueError):  # a SettingsError still recorded the lookups
@@ -317,7 +323,7 @@ def test_the_app_starts_with_the_deployed_settings(deploy: Any, configuration: s
     env = app_env(deploy(**CONFIGURATIONS[configuration])[2])
     settings = Settings.from_env(env)
     assert settings.allowed_senders == ("noreply@contoso.com",)
-    mode = identity.check_credential_settings(env)
+    mode = settings.identity.mode
     expected = (
         "federated_managed_identity" if configuration == "cross-tenant" else "managed_identity"
     )
@@ -334,7 +340,9 @@ def test_the_app_starts_with_the_deployed_settings(deploy: Any, configuration: s
 def test_default_parameters_give_the_app_defaults(deploy: Any) -> None:
     """With only the required parameters, the Bicep sets every value to the app's own default."""
     settings = Settings.from_env(app_env(deploy()[2]))
-    defaults = Settings(allowed_senders=("noreply@contoso.com",))
+    # The one value that is the deployment's own: the user-assigned identity it created.
+    identity = IdentitySettings(client_id=CLIENT_ID)
+    defaults = Settings(allowed_senders=("noreply@contoso.com",), identity=identity)
     assert settings == defaults  # dataclass equality: every field but env
 
 
@@ -404,7 +412,7 @@ def test_token_exchange_audience_follows_the_app(deploy: Any, trees: Mapping[str
         "https://microsoftgraph.chinacloudapi.cn",
     ]:
         main, _, _ = deploy(graphEndpoint=endpoint)
-        scope = identity.token_exchange_scope({"MAILGW_GRAPH_ENDPOINT": endpoint})
+        scope = identity.token_exchange_scope(endpoint)
         assert main.var("tokenExchangeAudience") + "/.default" == scope
 
 

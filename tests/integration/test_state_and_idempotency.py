@@ -282,7 +282,7 @@ async def test_records_expire_read_as_absent_and_are_purged(
     assert await store.get(keyed.id) is None
     assert [r.id for r in await store.records()] == ["m-keep"]
     purged = await store.purge_expired()
-    assert sorted(p for p, _, _ in purged) == sorted(["m-old", keyed.id])
+    assert sorted(p.message_id for p in purged) == sorted(["m-old", keyed.id])
     clock.now = datetime.now(UTC)  # back to today: the rows are really gone, not just expired
     assert await store.get("m-old") is None
     assert await store.get(keyed.id) is None
