@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import unicodedata
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import lru_cache
@@ -36,18 +37,33 @@ DEFAULT_MAX_ATTACHMENT_BYTES = 150 * 1024 * 1024
 MAX_METADATA_ENTRIES = 32
 MAX_METADATA_VALUE = 1024
 
-_HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # RFC 5322 field-name: printable ASCII except ':'
-_MIME_TYPE = re.compile(r"^[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*$")
-_CONTENT_ID = re.compile(r"^[!-;=?-~]+$")  # printable ASCII without '<', '>' and spaces
+# Matched with fullmatch: `$` would also match before a trailing newline.
+_HEADER_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 field-name: printable ASCII except ':'
+_MIME_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*/[A-Za-z0-9][A-Za-z0-9_.+-]*")
+_CONTENT_ID = re.compile(r"[!-;=?-~]+")  # printable ASCII without '<', '>' and spaces
 _B64_WHITESPACE = re.compile(r"\s+")
 
 
+def _unsafe_in_header(char: str) -> bool:
+    """A control character (C0, DEL, C1) other than TAB, or a Unicode line/paragraph separator:
+    everything ``str.splitlines()`` splits on is among them. In a header any of these could start
+    a new header line, or make the renderer refuse the message on every attempt."""
+    return char != "\t" and unicodedata.category(char) in ("Cc", "Zl", "Zp")
+
+
 def _no_line_breaks(value: str) -> str:
-    """Header injection guard: CR or LF in any header-bound text could start a new header."""
+    """Header injection guard for any text that ends up in a header."""
     if "\r" in value or "\n" in value:
         raise PydanticCustomError("header_injection", "must not contain CR or LF characters")
     if "\x00" in value:
         raise PydanticCustomError("header_injection", "must not contain NUL characters")
+    bad = next((c for c in value if _unsafe_in_header(c)), None)
+    if bad is not None:
+        raise PydanticCustomError(
+            "header_injection",
+            "must not contain control characters or line separators (found U+{code})",
+            {"code": f"{ord(bad):04X}"},
+        )
     return value
 
 
@@ -114,7 +130,7 @@ class Attachment(_Model):
     @field_validator("content_type")
     @classmethod
     def _mime_type(cls, value: str) -> str:
-        if not _MIME_TYPE.match(value):
+        if not _MIME_TYPE.fullmatch(value):
             raise PydanticCustomError(
                 "content_type", "must be a MIME type such as 'application/pdf'"
             )
@@ -138,7 +154,7 @@ class Attachment(_Model):
         if value is None:
             return None
         value = value.strip().removeprefix("<").removesuffix(">")
-        if not value or not _CONTENT_ID.match(value):
+        if not value or not _CONTENT_ID.fullmatch(value):
             raise PydanticCustomError(
                 "content_id", "must be printable ASCII without spaces or angle brackets"
             )
@@ -215,7 +231,7 @@ class SendRequest(_Model):
                     "custom header names must start with 'X-'; got '{name}'",
                     {"name": name, "key": name},
                 )
-            if not _HEADER_NAME.match(name) or len(name) > 76:
+            if not _HEADER_NAME.fullmatch(name) or len(name) > 76:
                 raise PydanticCustomError(
                     "headers",
                     "header name '{name}' is not a valid RFC 5322 field name",

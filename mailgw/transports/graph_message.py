@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mailgw.models import Attachment, Recipient, SendRequest
-from mailgw.transports.render import render_mime
+from mailgw.transports.render import rendered_bytes
 
 #: Graph refuses requests over 4 MB. Measured on the request as sent (Base64 and JSON included),
 #: and read as 4,000,000 bytes, the stricter of "4 MB" and "4 MiB".
@@ -86,7 +86,7 @@ def mime_message(message_id: str, request: SendRequest, attachments: Sequence[At
     """The MIME form, Bcc included: Graph takes a MIME message's recipients from its headers
     (Exchange removes Bcc before delivery, as any submission server does)."""
     partial = request.model_copy(update={"attachments": list(attachments)})
-    return render_mime(message_id, partial, include_bcc=True).as_bytes()
+    return rendered_bytes(message_id, partial, include_bcc=True)
 
 
 def request_body(

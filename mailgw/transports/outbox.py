@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from mailgw.transports.base import OutboundMessage, SendReceipt
-from mailgw.transports.render import envelope_recipients, render_mime
+from mailgw.transports.render import envelope_recipients, rendered_bytes
 
 
 class OutboxTransport:
@@ -24,8 +24,7 @@ class OutboxTransport:
         self.directory = Path(directory)
 
     async def send(self, message: OutboundMessage) -> SendReceipt:
-        mime = render_mime(message.id, message.request)
-        data = mime.as_bytes()
+        data = rendered_bytes(message.id, message.request)
         envelope = {
             "id": message.id,
             "mailFrom": message.request.sender.address,

@@ -14,6 +14,7 @@ from email.message import EmailMessage, MIMEPart
 from email.utils import format_datetime
 
 from mailgw.models import Attachment, Importance, Recipient, SendRequest
+from mailgw.transports.errors import DeliveryError
 
 
 def _address(recipient: Recipient) -> Address:
@@ -96,6 +97,21 @@ def render_mime(
         if part.get_content_type() == "multipart/related":
             part.set_param("type", "text/html")  # RFC 2387: the type of the root part
     return msg
+
+
+def rendered_bytes(message_id: str, request: SendRequest, *, include_bcc: bool = False) -> bytes:
+    """The message as bytes on the wire. A message the renderer cannot write is a permanent
+    failure with the renderer's reason: retrying would fail the same way every time."""
+    try:
+        return render_mime(message_id, request, include_bcc=include_bcc).as_bytes()
+    except Exception as exc:  # the email package's errors have no common base class
+        raise DeliveryError(
+            "mailgw/render-failed",
+            f"the message could not be rendered as MIME: {type(exc).__name__}: {exc}",
+            transient=False,
+            hint="the request passed validation but the renderer refused it: report it as a "
+            "gateway bug, with the message id; fix the content and send it again",
+        ) from exc
 
 
 def _add(part: MIMEPart, attachment: Attachment, *, related: bool) -> None:

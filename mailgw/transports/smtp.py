@@ -28,7 +28,7 @@ from mailgw.identity import SingleFlightCredential, create_credential
 from mailgw.settings import Settings
 from mailgw.transports.base import OutboundMessage, SendReceipt
 from mailgw.transports.errors import DeliveryError, token_unavailable
-from mailgw.transports.render import envelope_recipients, needs_smtputf8, render_mime
+from mailgw.transports.render import envelope_recipients, needs_smtputf8, rendered_bytes
 from mailgw.transports.smtp_errors import classify_smtp
 
 if TYPE_CHECKING:
@@ -167,7 +167,7 @@ class SmtpTransport:
     async def send(self, message: OutboundMessage) -> SendReceipt:
         request = message.request
         mailbox = request.sender.address
-        data = render_mime(message.id, request).as_bytes()
+        data = rendered_bytes(message.id, request)
         utf8 = needs_smtputf8(request)
         recipients = envelope_recipients(request)
         pool = self._pools.get(mailbox.lower())
