@@ -25,3 +25,12 @@ async def cleanup(timer: func.TimerRequest) -> None:
     MAILGW_IDEMPOTENCY_HOURS) are deleted with the payloads they kept."""
     deleted = await services().operations.cleanup()
     log.info("retention: deleted %d expired records", deleted)
+
+
+@bp.timer_trigger(arg_name="timer", schedule="0 */5 * * * *", run_on_startup=False)
+async def sweep_poison_poison(timer: func.TimerRequest) -> None:
+    """Every 5 minutes: a poison message whose recording failed maxDequeueCount times (storage was
+    down) lands in <queue>-poison-poison; record it now, so no failure is lost."""
+    swept = await services().operations.sweep_poison_poison()
+    if swept:
+        log.warning("recorded %d failure(s) from the -poison-poison queue", swept)

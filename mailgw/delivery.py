@@ -9,8 +9,6 @@ with its reason, never retried pointlessly.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import random
 import uuid
@@ -18,9 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any, Literal
-
-from pydantic import ValidationError
+from typing import Literal
 
 from mailgw import faults
 from mailgw.errors import (
@@ -145,11 +141,11 @@ class Delivery:
         finished: the worker crashed (or timed out), and a ``sending`` record is its leftover."""
         text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
         try:
-            envelope = self._parse(text, queue_message_id)
+            envelope = await self.queue.read(text, queue_message_id, self.clock())
         except GatewayError as error:
-            return await self._poison(
-                _raw_envelope(queue_message_id, text, self.clock()), failure(error)
-            )
+            # Recorded under its own queue message id: an id it claims is not trusted.
+            raw = Envelope(id=queue_message_id, created_at=self.clock(), raw=text, source="queue")
+            return await self._poison(raw, failure(error))
         gate, known = await self._admit(envelope)
         if gate is not None:
             return gate
@@ -194,14 +190,14 @@ class Delivery:
             id=envelope.id,
             request=request,
             attempt=envelope.attempt + 1,
-            checkpoint=record.checkpoint or envelope.checkpoint,
+            checkpoint=record.checkpoint,
             save_checkpoint=checkpoint,
         )
         faults.point("before_send")
         try:
             receipt = await self.transport.send(message)
         except DeliveryError as error:
-            return await self._failed(envelope, error)
+            return await self._failed(envelope, request, error)
         faults.point("after_send")
         done = partial(machine.sent, now=self.clock(), detail=receipt.detail)
         await self.store.transition(envelope.id, done, record)
@@ -222,6 +218,9 @@ class Delivery:
         if record is not None and record.status is MessageStatus.sent:
             return Outcome("duplicate", envelope.id, detail="already sent"), record
         if record is not None and is_stale_replay(record, envelope.replay):
+            if not record.reported and envelope.replay == record.replays:
+                # This copy failed, but its report to the poison queue was lost: report it again.
+                return await self._report(envelope, record), record
             stale = Outcome("duplicate", envelope.id, detail="failed; replay it to send again")
             return stale, record
         return None, record
@@ -239,27 +238,6 @@ class Delivery:
         log.info("message %s deferred %ss: %s", envelope.id, delay.total_seconds(), why)
         return Outcome("deferred", envelope.id, delay=delay.total_seconds(), detail=why)
 
-    def _parse(self, text: str, queue_message_id: str) -> Envelope:
-        try:
-            document = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InvalidMessage(
-                f"the queue message is not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
-            ) from None
-        if not isinstance(document, dict):
-            raise InvalidMessage("the queue message is not a JSON object")
-        if "mailgw" not in document:
-            # A producer's bare send request: the queue message id is stable across redeliveries.
-            return Envelope(
-                id=queue_message_id, created_at=self.clock(), request=document, source="queue"
-            )
-        try:
-            return Envelope.model_validate(document)
-        except ValidationError as exc:
-            raise InvalidEnvelope(
-                f"the gateway envelope is malformed: {exc.errors()[0]['msg']}"
-            ) from None
-
     def _validate(self, envelope: Envelope) -> SendRequest:
         if envelope.request is None:
             raise InvalidMessage("the message carries no send request")
@@ -267,30 +245,33 @@ class Delivery:
         check_sender(self.policy, request.sender.address)
         return request
 
-    async def _failed(self, envelope: Envelope, error: DeliveryError) -> Outcome:
+    async def _failed(
+        self, envelope: Envelope, request: SendRequest, error: DeliveryError
+    ) -> Outcome:
         # Throttling is Graph asking us to wait, not a failed attempt: it does not use up the
         # attempt budget, but a message may not wait forever (MAILGW_MAX_AGE_SECONDS).
         attempt = envelope.attempt if error.throttled else envelope.attempt + 1
-        envelope = envelope.model_copy(
-            update={
-                "checkpoint": error.checkpoint or envelope.checkpoint,
-                "ambiguous": envelope.ambiguous or error.ambiguous,
-            }
-        )
+        envelope = envelope.model_copy(update={"ambiguous": envelope.ambiguous or error.ambiguous})
         if error.ambiguous:
             log.warning(
                 "message %s: outcome unknown after %s (it may have been sent); retrying%s",
                 envelope.id,
                 error.code,
-                "" if envelope.checkpoint else " - at-least-once: a duplicate is possible",
+                "" if error.checkpoint else " - at-least-once: a duplicate is possible",
             )
         if not error.transient:
             return await self._poison(envelope, error.info())
         retrying = partial(
-            machine.retrying, error=error.info(), now=self.clock(), ambiguous=error.ambiguous
+            machine.retrying,
+            error=error.info(),
+            now=self.clock(),
+            ambiguous=error.ambiguous,
+            checkpoint=error.checkpoint,
         )
         await self.store.transition(envelope.id, retrying)
-        age = (self.clock() - envelope.created_at).total_seconds()
+        # A scheduled message ages from when it was due, not from when it was accepted.
+        due = max(envelope.created_at, request.send_at or envelope.created_at)
+        age = (self.clock() - due).total_seconds()
         if age > self.retry.max_age_seconds:
             why = f"still failing after {age / 3600:.1f} h "
             why += f"(MAILGW_MAX_AGE_SECONDS={self.retry.max_age_seconds})"
@@ -319,14 +300,26 @@ class Delivery:
         return await self._poison(envelope, info)
 
     async def _poison(self, envelope: Envelope, info: ErrorInfo) -> Outcome:
+        """failed, in this order: its payload kept, then the state ``failed`` (so a replay works
+        the moment anyone can see it failed), then the report to the poison queue (the alert).
+        If the report is lost, the redelivered copy finds the failure unreported and reports it
+        again (:meth:`_admit`)."""
+        kept = await self.queue.store_payload(envelope)
         failed = partial(
             machine.failed,
             envelope=envelope,
             error=info,
             now=self.clock(),
             retention=self.settings.retention,
+            payload=kept,
         )
-        await self.store.transition(envelope.id, failed)
+        record = await self.store.transition(envelope.id, failed)
+        if record is None or record.status is not MessageStatus.failed:
+            return Outcome("duplicate", envelope.id, detail="already sent")
+        return await self._report(envelope, record)
+
+    async def _report(self, envelope: Envelope, record: MessageRecord) -> Outcome:
+        info = record.last_error or ErrorInfo(code="mailgw/unknown", message="failed")
         dead = envelope.model_copy(update={"error": info})
         await self.queue.enqueue(dead, poison=True)
         log.error(
@@ -338,12 +331,3 @@ class Delivery:
             info.hint,
         )
         return Outcome("poisoned", envelope.id, error=info)
-
-
-def _raw_envelope(queue_message_id: str, text: str, now: datetime) -> Envelope:
-    document: Any = None
-    with contextlib.suppress(json.JSONDecodeError):
-        document = json.loads(text)
-    if isinstance(document, dict) and isinstance(document.get("id"), str):
-        queue_message_id = document["id"][:64] or queue_message_id
-    return Envelope(id=queue_message_id, created_at=now, raw=text, source="queue")

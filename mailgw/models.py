@@ -371,13 +371,13 @@ class Envelope(_Model):
     throttled: int = Field(default=0, ge=0)
     #: an attempt ended without knowing whether the message went out
     ambiguous: bool = False
-    #: transport progress to resume from (e.g. the Graph draft id in draft mode)
-    checkpoint: dict[str, str] | None = None
     #: set when an Idempotency-Key made this message: the request's fingerprint, so a losing
     #: duplicate's copy can never pass for the winner's message
     request_hash: str | None = None
     #: the replay this envelope belongs to (0: the original)
     replay: int = Field(default=0, ge=0)
+    #: the gateway's seal (mailgw/seal.py): an HMAC only the gateway can compute
+    sig: str | None = Field(default=None, max_length=128)
 
     @model_validator(mode="after")
     def _one_payload(self) -> Envelope:

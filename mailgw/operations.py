@@ -7,7 +7,6 @@ command alike, so each rule exists once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -16,9 +15,10 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from pydantic import ValidationError
+from azure.core.exceptions import ResourceNotFoundError
 
-from mailgw.errors import MessageNotFound, NotReplayable
+from mailgw.delivery import failure
+from mailgw.errors import GatewayError, MessageNotFound, NotReplayable
 from mailgw.ids import issued_at
 from mailgw.models import Envelope, ErrorInfo, MessageStatus
 from mailgw.queue import MailQueue
@@ -43,21 +43,6 @@ CRASH_LOOP = ErrorInfo(
 )
 
 
-def parse_poison(text: str, queue_message_id: str, now: datetime) -> Envelope:
-    """A poison message as an envelope: the gateway's own (with its error), or what the host
-    moved there unchanged after a crash loop (an envelope, a producer's bare request, or bytes
-    that were never JSON)."""
-    document: Any = None
-    with contextlib.suppress(json.JSONDecodeError):
-        document = json.loads(text)
-    if isinstance(document, dict) and "mailgw" in document:
-        with contextlib.suppress(ValidationError):
-            return Envelope.model_validate(document)
-    if isinstance(document, dict):
-        return Envelope(id=queue_message_id, created_at=now, request=document, source="queue")
-    return Envelope(id=queue_message_id, created_at=now, raw=text, source="queue")
-
-
 @dataclass
 class Operations:
     queue: MailQueue
@@ -66,39 +51,57 @@ class Operations:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     async def record_failure(self, body: bytes | str, *, queue_message_id: str) -> MessageRecord:
-        """A poison-queue message: keep its payload (so it can be replayed once the poison
-        message is gone), mark it ``failed`` with its reason, and log one failure event."""
+        """A poison-queue message: its payload kept (so it can be replayed once the poison
+        message is gone), the message ``failed`` with its reason, one failure event logged.
+
+        Never raises on content: a message that is not the gateway's sealed envelope is recorded
+        under its own queue message id with the reason; only a storage failure raises (the host
+        retries, then moves it to ``-poison-poison``, which :meth:`sweep_poison_poison` reads)."""
         text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
-        envelope = parse_poison(text, queue_message_id, self.clock())
-        error = envelope.error or CRASH_LOOP
-        ref = await self.queue.store_payload(envelope)
+        now = self.clock()
+        try:
+            envelope = await self.queue.read(text, queue_message_id, now)
+            error = envelope.error
+        except GatewayError as refused:
+            envelope = Envelope(id=queue_message_id, created_at=now, raw=text, source="queue")
+            error = failure(refused)
+        current = await self.store.get(envelope.id)
+        failed_already = current is not None and current.status is MessageStatus.failed
+        if error is None:  # moved here unchanged by the host, after a crash loop
+            error = current.last_error if failed_already and current else None
+            error = error or CRASH_LOOP
+        kept = current.payload_ref if failed_already and current else None
         failed = partial(
             machine.failed,
             envelope=envelope,
             error=error,
-            now=self.clock(),
+            now=now,
             retention=self.retention,
-            payload=ref,
+            payload=kept or await self.queue.store_payload(envelope),
         )
-        record = await self.store.transition(envelope.id, failed)
+        record = await self.store.transition(envelope.id, failed, current)
+        assert record is not None  # failed creates the record when there is none
+        record, first_report = await self.store.apply(envelope.id, machine.reported, record)
+        if first_report and record is not None:
+            log.error("%s %s", FAILURE_EVENT, json.dumps(failure_event(record)))
         assert record is not None
-        if record.status is MessageStatus.failed:
-            log.error(
-                "%s %s",
-                FAILURE_EVENT,
-                json.dumps(
-                    {
-                        "messageId": record.id,
-                        "code": error.code,
-                        "message": error.message,
-                        "hint": error.hint,
-                        "from": record.sender,
-                        "attempts": record.attempts,
-                        "source": record.source,
-                    }
-                ),
-            )
         return record
+
+    async def sweep_poison_poison(self, limit: int = 500) -> int:
+        """Record what the host moved to ``<queue>-poison-poison``: poison messages whose recording
+        failed ``maxDequeueCount`` times (a storage outage). Nothing else reads that queue."""
+        client = self.queue.queue(self.queue.poison_poison_queue_name)
+        swept = 0
+        try:
+            async for message in client.receive_messages(
+                messages_per_page=32, visibility_timeout=120, max_messages=limit
+            ):
+                await self.record_failure(message.content, queue_message_id=message.id)
+                await client.delete_message(message)
+                swept += 1
+        except ResourceNotFoundError:
+            return swept  # the queue does not exist: nothing was ever moved there
+        return swept
 
     async def replay(self, message_id: str) -> MessageRecord:
         """Send a failed message again: history kept, attempt budget reset. Idempotent: replaying
@@ -164,7 +167,7 @@ class Operations:
             if record.status is not MessageStatus.failed:
                 continue
             if record.payload_ref is not None:
-                await self.queue.delete_payload(record.payload_ref)
+                await self.queue.delete_payload(record.id, record.payload_ref)
             await self.store.delete(record.id)
             count += 1
         return count
@@ -174,8 +177,22 @@ class Operations:
         deleted = await self.store.purge_expired(now)
         for expired in deleted:
             if expired.payload_ref is not None:
-                await self.queue.delete_payload(expired.payload_ref)
+                await self.queue.delete_payload(expired.message_id, expired.payload_ref)
         return len(deleted)
+
+
+def failure_event(record: MessageRecord) -> dict[str, Any]:
+    """The one log line per failed message (``MAILGW_FAILED {...}``), as the docs' KQL reads it."""
+    error = record.last_error or CRASH_LOOP
+    return {
+        "messageId": record.id,
+        "code": error.code,
+        "message": error.message,
+        "hint": error.hint,
+        "from": record.sender,
+        "attempts": record.attempts,
+        "source": record.source,
+    }
 
 
 def not_found(message_id: str) -> MessageNotFound:

@@ -14,6 +14,7 @@ from mailgw.delivery import Delivery, RetryPolicy
 from mailgw.intake import Intake
 from mailgw.operations import Operations
 from mailgw.queue import MailQueue
+from mailgw.seal import EnvelopeSeal
 from mailgw.settings import Settings, current_settings
 from mailgw.store import StateStore
 from mailgw.transports import Transport, create_transport
@@ -30,7 +31,10 @@ class Services:
     @cached_property
     def queue(self) -> MailQueue:
         return MailQueue(
-            self.settings.storage(), self.settings.queue, self.settings.payload_container
+            self.settings.storage(),
+            self.settings.queue,
+            self.settings.payload_container,
+            EnvelopeSeal(self.store.envelope_key),
         )
 
     @cached_property

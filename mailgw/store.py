@@ -13,8 +13,10 @@ is the atomic "first request wins". Records expire (``expiresAt``): expired ones
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,6 +39,8 @@ if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient, TableServiceClient
 
 STATE_ROW = "state"
+#: The row that holds the key of the envelopes' seal (mailgw/seal.py); no message uses this id.
+KEY_PARTITION, KEY_ROW = "~gateway", "envelope-key"
 _NO_CONTENT = {"response_preference": "return-no-content"}
 
 
@@ -132,6 +136,22 @@ class StateStore:
             return await self.table().get_entity(partition, row)
         except ResourceNotFoundError:
             return None  # no such entity, or no table yet
+
+    # --- the seal's key ---------------------------------------------------------------------------
+
+    async def envelope_key(self) -> bytes:
+        """The key that seals the gateway's envelopes: made once, by whichever instance comes
+        first (the insert decides a race), and read by every other. Queue producers have no
+        access to this table, so they cannot seal an envelope."""
+        entity = await self._read(KEY_PARTITION, KEY_ROW)
+        if entity is None:
+            fresh = base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+            with contextlib.suppress(ResourceExistsError):
+                await self._insert({"PartitionKey": KEY_PARTITION, "RowKey": KEY_ROW, "key": fresh})
+            entity = await self._read(KEY_PARTITION, KEY_ROW)
+        if entity is None or not isinstance(entity.get("key"), str):
+            raise RuntimeError(f"the envelope key row {KEY_PARTITION}/{KEY_ROW} is unreadable")
+        return base64.b64decode(entity["key"])
 
     # --- message records ------------------------------------------------------------------------
 

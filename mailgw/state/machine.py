@@ -137,9 +137,15 @@ def sent(current: MessageRecord | None, *, now: datetime, detail: str) -> Messag
 
 
 def retrying(
-    current: MessageRecord | None, *, error: ErrorInfo, now: datetime, ambiguous: bool
+    current: MessageRecord | None,
+    *,
+    error: ErrorInfo,
+    now: datetime,
+    ambiguous: bool,
+    checkpoint: dict[str, str] | None = None,
 ) -> MessageRecord | None:
-    """→ retrying after a transient failure (``ambiguous``: it may have gone out)."""
+    """→ retrying after a transient failure (``ambiguous``: it may have gone out), keeping the
+    transport's progress (``checkpoint``) for the next attempt: only the record holds it."""
     if current is None or current.status in FINAL:
         return None
     return current.model_copy(
@@ -148,6 +154,7 @@ def retrying(
             "last_error": error,
             "ambiguous": current.ambiguous or ambiguous,
             "lease": None,
+            "checkpoint": dict(checkpoint) if checkpoint is not None else current.checkpoint,
         }
     ).with_step("retry", now, error.code)
 
@@ -169,11 +176,23 @@ def failed(
     changed = None
     if record.status is not MessageStatus.failed or record.last_error != error:
         changed = record.model_copy(
-            update={"status": MessageStatus.failed, "last_error": error, "lease": None}
+            update={
+                "status": MessageStatus.failed,
+                "last_error": error,
+                "lease": None,
+                "reported": False,
+            }
         ).with_step("failed", now, error.code)
     if payload is not None and (changed or record).payload_ref != payload:
         changed = (changed or record).model_copy(update={"payload_ref": payload})
     return changed
+
+
+def reported(current: MessageRecord | None) -> MessageRecord | None:
+    """A failed message's failure has been reported (logged once, the alert counted it)."""
+    if current is None or current.status is not MessageStatus.failed or current.reported:
+        return None
+    return current.model_copy(update={"reported": True})
 
 
 def replayed(current: MessageRecord | None, *, number: int, now: datetime) -> MessageRecord | None:

@@ -53,6 +53,9 @@ class MessageRecord(BaseModel):
     #: keyed messages: set once the intake knows its message is queued (see Intake)
     confirmed: bool = True
     payload_ref: PayloadRef | None = None
+    #: a failure has been reported (the poison function logged it once): False while the report
+    #: is still owed, so a redelivered copy knows to make it again
+    reported: bool = False
     checkpoint: dict[str, str] | None = None
     #: the attempt that holds the message while it is ``sending``
     lease: str | None = None

@@ -22,6 +22,7 @@ from mailgw.transports.base import Transport
 from mailgw.transports.graph import GraphTransport
 from standins.graph import GraphStandIn
 from standins.identity import IdentityStandIn, use_identity_standin
+from support import TEST_SEAL
 
 
 @pytest.fixture
@@ -84,7 +85,10 @@ def queue_settings(graph_settings: Callable[..., Settings], azurite: Any) -> Set
 @pytest.fixture
 async def mail_queue(queue_settings: Settings) -> AsyncIterator[MailQueue]:
     queue = MailQueue(
-        queue_settings.storage(), queue_settings.queue, queue_settings.payload_container
+        queue_settings.storage(),
+        queue_settings.queue,
+        queue_settings.payload_container,
+        TEST_SEAL,
     )
     yield queue
     await queue.close()

@@ -82,10 +82,13 @@ def outbound(
 
 @dataclass
 class Step:
-    """One queue message handled: the envelope as it was read from the queue, and the outcome."""
+    """One queue message handled: the envelope as it was read from the queue, the transport
+    progress the attempt started from (the record's checkpoint: only the record holds it), and
+    the outcome."""
 
     envelope: Envelope
     outcome: Outcome
+    checkpoint: dict[str, str] | None = None
 
 
 @dataclass
@@ -135,8 +138,9 @@ class Pipeline:
     async def step(self, timeout: float = 10.0) -> Step:
         message = await self.next_message(timeout)
         envelope = Envelope.model_validate_json(message.content)
+        before = await self.delivery.store.get(envelope.id)
         outcome = await self.delivery.handle(message.content, queue_message_id=message.id)
-        done = Step(envelope, outcome)
+        done = Step(envelope, outcome, before.checkpoint if before else None)
         self.steps.append(done)
         return done
 

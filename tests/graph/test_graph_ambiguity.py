@@ -3,9 +3,9 @@ dropped connection, or came after the timeout.
 
 - sendMail has no idempotency key: the retry sends again. That is the documented at-least-once
   behaviour, and the envelope records the ambiguity.
-- Draft mode keeps the draft's immutable id in a checkpoint (the envelope's, and the message's
-  state record): the retry looks at the draft, sees it sent, and does not send again. Exactly
-  once, end to end on real queues, even when the worker dies after the send.
+- Draft mode keeps the draft's immutable id in a checkpoint (in the message's state record, the
+  only place the gateway trusts it): the retry looks at the draft, sees it sent, and does not
+  send again. Exactly once, end to end on real queues, even when the worker dies after the send.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ async def test_draft_lost_answer_to_send_is_not_sent_again(
     second = await pipeline.step()
     assert second.envelope.id == message_id
     assert second.envelope.ambiguous is True
-    assert second.envelope.checkpoint == {"draftId": delivered.message_id, "stage": "ready"}
+    assert second.checkpoint == {"draftId": delivered.message_id, "stage": "ready"}
     assert second.outcome.action == "sent"
     assert "already sent" in second.outcome.detail
     retry_requests = graph.requests[seen:]
@@ -137,7 +137,7 @@ async def test_draft_send_refused_before_sending_is_sent_on_retry_once(
     ]
     assert len(graph.requests_for("createMessage")) == 1
     (delivered,) = graph.delivered
-    assert pipeline.steps[1].envelope.checkpoint == {
+    assert pipeline.steps[1].checkpoint == {
         "draftId": delivered.message_id,
         "stage": "ready",
     }
@@ -178,7 +178,7 @@ async def test_draft_failure_before_send_rebuilds_the_draft_and_sends_once(
     seen = len(graph.requests)
 
     second = await pipeline.step()
-    assert second.envelope.checkpoint == {"draftId": stale, "stage": "created"}
+    assert second.checkpoint == {"draftId": stale, "stage": "created"}
     assert second.envelope.ambiguous is False  # nothing could have been sent
     assert second.outcome.action == "sent"
     retry_ops = [r.operation for r in graph.requests[seen:]]

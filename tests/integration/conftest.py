@@ -16,6 +16,7 @@ from mailgw.queue import MailQueue
 from mailgw.settings import Settings
 from mailgw.store import StateStore
 from mailgw.transports.outbox import OutboxTransport
+from support import TEST_SEAL
 
 
 @pytest.fixture
@@ -34,7 +35,7 @@ def settings(azurite: Any, tmp_path: Path) -> Settings:
 
 @pytest.fixture
 async def mail_queue(settings: Settings) -> AsyncIterator[MailQueue]:
-    queue = MailQueue(settings.storage(), settings.queue, settings.payload_container)
+    queue = MailQueue(settings.storage(), settings.queue, settings.payload_container, TEST_SEAL)
     yield queue
     await queue.close()
 

@@ -22,7 +22,7 @@ from mailgw.services import Services
 from mailgw.settings import Settings
 from mailgw.storage import queue_client
 from mailgw.store import StateStore
-from support import new_record, sample_request
+from support import new_record, sample_request, sealed
 
 SEND_AS = ErrorInfo(
     code="ErrorSendAsDenied",
@@ -51,20 +51,23 @@ class Gateway:
         envelope = Envelope(
             id=message_id, created_at=datetime.now(UTC), request=body, error=SEND_AS
         )
+        envelope = await self.ops.queue.seal.seal(envelope)  # as delivery writes it
         record = await self.ops.record_failure(
             json.dumps(envelope.to_json()), queue_message_id=f"q-{message_id}"
         )
         assert record.status is MessageStatus.failed
 
     async def blob_exists(self, message_id: str) -> bool:
-        blob = self.services.queue.blobs().get_blob_client(
-            self.services.settings.payload_container, f"{message_id}.json"
+        """Whether a payload of this message is kept (its blobs are named ``<id>/...``)."""
+        container = self.services.queue.blobs().get_container_client(
+            self.services.settings.payload_container
         )
         try:
-            await blob.get_blob_properties()
+            async for _ in container.list_blobs(name_starts_with=f"{message_id}/"):
+                return True
         except ResourceNotFoundError:
             return False
-        return True
+        return False
 
 
 @pytest.fixture
@@ -120,7 +123,9 @@ async def test_list_replay_purge(gateway: Gateway, capsys: pytest.CaptureFixture
         peeked = await queue.peek_messages(max_messages=32)
     envelopes = [json.loads(message.content) for message in peeked]
     assert [(e["id"], e["replay"]) for e in envelopes] == [("cli-one", 1)]
-    assert envelopes[0]["payloadRef"]["blob"] == "cli-one.json"  # the kept payload, re-sent
+    kept = record.payload_ref
+    assert kept is not None and kept.blob.startswith("cli-one/")
+    assert envelopes[0]["payloadRef"]["blob"] == kept.blob  # the kept payload, re-sent
 
     # purge: the record and its kept payload are gone for good
     assert await gateway.blob_exists("cli-two")
@@ -181,7 +186,8 @@ async def test_store_cleanup_applies_retention_now(
         id="cli-expired", created_at=month_ago, request=sample_request(), error=SEND_AS
     )
     try:
-        await past.record_failure(json.dumps(envelope.to_json()), queue_message_id="q")
+        text = await sealed(envelope, gateway.services.queue.seal)
+        await past.record_failure(text, queue_message_id="q")
     finally:
         await old_store.close()
     await gateway.fail("cli-kept")

@@ -13,7 +13,7 @@ from mailgw import cli
 from mailgw.doctor import Finding, diagnose
 from mailgw.queue import MailQueue
 from mailgw.settings import Settings
-from support import DEAD_STORAGE
+from support import DEAD_STORAGE, TEST_SEAL
 
 
 def gateway_env(azurite: Any, tmp_path: Path, **overrides: str) -> dict[str, str]:
@@ -55,7 +55,7 @@ async def test_a_fresh_local_gateway_is_ready(azurite: Any, tmp_path: Path) -> N
 async def test_queue_depth_and_failed_messages_are_reported(azurite: Any, tmp_path: Path) -> None:
     env = gateway_env(azurite, tmp_path)
     settings = Settings.from_env(env)
-    queue = MailQueue(settings.storage(), settings.queue, settings.payload_container)
+    queue = MailQueue(settings.storage(), settings.queue, settings.payload_container, TEST_SEAL)
     try:
         await queue.queue().create_queue()
         await queue.queue(settings.poison_queue).create_queue()

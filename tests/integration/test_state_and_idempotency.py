@@ -32,11 +32,13 @@ from mailgw.transports.errors import permanent, transient
 from mailgw.transports.outbox import OutboxTransport
 from support import (
     RETENTION,
+    TEST_SEAL,
     depth,
     new_record,
     pull,
     raises_problem,
     sample_request,
+    sealed,
     wait_until_async,
 )
 
@@ -388,7 +390,9 @@ async def test_duplicate_submit_answers_the_first_even_if_a_worker_already_took_
     first = await submit(intake, sample_request(), key="raced")
     await intake.drain()
     await pull(mail_queue)  # the first request's message is delivered and gone
-    busy_queue = PickedUpQueue(settings.storage(), settings.queue, settings.payload_container)
+    busy_queue = PickedUpQueue(
+        settings.storage(), settings.queue, settings.payload_container, TEST_SEAL
+    )
     try:
         racing = Intake(settings, busy_queue, store)
         again = await submit(racing, sample_request(), key="raced")
@@ -416,7 +420,7 @@ async def test_retry_after_the_first_request_died_between_its_writes_is_accepted
     observing: ObservingTransport,
     observed_delivery: Delivery,
 ) -> None:
-    stuck = StuckQueue(settings.storage(), settings.queue, settings.payload_container)
+    stuck = StuckQueue(settings.storage(), settings.queue, settings.payload_container, TEST_SEAL)
     dying = asyncio.ensure_future(submit(Intake(settings, stuck, store), sample_request(), "crash"))
     await wait_until_async(store.records, timeout=10, what="the first request's record")
     dying.cancel()  # the process is gone: its record was written, its message never was
@@ -715,9 +719,7 @@ async def test_keyed_copy_of_a_losing_body_is_not_sent(
         request=loser_body,
         request_hash=request_hash(loser_body),
     )
-    outcome = await observed_delivery.handle(
-        json.dumps(orphan.to_json()), queue_message_id="q-orphan"
-    )
+    outcome = await observed_delivery.handle(await sealed(orphan), queue_message_id="q-orphan")
     assert (outcome.action, outcome.message_id) == ("duplicate", winner.id)
     assert observing.sent == []
     untouched = await store.get(winner.id)
@@ -744,13 +746,13 @@ async def test_keyed_message_whose_intake_died_before_recording_waits_then_is_se
         request=document,
         request_hash=request_hash(document),
     )
-    early = await observed_delivery.handle(json.dumps(fresh.to_json()), queue_message_id="q-1")
+    early = await observed_delivery.handle(await sealed(fresh), queue_message_id="q-1")
     assert early.action == "deferred"  # its record may still be on the way
     assert early.delay == (CLAIM_GRACE / 3).total_seconds()
     assert observing.sent == []
     assert await depth(mail_queue) == 1
     old = fresh.model_copy(update={"created_at": datetime.now(UTC) - CLAIM_GRACE * 2})
-    late = await observed_delivery.handle(json.dumps(old.to_json()), queue_message_id="q-1")
+    late = await observed_delivery.handle(await sealed(old), queue_message_id="q-1")
     assert late.action == "sent"  # accepted by its queue write: deliver, never drop
     assert [m.id for m in observing.sent] == [fresh.id]
 

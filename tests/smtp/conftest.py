@@ -26,6 +26,7 @@ from mailgw.transports.base import Transport
 from mailgw.transports.smtp import SmtpTransport
 from standins.identity import IdentityStandIn
 from standins.smtp import SmtpStandIn
+from support import TEST_SEAL
 
 #: variables that would make azure-identity pick another managed identity flavour than App Service
 OTHER_MI_VARIABLES = (
@@ -136,7 +137,10 @@ def queue_settings(azurite: Any) -> Settings:
 @pytest.fixture
 async def mail_queue(queue_settings: Settings) -> AsyncIterator[MailQueue]:
     queue = MailQueue(
-        queue_settings.storage(), queue_settings.queue, queue_settings.payload_container
+        queue_settings.storage(),
+        queue_settings.queue,
+        queue_settings.payload_container,
+        TEST_SEAL,
     )
     yield queue
     await queue.close()

@@ -11,7 +11,7 @@ import pytest
 from mailgw.models import Envelope
 from mailgw.queue import MailQueue
 from mailgw.settings import Settings
-from support import DEAD_STORAGE, sample_request
+from support import DEAD_STORAGE, TEST_SEAL, sample_request
 
 
 @pytest.mark.parametrize(
@@ -27,7 +27,7 @@ async def test_the_delay_is_rounded_up_to_whole_seconds(
     delay: timedelta | None, seconds: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = Settings.from_env({"AzureWebJobsStorage": DEAD_STORAGE})
-    queue = MailQueue(settings.storage(), settings.queue, settings.payload_container)
+    queue = MailQueue(settings.storage(), settings.queue, settings.payload_container, TEST_SEAL)
     sent: list[int] = []
 
     async def capture(queue_name: str, text: str, visibility: int) -> Any:

@@ -30,7 +30,7 @@ def load_app(program: str = COUNT_FUNCTIONS, **env: str) -> subprocess.Completed
 def test_app_loads_with_defaults() -> None:
     result = load_app()
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "7"
+    assert result.stdout.strip() == "8"
 
 
 @pytest.mark.parametrize(
