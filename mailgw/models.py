@@ -45,9 +45,10 @@ _B64_WHITESPACE = re.compile(r"\s+")
 
 
 def _unsafe_in_header(char: str) -> bool:
-    """A control character (C0, DEL, C1) other than TAB, or a Unicode line/paragraph separator:
-    everything ``str.splitlines()`` splits on is among them. In a header any of these could start
-    a new header line, or make the renderer refuse the message on every attempt."""
+    """A control character (C0, DEL, C1) other than TAB, or a Unicode line/paragraph separator
+    (everything ``str.splitlines()`` splits on is among them). In a header any of these could
+    start a new header line, or make the renderer refuse the message on every attempt. (A lone
+    surrogate pydantic refuses in any string.)"""
     return char != "\t" and unicodedata.category(char) in ("Cc", "Zl", "Zp")
 
 

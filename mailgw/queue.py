@@ -53,10 +53,14 @@ class SentMessage:
     pop_receipt: str
     envelope: Envelope
     created_payload: PayloadRef | None = None
+    #: when the queue service will drop it (its time-to-live, counted from now)
+    expires_on: datetime | None = None
 
 
 def dumps(document: dict[str, Any]) -> str:
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON, ASCII only: a lone surrogate in hostile input (valid JSON, not valid UTF-8)
+    is kept escaped instead of failing the write that records it."""
+    return json.dumps(document, separators=(",", ":"))
 
 
 def parse_document(text: str) -> Any:
@@ -129,7 +133,9 @@ class MailQueue:
         seconds = max(math.ceil(wait.total_seconds()), 0)
         queue_name = self.poison_queue_name if poison else self.queue_name
         sent = await self._send(queue_name, text, seconds)
-        return SentMessage(queue_name, sent.id, sent.pop_receipt or "", envelope, created)
+        return SentMessage(
+            queue_name, sent.id, sent.pop_receipt or "", envelope, created, sent.expires_on
+        )
 
     async def _send(self, queue_name: str, text: str, visibility: int) -> QueueMessage:
         client = self.queue(queue_name)

@@ -27,7 +27,7 @@ def canonical(envelope: Envelope) -> bytes:
     that parses to the same envelope verifies, however it was spaced."""
     document = envelope.to_json()
     document.pop("sig", None)
-    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
 
 
 class EnvelopeSeal:

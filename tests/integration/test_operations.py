@@ -10,55 +10,28 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
-from azure.core.exceptions import ResourceNotFoundError
+from rigs import (
+    DENIED,
+    CountingTransport,
+    Rig,
+    blob_bytes,
+    enqueue_new,
+    fail_permanently,
+    failure_events,
+    outcomes,
+)
 
 from mailgw.delivery import Delivery, RetryPolicy
-from mailgw.ids import new_message_id
-from mailgw.models import Envelope, ErrorInfo, MessageStatus, PayloadRef
-from mailgw.operations import CRASH_LOOP, FAILURE_EVENT, Operations
+from mailgw.models import Envelope, ErrorInfo, MessageStatus
+from mailgw.operations import CRASH_LOOP, Operations
 from mailgw.queue import MailQueue
 from mailgw.settings import Settings
 from mailgw.state import MessageRecord
 from mailgw.store import StateStore
-from mailgw.transports.base import OutboundMessage, SendReceipt
-from mailgw.transports.errors import permanent
 from support import RETENTION, depth, new_record, pull, raises_problem, sample_request
-
-DENIED = permanent("ErrorSendAsDenied", "no send as", hint="grant Send As")
-
-
-@dataclass
-class CountingTransport:
-    """Fails as scripted (DeliveryError, or any other exception for a crash), then sends."""
-
-    failures: list[Exception]
-    name: str = "counting"
-
-    def __post_init__(self) -> None:
-        self.sent: list[OutboundMessage] = []
-
-    async def send(self, message: OutboundMessage) -> SendReceipt:
-        if self.failures:
-            raise self.failures.pop(0)
-        self.sent.append(message)
-        return SendReceipt(self.name, "ok")
-
-    async def aclose(self) -> None:
-        return None
-
-
-@dataclass
-class Rig:
-    queue: MailQueue
-    store: StateStore
-    transport: CountingTransport
-    delivery: Delivery
-    operations: Operations
 
 
 @pytest.fixture
@@ -68,55 +41,6 @@ def rig(settings: Settings, mail_queue: MailQueue, store: StateStore) -> Rig:
         settings, mail_queue, transport, store, retry=RetryPolicy(max_attempts=3, base_seconds=0)
     )
     return Rig(mail_queue, store, transport, delivery, Operations(mail_queue, store))
-
-
-async def blob_bytes(queue: MailQueue, ref: PayloadRef) -> bytes | None:
-    try:
-        downloader = await queue.blobs().get_blob_client(ref.container, ref.blob).download_blob()
-    except ResourceNotFoundError:
-        return None
-    return bytes(await downloader.readall())
-
-
-def outcomes(record: MessageRecord | None) -> list[str]:
-    assert record is not None
-    return [step.outcome for step in record.history]
-
-
-def failure_events(caplog: pytest.LogCaptureFixture, message_id: str) -> list[dict[str, Any]]:
-    events = []
-    for entry in caplog.records:
-        text = entry.getMessage()
-        if text.startswith(FAILURE_EVENT + " "):
-            event = json.loads(text.removeprefix(FAILURE_EVENT + " "))
-            if event["messageId"] == message_id:
-                events.append(event)
-    return events
-
-
-async def enqueue_new(rig: Rig, **request: Any) -> tuple[str, Any]:
-    """A gateway envelope in the queue (as intake writes it); returns its id and the received
-    queue message."""
-    message_id = new_message_id()
-    await rig.queue.enqueue(
-        Envelope(id=message_id, created_at=datetime.now(UTC), request=sample_request(**request))
-    )
-    message = await pull(rig.queue)
-    assert message is not None
-    return message_id, message
-
-
-async def fail_permanently(rig: Rig) -> tuple[str, Any, Any]:
-    """Deliver a message that Graph refuses for good; the poison trigger records it.
-    Returns its id, the original queue message and the poison queue message."""
-    rig.transport.failures.append(DENIED)
-    message_id, original = await enqueue_new(rig)
-    outcome = await rig.delivery.handle(original.content, queue_message_id=original.id)
-    assert outcome.action == "poisoned"
-    poisoned = await pull(rig.queue, rig.queue.poison_queue_name)
-    assert poisoned is not None
-    await rig.operations.record_failure(poisoned.content, queue_message_id=poisoned.id)
-    return message_id, original, poisoned
 
 
 # --- record_failure ----------------------------------------------------------------------------

@@ -32,7 +32,7 @@ async def test_the_delay_is_rounded_up_to_whole_seconds(
 
     async def capture(queue_name: str, text: str, visibility: int) -> Any:
         sent.append(visibility)
-        return type("Sent", (), {"id": "q1", "pop_receipt": "r"})()
+        return type("Sent", (), {"id": "q1", "pop_receipt": "r", "expires_on": None})()
 
     monkeypatch.setattr(queue, "_send", capture)
     envelope = Envelope(id="m1", created_at=datetime.now(UTC), request=sample_request())
