@@ -24,28 +24,16 @@ from mailgw.settings import Settings
 from mailgw.store import StateStore
 from mailgw.transports.base import Transport
 from mailgw.transports.smtp import SmtpTransport
-from standins.identity import IdentityStandIn
+from standins.identity import IdentityStandIn, use_identity_standin
 from standins.smtp import SmtpStandIn
 
-#: variables that would make azure-identity pick another managed identity flavour than App Service
-OTHER_MI_VARIABLES = (
-    "IDENTITY_SERVER_THUMBPRINT",
-    "IMDS_ENDPOINT",
-    "MSI_ENDPOINT",
-    "MSI_SECRET",
-    "AZURE_FEDERATED_TOKEN_FILE",
-    "AZURE_CLIENT_ID",
-)
 ALLOWED_SENDERS = "*@contoso.com,*@fabrikam.com"
 
 
 @pytest.fixture
 async def identity(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[IdentityStandIn]:
     async with IdentityStandIn() as server:
-        for name in OTHER_MI_VARIABLES:
-            monkeypatch.delenv(name, raising=False)
-        for name, value in server.env().items():
-            monkeypatch.setenv(name, value)
+        use_identity_standin(server, monkeypatch)
         yield server
 
 

@@ -40,7 +40,6 @@ Tokens are opaque to clients but verifiable by :mod:`standins.graph` (shared HMA
 
 from __future__ import annotations
 
-import argparse
 import base64
 import datetime as dt
 import hashlib
@@ -59,6 +58,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 from standins import LOOPBACK, StandInServer, _bind, json_response
+from standins.faults import ScriptedFault
 
 __all__ = [
     "DEFAULT_SIGNING_KEY",
@@ -198,11 +198,10 @@ class IdentityRequest:
         return asdict(self)
 
 
-@dataclass
-class _Fault:
+@dataclass(kw_only=True)
+class _Fault(ScriptedFault):
     status: int
     message: str
-    remaining: int
     retry_after: str | None
     flow: Flow | None
 
@@ -294,7 +293,7 @@ def _make_tls_material() -> _TlsMaterial:
     return material
 
 
-class IdentityStandIn(StandInServer):
+class IdentityStandIn(StandInServer[_Fault]):
     """App Service managed identity endpoint + Entra ID client-credentials token endpoint.
 
     Knobs (plain attributes, changeable while running): ``lifetime_seconds`` (default 86,400, as
@@ -320,8 +319,9 @@ class IdentityStandIn(StandInServer):
         tls_port: int = 0,
         tenant_id: str | None = None,
         federations: Mapping[str, Collection[str]] | None = None,
+        port_fallback: bool = False,
     ) -> None:
-        super().__init__(host=host, port=port)
+        super().__init__(host=host, port=port, port_fallback=port_fallback)
         self.identity_header = identity_header or secrets.token_hex(16)
         self.lifetime_seconds = lifetime_seconds
         self.expected_client_id = expected_client_id
@@ -333,7 +333,6 @@ class IdentityStandIn(StandInServer):
         )
         self.issued: list[TokenIssue] = []
         self.requests: list[IdentityRequest] = []
-        self._faults: list[_Fault] = []
         self._serial = itertools.count(1)
         self._tls = tls
         self._requested_tls_port = tls_port
@@ -390,27 +389,29 @@ class IdentityStandIn(StandInServer):
         flow: Flow | None = None,
     ) -> None:
         """Answer the next ``n`` token requests (of ``flow``, or any) with ``status``."""
-        with self._lock:
-            self._faults.append(
-                _Fault(
-                    status=status,
-                    message=message or f"stand-in injected failure ({status})",
-                    remaining=n,
-                    retry_after=None if retry_after is None else f"{retry_after:g}",
-                    flow=flow,
-                )
+        self.fault_queue.add(
+            _Fault(
+                status=status,
+                message=message or f"stand-in injected failure ({status})",
+                remaining=n,
+                retry_after=None if retry_after is None else f"{retry_after:g}",
+                flow=flow,
             )
+        )
 
-    def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
+    # --- admin (standins.admin): reset forgets tokens issued, which stay valid ------------------
+    def recordings(self) -> Mapping[str, list[Any]]:
+        return {"issued": self.issued, "requests": self.requests}
 
-    def reset(self) -> None:
-        """Forget issued tokens, requests and faults (tokens already issued stay valid)."""
-        with self._lock:
-            self._faults.clear()
-            self.issued.clear()
-            self.requests.clear()
+    def add_fault_json(self, item: Mapping[str, Any]) -> object:
+        """``{"status", "n", "message", "retryAfter", "flow"}``."""
+        return self.fail_next(
+            int(item["status"]),
+            int(item.get("n", 1)),
+            message=item.get("message"),
+            retry_after=item.get("retryAfter"),
+            flow=item.get("flow"),
+        )
 
     def tokens_for(self, resource: str) -> list[TokenIssue]:
         return [t for t in self.issued if t.resource.rstrip("/") == resource.rstrip("/")]
@@ -419,14 +420,7 @@ class IdentityStandIn(StandInServer):
         return verify_token(token, key=self.signing_key)
 
     def _take_fault(self, flow: Flow) -> _Fault | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.remaining > 0 and fault.flow in (None, flow):
-                    fault.remaining -= 1
-                    if fault.remaining == 0:
-                        self._faults.remove(fault)
-                    return fault
-        return None
+        return self.fault_queue.take(lambda fault: fault.flow in (None, flow))
 
     def _issue(
         self,
@@ -464,14 +458,9 @@ class IdentityStandIn(StandInServer):
 
     # --- server -------------------------------------------------------------------------------
     def build_app(self) -> web.Application:
-        app = web.Application()
+        app = self.new_app()
         app.router.add_get("/msi/token", self._managed_identity)
         app.router.add_post("/{tenant}/oauth2/v2.0/token", self._entra_token)
-        app.router.add_get("/_standin/issued", self._admin_issued)
-        app.router.add_get("/_standin/requests", self._admin_requests)
-        app.router.add_post("/_standin/faults", self._admin_faults)
-        app.router.add_delete("/_standin/faults", self._admin_clear_faults)
-        app.router.add_post("/_standin/reset", self._admin_reset)
         return app
 
     async def _start_extra_sites(self, runner: web.AppRunner) -> None:
@@ -679,39 +668,13 @@ class IdentityStandIn(StandInServer):
             }
         )
 
-    # --- admin (for tests whose client is another process) --------------------------------------
-    async def _admin_issued(self, request: web.Request) -> web.Response:
-        return json_response([t.to_json() for t in self.issued])
-
-    async def _admin_requests(self, request: web.Request) -> web.Response:
-        return json_response([r.to_json() for r in self.requests])
-
-    async def _admin_faults(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        self.fail_next(
-            int(body["status"]),
-            int(body.get("n", 1)),
-            message=body.get("message"),
-            retry_after=body.get("retryAfter"),
-            flow=body.get("flow"),
-        )
-        return json_response({"ok": True}, status=201)
-
-    async def _admin_clear_faults(self, request: web.Request) -> web.Response:
-        self.clear_faults()
-        return web.Response(status=204)
-
-    async def _admin_reset(self, request: web.Request) -> web.Response:
-        self.reset()
-        return web.Response(status=204)
-
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m standins.identity",
-        description="App Service managed identity + Entra token endpoint stand-in (loopback).",
+    from standins.cli import signing_key, stand_in_parser
+
+    parser = stand_in_parser(
+        "identity", "App Service managed identity + Entra token endpoint stand-in (loopback)."
     )
-    parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--identity-header", default=None, help="IDENTITY_HEADER (random)")
     parser.add_argument("--client-id", default=None, help="the only user-assigned identity")
     parser.add_argument("--no-system-assigned", action="store_true")
@@ -719,15 +682,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tls", action="store_true", help="also serve the Entra endpoint on TLS")
     parser.add_argument("--tls-port", type=int, default=0)
     parser.add_argument("--tenant-id", default=None)
-    parser.add_argument("--signing-key", default=None, help="shared with standins.graph")
     args = parser.parse_args(argv)
     IdentityStandIn(
         port=args.port,
+        port_fallback=args.port_fallback,
         identity_header=args.identity_header,
         lifetime_seconds=args.lifetime,
         expected_client_id=args.client_id,
         system_assigned=not args.no_system_assigned,
-        signing_key=args.signing_key.encode() if args.signing_key else DEFAULT_SIGNING_KEY,
+        signing_key=signing_key(args),
         tls=args.tls,
         tls_port=args.tls_port,
         tenant_id=args.tenant_id,

@@ -519,7 +519,7 @@ async def test_draft_upload_session_and_send_byte_exact(
     assert delivered.attachment("big.bin").content == data
     assert delivered.attachment("small.txt").content == b"hi"
     if immutable:
-        after = await item.get()
+        after = await item.get(request_configuration=config)  # ids as asked for, per request
         assert after is not None and after.is_draft is False and after.id == draft.id
     else:
         with pytest.raises(ODataError) as err:
@@ -927,9 +927,20 @@ async def test_upload_session_rules(client: GraphServiceClient, graph: GraphStan
             return await http.put(
                 url,
                 content=data[start : end + 1],
-                headers={"Content-Range": f"bytes {start}-{end}/{size}", **headers},
+                headers={
+                    "Content-Type": "application/octet-stream",
+                    "Content-Range": f"bytes {start}-{end}/{size}",
+                    **headers,
+                },
             )
 
+        # Outlook takes the bytes as application/octet-stream only
+        for other in ("text/plain", "application/json"):
+            wrong_type = await put(0, CHUNK - 1, **{"Content-Type": other})
+            assert (wrong_type.status_code, wrong_type.json()["error"]["code"]) == (
+                415,
+                "UnsupportedMediaType",
+            )
         not_multiple = await put(0, 1_000_000 - 1)
         assert (not_multiple.status_code, not_multiple.json()["error"]["code"]) == (
             400,
@@ -956,7 +967,7 @@ async def test_upload_session_rules(client: GraphServiceClient, graph: GraphStan
 
     assert graph.drafts[draft.id].attachments[0].content == data
     upload_puts = graph.requests_for("upload")
-    assert [r.status for r in upload_puts] == [400, 200, 416, 401, 401, 201]
+    assert [r.status for r in upload_puts] == [415, 415, 400, 200, 416, 401, 401, 201]
     assert all(r.mailbox == SENDER for r in upload_puts)
 
 
