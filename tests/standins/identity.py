@@ -387,9 +387,9 @@ class IdentityStandIn(StandInServer[_Fault]):
         message: str | None = None,
         retry_after: float | None = None,
         flow: Flow | None = None,
-    ) -> None:
+    ) -> _Fault:
         """Answer the next ``n`` token requests (of ``flow``, or any) with ``status``."""
-        self.fault_queue.add(
+        return self.fault_queue.add(
             _Fault(
                 status=status,
                 message=message or f"stand-in injected failure ({status})",
