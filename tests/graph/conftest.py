@@ -7,7 +7,6 @@ for the resource that MAILGW_GRAPH_ENDPOINT implies.
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -18,6 +17,7 @@ from graph_helpers import Pipeline
 from mailgw.delivery import Delivery, RetryPolicy
 from mailgw.queue import MailQueue
 from mailgw.settings import Settings
+from mailgw.store import StateStore
 from mailgw.transports.base import Transport
 from mailgw.transports.graph import GraphTransport
 from standins.graph import GraphStandIn
@@ -91,16 +91,10 @@ async def mail_queue(queue_settings: Settings) -> AsyncIterator[MailQueue]:
 
 
 @pytest.fixture
-async def delivery_extras(queue_settings: Settings) -> AsyncIterator[dict[str, Any]]:
-    """What Delivery needs besides settings, queue and transport (the state store, where the
-    core has one)."""
-    if "store" not in {f.name for f in dataclasses.fields(Delivery)}:
-        yield {}
-        return
-    from mailgw.store import StateStore
-
-    store = StateStore(queue_settings.storage(), getattr(queue_settings, "state_table", "state"))
-    yield {"store": store}
+async def state_store(queue_settings: Settings) -> AsyncIterator[StateStore]:
+    """The message states on Azurite: what Delivery needs besides settings, queue, transport."""
+    store = StateStore(queue_settings.storage(), queue_settings.state_table)
+    yield store
     await store.close()
 
 
@@ -110,12 +104,12 @@ FAST_RETRIES = RetryPolicy(max_attempts=8, base_seconds=0.001, cap_seconds=0.001
 
 @pytest.fixture
 def make_pipeline(
-    queue_settings: Settings, mail_queue: MailQueue, delivery_extras: dict[str, Any]
+    queue_settings: Settings, mail_queue: MailQueue, state_store: StateStore
 ) -> Callable[..., Pipeline]:
     """``make_pipeline(transport, retry=RetryPolicy(...))``: Delivery on the real queues."""
 
     def make(transport: Transport, retry: RetryPolicy = FAST_RETRIES) -> Pipeline:
-        delivery = Delivery(queue_settings, mail_queue, transport, retry=retry, **delivery_extras)
+        delivery = Delivery(queue_settings, mail_queue, transport, retry=retry, store=state_store)
         return Pipeline(mail_queue, delivery)
 
     return make

@@ -5,16 +5,51 @@ A test scripts what the next matching request gets (``graph.fail_with("ErrorSend
 says what it matches (a Graph operation and mailbox, an SMTP stage and user, a token flow) and what
 it answers; :class:`FaultQueue` keeps the order, the counting and the locking, which are the same
 everywhere: a test thread may script faults while the server's loop takes them.
+
+A :class:`Gate` holds answers until the test releases them: how a test makes a server "slow"
+without a clock, so that what it asserts about requests in flight at once holds on a loaded
+machine too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-__all__ = ["FaultQueue", "ScriptedFault"]
+__all__ = ["FaultQueue", "Gate", "ScriptedFault"]
+
+
+class Gate:
+    """Held requests wait in :meth:`wait` until :meth:`release` (from any thread)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._released = False
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+
+    @property
+    def holding(self) -> int:
+        """How many requests are held right now."""
+        with self._lock:
+            return sum(not event.is_set() for _, event in self._waiters)
+
+    def release(self) -> None:
+        with self._lock:
+            self._released = True
+            waiters, self._waiters = self._waiters, []
+        for loop, event in waiters:
+            loop.call_soon_threadsafe(event.set)
+
+    async def wait(self) -> None:
+        event = asyncio.Event()
+        with self._lock:
+            if self._released:
+                return
+            self._waiters.append((asyncio.get_running_loop(), event))
+        await event.wait()
 
 
 @dataclass(kw_only=True)

@@ -51,6 +51,8 @@ Limits and faults:
   is cut before the ``250`` reply: the client cannot know whether it was sent). A 421 reply
   closes the connection after it is sent, as Exchange does. The ``data`` stage is the reply to
   the message content (after ``.``), not to the ``DATA`` command.
+- :meth:`SmtpStandIn.hold_data` holds the reply to the next messages' content until the test
+  releases a :class:`~standins.faults.Gate`: how a test sees connections in use at once.
 
 Usage: ``async with SmtpStandIn(mode="submission") as smtp`` in the test's loop;
 ``SmtpStandIn().start_in_thread()`` / ``stop()``; or
@@ -119,7 +121,7 @@ from standins import (
 )
 from standins.admin import camel_json, utc_iso
 from standins.cli import signing_key, stand_in_parser
-from standins.faults import ScriptedFault
+from standins.faults import FaultQueue, Gate, ScriptedFault
 from standins.identity import DEFAULT_SIGNING_KEY, InvalidToken, verify_token
 
 __all__ = [
@@ -402,6 +404,12 @@ class SmtpFault(ScriptedFault):
 
 
 # --- XOAUTH2 ----------------------------------------------------------------------------------
+@dataclass(kw_only=True)
+class _DataHold(ScriptedFault):
+    gate: Gate
+    user: str | None
+
+
 def xoauth2_initial_response(user: str, token: str) -> str:
     """``base64("user=" + user + "\\x01auth=Bearer " + token + "\\x01\\x01")``."""
     raw = f"user={user}\x01auth=Bearer {token}\x01\x01"
@@ -708,6 +716,10 @@ class _Handler:
         return RCPT_OK
 
     async def handle_DATA(self, server: _StandInSMTP, session: Session, envelope: Envelope) -> str:
+        user = server.record.auth_user if server.record else None
+        hold = self.standin._held_data.take(lambda h: h.user in (None, (user or "").lower()))
+        if hold is not None:
+            await hold.gate.wait()  # the content is in; the reply waits for the test
         failure = self._failure(server, "data", envelope.mail_from)
         if failure is not None:
             return failure
@@ -790,6 +802,7 @@ class SmtpStandIn(StandInServer[SmtpFault]):
         self.auth_attempts: list[SmtpAuthAttempt] = []
         self.max_concurrent_by_user: dict[str, int] = {}
         self.max_concurrent = 0
+        self._held_data: FaultQueue[_DataHold] = FaultQueue()
         self._ids = itertools.count(1)
         self._auth_seq = itertools.count(1)
         self._internal_ids = itertools.count(1)
@@ -947,6 +960,13 @@ class SmtpStandIn(StandInServer[SmtpFault]):
             close=close,
         )
 
+    def hold_data(self, n: int = 1, *, user: str | None = None) -> Gate:
+        """Hold the reply to the next ``n`` messages' content (of ``user``, or any) until the
+        returned gate is released: connections stay busy in DATA for as long as a test needs."""
+        gate = Gate()
+        self._held_data.add(_DataHold(remaining=n, gate=gate, user=user and user.lower()))
+        return gate
+
     def drop_after_data(
         self, n: int = 1, *, user: str | None = None, mail_from: str | None = None
     ) -> SmtpFault:
@@ -963,6 +983,7 @@ class SmtpStandIn(StandInServer[SmtpFault]):
         """Forget faults and everything recorded (open connections stay counted as open)."""
         open_connections = [c for c in self.connections if c.open]
         super().reset()
+        self._held_data.clear()
         self.connections[:] = open_connections
         self.max_concurrent_by_user.clear()
         self.max_concurrent = len(self._open)

@@ -53,7 +53,7 @@ from msgraph.graph_request_adapter import options as msgraph_default_options
 from msgraph.graph_service_client import GraphServiceClient
 from msgraph_core import GraphClientFactory  # type: ignore[import-untyped]
 
-from standins import poll_until
+from standins import poll_until, poll_until_async
 from standins.graph import (
     ERRORS,
     GraphStandIn,
@@ -692,10 +692,13 @@ async def test_faults_are_per_mailbox_and_fifo(
 async def test_latency_and_the_four_concurrent_requests_limit(
     client: GraphServiceClient, graph: GraphStandIn
 ) -> None:
-    graph.latency_seconds = 0.2
-    results = await asyncio.gather(
+    held = graph.hold_answers(n=4)  # four in flight until the other two were turned away
+    sends = asyncio.gather(
         *(send(client, simple_message(f"m{i}")) for i in range(6)), return_exceptions=True
     )
+    await poll_until_async(lambda: len(graph.requests) == 6, what="six requests at Graph")
+    held.release()
+    results = await sends
     throttled = [r for r in results if isinstance(r, ODataError)]
     assert len(throttled) == 2
     assert all(e.error and e.error.code == "ApplicationThrottled" for e in throttled)
@@ -705,12 +708,16 @@ async def test_latency_and_the_four_concurrent_requests_limit(
 
     graph.reset()
     gate = asyncio.Semaphore(4)
+    held = graph.hold_answers(n=4)  # the first four stay in flight together
 
     async def polite(i: int) -> None:
         async with gate:
             await send(client, simple_message(f"p{i}"))
 
-    await asyncio.gather(*(polite(i) for i in range(8)))
+    polite_sends = asyncio.gather(*(polite(i) for i in range(8)))
+    await poll_until_async(lambda: held.holding == 4, what="four requests in flight")
+    held.release()
+    await polite_sends
     assert graph.max_in_flight[SENDER] == 4
     assert len(graph.delivered) == 8
 
@@ -822,6 +829,37 @@ async def test_graph_rejects_what_graph_rejects(
     response = await raw_send(graph, token, payload)
     assert response.status_code == status, response.text
     assert response.json()["error"]["code"] == code
+    assert graph.delivered == []
+
+
+async def test_a_message_over_the_size_limit_is_400_wherever_it_is_found(
+    graph: GraphStandIn, token: str
+) -> None:
+    """ErrorMessageSizeExceeded has one status, from sendMail, an attachment, an upload session
+    or a scripted fault alike: Exchange's REST layer maps it to Bad Request."""
+    graph.max_message_bytes = 3 * 1024 * 1024 + 10
+    graph.max_request_bytes = 10_000_000
+    big = {"@odata.type": "#microsoft.graph.fileAttachment", "name": "big.bin"}
+    big["contentBytes"] = base64.b64encode(bytes(graph.max_message_bytes + 1)).decode()
+    auth = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(
+        base_url=f"{graph.graph_url}/users/{SENDER}", headers=auth
+    ) as http:
+        answers = [await http.post("/sendMail", json=graph_message(attachments=[big]))]
+        draft = (await http.post("/messages", json=graph_message()["message"])).json()
+        answers.append(await http.post(f"/messages/{draft['id']}/attachments", json=big))
+        answers.append(
+            await http.post(
+                f"/messages/{draft['id']}/attachments/createUploadSession",
+                json={"AttachmentItem": {"attachmentType": "file", "name": "b", "size": 4 << 20}},
+            )
+        )
+        graph.fail_with("ErrorMessageSizeExceeded")
+        answers.append(await http.post("/sendMail", json=graph_message()))
+    assert [(r.status_code, r.json()["error"]["code"]) for r in answers] == [
+        (400, "ErrorMessageSizeExceeded")
+    ] * 4
+    assert ERRORS["ErrorMessageSizeExceeded"][0] == 400
     assert graph.delivered == []
 
 

@@ -15,13 +15,15 @@ from typing import Any, Literal, cast
 
 from aiohttp import web
 
-from standins.faults import FaultQueue, ScriptedFault
+from standins.faults import FaultQueue, Gate, ScriptedFault
 from standins.graph.errors import ERRORS, error_response
 from standins.graph.records import Recorded
 
 __all__ = ["Fault", "FaultMode", "FaultScripting", "answer_with_faults"]
 
-FaultMode = Literal["respond", "accept_then_status", "accept_then_delay", "accept_then_drop"]
+FaultMode = Literal[
+    "respond", "accept_then_status", "accept_then_delay", "accept_then_drop", "accept_then_hold"
+]
 _UPLOAD_OPERATIONS = ("upload", "cancelUpload")
 
 
@@ -39,6 +41,7 @@ class Fault(ScriptedFault):
     delay_seconds: float = 0.0
     raw_body: bytes | None = None
     content_type: str = "application/json"
+    gate: Gate | None = None
 
     def matches(self, mailbox: str | None, operation: str) -> bool:
         if self.mailbox is not None and self.mailbox != mailbox:
@@ -199,6 +202,26 @@ class FaultScripting:
             )
         )
 
+    def hold_answers(
+        self, n: int = 1, *, mailbox: str | None = None, operation: str | None = None
+    ) -> Gate:
+        """Carry out the next ``n`` matching requests, then hold their answers (and their slots
+        in the mailbox's concurrency count) until the returned gate is released."""
+        gate = Gate()
+        self.fault_queue.add(
+            Fault(
+                status=200,
+                code="Held",
+                message="",
+                remaining=n,
+                mailbox=_lower(mailbox),
+                operation=operation,
+                mode="accept_then_hold",
+                gate=gate,
+            )
+        )
+        return gate
+
     @property
     def pending_faults(self) -> list[Fault]:
         return self.fault_queue.pending
@@ -248,6 +271,10 @@ async def answer_with_faults(
         return fault.response(rec)
     if fault.mode == "accept_then_delay":
         await asyncio.sleep(fault.delay_seconds)
+        return response
+    if fault.mode == "accept_then_hold":
+        assert fault.gate is not None
+        await fault.gate.wait()
         return response
     # accept_then_drop: close the connection without an answer
     rec.status = 0
