@@ -33,9 +33,14 @@ the credential is built with ``authority=identity.authority, connection_verify=i
 
 Tokens are opaque to clients but verifiable by :mod:`standins.graph` (shared HMAC key)::
 
-    <kind>.<client_id>.<b64url(resource)>.<b64url(tenant)>.<expires_on>.<serial>.<hmac>
+    <kind>.<client_id>.<b64url(resource)>.<b64url(tenant)>.<expires_on>.<serial>.<b64url(roles)>.<hmac>
 
-``kind`` is ``mi`` (managed identity) or ``app`` (client credentials).
+``kind`` is ``mi`` (managed identity) or ``app`` (client credentials). ``roles`` are the application
+permissions the identity holds (Entra's ``roles`` claim, space-separated here): every token carries
+:attr:`IdentityStandIn.app_roles`, by default what the gateway is granted in draft mode
+(``Mail.Send`` and ``Mail.ReadWrite``); the Graph stand-in refuses an operation whose permission
+is missing. (Entra puts only the roles for the token's resource in it; here one set serves every
+resource, since a stand-in's resource is its own URL.)
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ from standins.faults import ScriptedFault
 
 __all__ = [
     "DEFAULT_SIGNING_KEY",
+    "GATEWAY_APP_ROLES",
     "GRAPH_RESOURCE",
     "SYSTEM_ASSIGNED_CLIENT_ID",
     "TOKEN_EXCHANGE_RESOURCE",
@@ -78,6 +84,8 @@ __all__ = [
 DEFAULT_SIGNING_KEY = b"mailgw-standins-token-key-v1"
 GRAPH_RESOURCE = "https://graph.microsoft.com"
 TOKEN_EXCHANGE_RESOURCE = "api://AzureADTokenExchange"
+#: the application permissions the gateway's identity is granted (draft mode needs both)
+GATEWAY_APP_ROLES = ("Mail.ReadWrite", "Mail.Send")
 #: client id reported for the system-assigned identity
 SYSTEM_ASSIGNED_CLIENT_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "mailgw-standin-system-identity"))
 API_VERSION = "2019-08-01"
@@ -99,6 +107,8 @@ class TokenClaims:
     tenant: str
     expires_on: int
     serial: int
+    #: the application permissions (Entra's ``roles`` claim)
+    roles: tuple[str, ...] = ()
 
 
 def _b64u(data: bytes) -> str:
@@ -122,6 +132,7 @@ def issue_token(
     *,
     tenant: str = "",
     key: bytes = DEFAULT_SIGNING_KEY,
+    roles: Collection[str] = GATEWAY_APP_ROLES,
 ) -> str:
     if "." in kind or "." in client_id:
         raise ValueError("kind and client_id must not contain '.'")
@@ -133,6 +144,7 @@ def issue_token(
             _b64u(tenant.encode()),
             str(expires_on),
             str(serial),
+            _b64u(" ".join(roles).encode()),
         ]
     )
     return f"{payload}.{_sign(payload, key)}"
@@ -143,12 +155,12 @@ def verify_token(
 ) -> TokenClaims:
     """Return the claims of a token issued with ``key``; raise :class:`InvalidToken` otherwise."""
     parts = token.split(".")
-    if len(parts) != 7:
+    if len(parts) != 8:
         raise InvalidToken("IDX14100: JWT is not well formed.")
-    payload, signature = ".".join(parts[:6]), parts[6]
+    payload, signature = ".".join(parts[:7]), parts[7]
     if not hmac.compare_digest(_sign(payload, key), signature):
         raise InvalidToken("Signature validation failed.")
-    kind, client_id, resource, tenant, expires_on, serial = parts[:6]
+    kind, client_id, resource, tenant, expires_on, serial, roles = parts[:7]
     claims = TokenClaims(
         kind=kind,
         client_id=client_id,
@@ -156,6 +168,7 @@ def verify_token(
         tenant=_unb64u(tenant).decode(),
         expires_on=int(expires_on),
         serial=int(serial),
+        roles=tuple(_unb64u(roles).decode().split()),
     )
     if claims.expires_on <= (time.time() if now is None else now):
         raise InvalidToken("Lifetime validation failed, the token is expired.")
@@ -176,6 +189,7 @@ class TokenIssue:
     tenant: str = ""
     #: for client_credentials: the managed identity whose token was the client assertion
     assertion_client_id: str | None = None
+    roles: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -302,7 +316,8 @@ class IdentityStandIn(StandInServer[_Fault]):
     ``expected_client_id`` (the only user-assigned identity the app has; another ``client_id`` is
     400), ``system_assigned`` (whether a request without ``client_id`` gets a token),
     ``federations`` (app client id -> managed identity client ids trusted as its federated
-    credential; ``None`` trusts any identity), ``tenant_id`` (``None`` accepts any tenant).
+    credential; ``None`` trusts any identity), ``tenant_id`` (``None`` accepts any tenant),
+    ``app_roles`` (the application permissions every token carries).
     """
 
     def __init__(
@@ -320,6 +335,7 @@ class IdentityStandIn(StandInServer[_Fault]):
         tenant_id: str | None = None,
         federations: Mapping[str, Collection[str]] | None = None,
         port_fallback: bool = False,
+        app_roles: Collection[str] = GATEWAY_APP_ROLES,
     ) -> None:
         super().__init__(host=host, port=port, port_fallback=port_fallback)
         self.identity_header = identity_header or secrets.token_hex(16)
@@ -328,6 +344,7 @@ class IdentityStandIn(StandInServer[_Fault]):
         self.system_assigned = system_assigned
         self.signing_key = signing_key
         self.tenant_id = tenant_id
+        self.app_roles: tuple[str, ...] = tuple(app_roles)
         self.federations = (
             None if federations is None else {k: set(v) for k, v in federations.items()}
         )
@@ -403,6 +420,13 @@ class IdentityStandIn(StandInServer[_Fault]):
     def recordings(self) -> Mapping[str, list[Any]]:
         return {"issued": self.issued, "requests": self.requests}
 
+    def configure_json(self, config: Mapping[str, Any]) -> None:
+        """``appRoles``: the application permissions the tokens issued from now on carry."""
+        if set(config) - {"appRoles"}:
+            raise ValueError(f"unknown settings {sorted(set(config) - {'appRoles'})}")
+        if "appRoles" in config:
+            self.app_roles = tuple(str(role) for role in config["appRoles"])
+
     def add_fault_json(self, item: Mapping[str, Any]) -> object:
         """``{"status", "n", "message", "retryAfter", "flow"}``."""
         return self.fail_next(
@@ -441,6 +465,7 @@ class IdentityStandIn(StandInServer[_Fault]):
             next(self._serial),
             tenant=tenant,
             key=self.signing_key,
+            roles=self.app_roles,
         )
         issue = TokenIssue(
             flow=flow,
@@ -452,6 +477,7 @@ class IdentityStandIn(StandInServer[_Fault]):
             token=token,
             tenant=tenant,
             assertion_client_id=assertion_client_id,
+            roles=self.app_roles,
         )
         self.issued.append(issue)
         return issue
@@ -682,6 +708,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tls", action="store_true", help="also serve the Entra endpoint on TLS")
     parser.add_argument("--tls-port", type=int, default=0)
     parser.add_argument("--tenant-id", default=None)
+    parser.add_argument(
+        "--app-role",
+        action="append",
+        default=None,
+        help=f"application permission in every token (repeatable; default {GATEWAY_APP_ROLES})",
+    )
     args = parser.parse_args(argv)
     IdentityStandIn(
         port=args.port,
@@ -694,6 +726,7 @@ def main(argv: list[str] | None = None) -> None:
         tls=args.tls,
         tls_port=args.tls_port,
         tenant_id=args.tenant_id,
+        app_roles=GATEWAY_APP_ROLES if args.app_role is None else args.app_role,
     ).run_cli()
 
 

@@ -28,6 +28,10 @@ the rest are plausible stand-ins, see the end of this docstring):
 - ``Authorization: Bearer`` on every Graph call, verified by a pluggable ``token_verifier``
   (default: a token from :mod:`standins.identity` whose resource is in :attr:`audiences`) -> 401
   ``InvalidAuthenticationToken``; ``/me`` with an app token -> 400.
+- The application permission each operation needs, from the token's roles -> 403
+  ``ErrorAccessDenied``: Mail.Send for sendMail and ``/send``, Mail.ReadWrite for drafts,
+  attachments and upload sessions, Mail.Read or Mail.ReadWrite for reading
+  (:data:`standins.graph.auth.REQUIRED_ROLES`; the identity stand-in grants both by default).
 - Property names are matched case-insensitively (kiota sends ``{"Message": ..,
   "SaveToSentItems": ..}``) and normalised to camelCase; an unknown property -> 400
   ``RequestBodyRead``. Attachments need ``@odata.type`` ``#microsoft.graph.fileAttachment``,

@@ -1,10 +1,19 @@
-"""Who may call: the bearer token on every Graph call (401 ``InvalidAuthenticationToken`` without a
-valid one). The token verifier is pluggable; by default it accepts tokens that
-:mod:`standins.identity` issued for one of the stand-in's audiences."""
+"""Who may call, and do what: the bearer token on every Graph call (401
+``InvalidAuthenticationToken`` without a valid one), and the application permission each
+operation needs in the token's ``roles`` (403 ``ErrorAccessDenied`` without it). The token
+verifier is pluggable; by default it accepts tokens that :mod:`standins.identity` issued for one
+of the stand-in's audiences.
+
+Permissions, as Graph's API reference lists them for application access: sendMail and a draft's
+``/send`` need ``Mail.Send``; creating, changing and deleting drafts, their attachments and
+upload sessions need ``Mail.ReadWrite``; reading a message or its attachments takes ``Mail.Read``
+or ``Mail.ReadWrite``. The upload URL is pre-authenticated (no token, no permission). Exchange
+RBAC for Applications (permissions granted per mailbox scope, outside the token) is not modelled.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 
 from standins.graph.errors import GraphError
 from standins.graph.records import Recorded
@@ -18,14 +27,32 @@ from standins.identity import (
 
 __all__ = [
     "GRAPH_AUDIENCES",
+    "REQUIRED_ROLES",
     "TokenVerifier",
     "accept_any_token",
     "authenticate",
+    "authorize",
     "standin_token_verifier",
 ]
 
 #: Graph's audiences: its resource URI and its application id
 GRAPH_AUDIENCES = (GRAPH_RESOURCE, "00000003-0000-0000-c000-000000000000")
+
+_READ = frozenset({"Mail.Read", "Mail.ReadWrite"})
+_WRITE = frozenset({"Mail.ReadWrite"})
+_SEND = frozenset({"Mail.Send"})
+#: operation -> the application permissions any one of which allows it
+REQUIRED_ROLES: dict[str, frozenset[str]] = {
+    "sendMail": _SEND,
+    "send": _SEND,
+    "createMessage": _WRITE,
+    "getMessage": _READ,
+    "updateMessage": _WRITE,
+    "deleteMessage": _WRITE,
+    "listAttachments": _READ,
+    "addAttachment": _WRITE,
+    "createUploadSession": _WRITE,
+}
 
 TokenVerifier = Callable[[str], TokenClaims]
 """Return the token's claims or raise :class:`standins.identity.InvalidToken` (-> 401)."""
@@ -53,8 +80,15 @@ def standin_token_verifier(
 
 def accept_any_token(token: str) -> TokenClaims:
     """A verifier for using the Graph stand-in without the identity stand-in."""
+    every_role = tuple(sorted(set().union(*REQUIRED_ROLES.values())))
     return TokenClaims(
-        kind="any", client_id="", resource=GRAPH_RESOURCE, tenant="", expires_on=0, serial=0
+        kind="any",
+        client_id="",
+        resource=GRAPH_RESOURCE,
+        tenant="",
+        expires_on=0,
+        serial=0,
+        roles=every_role,
     )
 
 
@@ -69,3 +103,11 @@ def authenticate(rec: Recorded, verifier: TokenVerifier) -> TokenClaims:
         return verifier(token.strip())
     except InvalidToken as exc:
         raise GraphError(401, "InvalidAuthenticationToken", str(exc), _WWW_AUTHENTICATE) from exc
+
+
+def authorize(claims: TokenClaims, operation: str, required: Mapping[str, Collection[str]]) -> None:
+    """403 ``ErrorAccessDenied``, as Graph answers, unless the token holds one of the
+    permissions ``required`` names for ``operation`` (an operation it does not name is free)."""
+    allowed = required.get(operation)
+    if allowed is not None and not set(allowed) & set(claims.roles):
+        raise GraphError.canned("ErrorAccessDenied")

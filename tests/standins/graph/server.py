@@ -16,8 +16,10 @@ from aiohttp import web
 from standins import LOOPBACK, StandInServer, grants, wait_recorded, wait_recorded_async
 from standins.graph.auth import (
     GRAPH_AUDIENCES,
+    REQUIRED_ROLES,
     TokenVerifier,
     authenticate,
+    authorize,
     standin_token_verifier,
 )
 from standins.graph.drafts import Drafts
@@ -78,7 +80,8 @@ class GraphStandIn(FaultScripting, StandInServer[Fault]):
     ``reject_authorization_on_upload``, ``mailboxes`` (None: every mailbox exists; else others
     are 404 ``ErrorInvalidUser``), ``send_as`` (None: any ``from``; else mailbox -> addresses it
     may send as, others 403 ``ErrorSendAsDenied``), ``mailbox_rate_limit`` (``(n, seconds)``).
-    ``own_audience``: accept tokens for the stand-in's own URL too.
+    ``own_audience``: accept tokens for the stand-in's own URL too. ``required_roles``: the
+    permission each operation needs in the token (:data:`standins.graph.auth.REQUIRED_ROLES`).
     """
 
     def __init__(
@@ -125,6 +128,8 @@ class GraphStandIn(FaultScripting, StandInServer[Fault]):
         self.mailboxes = None if mailboxes is None else {m.lower() for m in mailboxes}
         self.send_as = grants(send_as)
         self.mailbox_rate_limit = mailbox_rate_limit
+        #: operation -> application permissions that allow it (see standins.graph.auth)
+        self.required_roles: dict[str, frozenset[str]] = dict(REQUIRED_ROLES)
 
         self.requests: list[Recorded] = []
         self.delivered: list[DeliveredMessage] = []
@@ -296,6 +301,7 @@ class GraphStandIn(FaultScripting, StandInServer[Fault]):
             raise GraphError(
                 400, "BadRequest", f"Resource not found for the segment '{'/'.join(rest)}'."
             )
+        authorize(rec.token, rec.operation, self.required_roles)
         if self.mailboxes is not None and mailbox not in self.mailboxes:
             raise GraphError(404, "ErrorInvalidUser", f"The requested user '{mailbox}' is invalid.")
         self._check_rate(mailbox)
