@@ -92,7 +92,6 @@ class StandInServer(Generic[F]):
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
         self._thread_loop: asyncio.AbstractEventLoop | None = None
-        self._lock = threading.Lock()
 
     # --- to implement -------------------------------------------------------------------------
     def build_app(self) -> web.Application:
