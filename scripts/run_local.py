@@ -2,6 +2,13 @@
 
 Prints a ready-to-paste curl and where the .eml files land. Ctrl-C stops everything it started.
 An Azurite already listening on the default ports (yours, or VS Code's) is reused, not replaced.
+
+When the transport is graph, smtp or relay and nothing real is configured, local stand-ins play
+Microsoft Graph / Exchange on fixed ports, so their addresses stay the same from run to run: the
+Graph stand-in on 7072 (``MAILGW_LOCAL_GRAPH_PORT``), the SMTP stand-in's admin API on 7073
+(``MAILGW_LOCAL_SMTP_ADMIN_PORT``); a port that is taken gives way to a free one, with a note.
+The dev host gets their addresses as ``MAILGW_LOCAL_GRAPH_STANDIN`` / ``MAILGW_LOCAL_SMTP_STANDIN``
+(what was received: ``GET <address>/_standin/delivered`` / ``/_standin/received``).
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ from mailgw.storage import AZURITE_DEFAULT_PORTS  # noqa: E402
 from standins.processes import start_smtp_standin, start_standins  # noqa: E402
 
 PORT = int(os.environ.get("MAILGW_LOCAL_PORT", "7071"))
+GRAPH_PORT = int(os.environ.get("MAILGW_LOCAL_GRAPH_PORT", "7072"))
+SMTP_ADMIN_PORT = int(os.environ.get("MAILGW_LOCAL_SMTP_ADMIN_PORT", "7073"))
 
 
 def _listening(port: int) -> bool:
@@ -51,42 +60,58 @@ def _local_settings() -> dict[str, str]:
 
 
 class LocalStandIns(Protocol):
+    port_notes: list[str]
+
     def gateway_env(self) -> dict[str, str]: ...
     def stop(self) -> None: ...
 
 
-def _start_standins(values: dict[str, str]) -> tuple[LocalStandIns, str] | None:
+def _start_standins(
+    values: dict[str, str],
+) -> tuple[LocalStandIns, dict[str, str], str] | None:
     """A laptop has no managed identity, no Graph and no Exchange: when the transport needs them
     and nothing real is configured, local stand-ins play them, so the whole path still runs.
-    Returns the stand-ins and a line saying where to look."""
+    Returns the stand-ins, their addresses for the dev host, and a line saying where to look."""
     transport = values.get("MAILGW_TRANSPORT")
     no_identity = values.get(
         "MAILGW_CREDENTIAL", "managed_identity"
     ) == "managed_identity" and not values.get("IDENTITY_ENDPOINT")
     real = "(To use your real tenant instead: MAILGW_CREDENTIAL=default after az login.)"
     if transport == "graph" and no_identity:
-        graph = start_standins()
-        return graph, (
-            "No managed identity on this machine, so local stand-ins play Microsoft Graph\n"
-            f"({graph.graph_url}) and the identity endpoint. See what Graph received:\n"
-            f"  curl {graph.graph_url}/_standin/delivered\n{real}"
+        graph = start_standins(graph_port=GRAPH_PORT)
+        return (
+            graph,
+            {"MAILGW_LOCAL_GRAPH_STANDIN": graph.graph_url},
+            (
+                "No managed identity on this machine, so local stand-ins play Microsoft Graph\n"
+                f"({graph.graph_url}) and the identity endpoint. See what Graph received:\n"
+                f"  curl {graph.graph_url}/_standin/delivered\n{real}"
+            ),
         )
     smtp_host = values.get("MAILGW_SMTP_HOST") or "smtp.office365.com"
     if transport == "smtp" and no_identity and smtp_host == "smtp.office365.com":
-        smtp = start_smtp_standin("submission")
-        return smtp, (
-            "No managed identity or Exchange here, so a local SMTP server (STARTTLS, XOAUTH2)\n"
-            "and identity stand-in play smtp.office365.com. See what it received:\n"
-            f"  curl {smtp.info['adminUrl']}/_standin/received\n{real}"
+        smtp = start_smtp_standin("submission", admin_port=SMTP_ADMIN_PORT)
+        return (
+            smtp,
+            {"MAILGW_LOCAL_SMTP_STANDIN": smtp.smtp.url},
+            (
+                "No managed identity or Exchange here, so a local SMTP server (STARTTLS, XOAUTH2)\n"
+                "and identity stand-in play smtp.office365.com. See what it received:\n"
+                f"  curl {smtp.info['adminUrl']}/_standin/received\n{real}"
+            ),
         )
     if transport == "relay" and not values.get("MAILGW_RELAY_HOST"):
         senders = values.get("MAILGW_ALLOWED_SENDERS", "").split(",")
         domains = tuple({s.strip().rpartition("@")[2] for s in senders if "@" in s})
-        relay = start_smtp_standin("relay", accepted_domains=domains)
-        return relay, (
-            "No MAILGW_RELAY_HOST, so a local SMTP server (STARTTLS, no AUTH) plays your\n"
-            "<domain>.mail.protection.outlook.com relay. See what it received:\n"
-            f"  curl {relay.info['adminUrl']}/_standin/received"
+        relay = start_smtp_standin("relay", accepted_domains=domains, admin_port=SMTP_ADMIN_PORT)
+        return (
+            relay,
+            {"MAILGW_LOCAL_SMTP_STANDIN": relay.smtp.url},
+            (
+                "No MAILGW_RELAY_HOST, so a local SMTP server (STARTTLS, no AUTH) plays your\n"
+                "<domain>.mail.protection.outlook.com relay. See what it received:\n"
+                f"  curl {relay.info['adminUrl']}/_standin/received"
+            ),
         )
     return None
 
@@ -167,8 +192,10 @@ def main() -> int:
             azurite.stop()
         return 1
     started = _start_standins(values)
-    standins, note = started if started else (None, None)
-    env = {**os.environ, **(standins.gateway_env() if standins else {})}
+    standins, addresses, note = started if started else (None, {}, None)
+    for port_note in standins.port_notes if standins else []:
+        print(f"Note: {port_note}")
+    env = {**os.environ, **addresses, **(standins.gateway_env() if standins else {})}
     host = subprocess.Popen(
         [sys.executable, "-m", "devhost", "--app-dir", str(ROOT), "--port", str(PORT)],
         cwd=ROOT,

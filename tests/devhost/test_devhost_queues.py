@@ -35,8 +35,11 @@ QUEUES = {
         ("FAILING_QUEUE", "fail"),
         ("SLOW_QUEUE", "slow"),
         ("PREPOISONED_QUEUE", "pre"),
+        ("HELD_QUEUE", "held"),
     ]
 }
+#: messages waiting in HELD_QUEUE before the host starts, each held until the test releases it
+HELD = [f"h{i}" for i in range(12)]
 PREPOISONED_TEXT = base64.b64encode(b"dequeued too often").decode()
 
 
@@ -57,9 +60,18 @@ async def _prepoison(azurite: Any) -> None:
             await queue.update_message(received, visibility_timeout=0)
 
 
+async def _prefill_held(azurite: Any) -> None:
+    """All of HELD is in the queue when the host first looks, so its first batch is full."""
+    async with queue_client(_connection(azurite), QUEUES["HELD_QUEUE"]) as queue:
+        await queue.create_queue()
+        for name in HELD:
+            await queue.send_message(json.dumps({"hold": name}))
+
+
 @pytest.fixture(scope="module")
 def host(azurite: Any, start_devhost: StartDevHost) -> DevHostProcess:
     asyncio.run(_prepoison(azurite))
+    asyncio.run(_prefill_held(azurite))
     prefix = "AzureFunctionsJobHost__extensions__queues__"
     return start_devhost(
         "queue_app",
@@ -232,19 +244,42 @@ async def test_a_function_that_blocks_its_event_loop_keeps_its_lease(
     assert len(starts) == 1
 
 
-async def test_concurrency_is_bounded_by_batch_size_and_threshold(
-    host: DevHostProcess, queues: Callable[..., QueueClient]
-) -> None:
-    queue = queues(QUEUES["SLOW_QUEUE"])
-    durations = [0.2, 1.5] * 6  # short ones finish first, so a new batch joins the long ones
-    sent = [await queue.send_message(json.dumps({"seconds": s})) for s in durations]
-    ids = {m.id for m in sent}
+def _held(host: DevHostProcess, phase: str) -> list[dict[str, Any]]:
+    return [r for r in host.records("held") if r["phase"] == phase]
 
-    async def all_done() -> list[dict[str, Any]]:
-        ends = [r for r in host.records("slow") if r["id"] in ids and r["phase"] == "end"]
-        return ends if len(ends) == len(ids) else []
 
-    await wait_until_async(all_done, timeout=60, what="all slow messages to finish")
-    starts = [r for r in host.records("slow") if r["id"] in ids and r["phase"] == "start"]
-    peak = max(r["running"] for r in starts)
-    assert peak == BATCH_SIZE + NEW_BATCH_THRESHOLD
+def _release(host: DevHostProcess, *names: str) -> None:
+    for name in names:
+        (host.out_dir / f"release-{name}").touch()
+
+
+async def test_concurrency_is_bounded_by_batch_size_and_threshold(host: DevHostProcess) -> None:
+    """Every message runs until released, so what runs at once is set by the host's batching
+    alone: a full first batch, a new one only when no more than newBatchThreshold still run."""
+
+    async def started(count: int) -> list[dict[str, Any]]:
+        found = _held(host, "start")
+        return found if len(found) >= count else []
+
+    try:
+        first = await wait_until_async(lambda: started(BATCH_SIZE), what="the first batch")
+        assert [r["running"] for r in first] == [1, 2, 3, 4]  # one batch, and no more ...
+        _release(host, first[0]["hold"], first[1]["hold"])  # ... until only two still run
+        both = BATCH_SIZE + NEW_BATCH_THRESHOLD
+        joined = await wait_until_async(lambda: started(both), what="the second batch")
+        assert [r["running"] for r in joined[BATCH_SIZE:]] == [3, 4, 5, 6]
+        assert {r["hold"] for r in _held(host, "end")} == {first[0]["hold"], first[1]["hold"]}
+    finally:
+        _release(host, *HELD)
+    done = await wait_until_async(
+        lambda: _ended(host, len(HELD)), timeout=30, what="every held message to finish"
+    )
+    assert sorted(r["hold"] for r in done) == sorted(HELD)
+    starts = _held(host, "start")
+    assert len(starts) == len(HELD)  # none was handed out twice
+    assert max(r["running"] for r in starts) == BATCH_SIZE + NEW_BATCH_THRESHOLD
+
+
+async def _ended(host: DevHostProcess, count: int) -> list[dict[str, Any]]:
+    found = _held(host, "end")
+    return found if len(found) >= count else []

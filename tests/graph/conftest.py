@@ -7,22 +7,18 @@ for the resource that MAILGW_GRAPH_ENDPOINT implies.
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from typing import Any
 
 import pytest
-from graph_helpers import Pipeline
+from graph_helpers import mail_queue, make_pipeline, store
 
-from mailgw.delivery import Delivery, RetryPolicy
-from mailgw.queue import MailQueue
 from mailgw.settings import Settings
-from mailgw.transports.base import Transport
 from mailgw.transports.graph import GraphTransport
 from standins.graph import GraphStandIn
 from standins.identity import IdentityStandIn, use_identity_standin
-from support import TEST_SEAL
 
 
 @pytest.fixture
@@ -58,16 +54,14 @@ def graph_settings(graph: GraphStandIn, identity: IdentityStandIn) -> Callable[.
 
 @pytest.fixture
 async def transport(graph_settings: Callable[..., Settings]) -> AsyncIterator[GraphTransport]:
-    graph_transport = GraphTransport(graph_settings())
-    yield graph_transport
-    await graph_transport.aclose()
+    async with aclosing(GraphTransport(graph_settings())) as graph_transport:
+        yield graph_transport
 
 
 @pytest.fixture
 async def draft_transport(graph_settings: Callable[..., Settings]) -> AsyncIterator[GraphTransport]:
-    graph_transport = GraphTransport(graph_settings(MAILGW_GRAPH_MODE="draft"))
-    yield graph_transport
-    await graph_transport.aclose()
+    async with aclosing(GraphTransport(graph_settings(MAILGW_GRAPH_MODE="draft"))) as drafts:
+        yield drafts
 
 
 @pytest.fixture
@@ -82,44 +76,4 @@ def queue_settings(graph_settings: Callable[..., Settings], azurite: Any) -> Set
     )
 
 
-@pytest.fixture
-async def mail_queue(queue_settings: Settings) -> AsyncIterator[MailQueue]:
-    queue = MailQueue(
-        queue_settings.storage(),
-        queue_settings.queue,
-        queue_settings.payload_container,
-        TEST_SEAL,
-    )
-    yield queue
-    await queue.close()
-
-
-@pytest.fixture
-async def delivery_extras(queue_settings: Settings) -> AsyncIterator[dict[str, Any]]:
-    """What Delivery needs besides settings, queue and transport (the state store, where the
-    core has one)."""
-    if "store" not in {f.name for f in dataclasses.fields(Delivery)}:
-        yield {}
-        return
-    from mailgw.store import StateStore
-
-    store = StateStore(queue_settings.storage(), getattr(queue_settings, "state_table", "state"))
-    yield {"store": store}
-    await store.close()
-
-
-#: retries become visible at once (queue delays are whole seconds; backoff this small rounds to 0)
-FAST_RETRIES = RetryPolicy(max_attempts=8, base_seconds=0.001, cap_seconds=0.001)
-
-
-@pytest.fixture
-def make_pipeline(
-    queue_settings: Settings, mail_queue: MailQueue, delivery_extras: dict[str, Any]
-) -> Callable[..., Pipeline]:
-    """``make_pipeline(transport, retry=RetryPolicy(...))``: Delivery on the real queues."""
-
-    def make(transport: Transport, retry: RetryPolicy = FAST_RETRIES) -> Pipeline:
-        delivery = Delivery(queue_settings, mail_queue, transport, retry=retry, **delivery_extras)
-        return Pipeline(mail_queue, delivery)
-
-    return make
+__all__ = ["mail_queue", "make_pipeline", "store"]  # shared fixtures, with graph_helpers

@@ -6,17 +6,21 @@ from __future__ import annotations
 import base64
 import hashlib
 import uuid
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
-from mailgw.delivery import Delivery, Outcome
+from mailgw.delivery import Delivery, Outcome, RetryPolicy
 from mailgw.models import Envelope, SendRequest
 from mailgw.queue import MailQueue
-from mailgw.transports.base import OutboundMessage
-from support import pull, wait_until_async
+from mailgw.settings import Settings
+from mailgw.store import StateStore
+from mailgw.transports.base import OutboundMessage, Transport
+from support import TEST_SEAL, pull, wait_until_async
 
 SENDER = "noreply@contoso.com"
 SHARED = "shared-billing@contoso.com"
@@ -163,3 +167,43 @@ class Pipeline:
 
     async def is_empty(self) -> bool:
         return await pull(self.queue) is None
+
+
+# --- fixtures for a conftest that defines ``queue_settings`` (import them there) ---------------
+
+#: retries become visible at once (queue delays are whole seconds; backoff this small rounds to 0)
+FAST_RETRIES = RetryPolicy(max_attempts=8, base_seconds=0.001, cap_seconds=0.001)
+
+
+@pytest.fixture
+async def mail_queue(queue_settings: Settings) -> AsyncIterator[MailQueue]:
+    queue = MailQueue(
+        queue_settings.storage(),
+        queue_settings.queue,
+        queue_settings.payload_container,
+        TEST_SEAL,
+    )
+    yield queue
+    await queue.close()
+
+
+@pytest.fixture
+async def store(queue_settings: Settings) -> AsyncIterator[StateStore]:
+    """The message states on Azurite: what Delivery needs besides settings, queue, transport."""
+    state = StateStore(queue_settings.storage(), queue_settings.state_table)
+    yield state
+    await state.close()
+
+
+@pytest.fixture
+def make_pipeline(
+    queue_settings: Settings, mail_queue: MailQueue, store: StateStore
+) -> Callable[..., Pipeline]:
+    """``make_pipeline(transport, retry=RetryPolicy(...))``: Delivery on the real queues and
+    state table."""
+
+    def make(transport: Transport, retry: RetryPolicy = FAST_RETRIES) -> Pipeline:
+        delivery = Delivery(queue_settings, mail_queue, transport, store, retry=retry)
+        return Pipeline(mail_queue, delivery)
+
+    return make

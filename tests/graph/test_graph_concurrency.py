@@ -9,6 +9,7 @@ import asyncio
 from graph_helpers import SENDER, body, outbound
 
 from mailgw.transports.graph import GraphTransport
+from standins import poll_until_async
 from standins.graph import GraphStandIn
 
 OTHER = "alerts@contoso.com"
@@ -18,7 +19,11 @@ async def test_a_burst_from_one_mailbox_uses_four_slots_and_collects_no_429(
     transport: GraphTransport, graph: GraphStandIn
 ) -> None:
     graph.latency_seconds = 0.05
-    await asyncio.gather(*(transport.send(outbound(body(subject=f"m{i}"))) for i in range(50)))
+    held = graph.hold_answers(n=4)  # the first four stay in flight until all four slots are used
+    burst = asyncio.gather(*(transport.send(outbound(body(subject=f"m{i}"))) for i in range(50)))
+    await poll_until_async(lambda: held.holding == 4, what="four requests in flight")
+    held.release()
+    await burst
 
     assert len(graph.delivered) == 50
     assert sorted(d.subject or "" for d in graph.delivered) == sorted(f"m{i}" for i in range(50))
@@ -32,9 +37,13 @@ async def test_draft_mode_requests_share_the_same_four_slots(
     draft_transport: GraphTransport, graph: GraphStandIn
 ) -> None:
     graph.latency_seconds = 0.02
-    await asyncio.gather(
+    held = graph.hold_answers(n=4, operation="createMessage")
+    burst = asyncio.gather(
         *(draft_transport.send(outbound(body(subject=f"d{i}"))) for i in range(12))
     )
+    await poll_until_async(lambda: held.holding == 4, what="four drafts being created at once")
+    held.release()
+    await burst
     assert len(graph.delivered) == 12
     assert 3 <= graph.max_in_flight[SENDER] <= 4
     assert not [r for r in graph.requests if r.status == 429]
@@ -62,8 +71,8 @@ async def test_a_busy_mailbox_does_not_block_another(
 ) -> None:
     await transport.send(outbound(body(subject="warm-up")))  # token and connections
     graph.reset()
-    # SENDER's four slots are held by requests Graph answers only after 1.5 s
-    graph.accept_then_fail(mode="delay", delay_seconds=1.5, n=4, mailbox=SENDER)
+    # SENDER's four slots are held by requests Graph answers only when the test says so
+    held = graph.hold_answers(n=4, mailbox=SENDER)
     busy = [
         asyncio.create_task(transport.send(outbound(body(subject=f"busy {i}")))) for i in range(5)
     ]
@@ -72,9 +81,10 @@ async def test_a_busy_mailbox_does_not_block_another(
     await transport.send(outbound(body(**{"from": OTHER}, subject="other")))
     other = graph.requests_for("sendMail", OTHER)[0]
     assert other.status == 202
-    assert not any(t.done() for t in busy)  # SENDER is still busy ...
+    assert held.holding == 4 and not any(t.done() for t in busy)  # SENDER is still busy ...
     assert len(graph.requests_for("sendMail", SENDER)) == 4  # ... and its fifth waits its turn
 
+    held.release()
     await asyncio.gather(*busy)
     first_four = graph.requests_for("sendMail", SENDER)[:4]
     fifth = graph.requests_for("sendMail", SENDER)[4]

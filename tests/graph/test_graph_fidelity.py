@@ -202,10 +202,13 @@ async def test_save_to_sent_items_is_passed_on(
 async def test_draft_mode_always_keeps_a_copy_in_sent_items(
     draft_transport: GraphTransport, graph: GraphStandIn
 ) -> None:
-    """Documented limit (README): a sent draft is always saved, whatever saveToSentItems says."""
-    await draft_transport.send(outbound(body(saveToSentItems=False)))
-    assert only_delivery(graph).save_to_sent_items is True
+    """Documented limit (README): a sent draft is always saved, whatever saveToSentItems says
+    (the gateway does not, say, delete it from Sent Items afterwards)."""
+    await draft_transport.send(outbound(body(subject="kept", saveToSentItems=False)))
+    assert only_delivery(graph).via == "draft"
     assert [r.operation for r in graph.requests] == ["createMessage", "send"]
+    sent_items = graph.drafts.in_folder(SENDER, "SentItems")
+    assert [item.message["subject"] for item in sent_items] == ["kept"]
 
 
 async def test_custom_headers_are_internet_message_headers(

@@ -321,3 +321,31 @@ def test_token_roles_are_read_for_the_diagnosis_only() -> None:
     assert token_roles(signed) == "roles: Mail.Send"
     assert token_roles(jwt.encode({}, "k" * 32, algorithm="HS256")) == "roles: none"
     assert token_roles("opaque") == "an opaque token"
+
+
+@pytest.mark.parametrize(
+    ("granted", "mode", "refused"),
+    [
+        (("Mail.Send",), "draft", "createMessage"),  # draft mode also needs Mail.ReadWrite
+        (("Mail.ReadWrite",), "sendmail", "sendMail"),
+        (("Mail.ReadWrite",), "draft", "send"),
+    ],
+)
+async def test_a_missing_graph_permission_is_a_permanent_access_denied(
+    graph_settings: Callable[..., Settings],
+    graph: GraphStandIn,
+    identity: IdentityStandIn,
+    granted: tuple[str, ...],
+    mode: str,
+    refused: str,
+) -> None:
+    identity.app_roles = granted
+    transport = GraphTransport(graph_settings(MAILGW_GRAPH_MODE=mode))
+    try:
+        with pytest.raises(DeliveryError) as denied:
+            await transport.send(outbound(body(subject="denied")))
+    finally:
+        await transport.aclose()
+    assert (denied.value.code, denied.value.transient) == ("graph/ErrorAccessDenied", False)
+    assert (graph.requests[-1].operation, graph.requests[-1].status) == (refused, 403)
+    assert graph.delivered == []

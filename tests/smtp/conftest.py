@@ -13,40 +13,24 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from typing import Any
 
 import pytest
-from smtp_helpers import Pipeline
+from graph.graph_helpers import mail_queue, make_pipeline, store
 
-from mailgw.delivery import Delivery, RetryPolicy
-from mailgw.queue import MailQueue
 from mailgw.settings import Settings
-from mailgw.store import StateStore
-from mailgw.transports.base import Transport
 from mailgw.transports.smtp import SmtpTransport
-from standins.identity import IdentityStandIn
+from standins.identity import IdentityStandIn, use_identity_standin
 from standins.smtp import SmtpStandIn
-from support import TEST_SEAL
 
-#: variables that would make azure-identity pick another managed identity flavour than App Service
-OTHER_MI_VARIABLES = (
-    "IDENTITY_SERVER_THUMBPRINT",
-    "IMDS_ENDPOINT",
-    "MSI_ENDPOINT",
-    "MSI_SECRET",
-    "AZURE_FEDERATED_TOKEN_FILE",
-    "AZURE_CLIENT_ID",
-)
 ALLOWED_SENDERS = "*@contoso.com,*@fabrikam.com"
 
 
 @pytest.fixture
 async def identity(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[IdentityStandIn]:
     async with IdentityStandIn() as server:
-        for name in OTHER_MI_VARIABLES:
-            monkeypatch.delenv(name, raising=False)
-        for name, value in server.env().items():
-            monkeypatch.setenv(name, value)
+        use_identity_standin(server, monkeypatch)
         yield server
 
 
@@ -105,16 +89,14 @@ def relay_settings(relay_server: SmtpStandIn) -> Callable[..., Settings]:
 
 @pytest.fixture
 async def transport(smtp_settings: Callable[..., Settings]) -> AsyncIterator[SmtpTransport]:
-    smtp_transport = SmtpTransport(smtp_settings())
-    yield smtp_transport
-    await smtp_transport.aclose()
+    async with aclosing(SmtpTransport(smtp_settings())) as smtp_transport:
+        yield smtp_transport
 
 
 @pytest.fixture
 async def relay(relay_settings: Callable[..., Settings]) -> AsyncIterator[SmtpTransport]:
-    relay_transport = SmtpTransport(relay_settings(), relay=True)
-    yield relay_transport
-    await relay_transport.aclose()
+    async with aclosing(SmtpTransport(relay_settings(), relay=True)) as relay_transport:
+        yield relay_transport
 
 
 @pytest.fixture
@@ -134,37 +116,4 @@ def queue_settings(azurite: Any) -> Settings:
     )
 
 
-@pytest.fixture
-async def mail_queue(queue_settings: Settings) -> AsyncIterator[MailQueue]:
-    queue = MailQueue(
-        queue_settings.storage(),
-        queue_settings.queue,
-        queue_settings.payload_container,
-        TEST_SEAL,
-    )
-    yield queue
-    await queue.close()
-
-
-@pytest.fixture
-async def store(queue_settings: Settings) -> AsyncIterator[StateStore]:
-    state = StateStore(queue_settings.storage(), queue_settings.state_table)
-    yield state
-    await state.close()
-
-
-#: retries become visible at once (queue delays are whole seconds; backoff this small rounds to 0)
-FAST_RETRIES = RetryPolicy(max_attempts=8, base_seconds=0.001, cap_seconds=0.001)
-
-
-@pytest.fixture
-def make_pipeline(
-    queue_settings: Settings, mail_queue: MailQueue, store: StateStore
-) -> Callable[..., Pipeline]:
-    """``make_pipeline(transport)``: Delivery on the real queues and state table."""
-
-    def make(transport: Transport, retry: RetryPolicy = FAST_RETRIES) -> Pipeline:
-        delivery = Delivery(queue_settings, mail_queue, transport, store, retry=retry)
-        return Pipeline(mail_queue, delivery)
-
-    return make
+__all__ = ["mail_queue", "make_pipeline", "store"]  # shared fixtures, with graph_helpers

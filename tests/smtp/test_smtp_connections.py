@@ -14,11 +14,16 @@ from smtp_helpers import SENDER, body, outbound, parse
 
 from mailgw.settings import Settings
 from mailgw.transports.smtp import SmtpTransport
+from standins.faults import Gate
 from standins.identity import IdentityStandIn
 from standins.smtp import SmtpStandIn
 from support import wait_until_async
 
 MAILBOXES = ("noreply@contoso.com", "alerts@contoso.com", "billing@contoso.com")
+
+
+async def _holding(gate: Gate, count: int) -> bool:
+    return gate.holding >= count
 
 
 def parse_subject(data: bytes) -> str:
@@ -40,11 +45,18 @@ async def test_sequential_messages_of_a_mailbox_share_one_connection(
     assert {r.connection_id for r in smtp.received} == {connection.id}
 
 
-async def test_concurrent_messages_of_a_mailbox_use_at_most_three_connections(
+async def test_concurrent_messages_of_a_mailbox_use_three_connections_and_no_more(
     transport: SmtpTransport, smtp: SmtpStandIn
 ) -> None:
-    await asyncio.gather(*(transport.send(outbound(body(subject=f"c{i}"))) for i in range(10)))
+    held = smtp.hold_data(3)  # the first three messages stay in DATA until released
+    burst = asyncio.gather(*(transport.send(outbound(body(subject=f"c{i}"))) for i in range(10)))
+    # sent one after another, the first held message would block the rest: three at once
+    await wait_until_async(lambda: _holding(held, 3), what="three messages in DATA at once")
+    assert len(smtp.open_connections) == 3
+    held.release()
+    await burst
 
+    assert smtp.max_concurrent_by_user[SENDER] == 3
     assert sorted(parse_subject(r.data) for r in smtp.received) == sorted(
         f"c{i}" for i in range(10)
     )

@@ -5,6 +5,12 @@ for the real client libraries (azure-identity, msgraph-sdk/kiota) to run their o
   ``IDENTITY_HEADER``) and a minimal Entra ID token endpoint for the federated flow.
 - :mod:`standins.graph`: the Microsoft Graph v1.0 mail endpoints (sendMail, drafts, attachments,
   upload sessions), with recording and fault injection.
+- :mod:`standins.smtp`: Exchange Online's SMTP submission and relay endpoints (aiosmtpd).
+- :mod:`standins.entra`: Entra ID as a resource API sees it (OpenID metadata, signing keys).
+
+What they share lives here: the server lifecycle (:class:`StandInServer`), one fault model
+(:mod:`standins.faults`), one admin API shape and its client (:mod:`standins.admin`), and one way
+to wait for what they recorded (:mod:`standins.waiting`).
 
 Every stand-in shares the lifecycle of :class:`StandInServer`: ``async with`` in the test's event
 loop, ``start_in_thread()`` / ``stop()`` for synchronous tests, and a ``python -m`` command line
@@ -15,33 +21,35 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import json
 import signal
 import socket
 import sys
 import threading
-import time
-import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Collection, Mapping
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Generic, Self
 
 from aiohttp import web
 
-from support import wait_until
+from standins.admin import RemoteAdmin, admin_routes
+from standins.faults import F, FaultQueue
+from standins.waiting import poll_until, poll_until_async, wait_recorded, wait_recorded_async
 
 __all__ = [
     "LOOPBACK",
     "RemoteAdmin",
     "StandInServer",
+    "grants",
     "json_response",
     "poll_until",
     "poll_until_async",
+    "wait_recorded",
+    "wait_recorded_async",
 ]
 
 LOOPBACK = "127.0.0.1"
-
-T = TypeVar("T")
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -55,7 +63,7 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-class StandInServer:
+class StandInServer(Generic[F]):
     """An aiohttp application on a loopback socket, usable three ways.
 
     ``async with Server() as s`` starts it in the running loop; ``s = Server().start_in_thread()``
@@ -63,20 +71,27 @@ class StandInServer:
     SIGINT/SIGTERM and prints one ``READY {json}`` line first, so a parent process can wait for it.
 
     State that tests read (lists of recorded requests) is appended from the server's loop; list
-    appends are atomic, so a test thread may read them while the server runs.
+    appends are atomic, so a test thread may read them while the server runs. Scripted faults wait
+    in :attr:`fault_queue`; :meth:`new_app` serves the admin API (:mod:`standins.admin`) from the
+    hooks below, which a stand-in overrides where it records, takes faults or has settings.
+
+    ``port_fallback``: when ``port`` is taken, listen on a free port instead (``make run`` asks
+    for a fixed port so its address stays the same from run to run, but must not fail because
+    another program has it); :attr:`requested_port` keeps what was asked for.
     """
 
     #: seconds aiohttp waits for running handlers when the server closes
     shutdown_timeout = 0.5
 
-    def __init__(self, *, host: str = LOOPBACK, port: int = 0) -> None:
+    def __init__(self, *, host: str = LOOPBACK, port: int = 0, port_fallback: bool = False) -> None:
         self.host = host
-        self._requested_port = port
+        self.requested_port = port
+        self.port_fallback = port_fallback
+        self.fault_queue: FaultQueue[F] = FaultQueue()
         self._port: int | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
         self._thread_loop: asyncio.AbstractEventLoop | None = None
-        self._lock = threading.Lock()
 
     # --- to implement -------------------------------------------------------------------------
     def build_app(self) -> web.Application:
@@ -88,18 +103,62 @@ class StandInServer:
     async def _on_close(self) -> None:
         """Hook for subclasses to release resources."""
 
+    # --- the admin API (see standins.admin) ---------------------------------------------------
+    def new_app(self, **options: Any) -> web.Application:
+        """An application that already serves the admin API; add the protocol's routes to it."""
+        app = web.Application(**options)
+        app.router.add_routes(admin_routes(self))
+        return app
+
+    def recordings(self) -> Mapping[str, list[Any]]:
+        """What ``GET /_standin/<name>`` lists (items with ``to_json()``); reset clears them."""
+        return {}
+
+    def stats(self) -> dict[str, Any]:
+        counts: dict[str, Any] = {name: len(items) for name, items in self.recordings().items()}
+        return {**counts, "pendingFaults": self.pending_fault_count()}
+
+    def add_fault_json(self, item: Mapping[str, Any]) -> object:
+        """Script a fault from its JSON form (``POST /_standin/faults``)."""
+        raise ValueError(f"{type(self).__name__} takes no scripted faults")
+
+    def add_fault(self, fault: F) -> F:
+        """Script ``fault`` (see :mod:`standins.faults`)."""
+        return self.fault_queue.add(fault)
+
+    def pending_fault_count(self) -> int:
+        return len(self.fault_queue)
+
+    def clear_faults(self) -> None:
+        self.fault_queue.clear()
+
+    def reset(self) -> None:
+        """Forget scripted faults and everything recorded."""
+        self.fault_queue.clear()
+        for items in self.recordings().values():
+            items.clear()
+
+    def configure_json(self, config: Mapping[str, Any]) -> None:
+        """Change settings from their JSON form (``POST /_standin/config``)."""
+        if config:
+            raise ValueError(f"{type(self).__name__} has no settings {sorted(config)}")
+
     # --- address ------------------------------------------------------------------------------
     @property
     def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError(f"{type(self).__name__} is not started")
-        return self._port
+        """The port of the HTTP app (a stand-in with another protocol may redefine it)."""
+        return self._http_port()
 
     @property
     def url(self) -> str:
-        """``http://127.0.0.1:PORT`` (no trailing slash)."""
+        """``http://127.0.0.1:PORT`` of the HTTP app (no trailing slash)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"http://{host}:{self._http_port()}"
+
+    def _http_port(self) -> int:
+        if self._port is None:
+            raise RuntimeError(f"{type(self).__name__} is not started")
+        return self._port
 
     @property
     def started(self) -> bool:
@@ -118,13 +177,21 @@ class StandInServer:
             handler_cancellation=True,
         )
         await runner.setup()
-        sock = _bind(self.host, self._requested_port)
+        sock = self._bind_main_socket()
         site = web.SockSite(runner, sock)
         await site.start()
         self._port = int(sock.getsockname()[1])
         self._runner = runner
         await self._start_extra_sites(runner)
         return self
+
+    def _bind_main_socket(self) -> socket.socket:
+        try:
+            return _bind(self.host, self.requested_port)
+        except OSError as exc:
+            if not (self.port_fallback and self.requested_port and exc.errno == errno.EADDRINUSE):
+                raise
+            return _bind(self.host, 0)
 
     async def close(self) -> None:
         runner, self._runner = self._runner, None
@@ -198,6 +265,11 @@ class StandInServer:
     def ready_info(self) -> dict[str, Any]:
         return {"url": self.url}
 
+    @property
+    def port_taken(self) -> bool:
+        """Whether the fixed port asked for was taken, so another one serves (``port_fallback``)."""
+        return bool(self.requested_port) and self._port != self.requested_port
+
     def run_cli(self) -> None:
         """Serve until SIGINT/SIGTERM; first print ``READY {json}`` (see :meth:`ready_info`)."""
 
@@ -207,7 +279,10 @@ class StandInServer:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
-            sys.stdout.write("READY " + json.dumps(self.ready_info()) + "\n")
+            info = self.ready_info()
+            if self.port_taken:
+                info["portTaken"] = self.requested_port
+            sys.stdout.write("READY " + json.dumps(info) + "\n")
             sys.stdout.flush()
             try:
                 await stop.wait()
@@ -215,6 +290,14 @@ class StandInServer:
                 await self.close()
 
         asyncio.run(main())
+
+
+def grants(mapping: Mapping[str, Collection[str]] | None) -> dict[str, set[str]] | None:
+    """``{mailbox: addresses}`` in lower case (Exchange compares addresses case-insensitively);
+    ``None`` stays ``None`` (no check)."""
+    if mapping is None:
+        return None
+    return {key.lower(): {value.lower() for value in values} for key, values in mapping.items()}
 
 
 def json_response(
@@ -226,43 +309,3 @@ def json_response(
         content_type="application/json",
         headers=headers,
     )
-
-
-class RemoteAdmin:
-    """Synchronous client of a stand-in's ``/_standin/...`` admin endpoints in another process."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url.rstrip("/")
-
-    def _call(self, method: str, what: str, payload: Any = None) -> Any:
-        data = None if payload is None else json.dumps(payload).encode()
-        request = urllib.request.Request(
-            f"{self.url}/_standin/{what}",
-            data=data,
-            method=method,
-            headers={"Content-Type": "application/json"} if data else {},
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:  # loopback only
-            body = response.read()
-        return json.loads(body) if body else None
-
-
-def poll_until(predicate: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
-    """Poll ``predicate`` every 10 ms until truthy (thread-safe reads of stand-in state)."""
-    return wait_until(predicate, timeout=timeout, interval=0.01, what=what)
-
-
-async def poll_until_async(
-    predicate: Callable[[], T | Awaitable[T]], timeout: float = 10.0, what: str = "condition"
-) -> T:
-    """Async twin of :func:`poll_until`; ``predicate`` may be sync or async."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if isinstance(value, Awaitable):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)

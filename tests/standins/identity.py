@@ -33,14 +33,18 @@ the credential is built with ``authority=identity.authority, connection_verify=i
 
 Tokens are opaque to clients but verifiable by :mod:`standins.graph` (shared HMAC key)::
 
-    <kind>.<client_id>.<b64url(resource)>.<b64url(tenant)>.<expires_on>.<serial>.<hmac>
+    <kind>.<client_id>.<b64url(resource)>.<b64url(tenant)>.<expires_on>.<serial>.<b64url(roles)>.<hmac>
 
-``kind`` is ``mi`` (managed identity) or ``app`` (client credentials).
+``kind`` is ``mi`` (managed identity) or ``app`` (client credentials). ``roles`` are the application
+permissions the identity holds (Entra's ``roles`` claim, space-separated here): every token carries
+:attr:`IdentityStandIn.app_roles`, by default what the gateway is granted in draft mode
+(``Mail.Send`` and ``Mail.ReadWrite``); the Graph stand-in refuses an operation whose permission
+is missing. (Entra puts only the roles for the token's resource in it; here one set serves every
+resource, since a stand-in's resource is its own URL.)
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import datetime as dt
 import hashlib
@@ -59,9 +63,11 @@ from typing import Any, Literal
 from aiohttp import web
 
 from standins import LOOPBACK, StandInServer, _bind, json_response
+from standins.faults import ScriptedFault
 
 __all__ = [
     "DEFAULT_SIGNING_KEY",
+    "GATEWAY_APP_ROLES",
     "GRAPH_RESOURCE",
     "SYSTEM_ASSIGNED_CLIENT_ID",
     "TOKEN_EXCHANGE_RESOURCE",
@@ -78,6 +84,8 @@ __all__ = [
 DEFAULT_SIGNING_KEY = b"mailgw-standins-token-key-v1"
 GRAPH_RESOURCE = "https://graph.microsoft.com"
 TOKEN_EXCHANGE_RESOURCE = "api://AzureADTokenExchange"
+#: the application permissions the gateway's identity is granted (draft mode needs both)
+GATEWAY_APP_ROLES = ("Mail.ReadWrite", "Mail.Send")
 #: client id reported for the system-assigned identity
 SYSTEM_ASSIGNED_CLIENT_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "mailgw-standin-system-identity"))
 API_VERSION = "2019-08-01"
@@ -99,6 +107,8 @@ class TokenClaims:
     tenant: str
     expires_on: int
     serial: int
+    #: the application permissions (Entra's ``roles`` claim)
+    roles: tuple[str, ...] = ()
 
 
 def _b64u(data: bytes) -> str:
@@ -122,6 +132,7 @@ def issue_token(
     *,
     tenant: str = "",
     key: bytes = DEFAULT_SIGNING_KEY,
+    roles: Collection[str] = GATEWAY_APP_ROLES,
 ) -> str:
     if "." in kind or "." in client_id:
         raise ValueError("kind and client_id must not contain '.'")
@@ -133,6 +144,7 @@ def issue_token(
             _b64u(tenant.encode()),
             str(expires_on),
             str(serial),
+            _b64u(" ".join(roles).encode()),
         ]
     )
     return f"{payload}.{_sign(payload, key)}"
@@ -143,12 +155,12 @@ def verify_token(
 ) -> TokenClaims:
     """Return the claims of a token issued with ``key``; raise :class:`InvalidToken` otherwise."""
     parts = token.split(".")
-    if len(parts) != 7:
+    if len(parts) != 8:
         raise InvalidToken("IDX14100: JWT is not well formed.")
-    payload, signature = ".".join(parts[:6]), parts[6]
+    payload, signature = ".".join(parts[:7]), parts[7]
     if not hmac.compare_digest(_sign(payload, key), signature):
         raise InvalidToken("Signature validation failed.")
-    kind, client_id, resource, tenant, expires_on, serial = parts[:6]
+    kind, client_id, resource, tenant, expires_on, serial, roles = parts[:7]
     claims = TokenClaims(
         kind=kind,
         client_id=client_id,
@@ -156,6 +168,7 @@ def verify_token(
         tenant=_unb64u(tenant).decode(),
         expires_on=int(expires_on),
         serial=int(serial),
+        roles=tuple(_unb64u(roles).decode().split()),
     )
     if claims.expires_on <= (time.time() if now is None else now):
         raise InvalidToken("Lifetime validation failed, the token is expired.")
@@ -176,6 +189,7 @@ class TokenIssue:
     tenant: str = ""
     #: for client_credentials: the managed identity whose token was the client assertion
     assertion_client_id: str | None = None
+    roles: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -198,11 +212,10 @@ class IdentityRequest:
         return asdict(self)
 
 
-@dataclass
-class _Fault:
+@dataclass(kw_only=True)
+class _Fault(ScriptedFault):
     status: int
     message: str
-    remaining: int
     retry_after: str | None
     flow: Flow | None
 
@@ -294,7 +307,7 @@ def _make_tls_material() -> _TlsMaterial:
     return material
 
 
-class IdentityStandIn(StandInServer):
+class IdentityStandIn(StandInServer[_Fault]):
     """App Service managed identity endpoint + Entra ID client-credentials token endpoint.
 
     Knobs (plain attributes, changeable while running): ``lifetime_seconds`` (default 86,400, as
@@ -303,7 +316,8 @@ class IdentityStandIn(StandInServer):
     ``expected_client_id`` (the only user-assigned identity the app has; another ``client_id`` is
     400), ``system_assigned`` (whether a request without ``client_id`` gets a token),
     ``federations`` (app client id -> managed identity client ids trusted as its federated
-    credential; ``None`` trusts any identity), ``tenant_id`` (``None`` accepts any tenant).
+    credential; ``None`` trusts any identity), ``tenant_id`` (``None`` accepts any tenant),
+    ``app_roles`` (the application permissions every token carries).
     """
 
     def __init__(
@@ -320,20 +334,22 @@ class IdentityStandIn(StandInServer):
         tls_port: int = 0,
         tenant_id: str | None = None,
         federations: Mapping[str, Collection[str]] | None = None,
+        port_fallback: bool = False,
+        app_roles: Collection[str] = GATEWAY_APP_ROLES,
     ) -> None:
-        super().__init__(host=host, port=port)
+        super().__init__(host=host, port=port, port_fallback=port_fallback)
         self.identity_header = identity_header or secrets.token_hex(16)
         self.lifetime_seconds = lifetime_seconds
         self.expected_client_id = expected_client_id
         self.system_assigned = system_assigned
         self.signing_key = signing_key
         self.tenant_id = tenant_id
+        self.app_roles: tuple[str, ...] = tuple(app_roles)
         self.federations = (
             None if federations is None else {k: set(v) for k, v in federations.items()}
         )
         self.issued: list[TokenIssue] = []
         self.requests: list[IdentityRequest] = []
-        self._faults: list[_Fault] = []
         self._serial = itertools.count(1)
         self._tls = tls
         self._requested_tls_port = tls_port
@@ -388,29 +404,38 @@ class IdentityStandIn(StandInServer):
         message: str | None = None,
         retry_after: float | None = None,
         flow: Flow | None = None,
-    ) -> None:
+    ) -> _Fault:
         """Answer the next ``n`` token requests (of ``flow``, or any) with ``status``."""
-        with self._lock:
-            self._faults.append(
-                _Fault(
-                    status=status,
-                    message=message or f"stand-in injected failure ({status})",
-                    remaining=n,
-                    retry_after=None if retry_after is None else f"{retry_after:g}",
-                    flow=flow,
-                )
+        return self.fault_queue.add(
+            _Fault(
+                status=status,
+                message=message or f"stand-in injected failure ({status})",
+                remaining=n,
+                retry_after=None if retry_after is None else f"{retry_after:g}",
+                flow=flow,
             )
+        )
 
-    def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
+    # --- admin (standins.admin): reset forgets tokens issued, which stay valid ------------------
+    def recordings(self) -> Mapping[str, list[Any]]:
+        return {"issued": self.issued, "requests": self.requests}
 
-    def reset(self) -> None:
-        """Forget issued tokens, requests and faults (tokens already issued stay valid)."""
-        with self._lock:
-            self._faults.clear()
-            self.issued.clear()
-            self.requests.clear()
+    def configure_json(self, config: Mapping[str, Any]) -> None:
+        """``appRoles``: the application permissions the tokens issued from now on carry."""
+        if set(config) - {"appRoles"}:
+            raise ValueError(f"unknown settings {sorted(set(config) - {'appRoles'})}")
+        if "appRoles" in config:
+            self.app_roles = tuple(str(role) for role in config["appRoles"])
+
+    def add_fault_json(self, item: Mapping[str, Any]) -> object:
+        """``{"status", "n", "message", "retryAfter", "flow"}``."""
+        return self.fail_next(
+            int(item["status"]),
+            int(item.get("n", 1)),
+            message=item.get("message"),
+            retry_after=item.get("retryAfter"),
+            flow=item.get("flow"),
+        )
 
     def tokens_for(self, resource: str) -> list[TokenIssue]:
         return [t for t in self.issued if t.resource.rstrip("/") == resource.rstrip("/")]
@@ -419,14 +444,7 @@ class IdentityStandIn(StandInServer):
         return verify_token(token, key=self.signing_key)
 
     def _take_fault(self, flow: Flow) -> _Fault | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.remaining > 0 and fault.flow in (None, flow):
-                    fault.remaining -= 1
-                    if fault.remaining == 0:
-                        self._faults.remove(fault)
-                    return fault
-        return None
+        return self.fault_queue.take(lambda fault: fault.flow in (None, flow))
 
     def _issue(
         self,
@@ -447,6 +465,7 @@ class IdentityStandIn(StandInServer):
             next(self._serial),
             tenant=tenant,
             key=self.signing_key,
+            roles=self.app_roles,
         )
         issue = TokenIssue(
             flow=flow,
@@ -458,20 +477,16 @@ class IdentityStandIn(StandInServer):
             token=token,
             tenant=tenant,
             assertion_client_id=assertion_client_id,
+            roles=self.app_roles,
         )
         self.issued.append(issue)
         return issue
 
     # --- server -------------------------------------------------------------------------------
     def build_app(self) -> web.Application:
-        app = web.Application()
+        app = self.new_app()
         app.router.add_get("/msi/token", self._managed_identity)
         app.router.add_post("/{tenant}/oauth2/v2.0/token", self._entra_token)
-        app.router.add_get("/_standin/issued", self._admin_issued)
-        app.router.add_get("/_standin/requests", self._admin_requests)
-        app.router.add_post("/_standin/faults", self._admin_faults)
-        app.router.add_delete("/_standin/faults", self._admin_clear_faults)
-        app.router.add_post("/_standin/reset", self._admin_reset)
         return app
 
     async def _start_extra_sites(self, runner: web.AppRunner) -> None:
@@ -679,39 +694,13 @@ class IdentityStandIn(StandInServer):
             }
         )
 
-    # --- admin (for tests whose client is another process) --------------------------------------
-    async def _admin_issued(self, request: web.Request) -> web.Response:
-        return json_response([t.to_json() for t in self.issued])
-
-    async def _admin_requests(self, request: web.Request) -> web.Response:
-        return json_response([r.to_json() for r in self.requests])
-
-    async def _admin_faults(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        self.fail_next(
-            int(body["status"]),
-            int(body.get("n", 1)),
-            message=body.get("message"),
-            retry_after=body.get("retryAfter"),
-            flow=body.get("flow"),
-        )
-        return json_response({"ok": True}, status=201)
-
-    async def _admin_clear_faults(self, request: web.Request) -> web.Response:
-        self.clear_faults()
-        return web.Response(status=204)
-
-    async def _admin_reset(self, request: web.Request) -> web.Response:
-        self.reset()
-        return web.Response(status=204)
-
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m standins.identity",
-        description="App Service managed identity + Entra token endpoint stand-in (loopback).",
+    from standins.cli import signing_key, stand_in_parser
+
+    parser = stand_in_parser(
+        "identity", "App Service managed identity + Entra token endpoint stand-in (loopback)."
     )
-    parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--identity-header", default=None, help="IDENTITY_HEADER (random)")
     parser.add_argument("--client-id", default=None, help="the only user-assigned identity")
     parser.add_argument("--no-system-assigned", action="store_true")
@@ -719,18 +708,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tls", action="store_true", help="also serve the Entra endpoint on TLS")
     parser.add_argument("--tls-port", type=int, default=0)
     parser.add_argument("--tenant-id", default=None)
-    parser.add_argument("--signing-key", default=None, help="shared with standins.graph")
+    parser.add_argument(
+        "--app-role",
+        action="append",
+        default=None,
+        help=f"application permission in every token (repeatable; default {GATEWAY_APP_ROLES})",
+    )
     args = parser.parse_args(argv)
     IdentityStandIn(
         port=args.port,
+        port_fallback=args.port_fallback,
         identity_header=args.identity_header,
         lifetime_seconds=args.lifetime,
         expected_client_id=args.client_id,
         system_assigned=not args.no_system_assigned,
-        signing_key=args.signing_key.encode() if args.signing_key else DEFAULT_SIGNING_KEY,
+        signing_key=signing_key(args),
         tls=args.tls,
         tls_port=args.tls_port,
         tenant_id=args.tenant_id,
+        app_roles=GATEWAY_APP_ROLES if args.app_role is None else args.app_role,
     ).run_cli()
 
 

@@ -1,31 +1,36 @@
-"""The identity and Graph stand-ins as separate processes, for a dev host that is itself a process
-(end-to-end tests, ``MAILGW_TRANSPORT=graph make run``, the delivery benchmark).
+"""The stand-ins as separate processes, for a dev host that is itself a process (end-to-end tests,
+``make run`` with ``MAILGW_TRANSPORT=graph|smtp|relay``, the delivery benchmark).
 
 Each process prints ``READY {json}`` once it listens; we read that line instead of guessing when it
-is up. The Graph stand-in accepts tokens for its own URL, since the gateway's token scope follows
-``MAILGW_GRAPH_ENDPOINT``.
+is up. Tests let every port be a free one. ``make run`` asks for fixed ports instead (the Graph
+stand-in on 7072, the SMTP stand-in's admin API on 7073, see ``scripts/run_local.py``) so that
+their addresses stay the same from run to run; when one is taken, the stand-in takes a free port
+and :attr:`StandInGroup.port_notes` says so.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Self
 
 from standins.graph import RemoteGraphStandIn
+from standins.smtp import RemoteSmtpStandIn
+
+__all__ = [
+    "SmtpStandInProcess",
+    "StandInGroup",
+    "StandInProcesses",
+    "start_smtp_standin",
+    "start_standins",
+    "stop_processes",
+]
 
 TESTS_DIR = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def stop_processes(processes: list[subprocess.Popen[str]]) -> None:
@@ -60,12 +65,46 @@ def _spawn(module: str, *args: str) -> tuple[subprocess.Popen[str], dict[str, An
     return process, info
 
 
+def _port_args(flag: str, port: int) -> list[str]:
+    """Ask for ``port`` (0: any free one); a fixed port falls back to a free one when taken."""
+    return [flag, str(port), "--port-fallback"] if port else [flag, "0"]
+
+
+def _identity() -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """The identity stand-in, and the managed-identity settings that point azure-identity at it."""
+    process, info = _spawn("standins.identity")
+    return process, {k: info[k] for k in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER")}
+
+
 @dataclass
-class StandInProcesses:
-    graph_url: str
-    identity_env: dict[str, str]
-    graph: RemoteGraphStandIn
+class StandInGroup:
+    """Stand-in processes started together, stopped together."""
+
     processes: list[subprocess.Popen[str]] = field(default_factory=list)
+    #: one line per fixed port that was taken, saying which port serves instead
+    port_notes: list[str] = field(default_factory=list)
+
+    def note_port(self, what: str, requested: int, info: dict[str, Any], url: str) -> None:
+        if info.get("portTaken"):
+            self.port_notes.append(f"port {requested} was taken, so {what} listens on {url}")
+
+    def stop(self) -> None:
+        stop_processes(self.processes)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass
+class StandInProcesses(StandInGroup):
+    """The identity and Graph stand-ins. ``graph`` is the Graph stand-in's admin client."""
+
+    graph_url: str = ""
+    identity_env: dict[str, str] = field(default_factory=dict)
+    graph: RemoteGraphStandIn = field(default_factory=lambda: RemoteGraphStandIn(""))
 
     def gateway_env(self) -> dict[str, str]:
         """The settings that point the gateway's Graph transport at these stand-ins."""
@@ -76,56 +115,41 @@ class StandInProcesses:
             **self.identity_env,
         }
 
-    def stop(self) -> None:
-        stop_processes(self.processes)
 
-    def __enter__(self) -> StandInProcesses:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def start_standins(latency_seconds: float = 0.0) -> StandInProcesses:
-    identity, identity_info = _spawn("standins.identity")
+def start_standins(latency_seconds: float = 0.0, *, graph_port: int = 0) -> StandInProcesses:
+    """``python -m standins.identity`` and ``python -m standins.graph``; the Graph stand-in
+    accepts tokens for its own URL, since the gateway's token scope follows
+    ``MAILGW_GRAPH_ENDPOINT``."""
+    group = StandInProcesses()
     try:
-        port = _free_port()
-        url = f"http://127.0.0.1:{port}"
-        graph, graph_info = _spawn(
+        identity, group.identity_env = _identity()
+        group.processes.append(identity)
+        graph, info = _spawn(
             "standins.graph",
-            "--port",
-            str(port),
-            "--audience",
-            url,
+            *_port_args("--port", graph_port),
+            "--own-audience",
             "--latency",
             str(latency_seconds),
         )
+        group.processes.append(graph)
     except BaseException:
-        identity.kill()
+        group.stop()
         raise
-    env = {k: identity_info[k] for k in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER")}
-    return StandInProcesses(
-        graph_url=graph_info["url"],
-        identity_env=env,
-        graph=RemoteGraphStandIn(graph_info["url"]),
-        processes=[identity, graph],
-    )
-
-
-# --- the SMTP stand-in (client submission or relay connector) -------------------------------------
-from standins.smtp import RemoteSmtpStandIn  # noqa: E402
+    group.graph_url = info["url"]
+    group.graph = RemoteGraphStandIn(info["url"])
+    group.note_port("the Graph stand-in", graph_port, info, info["url"])
+    return group
 
 
 @dataclass
-class SmtpStandInProcess:
+class SmtpStandInProcess(StandInGroup):
     """An SMTP stand-in process (and, for submission, the identity stand-in whose tokens it
     checks). ``smtp`` is the admin client; ``info`` the stand-in's ``READY`` line."""
 
-    mode: str
-    info: dict[str, Any]
-    smtp: RemoteSmtpStandIn
+    mode: str = "submission"
+    info: dict[str, Any] = field(default_factory=dict)
+    smtp: RemoteSmtpStandIn = field(default_factory=lambda: RemoteSmtpStandIn(""))
     identity_env: dict[str, str] = field(default_factory=dict)
-    processes: list[subprocess.Popen[str]] = field(default_factory=list)
 
     def gateway_env(self) -> dict[str, str]:
         """The settings that point the gateway's ``smtp`` or ``relay`` transport at this stand-in
@@ -135,15 +159,6 @@ class SmtpStandInProcess:
             env.update({"MAILGW_CREDENTIAL": "managed_identity", **self.identity_env})
         return env
 
-    def stop(self) -> None:
-        stop_processes(self.processes)
-
-    def __enter__(self) -> SmtpStandInProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
 
 def start_smtp_standin(
     mode: str = "submission",
@@ -152,34 +167,28 @@ def start_smtp_standin(
     allowed_users: tuple[str, ...] | None = None,
     max_connections_per_user: int = 3,
     identity: bool | None = None,
+    admin_port: int = 0,
 ) -> SmtpStandInProcess:
     """``python -m standins.smtp`` (``mode`` ``submission`` | ``relay``) as a process; with
     ``identity`` (default: for submission) also ``python -m standins.identity``, sharing the
     default signing key, so the gateway's managed-identity tokens pass XOAUTH2."""
-    with_identity = mode == "submission" if identity is None else identity
-    processes: list[subprocess.Popen[str]] = []
-    identity_env: dict[str, str] = {}
+    group = SmtpStandInProcess(mode=mode)
     try:
+        with_identity = mode == "submission" if identity is None else identity
         if with_identity:
-            identity_process, identity_info = _spawn("standins.identity")
-            processes.append(identity_process)
-            identity_env = {k: identity_info[k] for k in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER")}
+            process, group.identity_env = _identity()
+            group.processes.append(process)
         args = ["--mode", mode, "--max-connections-per-user", str(max_connections_per_user)]
+        args += _port_args("--admin-port", admin_port)
         for domain in accepted_domains:
             args += ["--accepted-domain", domain]
         for user in allowed_users or ():
             args += ["--allowed-user", user]
-        smtp_process, info = _spawn("standins.smtp", *args)
-        processes.append(smtp_process)
+        process, group.info = _spawn("standins.smtp", *args)
+        group.processes.append(process)
     except BaseException:
-        for process in processes:
-            process.kill()
-            process.wait()
+        group.stop()
         raise
-    return SmtpStandInProcess(
-        mode=mode,
-        info=info,
-        smtp=RemoteSmtpStandIn(info["adminUrl"]),
-        identity_env=identity_env,
-        processes=processes,
-    )
+    group.smtp = RemoteSmtpStandIn(group.info["adminUrl"])
+    group.note_port("the SMTP stand-in's admin API", admin_port, group.info, group.smtp.url)
+    return group

@@ -20,10 +20,16 @@ shared HMAC key), unexpired, for a resource in ``accepted_audiences`` (default
 yields); the user must be in ``allowed_users`` unless that is ``None``. Any failure is
 ``535 5.7.3 Authentication unsuccessful``, as Exchange answers; success is
 ``235 2.7.0 Authentication successful``. The reason is kept in :attr:`SmtpStandIn.auth_attempts`.
+``AUTH LOGIN`` is advertised too, as smtp.office365.com does (``250-AUTH LOGIN XOAUTH2``), and
+always fails after the username and password prompts: ``535 5.7.139 Authentication
+unsuccessful, basic authentication is disabled.``
 
 Replies follow Exchange: ``250 2.1.0 Sender OK``, ``250 2.1.5 Recipient OK``, and for DATA
 ``250 2.6.0 <message-id> [InternalId=n, Hostname=...] Queued mail for delivery``. EHLO advertises
-SIZE (36 MiB, Exchange Online's default), 8BITMIME, SMTPUTF8 and ENHANCEDSTATUSCODES.
+``SIZE 157286400`` (``max_message_size``: 150 MiB, what smtp.office365.com advertises; a
+mailbox's own limit is often lower), 8BITMIME, SMTPUTF8 and ENHANCEDSTATUSCODES. A message over
+the limit, announced with ``MAIL FROM ... SIZE=`` or found while reading DATA, gets
+``552 5.3.4 Message size exceeds fixed maximum message size``.
 
 Recording: :attr:`SmtpStandIn.received` (:class:`Received`: envelope, the DATA bytes exactly as
 they arrived after dot-unstuffing, authenticated user, TLS version, connection id),
@@ -45,16 +51,32 @@ Limits and faults:
   is cut before the ``250`` reply: the client cannot know whether it was sent). A 421 reply
   closes the connection after it is sent, as Exchange does. The ``data`` stage is the reply to
   the message content (after ``.``), not to the ``DATA`` command.
+- :meth:`SmtpStandIn.hold_data` holds the reply to the next messages' content until the test
+  releases a :class:`~standins.faults.Gate`: how a test sees connections in use at once.
 
 Usage: ``async with SmtpStandIn(mode="submission") as smtp`` in the test's loop;
 ``SmtpStandIn().start_in_thread()`` / ``stop()``; or
 ``python -m standins.smtp --mode submission --port N``, which prints
 ``READY {"host", "port", "caFile", "adminUrl", "mode", "env"}`` (``env``: the gateway settings
-that point its transport here, :meth:`SmtpStandIn.gateway_env`). The admin side (an aiohttp app on
-another loopback port, :attr:`SmtpStandIn.admin_url`) serves ``GET /_standin/received``,
-``/connections``, ``/rejections``, ``/auth``, ``/stats``; ``POST /_standin/faults``,
-``DELETE /_standin/faults``, ``POST /_standin/reset``, ``POST /_standin/config``;
-:class:`RemoteSmtpStandIn` is its synchronous client.
+that point its transport here, :meth:`SmtpStandIn.gateway_env`).
+
+Admin API (:mod:`standins.admin`, on another loopback port, :attr:`SmtpStandIn.admin_url`;
+:class:`RemoteSmtpStandIn` is its client). ``GET /_standin/received`` lists the accepted messages,
+oldest first, each::
+
+    {"receivedAt": "2026-05-04T09:30:12.123456Z",   # when the DATA was accepted (UTC, ISO 8601)
+     "mailbox": "noreply@contoso.com" | null,        # the AUTH user (null: relay, no AUTH)
+     "from": "noreply@contoso.com",                  # the envelope sender (MAIL FROM)
+     "size": 1234,                                   # bytes of the message
+     "dataBase64": "...",                            # the raw MIME message, as it arrived
+     "mailFrom": "...", "rcptTos": ["..."], "mailOptions": ["SIZE=1234", ...],
+     "authUser": ... | null, "tls": true, "tlsVersion": "TLSv1.3", "connectionId": 1,
+     "internalId": 1, "reply": "250 2.6.0 ..." | null, "dropped": false,
+     "time": <monotonic seconds>, "wallTime": <epoch seconds>}
+
+and ``/connections``, ``/rejections``, ``/auth`` (attempts), ``/stats``. ``POST /_standin/faults``
+takes :meth:`SmtpFault.from_json`'s form, ``POST /_standin/config`` the knobs of
+:meth:`SmtpStandIn.configure_json`.
 
 Client side (aiosmtplib 5.x has XOAUTH2 built in)::
 
@@ -68,7 +90,6 @@ Python 3.10+; pass ``tls_context=`` to pin it explicitly.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import binascii
@@ -84,7 +105,7 @@ import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AnyStr, ClassVar, Literal, NamedTuple, cast, get_args
+from typing import Any, AnyStr, ClassVar, Literal, NamedTuple, get_args
 
 from aiohttp import web
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session, TLSSetupException
@@ -94,10 +115,13 @@ from standins import (
     RemoteAdmin,
     StandInServer,
     _bind,
-    json_response,
-    poll_until,
-    poll_until_async,
+    grants,
+    wait_recorded,
+    wait_recorded_async,
 )
+from standins.admin import camel_json, utc_iso
+from standins.cli import signing_key, stand_in_parser
+from standins.faults import FaultQueue, Gate, ScriptedFault
 from standins.identity import DEFAULT_SIGNING_KEY, InvalidToken, verify_token
 
 __all__ = [
@@ -121,8 +145,8 @@ __all__ = [
 
 #: the resource of ``https://outlook.office365.com/.default`` (SMTP.SendAsApp / SMTP.Send)
 OUTLOOK_RESOURCE = "https://outlook.office365.com"
-#: Exchange Online's default maximum message size, advertised in EHLO ``SIZE``
-EXCHANGE_MAX_MESSAGE_SIZE = 36 * 1024 * 1024
+#: what smtp.office365.com advertises in EHLO ``SIZE`` (150 MiB)
+EXCHANGE_MAX_MESSAGE_SIZE = 157_286_400
 
 Mode = Literal["submission", "relay"]
 Stage = Literal["auth", "mail", "rcpt", "data"]
@@ -159,6 +183,12 @@ class Exchange:
         535,
         "5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant",
         "auth",
+    )
+    BASIC_AUTH_DISABLED: ClassVar[Reply] = Reply(
+        535, "5.7.139 Authentication unsuccessful, basic authentication is disabled.", "auth"
+    )
+    MESSAGE_TOO_LARGE: ClassVar[Reply] = Reply(
+        552, "5.3.4 Message size exceeds fixed maximum message size", "data"
     )
     BASIC_AUTH_NOT_SUPPORTED: ClassVar[Reply] = Reply(
         550, "5.7.30 Basic authentication is not supported for Client Submission", "mail"
@@ -203,6 +233,8 @@ RCPT_OK = "250 2.1.5 Recipient OK"
 #: aiosmtpd's replies without enhanced status codes, and what Exchange says instead
 _REWRITES = {
     "530 Must issue a STARTTLS command first": "530 5.7.0 Must issue a STARTTLS command first",
+    "552 Error: message size exceeds fixed maximum message size": str(Exchange.MESSAGE_TOO_LARGE),
+    "552 Error: Too much mail data": str(Exchange.MESSAGE_TOO_LARGE),
 }
 
 
@@ -230,20 +262,7 @@ class SmtpConnection:
         return self.closed_at is None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "peer": self.peer,
-            "time": self.time,
-            "wallTime": self.wall_time,
-            "closedAt": self.closed_at,
-            "open": self.open,
-            "tls": self.tls,
-            "tlsVersion": self.tls_version,
-            "tlsError": self.tls_error,
-            "clientCertNames": list(self.client_cert_names),
-            "authUser": self.auth_user,
-            "messages": self.messages,
-        }
+        return {**camel_json(self, omit=["auth_seq"]), "open": self.open}
 
 
 @dataclass(frozen=True)
@@ -275,19 +294,12 @@ class Received:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "mailFrom": self.mail_from,
-            "rcptTos": list(self.rcpt_tos),
+            **camel_json(self, omit=["data"]),
+            "receivedAt": utc_iso(self.wall_time),
+            "mailbox": self.auth_user,
+            "from": self.mail_from,
+            "size": len(self.data),
             "dataBase64": base64.b64encode(self.data).decode(),
-            "authUser": self.auth_user,
-            "tls": self.tls,
-            "tlsVersion": self.tls_version,
-            "connectionId": self.connection_id,
-            "time": self.time,
-            "wallTime": self.wall_time,
-            "mailOptions": list(self.mail_options),
-            "internalId": self.internal_id,
-            "reply": self.reply,
-            "dropped": self.dropped,
         }
 
 
@@ -305,16 +317,7 @@ class SmtpRejection:
     time: float
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "stage": self.stage,
-            "code": self.code,
-            "text": self.text,
-            "connectionId": self.connection_id,
-            "authUser": self.auth_user,
-            "mailFrom": self.mail_from,
-            "cause": self.cause,
-            "time": self.time,
-        }
+        return camel_json(self)
 
 
 @dataclass(frozen=True)
@@ -328,20 +331,12 @@ class SmtpAuthAttempt:
     time: float
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "connectionId": self.connection_id,
-            "mechanism": self.mechanism,
-            "user": self.user,
-            "ok": self.ok,
-            "reason": self.reason,
-            "clientId": self.client_id,
-            "time": self.time,
-        }
+        return camel_json(self)
 
 
 @dataclass
-class SmtpFault:
-    """Answer ``n`` matching commands at ``stage`` with ``code text``.
+class SmtpFault(ScriptedFault):
+    """Answer ``remaining`` matching commands at ``stage`` with ``code text``.
 
     ``user`` / ``mail_from`` restrict the fault to one authenticated user (for ``auth``: the
     user named in the XOAUTH2 blob) or one envelope sender (case-insensitive). ``close``
@@ -352,7 +347,6 @@ class SmtpFault:
     stage: Stage
     code: int = 0
     text: str = ""
-    n: int = 1
     user: str | None = None
     mail_from: str | None = None
     close: bool | None = None
@@ -373,7 +367,7 @@ class SmtpFault:
         return f"{self.code} {self.text}".rstrip()
 
     def matches(self, stage: Stage, user: str | None, mail_from: str | None) -> bool:
-        if self.n <= 0 or stage != self.stage:
+        if stage != self.stage:
             return False
         if self.user is not None and (user or "").lower() != self.user.lower():
             return False
@@ -389,7 +383,7 @@ class SmtpFault:
             stage=stage,
             code=int(data.get("code") or (reply.code if reply else 0)),
             text=str(data.get("text") or (reply.text if reply else "")),
-            n=int(data.get("n", 1)),
+            remaining=int(data.get("n", 1)),
             user=data.get("user"),
             mail_from=data.get("mailFrom"),
             close=data.get("close"),
@@ -401,7 +395,7 @@ class SmtpFault:
             "stage": self.stage,
             "code": self.code,
             "text": self.text,
-            "n": self.n,
+            "n": self.remaining,
             "user": self.user,
             "mailFrom": self.mail_from,
             "close": self.close,
@@ -410,6 +404,12 @@ class SmtpFault:
 
 
 # --- XOAUTH2 ----------------------------------------------------------------------------------
+@dataclass(kw_only=True)
+class _DataHold(ScriptedFault):
+    gate: Gate
+    user: str | None
+
+
 def xoauth2_initial_response(user: str, token: str) -> str:
     """``base64("user=" + user + "\\x01auth=Bearer " + token + "\\x01\\x01")``."""
     raw = f"user={user}\x01auth=Bearer {token}\x01\x01"
@@ -471,7 +471,7 @@ class _StandInSMTP(SMTP):
         submission = standin.mode == "submission"
         super().__init__(
             _Handler(standin),
-            data_size_limit=EXCHANGE_MAX_MESSAGE_SIZE,
+            data_size_limit=standin.max_message_size,
             enable_SMTPUTF8=True,
             decode_data=False,
             hostname=standin.hostname,
@@ -480,7 +480,7 @@ class _StandInSMTP(SMTP):
             require_starttls=True,
             auth_required=submission,
             auth_require_tls=True,
-            auth_exclude_mechanism=["LOGIN", "PLAIN"] + ([] if submission else ["XOAUTH2"]),
+            auth_exclude_mechanism=["PLAIN"] + ([] if submission else ["LOGIN", "XOAUTH2"]),
             loop=loop,
         )
         self.standin = standin
@@ -607,6 +607,18 @@ class _StandInSMTP(SMTP):
         self.standin._authenticated(self, user, claims.client_id)
         return AuthResult(success=True, auth_data=user, message=AUTH_OK)
 
+    async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
+        """Basic authentication: Exchange prompts for both, then refuses."""
+        assert self.record is not None
+        if len(args) == 1 and await self.challenge_auth("Username:") is MISSING:
+            return AuthResult(success=False, handled=True)
+        if await self.challenge_auth("Password:") is MISSING:
+            return AuthResult(success=False, handled=True)
+        reply = Exchange.BASIC_AUTH_DISABLED
+        self.standin._record_auth(self.record, None, False, "basic auth", None, "LOGIN")
+        self.standin._reject(self, "auth", reply.code, reply.text, "auth", None)
+        return AuthResult(success=False, handled=False, message=str(reply))
+
     def _auth_failed(self, user: str | None, reason: str, client_id: str | None) -> AuthResult:
         assert self.record is not None
         reply = Exchange.AUTH_UNSUCCESSFUL
@@ -704,6 +716,10 @@ class _Handler:
         return RCPT_OK
 
     async def handle_DATA(self, server: _StandInSMTP, session: Session, envelope: Envelope) -> str:
+        user = server.record.auth_user if server.record else None
+        hold = self.standin._held_data.take(lambda h: h.user in (None, (user or "").lower()))
+        if hold is not None:
+            await hold.gate.wait()  # the content is in; the reply waits for the test
         failure = self._failure(server, "data", envelope.mail_from)
         if failure is not None:
             return failure
@@ -721,7 +737,7 @@ def _certificate_names(peer_cert: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 # --- the stand-in -----------------------------------------------------------------------------
-class SmtpStandIn(StandInServer):
+class SmtpStandIn(StandInServer[SmtpFault]):
     """Exchange Online's SMTP submission or relay endpoint on loopback (see the module doc).
 
     ``port`` is the SMTP port (0: any free one); ``admin_port`` the admin HTTP port.
@@ -732,7 +748,8 @@ class SmtpStandIn(StandInServer):
     ``accepted_domains`` (relay), ``allowed_users`` (``None``: any), ``send_as`` (authenticated
     user -> other addresses it may send as; ``None``: no send-as check; when set, a MAIL FROM
     that is neither the user nor listed gets ``550 5.7.60`` at end of DATA),
-    ``max_connections_per_user`` (``None``: unlimited), ``connection_limit_stage``.
+    ``max_connections_per_user`` (``None``: unlimited), ``connection_limit_stage``,
+    ``max_message_size`` (EHLO ``SIZE``; new connections only).
     """
 
     def __init__(
@@ -751,20 +768,20 @@ class SmtpStandIn(StandInServer):
         signing_key: bytes = DEFAULT_SIGNING_KEY,
         hostname: str | None = None,
         client_cert_names: Iterable[str] | None = None,
+        max_message_size: int = EXCHANGE_MAX_MESSAGE_SIZE,
+        admin_port_fallback: bool = False,
     ) -> None:
         if mode not in ("submission", "relay"):
             raise ValueError(f"mode must be 'submission' or 'relay', not {mode!r}")
-        super().__init__(host=host, port=admin_port)
+        super().__init__(host=host, port=admin_port, port_fallback=admin_port_fallback)
+        #: EHLO ``SIZE``; bigger messages get ``552 5.3.4`` (read when a connection opens)
+        self.max_message_size = max_message_size
         self.mode: Mode = mode
         self._requested_smtp_port = port
         self.accepted_audiences = {_normalise_audience(a) for a in accepted_audiences}
         self.accepted_domains = {d.lower().lstrip("@") for d in accepted_domains}
         self.allowed_users = None if allowed_users is None else {u.lower() for u in allowed_users}
-        self.send_as = (
-            None
-            if send_as is None
-            else {k.lower(): {a.lower() for a in v} for k, v in send_as.items()}
-        )
+        self.send_as = grants(send_as)
         self.max_connections_per_user = max_connections_per_user
         self.connection_limit_stage: Stage = connection_limit_stage
         #: relay: a certificate-based connector (``TlsSenderCertificateName``). ``None``: the
@@ -785,7 +802,7 @@ class SmtpStandIn(StandInServer):
         self.auth_attempts: list[SmtpAuthAttempt] = []
         self.max_concurrent_by_user: dict[str, int] = {}
         self.max_concurrent = 0
-        self._faults: list[SmtpFault] = []
+        self._held_data: FaultQueue[_DataHold] = FaultQueue()
         self._ids = itertools.count(1)
         self._auth_seq = itertools.count(1)
         self._internal_ids = itertools.count(1)
@@ -807,17 +824,12 @@ class SmtpStandIn(StandInServer):
 
     @property
     def admin_port(self) -> int:
-        return super().port
+        return self._http_port()
 
     @property
     def admin_url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.admin_port}"
-
-    @property
-    def url(self) -> str:
-        """The admin app's base URL (what :class:`RemoteSmtpStandIn` takes)."""
-        return self.admin_url
+        """The admin app's base URL (also :attr:`url`; what :class:`RemoteSmtpStandIn` takes)."""
+        return self.url
 
     @property
     def ca_file(self) -> str:
@@ -853,17 +865,7 @@ class SmtpStandIn(StandInServer):
 
     # --- lifecycle (the admin app is the base class's server; SMTP is the extra site) ----------
     def build_app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_get("/_standin/received", self._admin_received)
-        app.router.add_get("/_standin/connections", self._admin_connections)
-        app.router.add_get("/_standin/rejections", self._admin_rejections)
-        app.router.add_get("/_standin/auth", self._admin_auth)
-        app.router.add_get("/_standin/stats", self._admin_stats)
-        app.router.add_post("/_standin/faults", self._admin_add_faults)
-        app.router.add_delete("/_standin/faults", self._admin_clear_faults)
-        app.router.add_post("/_standin/reset", self._admin_reset)
-        app.router.add_post("/_standin/config", self._admin_config)
-        return app
+        return self.new_app()
 
     async def _start_extra_sites(self, runner: web.AppRunner) -> None:
         self.tls_context = self._make_tls()
@@ -921,11 +923,6 @@ class SmtpStandIn(StandInServer):
             shutil.rmtree(tls_dir, ignore_errors=True)
 
     # --- faults -------------------------------------------------------------------------------
-    def add_fault(self, fault: SmtpFault) -> SmtpFault:
-        with self._lock:
-            self._faults.append(fault)
-        return fault
-
     def fail_next(
         self,
         stage: Stage,
@@ -939,7 +936,7 @@ class SmtpStandIn(StandInServer):
     ) -> SmtpFault:
         """Answer the next ``n`` matching commands at ``stage`` with ``code text``."""
         return self.add_fault(
-            SmtpFault(stage, code, text, n, user=user, mail_from=mail_from, close=close)
+            SmtpFault(stage, code, text, remaining=n, user=user, mail_from=mail_from, close=close)
         )
 
     def fail_with(
@@ -963,43 +960,38 @@ class SmtpStandIn(StandInServer):
             close=close,
         )
 
+    def hold_data(self, n: int = 1, *, user: str | None = None) -> Gate:
+        """Hold the reply to the next ``n`` messages' content (of ``user``, or any) until the
+        returned gate is released: connections stay busy in DATA for as long as a test needs."""
+        gate = Gate()
+        self._held_data.add(_DataHold(remaining=n, gate=gate, user=user and user.lower()))
+        return gate
+
     def drop_after_data(
         self, n: int = 1, *, user: str | None = None, mail_from: str | None = None
     ) -> SmtpFault:
         """Accept and record the next ``n`` messages, then cut the connection without a reply."""
-        return self.add_fault(SmtpFault("data", n=n, user=user, mail_from=mail_from, drop=True))
-
-    def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
+        return self.add_fault(
+            SmtpFault("data", remaining=n, user=user, mail_from=mail_from, drop=True)
+        )
 
     @property
     def faults(self) -> list[SmtpFault]:
-        with self._lock:
-            return list(self._faults)
+        return self.fault_queue.pending
 
     def reset(self) -> None:
         """Forget faults and everything recorded (open connections stay counted as open)."""
-        with self._lock:
-            self._faults.clear()
-            self.received.clear()
-            self.rejections.clear()
-            self.auth_attempts.clear()
-            self.connections[:] = [c for c in self.connections if c.open]
-            self.max_concurrent_by_user.clear()
-            self.max_concurrent = len(self._open)
+        open_connections = [c for c in self.connections if c.open]
+        super().reset()
+        self._held_data.clear()
+        self.connections[:] = open_connections
+        self.max_concurrent_by_user.clear()
+        self.max_concurrent = len(self._open)
 
     def _take_fault(
         self, stage: Stage, user: str | None, mail_from: str | None
     ) -> SmtpFault | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.matches(stage, user, mail_from):
-                    fault.n -= 1
-                    if fault.n <= 0:
-                        self._faults.remove(fault)
-                    return fault
-        return None
+        return self.fault_queue.take(lambda fault: fault.matches(stage, user, mail_from))
 
     # --- queries ------------------------------------------------------------------------------
     @property
@@ -1015,15 +1007,11 @@ class SmtpStandIn(StandInServer):
 
     async def wait_received(self, count: int = 1, timeout: float = 10.0) -> list[Received]:
         """Wait (in the server's loop) until ``count`` messages were received."""
-        await poll_until_async(
-            lambda: len(self.received) >= count, timeout, f"{count} received message(s)"
-        )
-        return list(self.received)
+        return await wait_recorded_async(self.received, count, timeout, "received message(s)")
 
     def wait_received_sync(self, count: int = 1, timeout: float = 10.0) -> list[Received]:
         """Thread-mode twin of :meth:`wait_received`."""
-        poll_until(lambda: len(self.received) >= count, timeout, f"{count} received message(s)")
-        return list(self.received)
+        return wait_recorded(self.received, count, timeout, "received message(s)")
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -1081,11 +1069,12 @@ class SmtpStandIn(StandInServer):
         ok: bool,
         reason: str,
         client_id: str | None,
+        mechanism: str = "XOAUTH2",
     ) -> None:
         self.auth_attempts.append(
             SmtpAuthAttempt(
                 connection_id=record.id,
-                mechanism="XOAUTH2",
+                mechanism=mechanism,
                 user=user,
                 ok=ok,
                 reason=reason,
@@ -1186,68 +1175,40 @@ class SmtpStandIn(StandInServer):
         self.received.append(received)
         return received
 
-    # --- admin --------------------------------------------------------------------------------
-    async def _admin_received(self, request: web.Request) -> web.Response:
-        return json_response([r.to_json() for r in self.received])
+    # --- admin (standins.admin) ---------------------------------------------------------------
+    def recordings(self) -> Mapping[str, list[Any]]:
+        return {
+            "received": self.received,
+            "connections": self.connections,
+            "rejections": self.rejections,
+            "auth": self.auth_attempts,
+        }
 
-    async def _admin_connections(self, request: web.Request) -> web.Response:
-        return json_response([c.to_json() for c in self.connections])
+    def add_fault_json(self, item: Mapping[str, Any]) -> SmtpFault:
+        return self.add_fault(SmtpFault.from_json(item))
 
-    async def _admin_rejections(self, request: web.Request) -> web.Response:
-        return json_response([r.to_json() for r in self.rejections])
-
-    async def _admin_auth(self, request: web.Request) -> web.Response:
-        return json_response([a.to_json() for a in self.auth_attempts])
-
-    async def _admin_stats(self, request: web.Request) -> web.Response:
-        return json_response(self.stats())
-
-    async def _admin_add_faults(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        items = body if isinstance(body, list) else [body]
-        try:
-            faults = [SmtpFault.from_json(item) for item in items]
-        except (KeyError, ValueError, TypeError) as exc:
-            return json_response({"error": str(exc)}, status=400)
-        for fault in faults:
-            self.add_fault(fault)
-        return json_response([f.to_json() for f in faults], status=201)
-
-    async def _admin_clear_faults(self, request: web.Request) -> web.Response:
-        self.clear_faults()
-        return web.Response(status=204)
-
-    async def _admin_reset(self, request: web.Request) -> web.Response:
-        self.reset()
-        return web.Response(status=204)
-
-    async def _admin_config(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        if "maxConnectionsPerUser" in body:
-            value = body["maxConnectionsPerUser"]
+    def configure_json(self, config: Mapping[str, Any]) -> None:
+        """``maxConnectionsPerUser``, ``connectionLimitStage``, ``acceptedAudiences``,
+        ``acceptedDomains``, ``allowedUsers``, ``clientCertNames``, ``sendAs``."""
+        if "connectionLimitStage" in config and config["connectionLimitStage"] not in STAGES:
+            raise ValueError(f"connectionLimitStage: one of {STAGES}")
+        if "maxConnectionsPerUser" in config:
+            value = config["maxConnectionsPerUser"]
             self.max_connections_per_user = None if value is None else int(value)
-        if "connectionLimitStage" in body:
-            if body["connectionLimitStage"] not in STAGES:
-                return json_response({"error": f"connectionLimitStage: one of {STAGES}"}, 400)
-            self.connection_limit_stage = body["connectionLimitStage"]
-        if "acceptedAudiences" in body:
-            self.accepted_audiences = {_normalise_audience(a) for a in body["acceptedAudiences"]}
-        if "acceptedDomains" in body:
-            self.accepted_domains = {d.lower().lstrip("@") for d in body["acceptedDomains"]}
-        if "allowedUsers" in body:
-            users = body["allowedUsers"]
+        if "connectionLimitStage" in config:
+            self.connection_limit_stage = config["connectionLimitStage"]
+        if "acceptedAudiences" in config:
+            self.accepted_audiences = {_normalise_audience(a) for a in config["acceptedAudiences"]}
+        if "acceptedDomains" in config:
+            self.accepted_domains = {d.lower().lstrip("@") for d in config["acceptedDomains"]}
+        if "allowedUsers" in config:
+            users = config["allowedUsers"]
             self.allowed_users = None if users is None else {u.lower() for u in users}
-        if "clientCertNames" in body:
-            names = body["clientCertNames"]
+        if "clientCertNames" in config:
+            names = config["clientCertNames"]
             self.client_cert_names = None if names is None else {n.lower() for n in names}
-        if "sendAs" in body:
-            send_as = body["sendAs"]
-            self.send_as = (
-                None
-                if send_as is None
-                else {k.lower(): {a.lower() for a in v} for k, v in send_as.items()}
-            )
-        return json_response(self.stats())
+        if "sendAs" in config:
+            self.send_as = grants(config["sendAs"])
 
 
 def _message_id(data: bytes) -> str | None:
@@ -1264,28 +1225,24 @@ class RemoteSmtpStandIn(RemoteAdmin):
 
     def received(self) -> list[dict[str, Any]]:
         """Received messages as JSON, with ``data`` (bytes) decoded from ``dataBase64``."""
-        items = cast("list[dict[str, Any]]", self._call("GET", "received"))
+        items = self.records("received")
         for item in items:
             item["data"] = base64.b64decode(item["dataBase64"])
         return items
 
     def connections(self) -> list[dict[str, Any]]:
-        return cast("list[dict[str, Any]]", self._call("GET", "connections"))
+        return self.records("connections")
 
     def rejections(self) -> list[dict[str, Any]]:
-        return cast("list[dict[str, Any]]", self._call("GET", "rejections"))
+        return self.records("rejections")
 
     def auth_attempts(self) -> list[dict[str, Any]]:
-        return cast("list[dict[str, Any]]", self._call("GET", "auth"))
-
-    def stats(self) -> dict[str, Any]:
-        return cast("dict[str, Any]", self._call("GET", "stats"))
+        return self.records("auth")
 
     def add_faults(self, *faults: Mapping[str, Any] | SmtpFault) -> None:
         """Faults as :class:`SmtpFault` or JSON: ``{"stage", "code", "text", "n", "user",
         "mailFrom", "close", "drop"}`` or ``{"reply": "SEND_AS_DENIED", ...}``."""
-        items = [f.to_json() if isinstance(f, SmtpFault) else dict(f) for f in faults]
-        self._call("POST", "faults", items)
+        super().add_faults(*(f.to_json() if isinstance(f, SmtpFault) else f for f in faults))
 
     def fail_with(self, reply: Reply | str, n: int = 1, **options: Any) -> None:
         """``fail_with(Exchange.SEND_AS_DENIED, mailFrom=...)``; a name works too."""
@@ -1295,23 +1252,10 @@ class RemoteSmtpStandIn(RemoteAdmin):
     def drop_after_data(self, n: int = 1, **options: Any) -> None:
         self.add_faults({"stage": "data", "drop": True, "n": n, **options})
 
-    def clear_faults(self) -> None:
-        self._call("DELETE", "faults")
-
-    def reset(self) -> None:
-        self._call("POST", "reset")
-
-    def configure(self, **config: Any) -> dict[str, Any]:
-        """``maxConnectionsPerUser=``, ``connectionLimitStage=``, ``acceptedAudiences=``,
-        ``acceptedDomains=``, ``allowedUsers=``, ``sendAs=``."""
-        return cast("dict[str, Any]", self._call("POST", "config", config))
-
     def wait_received(self, count: int = 1, timeout: float = 10.0) -> list[dict[str, Any]]:
-        def enough() -> list[dict[str, Any]]:
-            found = self.received()
-            return found if len(found) >= count else []
-
-        return poll_until(enough, timeout, f"{count} received message(s)")
+        """Received messages (``data`` decoded) once there are at least ``count``."""
+        self.wait_records("received", count, timeout)
+        return self.received()
 
 
 def _canned_name(reply: Reply) -> str:
@@ -1322,13 +1266,13 @@ def _canned_name(reply: Reply) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m standins.smtp",
-        description="Exchange Online SMTP stand-in on loopback (prints READY {json}).",
+    parser = stand_in_parser(
+        "smtp",
+        "Exchange Online SMTP stand-in on loopback (prints READY {json}).",
+        port_flag="--admin-port",
     )
     parser.add_argument("--mode", choices=["submission", "relay"], default="submission")
     parser.add_argument("--port", type=int, default=0, help="SMTP port (0: any free one)")
-    parser.add_argument("--admin-port", type=int, default=0)
     parser.add_argument(
         "--audience", action="append", default=None, help="accepted token resource (repeatable)"
     )
@@ -1340,19 +1284,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--max-connections-per-user", type=int, default=3, help="0: unlimited")
     parser.add_argument("--connection-limit-stage", choices=list(STAGES), default="data")
-    parser.add_argument("--signing-key", default=None, help="shared with standins.identity")
     parser.add_argument("--hostname", default=None)
     args = parser.parse_args(argv)
     SmtpStandIn(
         mode=args.mode,
         port=args.port,
         admin_port=args.admin_port,
+        admin_port_fallback=args.port_fallback,
         accepted_audiences=args.audience or (OUTLOOK_RESOURCE,),
         accepted_domains=args.accepted_domain,
         allowed_users=args.allowed_user,
         max_connections_per_user=args.max_connections_per_user or None,
         connection_limit_stage=args.connection_limit_stage,
-        signing_key=args.signing_key.encode() if args.signing_key else DEFAULT_SIGNING_KEY,
+        signing_key=signing_key(args),
         hostname=args.hostname,
     ).run_cli()
 

@@ -64,8 +64,11 @@ async def test_a_valid_token_with_the_role_names_the_caller(idp: EntraStandIn) -
 
 async def test_one_of_several_roles_is_enough(idp: EntraStandIn) -> None:
     tokens = validator(idp)
-    await tokens.authorize(f"Bearer {idp.token((ROLE_READ,))}", ROLE_READ, ROLE_SEND)
-    await tokens.authorize(f"bearer {idp.token((ROLE_SEND,))}", ROLE_READ, ROLE_SEND)
+    reader = await tokens.authorize(f"Bearer {idp.token((ROLE_READ,))}", ROLE_READ, ROLE_SEND)
+    sender = await tokens.authorize(f"bearer {idp.token((ROLE_SEND,))}", ROLE_READ, ROLE_SEND)
+    assert (reader.roles, sender.roles) == ({ROLE_READ}, {ROLE_SEND})
+    problem = await refused(tokens, f"Bearer {idp.token((ROLE_REPLAY,))}", ROLE_READ, ROLE_SEND)
+    assert problem.status == 403  # a valid token, but none of the roles asked for
 
 
 @pytest.mark.parametrize("authorization", [None, "", "Basic dXNlcjpwYXNz", "Bearer "])

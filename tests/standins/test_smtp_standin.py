@@ -108,7 +108,7 @@ async def test_starttls_verifies_with_the_ca_file_and_fails_without_it(
     await smtp.connect()
     assert smtp.get_transport_info("sslcontext") is not None
     await smtp.ehlo()  # aiosmtplib forgets the pre-TLS EHLO and sends the next one lazily
-    assert smtp.supports_extension("auth") and smtp.server_auth_methods == ["xoauth2"]
+    assert smtp.supports_extension("auth") and smtp.server_auth_methods == ["login", "xoauth2"]
     smtp.close()
 
     for host in ("localhost",):  # the certificate names 127.0.0.1 and localhost
@@ -147,6 +147,40 @@ async def test_tls_below_1_2_is_refused_and_1_2_accepted(submission: SmtpStandIn
     smtp.close()
     versions = [c.tls_version for c in submission.connections]
     assert versions == [None, "TLSv1.3", "TLSv1.2"]
+
+
+async def test_ehlo_advertises_what_smtp_office365_com_does(submission: SmtpStandIn) -> None:
+    smtp = client(submission)
+    await smtp.connect()
+    await smtp.ehlo()
+    assert smtp.esmtp_extensions["size"] == "157286400"  # 150 MiB
+    assert smtp.esmtp_extensions["auth"] == "LOGIN XOAUTH2"
+    assert {"8bitmime", "smtputf8", "enhancedstatuscodes"} <= set(smtp.esmtp_extensions)
+    smtp.close()
+
+
+async def test_oversize_mail_is_refused_with_552_5_3_4() -> None:
+    async with SmtpStandIn(mode="submission", max_message_size=1000) as small:
+        big = MESSAGE + b"x" * 1000 + b"\r\n"
+        async with authed(small) as smtp:
+            assert smtp.esmtp_extensions["size"] == "1000"
+            with pytest.raises(SMTPSenderRefused) as announced:  # MAIL FROM ... SIZE=n
+                await smtp.sendmail(UPN, [RCPT], big)
+            assert (announced.value.code, announced.value.message) == (
+                552,
+                "5.3.4 Message size exceeds fixed maximum message size",
+            )
+            await smtp.rset()
+            await smtp.mail(UPN)  # no SIZE: found while reading DATA
+            await smtp.rcpt(RCPT)
+            with pytest.raises(SMTPDataError) as read:
+                await smtp.data(big)
+            assert (read.value.code, read.value.message) == (
+                552,
+                "5.3.4 Message size exceeds fixed maximum message size",
+            )
+            await smtp.sendmail(UPN, [RCPT], MESSAGE)  # the connection is still usable
+        assert [r.data for r in small.received] == [MESSAGE]
 
 
 async def test_auth_and_mail_before_starttls_are_refused(submission: SmtpStandIn) -> None:
@@ -220,11 +254,19 @@ async def test_xoauth2_without_initial_response(submission: SmtpStandIn) -> None
     aborted.close()
 
 
-async def test_only_xoauth2_is_offered(submission: SmtpStandIn) -> None:
+async def test_a_password_is_refused_and_only_login_and_xoauth2_are_offered(
+    submission: SmtpStandIn,
+) -> None:
     smtp = client(submission)
     await smtp.connect()
-    with pytest.raises(aiosmtplib.SMTPException, match="No suitable authentication method"):
-        await smtp.login(UPN, "a password")
+    with pytest.raises(SMTPAuthenticationError) as refused:  # aiosmtplib picks LOGIN
+        await smtp.login(UPN, "a password")  # prompted for both, then refused
+    assert (refused.value.code, refused.value.message) == (
+        535,
+        "5.7.139 Authentication unsuccessful, basic authentication is disabled.",
+    )
+    [attempt] = submission.auth_attempts
+    assert (attempt.mechanism, attempt.ok, attempt.reason) == ("LOGIN", False, "basic auth")
     plain = base64.b64encode(f"\0{UPN}\0pw".encode())
     assert (await smtp.execute_command(b"AUTH", b"PLAIN", plain)).code == 504
     smtp.close()

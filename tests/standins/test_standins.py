@@ -53,7 +53,7 @@ from msgraph.graph_request_adapter import options as msgraph_default_options
 from msgraph.graph_service_client import GraphServiceClient
 from msgraph_core import GraphClientFactory  # type: ignore[import-untyped]
 
-from standins import poll_until
+from standins import poll_until, poll_until_async
 from standins.graph import (
     ERRORS,
     GraphStandIn,
@@ -519,7 +519,7 @@ async def test_draft_upload_session_and_send_byte_exact(
     assert delivered.attachment("big.bin").content == data
     assert delivered.attachment("small.txt").content == b"hi"
     if immutable:
-        after = await item.get()
+        after = await item.get(request_configuration=config)  # ids as asked for, per request
         assert after is not None and after.is_draft is False and after.id == draft.id
     else:
         with pytest.raises(ODataError) as err:
@@ -692,10 +692,13 @@ async def test_faults_are_per_mailbox_and_fifo(
 async def test_latency_and_the_four_concurrent_requests_limit(
     client: GraphServiceClient, graph: GraphStandIn
 ) -> None:
-    graph.latency_seconds = 0.2
-    results = await asyncio.gather(
+    held = graph.hold_answers(n=4)  # four in flight until the other two were turned away
+    sends = asyncio.gather(
         *(send(client, simple_message(f"m{i}")) for i in range(6)), return_exceptions=True
     )
+    await poll_until_async(lambda: len(graph.requests) == 6, what="six requests at Graph")
+    held.release()
+    results = await sends
     throttled = [r for r in results if isinstance(r, ODataError)]
     assert len(throttled) == 2
     assert all(e.error and e.error.code == "ApplicationThrottled" for e in throttled)
@@ -705,12 +708,16 @@ async def test_latency_and_the_four_concurrent_requests_limit(
 
     graph.reset()
     gate = asyncio.Semaphore(4)
+    held = graph.hold_answers(n=4)  # the first four stay in flight together
 
     async def polite(i: int) -> None:
         async with gate:
             await send(client, simple_message(f"p{i}"))
 
-    await asyncio.gather(*(polite(i) for i in range(8)))
+    polite_sends = asyncio.gather(*(polite(i) for i in range(8)))
+    await poll_until_async(lambda: held.holding == 4, what="four requests in flight")
+    held.release()
+    await polite_sends
     assert graph.max_in_flight[SENDER] == 4
     assert len(graph.delivered) == 8
 
@@ -825,6 +832,37 @@ async def test_graph_rejects_what_graph_rejects(
     assert graph.delivered == []
 
 
+async def test_a_message_over_the_size_limit_is_400_wherever_it_is_found(
+    graph: GraphStandIn, token: str
+) -> None:
+    """ErrorMessageSizeExceeded has one status, from sendMail, an attachment, an upload session
+    or a scripted fault alike: Exchange's REST layer maps it to Bad Request."""
+    graph.max_message_bytes = 3 * 1024 * 1024 + 10
+    graph.max_request_bytes = 10_000_000
+    big = {"@odata.type": "#microsoft.graph.fileAttachment", "name": "big.bin"}
+    big["contentBytes"] = base64.b64encode(bytes(graph.max_message_bytes + 1)).decode()
+    auth = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(
+        base_url=f"{graph.graph_url}/users/{SENDER}", headers=auth
+    ) as http:
+        answers = [await http.post("/sendMail", json=graph_message(attachments=[big]))]
+        draft = (await http.post("/messages", json=graph_message()["message"])).json()
+        answers.append(await http.post(f"/messages/{draft['id']}/attachments", json=big))
+        answers.append(
+            await http.post(
+                f"/messages/{draft['id']}/attachments/createUploadSession",
+                json={"AttachmentItem": {"attachmentType": "file", "name": "b", "size": 4 << 20}},
+            )
+        )
+        graph.fail_with("ErrorMessageSizeExceeded")
+        answers.append(await http.post("/sendMail", json=graph_message()))
+    assert [(r.status_code, r.json()["error"]["code"]) for r in answers] == [
+        (400, "ErrorMessageSizeExceeded")
+    ] * 4
+    assert ERRORS["ErrorMessageSizeExceeded"][0] == 400
+    assert graph.delivered == []
+
+
 async def test_pascal_case_and_any_case_property_names_are_accepted(
     graph: GraphStandIn, token: str
 ) -> None:
@@ -927,9 +965,20 @@ async def test_upload_session_rules(client: GraphServiceClient, graph: GraphStan
             return await http.put(
                 url,
                 content=data[start : end + 1],
-                headers={"Content-Range": f"bytes {start}-{end}/{size}", **headers},
+                headers={
+                    "Content-Type": "application/octet-stream",
+                    "Content-Range": f"bytes {start}-{end}/{size}",
+                    **headers,
+                },
             )
 
+        # Outlook takes the bytes as application/octet-stream only
+        for other in ("text/plain", "application/json"):
+            wrong_type = await put(0, CHUNK - 1, **{"Content-Type": other})
+            assert (wrong_type.status_code, wrong_type.json()["error"]["code"]) == (
+                415,
+                "UnsupportedMediaType",
+            )
         not_multiple = await put(0, 1_000_000 - 1)
         assert (not_multiple.status_code, not_multiple.json()["error"]["code"]) == (
             400,
@@ -956,7 +1005,7 @@ async def test_upload_session_rules(client: GraphServiceClient, graph: GraphStan
 
     assert graph.drafts[draft.id].attachments[0].content == data
     upload_puts = graph.requests_for("upload")
-    assert [r.status for r in upload_puts] == [400, 200, 416, 401, 401, 201]
+    assert [r.status for r in upload_puts] == [415, 415, 400, 200, 416, 401, 401, 201]
     assert all(r.mailbox == SENDER for r in upload_puts)
 
 

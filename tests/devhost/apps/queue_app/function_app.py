@@ -17,6 +17,7 @@ app = func.FunctionApp()
 
 _lock = threading.Lock()
 _running = 0
+_held_running = 0
 
 
 def record(function: str, msg: func.QueueMessage, **extra: object) -> None:
@@ -75,3 +76,22 @@ async def slow(msg: func.QueueMessage) -> None:
     finally:
         _running -= 1
     record("slow", msg, phase="end")
+
+
+@app.queue_trigger(arg_name="msg", queue_name="%HELD_QUEUE%", connection="AzureWebJobsStorage")
+async def held(msg: func.QueueMessage) -> None:
+    """Works on ``{"hold": name}`` until the test releases it (creates ``release-<name>`` in the
+    output folder) and tracks how many run at once: concurrency observed without a clock."""
+    global _held_running
+    name = json.loads(msg.get_body())["hold"]
+    release = Path(os.environ["DEVHOST_TEST_OUT"]) / f"release-{name}"
+    _held_running += 1
+    record("held", msg, phase="start", running=_held_running, hold=name)
+    try:
+        while True:
+            if release.exists():
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        _held_running -= 1
+    record("held", msg, phase="end", hold=name)

@@ -1,0 +1,78 @@
+"""What Exchange does when a message is handed over for sending, by sendMail or by a draft's
+``/send``: it must have valid recipients, the mailbox must be allowed to send as its ``from``,
+it must fit the size limit; then it is accepted (202) and recorded as delivered."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from standins.graph.errors import GraphError, request_ids
+from standins.graph.payloads import check_sendable
+from standins.graph.records import DeliveredAttachment, DeliveredMessage, Recorded, Via
+
+if TYPE_CHECKING:
+    from standins.graph.server import GraphStandIn
+
+__all__ = ["Submission"]
+
+
+class Submission:
+    def __init__(self, graph: GraphStandIn) -> None:
+        self.graph = graph
+
+    def submit(
+        self,
+        rec: Recorded,
+        mailbox: str,
+        message: dict[str, Any],
+        attachments: list[DeliveredAttachment],
+        *,
+        save: bool,
+        via: Via,
+        message_id: str | None = None,
+        mime: bytes | None = None,
+    ) -> web.Response:
+        """Check, record as delivered, and answer 202 (no body), as Graph does."""
+        check_sendable(message)
+        self.check_send_as(mailbox, message)
+        size = sum(a.size for a in attachments) + len(json.dumps(message))
+        if size > self.graph.max_message_bytes:
+            raise GraphError.canned("ErrorMessageSizeExceeded")
+        full = dict(message)
+        if attachments:
+            full["attachments"] = [a.to_json() for a in attachments]
+        self.graph.delivered.append(
+            DeliveredMessage(
+                mailbox=mailbox,
+                message=full,
+                save_to_sent_items=save,
+                via=via,
+                time=time.monotonic(),
+                wall_time=time.time(),
+                attachments=list(attachments),
+                message_id=message_id,
+                mime=mime,
+                token=rec.token,
+            )
+        )
+        rec.status = 202
+        return web.Response(status=202, headers=request_ids(rec.header("client-request-id")))
+
+    def check_send_as(self, mailbox: str, message: Mapping[str, Any]) -> None:
+        """``from``/``sender`` other than the mailbox need a Send As grant (``send_as``)."""
+        send_as = self.graph.send_as
+        if send_as is None:
+            return
+        for key in ("from", "sender"):
+            address = (message.get(key) or {}).get("emailAddress", {}).get("address")
+            if (
+                address
+                and address.lower() != mailbox
+                and address.lower() not in send_as.get(mailbox, set())
+            ):
+                raise GraphError.canned("ErrorSendAsDenied")
