@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import tempfile
 from collections.abc import Mapping
@@ -116,3 +117,15 @@ def module_template(
     path, _, params = module_call(parent.tree, symbol)
     values = {name: parent.eval(value) for name, value in params.items()}
     return Template(trees[path], values)
+
+
+def fenced_blocks(markdown: str, language: str = "bash") -> list[str]:
+    """The bodies of the markdown's fenced code blocks in ``language``, in order."""
+    return re.findall(rf"^```{language}\n(.*?)^```", markdown, re.DOTALL | re.MULTILINE)
+
+
+def doc_block(path: Path, containing: str, language: str = "bash") -> str:
+    """The one fenced block of a guide that contains ``containing``: what a reader would paste."""
+    blocks = [b for b in fenced_blocks(path.read_text(), language) if containing in b]
+    assert len(blocks) == 1, f"{path.name}: {len(blocks)} {language} blocks contain {containing!r}"
+    return blocks[0]
