@@ -74,8 +74,8 @@ param alwaysReadyInstances int = 0
 @description('Zone-redundant Flex Consumption plan: instances spread across availability zones. Costly: the platform then keeps at least two always-ready instances per function group (HTTP, delivery, poison recorder, clean-up timer).')
 param zoneRedundant bool = false
 
-@description('Storage replication. ZRS survives the loss of a zone; choose LRS where the region has no zones.')
-param storageSku storageSkuType = 'Standard_ZRS'
+@description('Storage replication (azd: AZURE_STORAGE_SKU). Standard_LRS (default) works in every region. Standard_ZRS survives the loss of a zone, but only regions with availability zones offer it, and several Flex Consumption regions have none (westus, northcentralus, ukwest, ...), where a ZRS account fails to deploy.')
+param storageSku storageSkuType = 'Standard_LRS'
 
 @minValue(30)
 @maxValue(730)

@@ -124,7 +124,7 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
     tier: 'FlexConsumption'
   }
   properties: {
-    // checkov:skip=CKV_AZURE_225: zone redundancy is the zoneRedundant parameter, off by default: on Flex Consumption it keeps at least two always-ready instances per function group (four groups here) billed around the clock. Queued mail waits safely in ZRS storage while instances are replaced.
+    // checkov:skip=CKV_AZURE_225: zone redundancy is the zoneRedundant parameter, off by default: on Flex Consumption it keeps at least two always-ready instances per function group (four groups here) billed around the clock. Queued mail waits safely in storage while instances are replaced.
     // Linux.
     reserved: true
     zoneRedundant: zoneRedundant

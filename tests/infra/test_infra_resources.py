@@ -130,6 +130,23 @@ def test_deployment_container_is_the_one_flex_deploys_from(
     assert target["authentication"]["type"] == "UserAssignedIdentity"
 
 
+def test_storage_replication_defaults_to_what_every_region_offers(
+    deploy: Any, trees: Mapping[str, Any]
+) -> None:
+    """ZRS fails in Flex Consumption regions without availability zones (westus, ukwest, ...):
+    the default is LRS, and azd users choose with AZURE_STORAGE_SKU."""
+    account = storage_module(deploy, trees).resources["account"]["config"]
+    assert storage_module(deploy, trees).eval(account)["sku"] == {"name": "Standard_LRS"}
+    zoned = storage_module(deploy, trees, storageSku="Standard_ZRS")
+    assert zoned.eval(account)["sku"] == {"name": "Standard_ZRS"}
+    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert parameters["storageSku"]["value"] == "${AZURE_STORAGE_SKU=Standard_LRS}"
+    # the module's own default agrees, for anyone deploying it alone
+    assert Template(trees["modules/storage.bicep"]).parameters["skuName"]["default"] == (
+        "Standard_LRS"
+    )
+
+
 # -- storage and monitoring security -----------------------------------------------------------
 
 
