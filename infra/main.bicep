@@ -4,7 +4,7 @@
 // What it creates: a user-assigned managed identity, a storage account with no shared keys (queue,
 // poison queue, state table, payload container with a lifecycle backstop, deployment container),
 // Log Analytics + Application Insights with local auth disabled, the role assignments the identity
-// needs, and a Function App on the Flex Consumption plan (Linux, Python 3.11) whose app settings are
+// needs, and a Function App on the Flex Consumption plan (Linux, Python 3.11 or 3.12) whose app settings are
 // every setting the gateway reads. Optional: a tenant-wide Mail.Send grant in Entra ID (off: Exchange
 // RBAC for Applications is the recommended way, docs/graph-permissions.md) and the app registration
 // for cross-tenant sending, the app registration of the HTTP API for Entra ID tokens
@@ -25,6 +25,9 @@ type graphModeType = 'sendmail' | 'draft'
 
 @description('MAILGW_TRANSPORT in Azure: Microsoft Graph, SMTP AUTH with XOAUTH2, or a relay connector (the outbox transport is for local use only).')
 type transportType = 'graph' | 'smtp' | 'relay'
+
+@description('Python versions the gateway runs on: pyproject.toml requires-python (>=3.11,<3.13). Flex Consumption also offers 3.10 and 3.13, which the gateway does not support (azure-functions 1.x requires Python < 3.13).')
+type pythonVersionType = '3.11' | '3.12'
 
 @description('Flex Consumption instance sizes, in MB.')
 type instanceMemoryType = 512 | 2048 | 4096
@@ -57,6 +60,9 @@ param location string = resourceGroup().location
 
 @description('Tags added to every resource.')
 param tags object = {}
+
+@description('Python of the Function App (azd: MAILGW_PYTHON_VERSION). 3.11 (default) is the version CI tests; 3.12 is supported too. Flex Consumption itself defaults to 3.12 and offers 3.10 to 3.13, but the gateway runs on 3.11 and 3.12 only.')
+param pythonVersion pythonVersionType = '3.11'
 
 @description('Memory of each Flex Consumption instance in MB. 2048 fits 150 MB attachments comfortably; 512 is cheaper for small mail.')
 param instanceMemoryMB instanceMemoryType = 2048
@@ -468,6 +474,7 @@ module functionApp 'modules/function-app.bicep' = {
     storageAccountName: storage.outputs.name
     deploymentContainerName: deploymentContainerName
     appInsightsName: monitoring.outputs.appInsightsName
+    pythonVersion: pythonVersion
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
     alwaysReadyInstances: alwaysReadyInstances

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 from bicep_model import Ref, Template
-from infra_support import INFRA, ROOT, module_template
+from infra_support import INFRA, ROOT, load_yaml, module_template
+from packaging.specifiers import SpecifierSet
 
 from mailgw.settings import Settings
 
@@ -315,7 +316,18 @@ def test_every_guid_in_infra_is_a_known_one() -> None:
 # -- runtime -----------------------------------------------------------------------------------
 
 
-def test_runtime_is_python_311_on_flex_consumption(deploy: Any) -> None:
+#: Python versions Flex Consumption offers (az functionapp list-flexconsumption-runtimes).
+FLEX_PYTHON_VERSIONS = ["3.10", "3.11", "3.12", "3.13"]
+
+
+def python_versions_of_the_project() -> list[str]:
+    """The minor versions pyproject.toml's requires-python admits, among those Flex offers."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    specifier = SpecifierSet(project["project"]["requires-python"])
+    return [version for version in FLEX_PYTHON_VERSIONS if f"{version}.0" in specifier]
+
+
+def test_runtime_is_python_on_flex_consumption(deploy: Any) -> None:
     _, app, _ = deploy()
     plan = app.eval(app.resources["plan"]["config"])
     assert plan["sku"] == {"name": "FC1", "tier": "FlexConsumption"}
@@ -326,10 +338,35 @@ def test_runtime_is_python_311_on_flex_consumption(deploy: Any) -> None:
     assert site["properties"]["siteConfig"]["minTlsVersion"] == "1.2"
     runtime = site["properties"]["functionAppConfig"]["runtime"]
     assert runtime == {"name": "python", "version": "3.11"}
-    # The project's Python
+    _, app, _ = deploy(pythonVersion="3.12")
+    runtime = app.eval(app.resources["site"]["config"])["properties"]["functionAppConfig"]
+    assert runtime["runtime"] == {"name": "python", "version": "3.12"}
+
+
+def test_python_versions_agree_everywhere(trees: Mapping[str, Any]) -> None:
+    """pyproject.toml, the parameter's allowed values, the docs and CI name the same versions:
+    the Bicep offers exactly what requires-python admits, and defaults to the tested one."""
+    supported = python_versions_of_the_project()
+    assert supported == ["3.11", "3.12"]  # azure-functions 1.x: Python < 3.13
+    main = trees["main.bicep"]
+    allowed = [v.strip() for v in main["types"]["pythonVersionType"]["value"].split("|")]
+    assert allowed == supported
+    tested = main["parameters"]["pythonVersion"]["default"]
+    assert tested == supported[0]
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert project["tool"]["mypy"]["python_version"] == runtime["version"]
-    assert ">=3.11" in project["project"]["requires-python"]
+    assert project["tool"]["mypy"]["python_version"] == tested
+    assert project["tool"]["ruff"]["target-version"] == "py" + tested.replace(".", "")
+    ci = load_yaml(ROOT / ".github" / "workflows" / "ci.yml")
+    setups = [s for s in ci["jobs"]["test"]["steps"] if "setup-python" in s.get("uses", "")]
+    assert [s["with"]["python-version"] for s in setups] == [tested]
+    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert parameters["pythonVersion"]["value"] == "${MAILGW_PYTHON_VERSION=" + tested + "}"
+    guide = (ROOT / "docs" / "deploy.md").read_text()
+    (row,) = [line for line in guide.splitlines() if line.startswith("| `pythonVersion` |")]
+    assert f"| `{tested}` |" in row
+    for version in FLEX_PYTHON_VERSIONS:  # each one supported, or said not to be
+        assert version in row, version
+    assert project["project"]["requires-python"] in row
 
 
 def test_host_json_is_functions_v4_with_the_bundle_flex_needs() -> None:
