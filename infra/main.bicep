@@ -88,7 +88,7 @@ param storageSku storageSkuType = 'Standard_LRS'
 @description('Days Log Analytics keeps logs and Application Insights telemetry.')
 param logRetentionDays int = 30
 
-@description('Object id of a person or group who operates the gateway with the mailgw CLI (failed list/replay/purge, store cleanup): gets data access to the queue, table and payloads. Empty: nobody. azd passes the signed-in user (AZURE_PRINCIPAL_ID).')
+@description('Object id of a person or group who operates the gateway with the mailgw CLI (failed list/replay/purge, store cleanup): gets data access to the queues and the table of the account, and to the payload container (no other blob). Empty: nobody. azd passes the signed-in user (AZURE_PRINCIPAL_ID).')
 param operatorPrincipalId string = ''
 
 @description('Kind of operatorPrincipalId.')
@@ -280,6 +280,7 @@ module rbac 'modules/rbac.bicep' = {
   name: 'rbac'
   params: {
     storageAccountName: storage.outputs.name
+    payloadContainerName: payloadContainerName
     appInsightsName: monitoring.outputs.appInsightsName
     identityPrincipalId: identity.properties.principalId
     operatorPrincipalId: operatorPrincipalId

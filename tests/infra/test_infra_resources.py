@@ -242,27 +242,50 @@ def test_each_role_assignment_says_why(path: str) -> None:
             assert any(name in text for name in BUILT_IN_ROLES), f"{path}:{index + 1}: {text}"
 
 
+OPERATOR = "0f0f0f0f-0000-0000-0000-000000000001"
+
+
+def operator_grants(rbac: Template) -> set[tuple[str, str]]:
+    """(role name, scope) of every operator role assignment (the two loops of rbac.bicep)."""
+    by_guid = {guid: name for name, guid in BUILT_IN_ROLES.items()}
+    grants = set()
+    for symbol in ("operatorBlobAccess", "operatorAccess"):
+        for grant in rbac.eval(rbac.resources[symbol]["config"]):
+            match = GUID.search(str(grant["properties"]["roleDefinitionId"]))
+            assert match
+            assert grant["properties"]["principalId"] == OPERATOR
+            assert grant["properties"]["principalType"] == "User"
+            grants.add((by_guid[match.group(0)], str(grant["scope"])))
+    return grants
+
+
 def test_operator_access_is_optional(deploy: Any, trees: Mapping[str, Any]) -> None:
     main, _, _ = deploy()
     rbac = module_template(trees, main, "rbac")
     assert rbac.eval(rbac.resources["operatorAccess"]["config"]) == []
-    main, _, _ = deploy(operatorPrincipalId="0f0f0f0f-0000-0000-0000-000000000001")
-    rbac = module_template(trees, main, "rbac")
-    grants = rbac.eval(rbac.resources["operatorAccess"]["config"])
-    by_guid = {guid: name for name, guid in BUILT_IN_ROLES.items()}
-    roles = set()
-    for grant in grants:
-        match = GUID.search(str(grant["properties"]["roleDefinitionId"]))
-        assert match
-        roles.add(by_guid[match.group(0)])
-        assert grant["properties"]["principalId"] == "0f0f0f0f-0000-0000-0000-000000000001"
-        assert grant["properties"]["principalType"] == "User"
+    assert rbac.eval(rbac.resources["operatorBlobAccess"]["config"]) == []
+    main, _, _ = deploy(operatorPrincipalId=OPERATOR)
     # Data access for the mailgw CLI, never ownership.
-    assert roles == {
+    assert {role for role, _ in operator_grants(module_template(trees, main, "rbac"))} == {
         "Storage Blob Data Contributor",
         "Storage Queue Data Contributor",
         "Storage Table Data Contributor",
     }
+
+
+def test_operator_reads_no_blob_but_the_payloads(deploy: Any, trees: Mapping[str, Any]) -> None:
+    """Issue 9: the operator's Blob role is on the payload container, not the account, which also
+    holds the deployment package and the Functions host's keys."""
+    main, _, _ = deploy(operatorPrincipalId=OPERATOR, payloadContainerName="kept-mail")
+    rbac = module_template(trees, main, "rbac")
+    grants = operator_grants(rbac)
+    assert ("Storage Blob Data Contributor", "<payloadContainer>") in grants
+    assert [scope for role, scope in grants if "Blob" in role] == ["<payloadContainer>"]
+    container = rbac.eval(rbac.resources["payloadContainer"]["config"])
+    assert container["name"] == "kept-mail"
+    assert container["parent"] == Ref("blobService")
+    assert rbac.eval(rbac.resources["blobService"]["config"])["parent"] == Ref("account")
+    assert rbac.resources["payloadContainer"]["existing"] is True
 
 
 def test_graph_app_roles(deploy: Any, trees: Mapping[str, Any]) -> None:
