@@ -502,6 +502,10 @@ output IDENTITY_CLIENT_ID string = identity.properties.clientId
 @description('Service principal object id of the identity: the ObjectId for Exchange RBAC (New-ServicePrincipal, New-ManagementRoleAssignment -App).')
 output IDENTITY_PRINCIPAL_ID string = identity.properties.principalId
 output STORAGE_ACCOUNT_NAME string = storage.outputs.name
+@description('Endpoints of the storage account (https://<account>.blob.<storage suffix>/ and its queue and table twins): the azd postprovision hook reads through them.')
+output STORAGE_BLOB_ENDPOINT string = storage.outputs.blobEndpoint
+output STORAGE_QUEUE_ENDPOINT string = storage.outputs.queueEndpoint
+output STORAGE_TABLE_ENDPOINT string = storage.outputs.tableEndpoint
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.appInsightsName
 @description('Client id of the cross-tenant app registration; empty when cross-tenant mode is off.')
 output CROSS_TENANT_APP_CLIENT_ID string = (crossTenantApp.?outputs.appClientId) ?? ''

@@ -183,4 +183,7 @@ resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05
 
 output name string = account.name
 output id string = account.id
+output blobEndpoint string = account.properties.primaryEndpoints.blob
+output queueEndpoint string = account.properties.primaryEndpoints.queue
+output tableEndpoint string = account.properties.primaryEndpoints.table
 output payloadDeleteAfterDays int = payloadDeleteAfterDays
