@@ -9,7 +9,9 @@
 // RBAC for Applications is the recommended way, docs/graph-permissions.md) and the app registration
 // for cross-tenant sending, the app registration of the HTTP API for Entra ID tokens
 // (apiAuth=entra, docs/authentication.md), and, for the relay transport, a Key Vault reference to
-// the TLS client certificate with read access to its vault (docs/transports.md). No key,
+// the TLS client certificate with read access to its vault (docs/transports.md). For the operator:
+// an Azure Monitor workbook and alerts on failed messages, the -poison-poison queue, a stuck queue
+// and storage availability (docs/operations.md). No key,
 // connection string with a key, or client secret exists anywhere; the relay certificate stays in
 // Key Vault and only its URI is a parameter.
 targetScope = 'resourceGroup'
@@ -93,6 +95,20 @@ param operatorPrincipalId string = ''
 
 @description('Kind of operatorPrincipalId.')
 param operatorPrincipalType principalTypeType = 'User'
+
+// ---------------------------------------------------------------------------------------------
+// Parameters: what the operator sees (workbook and alerts; docs/operations.md)
+// ---------------------------------------------------------------------------------------------
+
+@description('Email address that receives the alerts (failed messages, -poison-poison, a stuck queue, storage availability): creates an action group with it. Empty (default): no action group is created; the alerts still fire and show in Azure Monitor > Alerts.')
+param alertEmail string = ''
+
+@description('Resource id of an existing action group the alerts notify as well (/subscriptions/.../providers/Microsoft.Insights/actionGroups/<name>): Teams, SMS, on-call tools. Empty: none.')
+param alertActionGroupId string = ''
+
+@minValue(1)
+@description('The delivery alert fires when the oldest visible message of the outbound queue has waited longer than this many minutes (scheduled and backing-off messages are invisible and do not count).')
+param oldestMessageAlertMinutes int = 15
 
 // ---------------------------------------------------------------------------------------------
 // Parameters: the gateway's own settings (app settings of the same name; defaults are mailgw's)
@@ -215,6 +231,7 @@ var allTags = union(tags, {
 var functionAppName = 'func-mailgw-${resourceToken}'
 var storageAccountName = 'stmailgw${resourceToken}'
 var deploymentContainerName = 'app-package'
+var workbookDisplayName = 'mailgw operations (${environmentName})'
 var crossTenant = !empty(mailTenantId)
 
 // Microsoft Graph application permissions (app role ids are the same in every tenant).
@@ -492,6 +509,35 @@ module functionApp 'modules/function-app.bicep' = {
 }
 
 // ---------------------------------------------------------------------------------------------
+// What the operator sees: the workbook and the alerts (docs/operations.md, docs/telemetry.md)
+// ---------------------------------------------------------------------------------------------
+
+module workbook 'modules/workbook.bicep' = {
+  name: 'workbook'
+  params: {
+    location: location
+    tags: allTags
+    appInsightsName: monitoring.outputs.appInsightsName
+    displayName: workbookDisplayName
+  }
+}
+
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts'
+  params: {
+    location: location
+    tags: allTags
+    namePrefix: 'mailgw-${resourceToken}'
+    appInsightsName: monitoring.outputs.appInsightsName
+    storageAccountName: storage.outputs.name
+    queueName: queueName
+    alertEmail: alertEmail
+    actionGroupId: alertActionGroupId
+    oldestMessageMinutes: oldestMessageAlertMinutes
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Outputs (azd stores them in the environment: `azd env get-values`)
 // ---------------------------------------------------------------------------------------------
 
@@ -507,6 +553,10 @@ output STORAGE_BLOB_ENDPOINT string = storage.outputs.blobEndpoint
 output STORAGE_QUEUE_ENDPOINT string = storage.outputs.queueEndpoint
 output STORAGE_TABLE_ENDPOINT string = storage.outputs.tableEndpoint
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.appInsightsName
+@description('Display name of the operator\'s workbook: Application Insights > Workbooks, or Azure Monitor > Workbooks.')
+output OPERATIONS_WORKBOOK string = workbookDisplayName
+@description('Names of the alert rules (Azure Monitor > Alerts > Alert rules).')
+output ALERT_RULES array = alerts.outputs.alertNames
 @description('Client id of the cross-tenant app registration; empty when cross-tenant mode is off.')
 output CROSS_TENANT_APP_CLIENT_ID string = (crossTenantApp.?outputs.appClientId) ?? ''
 @description('Client id of the API app registration created by createApiApp (callers request tokens for <id>/.default); empty when it is not created.')

@@ -116,7 +116,7 @@ def module_template(
     """The module's template, with the parameters the parent passes (evaluated in the parent)."""
     path, _, params = module_call(parent.tree, symbol)
     values = {name: parent.eval(value) for name, value in params.items()}
-    return Template(trees[path], values)
+    return Template(trees[path], values, directory=(INFRA / path).parent)
 
 
 def fenced_blocks(markdown: str, language: str = "bash") -> list[str]:
