@@ -115,6 +115,9 @@ resource failedMessages 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
       ]
     }
     autoMitigate: true
+    // A new Application Insights has no rows yet, and Azure may refuse to create a rule whose query
+    // it cannot validate against data; tests/infra checks the query against docs/telemetry.md.
+    skipQueryValidation: true
     actions: {
       actionGroups: actionGroups
     }
@@ -152,6 +155,9 @@ resource poisonPoison 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
       ]
     }
     autoMitigate: true
+    // A new Application Insights has no rows yet, and Azure may refuse to create a rule whose query
+    // it cannot validate against data; tests/infra checks the query against docs/telemetry.md.
+    skipQueryValidation: true
     actions: {
       actionGroups: actionGroups
     }
@@ -189,6 +195,9 @@ resource oldestMessage 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
       ]
     }
     autoMitigate: true
+    // A new Application Insights has no rows yet, and Azure may refuse to create a rule whose query
+    // it cannot validate against data; tests/infra checks the query against docs/telemetry.md.
+    skipQueryValidation: true
     actions: {
       actionGroups: actionGroups
     }

@@ -205,6 +205,7 @@ def test_log_alerts_query_only_the_contract(
         assert resource["api_version"] == "2023-12-01"
         config = alert(module, symbol)
         assert config["properties"]["scopes"] == [Ref("appInsights.id")]
+        assert config["properties"]["skipQueryValidation"] is True  # a new component has no rows
         (criterion,) = config["properties"]["criteria"]["allOf"]
         assert contract.problems(criterion["query"]) == [], symbol
         measured = criterion.get("metricMeasureColumn")
