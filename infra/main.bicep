@@ -547,6 +547,8 @@ output FUNCTION_APP_NAME string = functionApp.outputs.name
 output IDENTITY_CLIENT_ID string = identity.properties.clientId
 @description('Service principal object id of the identity: the ObjectId for Exchange RBAC (New-ServicePrincipal, New-ManagementRoleAssignment -App).')
 output IDENTITY_PRINCIPAL_ID string = identity.properties.principalId
+@description('The operator granted data access (operatorPrincipalId; azd: whoever ran it), empty when none: the azd postprovision hook proves with its roles that the deployment\'s role assignments have reached Storage.')
+output OPERATOR_PRINCIPAL_ID string = operatorPrincipalId
 output STORAGE_ACCOUNT_NAME string = storage.outputs.name
 @description('Endpoints of the storage account (https://<account>.blob.<storage suffix>/ and its queue and table twins): the azd postprovision hook reads through them.')
 output STORAGE_BLOB_ENDPOINT string = storage.outputs.blobEndpoint

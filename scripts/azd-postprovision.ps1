@@ -9,8 +9,8 @@ $delay = if ($env:MAILGW_ROLE_WAIT_FIRST_DELAY) { [int] $env:MAILGW_ROLE_WAIT_FI
 
 function Say([string] $Message) { [Console]::Error.WriteLine("mailgw postprovision: $Message") }
 
-if (-not $env:AZURE_PRINCIPAL_ID) {
-    Say 'no AZURE_PRINCIPAL_ID, so no deployer role to check storage with; not waiting.'
+if (-not $env:OPERATOR_PRINCIPAL_ID) {
+    Say 'no operator was granted (OPERATOR_PRINCIPAL_ID is empty), so no role to check storage with; not waiting.'
     exit 0
 }
 if ($timeout -eq 0) {
@@ -55,7 +55,7 @@ while ($true) {
     if ($waited -ge $timeout) {
         Say ("the role assignments have not reached Storage after $($waited)s ($answers). They normally " +
             'arrive within 10 minutes. The infrastructure is in place: wait a few minutes, then run azd deploy. ' +
-            "A 403 that lasts longer than an hour means a role is missing: az role assignment list --all --assignee $($env:AZURE_PRINCIPAL_ID) -o table (docs/deploy.md).")
+            "A 403 that lasts longer than an hour means a role is missing: az role assignment list --all --assignee $($env:OPERATOR_PRINCIPAL_ID) -o table (docs/deploy.md).")
         exit 1
     }
     Say "waiting for the role assignments to reach Storage ($answers); next try in $($delay)s."

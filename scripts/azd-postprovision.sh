@@ -7,7 +7,7 @@
 # provisioning can meet a 403: the platform writes the package to the deployment container with the
 # Function App's identity, whose Blob role is minutes old. The hook cannot sign in as that identity,
 # so it proves propagation with the deployer's own data roles, made by the same deployment on the
-# same account (operatorPrincipalId = AZURE_PRINCIPAL_ID): one read each of the payload container,
+# same account (azd passes itself as operatorPrincipalId): one read each of the payload container,
 # the outbound queue and the state table, with azd's own token, until all three answer 200.
 #
 # Waits at most MAILGW_ROLE_WAIT_SECONDS (default 600; 0: do not wait) in all, backing off from
@@ -15,7 +15,7 @@
 # arrived, it stops `azd up` before the publish; docs/deploy.md says what to do then.
 # Reads from the azd environment: the outputs STORAGE_BLOB_ENDPOINT, STORAGE_QUEUE_ENDPOINT,
 # STORAGE_TABLE_ENDPOINT, MAILGW_PAYLOAD_CONTAINER, MAILGW_QUEUE, MAILGW_STATE_TABLE, and
-# AZURE_PRINCIPAL_ID.
+# OPERATOR_PRINCIPAL_ID (azd does not store AZURE_PRINCIPAL_ID in the environment hooks see).
 set -eu
 
 timeout=${MAILGW_ROLE_WAIT_SECONDS:-600}
@@ -24,8 +24,8 @@ storage_version=2019-02-02 # x-ms-version: Entra ID for all three services (the 
 
 say() { echo "mailgw postprovision: $*" >&2; }
 
-if [ -z "${AZURE_PRINCIPAL_ID:-}" ]; then
-  say "no AZURE_PRINCIPAL_ID, so no deployer role to check storage with; not waiting."
+if [ -z "${OPERATOR_PRINCIPAL_ID:-}" ]; then
+  say "no operator was granted (OPERATOR_PRINCIPAL_ID is empty), so no role to check storage with; not waiting."
   exit 0
 fi
 
@@ -69,7 +69,7 @@ while :; do
     say "the role assignments have not reached Storage after ${waited}s ($answers).
   They normally arrive within 10 minutes. The infrastructure is in place: wait a few minutes, then
   run azd deploy (it publishes the code only). A 403 that lasts longer than an hour means a role
-  is missing: az role assignment list --all --assignee $AZURE_PRINCIPAL_ID -o table (docs/deploy.md)."
+  is missing: az role assignment list --all --assignee $OPERATOR_PRINCIPAL_ID -o table (docs/deploy.md)."
     exit 1
   fi
   say "waiting for the role assignments to reach Storage ($answers); next try in ${delay}s."

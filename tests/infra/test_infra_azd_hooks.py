@@ -183,7 +183,7 @@ def storage() -> Iterator[tuple[StorageStandIn, str]]:
 def outputs(base: str) -> dict[str, str]:
     """The azd environment after provisioning: main.bicep's outputs and azd's own principal."""
     return {
-        "AZURE_PRINCIPAL_ID": "0f0f0f0f-0000-0000-0000-000000000001",
+        "OPERATOR_PRINCIPAL_ID": "0f0f0f0f-0000-0000-0000-000000000001",
         "STORAGE_BLOB_ENDPOINT": f"{base}/blob/",
         "STORAGE_QUEUE_ENDPOINT": f"{base}/queue/",
         "STORAGE_TABLE_ENDPOINT": f"{base}/table/",
@@ -266,7 +266,7 @@ def test_postprovision_needs_azd_to_be_signed_in(
 @pytest.mark.parametrize(
     ("setting", "reason"),
     [
-        ({"AZURE_PRINCIPAL_ID": ""}, "no AZURE_PRINCIPAL_ID"),
+        ({"OPERATOR_PRINCIPAL_ID": ""}, "no operator was granted"),
         ({"MAILGW_ROLE_WAIT_SECONDS": "0"}, "not waiting"),
     ],
 )
@@ -282,10 +282,16 @@ def test_postprovision_can_be_told_not_to_wait(
 def test_postprovision_reads_the_outputs_main_bicep_declares(trees: Mapping[str, Any]) -> None:
     declared = set(trees["main.bicep"]["outputs"])
     for hook in (POST, POST.with_suffix(".ps1")):
-        used = set(re.findall(r"(?:STORAGE|MAILGW)_[A-Z_]+", hook.read_text()))
+        used = set(re.findall(r"(?:STORAGE|MAILGW|OPERATOR)_[A-Z_]+", hook.read_text()))
         settings = {name for name in used if name.startswith("MAILGW_ROLE_WAIT")}
         assert used - settings <= declared, (hook.name, (used - settings) - declared)
-        assert {"STORAGE_BLOB_ENDPOINT", "MAILGW_PAYLOAD_CONTAINER"} <= used
+        assert {
+            "STORAGE_BLOB_ENDPOINT",
+            "MAILGW_PAYLOAD_CONTAINER",
+            "OPERATOR_PRINCIPAL_ID",
+        } <= used
+        # azd keeps AZURE_PRINCIPAL_ID out of the environment a hook sees: never read it
+        assert not re.search(r"\$\{?(env:)?AZURE_PRINCIPAL_ID", hook.read_text()), hook.name
 
 
 # -- wiring and twins -------------------------------------------------------------------------
