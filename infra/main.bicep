@@ -4,12 +4,14 @@
 // What it creates: a user-assigned managed identity, a storage account with no shared keys (queue,
 // poison queue, state table, payload container with a lifecycle backstop, deployment container),
 // Log Analytics + Application Insights with local auth disabled, the role assignments the identity
-// needs, and a Function App on the Flex Consumption plan (Linux, Python 3.11) whose app settings are
+// needs, and a Function App on the Flex Consumption plan (Linux, Python 3.11 or 3.12) whose app settings are
 // every setting the gateway reads. Optional: a tenant-wide Mail.Send grant in Entra ID (off: Exchange
 // RBAC for Applications is the recommended way, docs/graph-permissions.md) and the app registration
 // for cross-tenant sending, the app registration of the HTTP API for Entra ID tokens
 // (apiAuth=entra, docs/authentication.md), and, for the relay transport, a Key Vault reference to
-// the TLS client certificate with read access to its vault (docs/transports.md). No key,
+// the TLS client certificate with read access to its vault (docs/transports.md). For the operator:
+// an Azure Monitor workbook and alerts on failed messages, the -poison-poison queue, a stuck queue
+// and storage availability (docs/operations.md). No key,
 // connection string with a key, or client secret exists anywhere; the relay certificate stays in
 // Key Vault and only its URI is a parameter.
 targetScope = 'resourceGroup'
@@ -25,6 +27,9 @@ type graphModeType = 'sendmail' | 'draft'
 
 @description('MAILGW_TRANSPORT in Azure: Microsoft Graph, SMTP AUTH with XOAUTH2, or a relay connector (the outbox transport is for local use only).')
 type transportType = 'graph' | 'smtp' | 'relay'
+
+@description('Python versions the gateway runs on: pyproject.toml requires-python (>=3.11,<3.13). Flex Consumption also offers 3.10 and 3.13, which the gateway does not support (azure-functions 1.x requires Python < 3.13).')
+type pythonVersionType = '3.11' | '3.12'
 
 @description('Flex Consumption instance sizes, in MB.')
 type instanceMemoryType = 512 | 2048 | 4096
@@ -58,6 +63,9 @@ param location string = resourceGroup().location
 @description('Tags added to every resource.')
 param tags object = {}
 
+@description('Python of the Function App (azd: MAILGW_PYTHON_VERSION). 3.11 (default) is the version CI tests; 3.12 is supported too. Flex Consumption itself defaults to 3.12 and offers 3.10 to 3.13, but the gateway runs on 3.11 and 3.12 only.')
+param pythonVersion pythonVersionType = '3.11'
+
 @description('Memory of each Flex Consumption instance in MB. 2048 fits 150 MB attachments comfortably; 512 is cheaper for small mail.')
 param instanceMemoryMB instanceMemoryType = 2048
 
@@ -74,19 +82,33 @@ param alwaysReadyInstances int = 0
 @description('Zone-redundant Flex Consumption plan: instances spread across availability zones. Costly: the platform then keeps at least two always-ready instances per function group (HTTP, delivery, poison recorder, clean-up timer).')
 param zoneRedundant bool = false
 
-@description('Storage replication. ZRS survives the loss of a zone; choose LRS where the region has no zones.')
-param storageSku storageSkuType = 'Standard_ZRS'
+@description('Storage replication (azd: AZURE_STORAGE_SKU). Standard_LRS (default) works in every region. Standard_ZRS survives the loss of a zone, but only regions with availability zones offer it, and several Flex Consumption regions have none (westus, northcentralus, ukwest, ...), where a ZRS account fails to deploy.')
+param storageSku storageSkuType = 'Standard_LRS'
 
 @minValue(30)
 @maxValue(730)
 @description('Days Log Analytics keeps logs and Application Insights telemetry.')
 param logRetentionDays int = 30
 
-@description('Object id of a person or group who operates the gateway with the mailgw CLI (failed list/replay/purge, store cleanup): gets data access to the queue, table and payloads. Empty: nobody. azd passes the signed-in user (AZURE_PRINCIPAL_ID).')
+@description('Object id of a person or group who operates the gateway with the mailgw CLI (failed list/replay/purge, store cleanup): gets data access to the queues and the table of the account, and to the payload container (no other blob). Empty: nobody. azd passes the signed-in user (AZURE_PRINCIPAL_ID).')
 param operatorPrincipalId string = ''
 
 @description('Kind of operatorPrincipalId.')
 param operatorPrincipalType principalTypeType = 'User'
+
+// ---------------------------------------------------------------------------------------------
+// Parameters: what the operator sees (workbook and alerts; docs/operations.md)
+// ---------------------------------------------------------------------------------------------
+
+@description('Email address that receives the alerts (failed messages, -poison-poison, a stuck queue, storage availability): creates an action group with it. Empty (default): no action group is created; the alerts still fire and show in Azure Monitor > Alerts.')
+param alertEmail string = ''
+
+@description('Resource id of an existing action group the alerts notify as well (/subscriptions/.../providers/Microsoft.Insights/actionGroups/<name>): Teams, SMS, on-call tools. Empty: none.')
+param alertActionGroupId string = ''
+
+@minValue(1)
+@description('The delivery alert fires when the oldest visible message of the outbound queue has waited longer than this many minutes (scheduled and backing-off messages are invisible and do not count).')
+param oldestMessageAlertMinutes int = 15
 
 // ---------------------------------------------------------------------------------------------
 // Parameters: the gateway's own settings (app settings of the same name; defaults are mailgw's)
@@ -209,6 +231,7 @@ var allTags = union(tags, {
 var functionAppName = 'func-mailgw-${resourceToken}'
 var storageAccountName = 'stmailgw${resourceToken}'
 var deploymentContainerName = 'app-package'
+var workbookDisplayName = 'mailgw operations (${environmentName})'
 var crossTenant = !empty(mailTenantId)
 
 // Microsoft Graph application permissions (app role ids are the same in every tenant).
@@ -274,6 +297,7 @@ module rbac 'modules/rbac.bicep' = {
   name: 'rbac'
   params: {
     storageAccountName: storage.outputs.name
+    payloadContainerName: payloadContainerName
     appInsightsName: monitoring.outputs.appInsightsName
     identityPrincipalId: identity.properties.principalId
     operatorPrincipalId: operatorPrincipalId
@@ -468,6 +492,7 @@ module functionApp 'modules/function-app.bicep' = {
     storageAccountName: storage.outputs.name
     deploymentContainerName: deploymentContainerName
     appInsightsName: monitoring.outputs.appInsightsName
+    pythonVersion: pythonVersion
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
     alwaysReadyInstances: alwaysReadyInstances
@@ -484,6 +509,35 @@ module functionApp 'modules/function-app.bicep' = {
 }
 
 // ---------------------------------------------------------------------------------------------
+// What the operator sees: the workbook and the alerts (docs/operations.md, docs/telemetry.md)
+// ---------------------------------------------------------------------------------------------
+
+module workbook 'modules/workbook.bicep' = {
+  name: 'workbook'
+  params: {
+    location: location
+    tags: allTags
+    appInsightsName: monitoring.outputs.appInsightsName
+    displayName: workbookDisplayName
+  }
+}
+
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts'
+  params: {
+    location: location
+    tags: allTags
+    namePrefix: 'mailgw-${resourceToken}'
+    appInsightsName: monitoring.outputs.appInsightsName
+    storageAccountName: storage.outputs.name
+    queueName: queueName
+    alertEmail: alertEmail
+    actionGroupId: alertActionGroupId
+    oldestMessageMinutes: oldestMessageAlertMinutes
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Outputs (azd stores them in the environment: `azd env get-values`)
 // ---------------------------------------------------------------------------------------------
 
@@ -493,8 +547,18 @@ output FUNCTION_APP_NAME string = functionApp.outputs.name
 output IDENTITY_CLIENT_ID string = identity.properties.clientId
 @description('Service principal object id of the identity: the ObjectId for Exchange RBAC (New-ServicePrincipal, New-ManagementRoleAssignment -App).')
 output IDENTITY_PRINCIPAL_ID string = identity.properties.principalId
+@description('The operator granted data access (operatorPrincipalId; azd: whoever ran it), empty when none: the azd postprovision hook proves with its roles that the deployment\'s role assignments have reached Storage.')
+output OPERATOR_PRINCIPAL_ID string = operatorPrincipalId
 output STORAGE_ACCOUNT_NAME string = storage.outputs.name
+@description('Endpoints of the storage account (https://<account>.blob.<storage suffix>/ and its queue and table twins): the azd postprovision hook reads through them.')
+output STORAGE_BLOB_ENDPOINT string = storage.outputs.blobEndpoint
+output STORAGE_QUEUE_ENDPOINT string = storage.outputs.queueEndpoint
+output STORAGE_TABLE_ENDPOINT string = storage.outputs.tableEndpoint
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.appInsightsName
+@description('Display name of the operator\'s workbook: Application Insights > Workbooks, or Azure Monitor > Workbooks.')
+output OPERATIONS_WORKBOOK string = workbookDisplayName
+@description('Names of the alert rules (Azure Monitor > Alerts > Alert rules).')
+output ALERT_RULES array = alerts.outputs.alertNames
 @description('Client id of the cross-tenant app registration; empty when cross-tenant mode is off.')
 output CROSS_TENANT_APP_CLIENT_ID string = (crossTenantApp.?outputs.appClientId) ?? ''
 @description('Client id of the API app registration created by createApiApp (callers request tokens for <id>/.default); empty when it is not created.')

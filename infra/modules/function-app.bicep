@@ -1,4 +1,4 @@
-// The Function App on the Flex Consumption plan (FC1, Linux, Python 3.11). Identity-based host
+// The Function App on the Flex Consumption plan (FC1, Linux, Python). Identity-based host
 // storage, identity-based deployment storage, Entra-authenticated Application Insights.
 
 @description('Region of the plan and the app.')
@@ -28,6 +28,9 @@ param deploymentContainerName string
 @description('The Application Insights component.')
 param appInsightsName string
 
+@description('Python version of the runtime: 3.11 or 3.12 (main.bicep\'s pythonVersionType says why).')
+param pythonVersion string = '3.11'
+
 @allowed([
   512
   2048
@@ -51,10 +54,9 @@ param zoneRedundant bool = false
 @description('The gateway settings (MAILGW_*, AZURE_CLIENT_ID) as name/value pairs; host plumbing is added here.')
 param appSettings array
 
-// Python 3.11 (pyproject.toml: requires-python) on Functions runtime 4.x, the only runtime of the
-// Flex Consumption plan. host.json's extension bundle [4.*, 5.0.0) is the one Flex requires.
+// Python on Functions runtime 4.x, the only runtime of the Flex Consumption plan. host.json's
+// extension bundle [4.*, 5.0.0) is the one Flex requires.
 var runtimeName = 'python'
-var runtimeVersion = '3.11'
 
 // The queue-triggered delivery function (functions/delivery.py). Per-function scaling gives it its
 // own instances, so it needs its own always-ready entry besides the HTTP group.
@@ -124,7 +126,7 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
     tier: 'FlexConsumption'
   }
   properties: {
-    // checkov:skip=CKV_AZURE_225: zone redundancy is the zoneRedundant parameter, off by default: on Flex Consumption it keeps at least two always-ready instances per function group (four groups here) billed around the clock. Queued mail waits safely in ZRS storage while instances are replaced.
+    // checkov:skip=CKV_AZURE_225: zone redundancy is the zoneRedundant parameter, off by default: on Flex Consumption it keeps at least two always-ready instances per function group (four groups here) billed around the clock. Queued mail waits safely in storage while instances are replaced.
     // Linux.
     reserved: true
     zoneRedundant: zoneRedundant
@@ -174,7 +176,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       }
       runtime: {
         name: runtimeName
-        version: runtimeVersion
+        version: pythonVersion
       }
     }
     siteConfig: {

@@ -1,9 +1,13 @@
 // Role assignments, by built-in role definition id (the same GUID in every tenant), each at the
-// narrowest scope that works: the storage account, or the Application Insights component.
+// narrowest scope that works: the payload container, the storage account, or the Application
+// Insights component.
 // tests/infra/test_infra.py checks every GUID against its table of built-in roles.
 
 @description('The gateway storage account.')
 param storageAccountName string
+
+@description('The container of claim-checked payloads, the only one an operator may read.')
+param payloadContainerName string
 
 @description('The Application Insights component.')
 param appInsightsName string
@@ -32,6 +36,16 @@ var roles = {
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
+}
+
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' existing = {
+  parent: account
+  name: 'default'
+}
+
+resource payloadContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: blobService
+  name: payloadContainerName
 }
 
 resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
@@ -92,15 +106,33 @@ resource identityMetricsPublisher 'Microsoft.Authorization/roleAssignments@2022-
   }
 }
 
-var operatorRoles = empty(operatorPrincipalId) ? [] : [
+var operator = !empty(operatorPrincipalId)
+var operatorBlobRoles = operator ? [
   roles.storageBlobDataContributor
+] : []
+var operatorRoles = operator ? [
   roles.storageQueueDataContributor
   roles.storageTableDataContributor
-]
+] : []
 
 // Optional operator access for the mailgw CLI (failed list/replay/purge, store cleanup), which works
-// on storage directly with `az login`: read/replay the poison queue, read and delete state records,
-// and read/delete kept payloads. Contributor, not Owner: an operator needs no ACL management.
+// on storage directly with `az login`. Storage Blob Data Contributor on the payload container only:
+// the CLI reads and deletes kept payloads there and nowhere else, while the account also holds the
+// deployment package and the Functions host's keys and leases, which an operator must not read or
+// delete. Contributor, not Owner: an operator needs no ACL management.
+resource operatorBlobAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for roleId in operatorBlobRoles: {
+  name: guid(payloadContainer.id, operatorPrincipalId, roleId)
+  scope: payloadContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleId)
+    principalId: operatorPrincipalId
+    principalType: operatorPrincipalType
+    description: 'mailgw operator: mailgw CLI access to the kept payloads'
+  }
+}]
+
+// Storage Queue Data Contributor and Storage Table Data Contributor on the account, for the same
+// commands: read and replay the poison queue, read and delete state records.
 resource operatorAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for roleId in operatorRoles: {
   name: guid(account.id, operatorPrincipalId, roleId)
   scope: account
@@ -108,6 +140,6 @@ resource operatorAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleId)
     principalId: operatorPrincipalId
     principalType: operatorPrincipalType
-    description: 'mailgw operator: mailgw CLI access to queue, state and payloads'
+    description: 'mailgw operator: mailgw CLI access to queue and state'
   }
 }]

@@ -20,8 +20,8 @@ param name string
   'Standard_GRS'
   'Standard_GZRS'
 ])
-@description('Replication of the account.')
-param skuName string = 'Standard_ZRS'
+@description('Replication of the account (main.bicep: storageSku; LRS works in every region).')
+param skuName string = 'Standard_LRS'
 
 @description('Queues to create: the outbound queue and its <queue>-poison twin.')
 param queueNames array
@@ -57,7 +57,7 @@ resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   properties: {
     // checkov:skip=CKV_AZURE_35: Flex Consumption without VNet integration reaches storage over its public endpoint, and the 'AzureServices' bypass does not cover Functions. Every request still needs an Entra token (shared keys are off). Add VNet integration and private endpoints to deny by default.
     // checkov:skip=CKV_AZURE_59: same cause as CKV_AZURE_35: without VNet integration the Function App has no private path to the account.
-    // checkov:skip=CKV_AZURE_206: replication is the storageSku parameter. The ZRS default survives a zone loss; GRS/GZRS replicate asynchronously, so a regional failover could lose the newest queue messages anyway, and the Function App is regional.
+    // checkov:skip=CKV_AZURE_206: replication is the storageSku parameter. Its default, LRS, is the one SKU every Flex Consumption region offers; choose ZRS where the region has zones. GRS/GZRS replicate asynchronously, so a regional failover could lose the newest queue messages anyway, and the Function App is regional.
     accessTier: 'Hot'
     // No account keys, no SAS signed with them: every request carries an Entra token.
     allowSharedKeyAccess: false
@@ -183,4 +183,7 @@ resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05
 
 output name string = account.name
 output id string = account.id
+output blobEndpoint string = account.properties.primaryEndpoints.blob
+output queueEndpoint string = account.properties.primaryEndpoints.queue
+output tableEndpoint string = account.properties.primaryEndpoints.table
 output payloadDeleteAfterDays int = payloadDeleteAfterDays

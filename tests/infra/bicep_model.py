@@ -3,7 +3,8 @@
 pycep-parser turns a ``.bicep`` file into JSON (tools/parse_bicep.py runs it in .venv-infra). This
 module evaluates the subset of expressions the gateway's templates use: literals, parameters,
 variables, string interpolation, property and index access, the operators, and the functions
-``string union items empty contains toLower split max min concat fail``. What only Azure knows at
+``string union items empty contains toLower split max min concat fail``, and ``loadJsonContent`` /
+``loadTextContent`` when the template knows its directory. What only Azure knows at
 deployment time (``identity.properties.clientId``, a module's outputs, ``uniqueString(...)``) stays
 symbolic: a :class:`Ref` whose text names the expression, e.g. ``<identity.properties.clientId>``.
 
@@ -13,9 +14,11 @@ when it names a parameter, variable, resource, module or loop variable of the fi
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 INTERPOLATION = re.compile(r"\$\{([^}]*)\}")
@@ -52,10 +55,12 @@ def strip_quotes(key: str) -> str:
 
 @dataclass
 class Template:
-    """One parsed file, evaluated with given parameter values (others take their defaults)."""
+    """One parsed file, evaluated with given parameter values (others take their defaults).
+    ``directory`` is the file's folder, where ``loadJsonContent('x.json')`` finds its file."""
 
     tree: Mapping[str, Any]
     params: Mapping[str, Any] = field(default_factory=dict)
+    directory: Path | None = None
     _vars: dict[str, Any] = field(default_factory=dict, init=False)
     _locals: list[dict[str, Any]] = field(default_factory=list, init=False)
 
@@ -146,11 +151,14 @@ class Template:
         if isinstance(node, list):
             return [self.eval(item) for item in node]
         if isinstance(node, dict):
-            if "function" in node:
+            # pycep's expression nodes: {"function": {...}}, {"operator": {...}}, a loop. An
+            # object literal may have a property of that name too (a metric alert's
+            # `operator: 'GreaterThan'`), whose value is no node.
+            if isinstance(node.get("function"), dict) and len(node) == 1:
                 return self.call(node["function"])
-            if "operator" in node:
+            if isinstance(node.get("operator"), dict) and len(node) == 1:
                 return self.operate(node["operator"])
-            if "loop_type" in node:
+            if isinstance(node.get("loop_type"), dict):
                 return self.loop(node)
             return {
                 strip_quotes(to_text(self.eval(key)) if "${" in key else key): self.eval(value)
@@ -289,6 +297,9 @@ class Template:
         if name == "fail":
             (message,) = args
             raise DeploymentFailure(to_text(message))
+        if name in ("load_json_content", "load_text_content") and self.directory is not None:
+            text = (self.directory / args[0]).read_text("utf-8")  # compile time, like Bicep
+            return json.loads(text) if name == "load_json_content" else text
         return Ref(f"{name}({rendered})")
 
 
@@ -307,7 +318,10 @@ def get_attr(value: Any, name: str) -> Any:
 
 
 def to_text(value: Any) -> str:
-    """ARM's string(): booleans are lower-case; deployment-time values keep their symbol."""
+    """ARM's string(): booleans are lower-case, objects and arrays compact JSON; deployment-time
+    values keep their symbol."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"), default=str)
     return str(value)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import tempfile
 from collections.abc import Mapping
@@ -115,4 +116,16 @@ def module_template(
     """The module's template, with the parameters the parent passes (evaluated in the parent)."""
     path, _, params = module_call(parent.tree, symbol)
     values = {name: parent.eval(value) for name, value in params.items()}
-    return Template(trees[path], values)
+    return Template(trees[path], values, directory=(INFRA / path).parent)
+
+
+def fenced_blocks(markdown: str, language: str = "bash") -> list[str]:
+    """The bodies of the markdown's fenced code blocks in ``language``, in order."""
+    return re.findall(rf"^```{language}\n(.*?)^```", markdown, re.DOTALL | re.MULTILINE)
+
+
+def doc_block(path: Path, containing: str, language: str = "bash") -> str:
+    """The one fenced block of a guide that contains ``containing``: what a reader would paste."""
+    blocks = [b for b in fenced_blocks(path.read_text(), language) if containing in b]
+    assert len(blocks) == 1, f"{path.name}: {len(blocks)} {language} blocks contain {containing!r}"
+    return blocks[0]

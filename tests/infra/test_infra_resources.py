@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 from bicep_model import Ref, Template
-from infra_support import INFRA, ROOT, module_template
+from infra_support import INFRA, ROOT, load_yaml, module_template
+from packaging.specifiers import SpecifierSet
 
 from mailgw.settings import Settings
 
@@ -130,6 +131,23 @@ def test_deployment_container_is_the_one_flex_deploys_from(
     assert target["authentication"]["type"] == "UserAssignedIdentity"
 
 
+def test_storage_replication_defaults_to_what_every_region_offers(
+    deploy: Any, trees: Mapping[str, Any]
+) -> None:
+    """ZRS fails in Flex Consumption regions without availability zones (westus, ukwest, ...):
+    the default is LRS, and azd users choose with AZURE_STORAGE_SKU."""
+    account = storage_module(deploy, trees).resources["account"]["config"]
+    assert storage_module(deploy, trees).eval(account)["sku"] == {"name": "Standard_LRS"}
+    zoned = storage_module(deploy, trees, storageSku="Standard_ZRS")
+    assert zoned.eval(account)["sku"] == {"name": "Standard_ZRS"}
+    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert parameters["storageSku"]["value"] == "${AZURE_STORAGE_SKU=Standard_LRS}"
+    # the module's own default agrees, for anyone deploying it alone
+    assert Template(trees["modules/storage.bicep"]).parameters["skuName"]["default"] == (
+        "Standard_LRS"
+    )
+
+
 # -- storage and monitoring security -----------------------------------------------------------
 
 
@@ -224,27 +242,50 @@ def test_each_role_assignment_says_why(path: str) -> None:
             assert any(name in text for name in BUILT_IN_ROLES), f"{path}:{index + 1}: {text}"
 
 
+OPERATOR = "0f0f0f0f-0000-0000-0000-000000000001"
+
+
+def operator_grants(rbac: Template) -> set[tuple[str, str]]:
+    """(role name, scope) of every operator role assignment (the two loops of rbac.bicep)."""
+    by_guid = {guid: name for name, guid in BUILT_IN_ROLES.items()}
+    grants = set()
+    for symbol in ("operatorBlobAccess", "operatorAccess"):
+        for grant in rbac.eval(rbac.resources[symbol]["config"]):
+            match = GUID.search(str(grant["properties"]["roleDefinitionId"]))
+            assert match
+            assert grant["properties"]["principalId"] == OPERATOR
+            assert grant["properties"]["principalType"] == "User"
+            grants.add((by_guid[match.group(0)], str(grant["scope"])))
+    return grants
+
+
 def test_operator_access_is_optional(deploy: Any, trees: Mapping[str, Any]) -> None:
     main, _, _ = deploy()
     rbac = module_template(trees, main, "rbac")
     assert rbac.eval(rbac.resources["operatorAccess"]["config"]) == []
-    main, _, _ = deploy(operatorPrincipalId="0f0f0f0f-0000-0000-0000-000000000001")
-    rbac = module_template(trees, main, "rbac")
-    grants = rbac.eval(rbac.resources["operatorAccess"]["config"])
-    by_guid = {guid: name for name, guid in BUILT_IN_ROLES.items()}
-    roles = set()
-    for grant in grants:
-        match = GUID.search(str(grant["properties"]["roleDefinitionId"]))
-        assert match
-        roles.add(by_guid[match.group(0)])
-        assert grant["properties"]["principalId"] == "0f0f0f0f-0000-0000-0000-000000000001"
-        assert grant["properties"]["principalType"] == "User"
+    assert rbac.eval(rbac.resources["operatorBlobAccess"]["config"]) == []
+    main, _, _ = deploy(operatorPrincipalId=OPERATOR)
     # Data access for the mailgw CLI, never ownership.
-    assert roles == {
+    assert {role for role, _ in operator_grants(module_template(trees, main, "rbac"))} == {
         "Storage Blob Data Contributor",
         "Storage Queue Data Contributor",
         "Storage Table Data Contributor",
     }
+
+
+def test_operator_reads_no_blob_but_the_payloads(deploy: Any, trees: Mapping[str, Any]) -> None:
+    """Issue 9: the operator's Blob role is on the payload container, not the account, which also
+    holds the deployment package and the Functions host's keys."""
+    main, _, _ = deploy(operatorPrincipalId=OPERATOR, payloadContainerName="kept-mail")
+    rbac = module_template(trees, main, "rbac")
+    grants = operator_grants(rbac)
+    assert ("Storage Blob Data Contributor", "<payloadContainer>") in grants
+    assert [scope for role, scope in grants if "Blob" in role] == ["<payloadContainer>"]
+    container = rbac.eval(rbac.resources["payloadContainer"]["config"])
+    assert container["name"] == "kept-mail"
+    assert container["parent"] == Ref("blobService")
+    assert rbac.eval(rbac.resources["blobService"]["config"])["parent"] == Ref("account")
+    assert rbac.resources["payloadContainer"]["existing"] is True
 
 
 def test_graph_app_roles(deploy: Any, trees: Mapping[str, Any]) -> None:
@@ -298,7 +339,18 @@ def test_every_guid_in_infra_is_a_known_one() -> None:
 # -- runtime -----------------------------------------------------------------------------------
 
 
-def test_runtime_is_python_311_on_flex_consumption(deploy: Any) -> None:
+#: Python versions Flex Consumption offers (az functionapp list-flexconsumption-runtimes).
+FLEX_PYTHON_VERSIONS = ["3.10", "3.11", "3.12", "3.13"]
+
+
+def python_versions_of_the_project() -> list[str]:
+    """The minor versions pyproject.toml's requires-python admits, among those Flex offers."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    specifier = SpecifierSet(project["project"]["requires-python"])
+    return [version for version in FLEX_PYTHON_VERSIONS if f"{version}.0" in specifier]
+
+
+def test_runtime_is_python_on_flex_consumption(deploy: Any) -> None:
     _, app, _ = deploy()
     plan = app.eval(app.resources["plan"]["config"])
     assert plan["sku"] == {"name": "FC1", "tier": "FlexConsumption"}
@@ -309,10 +361,35 @@ def test_runtime_is_python_311_on_flex_consumption(deploy: Any) -> None:
     assert site["properties"]["siteConfig"]["minTlsVersion"] == "1.2"
     runtime = site["properties"]["functionAppConfig"]["runtime"]
     assert runtime == {"name": "python", "version": "3.11"}
-    # The project's Python
+    _, app, _ = deploy(pythonVersion="3.12")
+    runtime = app.eval(app.resources["site"]["config"])["properties"]["functionAppConfig"]
+    assert runtime["runtime"] == {"name": "python", "version": "3.12"}
+
+
+def test_python_versions_agree_everywhere(trees: Mapping[str, Any]) -> None:
+    """pyproject.toml, the parameter's allowed values, the docs and CI name the same versions:
+    the Bicep offers exactly what requires-python admits, and defaults to the tested one."""
+    supported = python_versions_of_the_project()
+    assert supported == ["3.11", "3.12"]  # azure-functions 1.x: Python < 3.13
+    main = trees["main.bicep"]
+    allowed = [v.strip() for v in main["types"]["pythonVersionType"]["value"].split("|")]
+    assert allowed == supported
+    tested = main["parameters"]["pythonVersion"]["default"]
+    assert tested == supported[0]
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert project["tool"]["mypy"]["python_version"] == runtime["version"]
-    assert ">=3.11" in project["project"]["requires-python"]
+    assert project["tool"]["mypy"]["python_version"] == tested
+    assert project["tool"]["ruff"]["target-version"] == "py" + tested.replace(".", "")
+    ci = load_yaml(ROOT / ".github" / "workflows" / "ci.yml")
+    setups = [s for s in ci["jobs"]["test"]["steps"] if "setup-python" in s.get("uses", "")]
+    assert [s["with"]["python-version"] for s in setups] == [tested]
+    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert parameters["pythonVersion"]["value"] == "${MAILGW_PYTHON_VERSION=" + tested + "}"
+    guide = (ROOT / "docs" / "deploy.md").read_text()
+    (row,) = [line for line in guide.splitlines() if line.startswith("| `pythonVersion` |")]
+    assert f"| `{tested}` |" in row
+    for version in FLEX_PYTHON_VERSIONS:  # each one supported, or said not to be
+        assert version in row, version
+    assert project["project"]["requires-python"] in row
 
 
 def test_host_json_is_functions_v4_with_the_bundle_flex_needs() -> None:

@@ -153,10 +153,11 @@ def test_exchange_script_follows_the_guide() -> None:
         assert code.index(lookup) < code.index(f"{create} -"), create
 
 
-def test_exchange_script_has_no_obvious_powershell_slips() -> None:
+@pytest.mark.parametrize("script", sorted((ROOT / "scripts").glob("*.ps1")), ids=lambda p: p.name)
+def test_powershell_scripts_have_no_obvious_slips(script: Path) -> None:
     """What can be checked without pwsh: balanced braces and no ``"$name:"`` in strings (which
     PowerShell reads as a scoped variable)."""
-    code = re.sub(r"<#.*?#>", "", EXCHANGE.read_text(), flags=re.DOTALL)
+    code = re.sub(r"<#.*?#>", "", script.read_text(), flags=re.DOTALL)
     code = "\n".join(
         line.split("#")[0] if line.lstrip().startswith("#") else line for line in code.splitlines()
     )

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ from mailgw import cli
 from mailgw.errors import MessageNotFound, NotReplayable
 from mailgw.models import ErrorInfo, MessageStatus
 from mailgw.state import Attempt, MessageRecord
+from support import QuietHandler, serve_http
 
 NOW = datetime(2026, 6, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -190,7 +189,7 @@ def api() -> Iterator[tuple[str, Seen]]:
     """A stand-in gateway on 127.0.0.1: GET /api/v1/messages/known → 200, anything else → 404."""
     seen = Seen()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             headers = {name.lower(): value for name, value in self.headers.items()}
             seen.requests.append({"path": self.path, "headers": headers})
@@ -225,15 +224,8 @@ def api() -> Iterator[tuple[str, Seen]]:
             self.end_headers()
             self.wfile.write(answer)
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/", seen
-    server.shutdown()
-    server.server_close()
+    with serve_http(Handler) as base:
+        yield f"{base}/", seen
 
 
 def test_status_prints_the_state(api: tuple[str, Seen], capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -84,9 +85,9 @@ def test_entra_mode_makes_the_http_routes_anonymous_to_the_host() -> None:
     assert levels["entra"] == dict.fromkeys(levels["keys"], "ANONYMOUS")
 
 
-def test_the_failure_alert_in_the_docs_names_the_poison_function() -> None:
-    """docs/operations.md alerts on the poison function's executions (requests are never
-    sampled): renaming the function must not silently break the alert."""
+def test_the_failure_alert_names_the_poison_function() -> None:
+    """The Bicep alert (and its copy in docs/operations.md) counts the poison function's executions
+    (requests are never sampled): renaming the function must not silently break the alert."""
     program = (
         "import function_app\n"
         "for f in function_app.app.get_functions():\n"
@@ -97,6 +98,23 @@ def test_the_failure_alert_in_the_docs_names_the_poison_function() -> None:
     result = load_app(program)
     assert result.returncode == 0, result.stderr
     (poison_function,) = result.stdout.split()
+    where = f'| where name in ("{poison_function}", "mailgw.{poison_function}")'
+    alerts = (ROOT / "infra" / "modules" / "alerts.bicep").read_text(encoding="utf-8")
+    assert f"var failedQuery = 'requests {where}'" in alerts
     docs = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
-    assert f'| where operation_Name == "{poison_function}"' in docs
-    assert f"operation_Name == '{poison_function}'" in docs  # the az command's copy
+    assert f"requests\n{where}\n" in docs
+
+
+def test_every_function_is_in_the_telemetry_contract() -> None:
+    """docs/telemetry.md lists the functions the workbook and the alerts may name; the app
+    registers no function that the contract does not know."""
+    program = (
+        "import function_app\n"
+        "for f in function_app.app.get_functions(): print(f.get_function_name())"
+    )
+    result = load_app(program)
+    assert result.returncode == 0, result.stderr
+    contract = (ROOT / "docs" / "telemetry.md").read_text(encoding="utf-8")
+    listed = contract.split("## Functions", 1)[1].split("##", 1)[0]
+    for name in result.stdout.split():
+        assert re.search(rf"(^|[\s,]){name}([\s,(]|$)", listed), name
