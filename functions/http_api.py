@@ -7,11 +7,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import azure.functions as func
 
 from functions.problems import PROBLEM_CONTENT_TYPE, Problem, internal_problem, problem_for
-from mailgw.auth import ROLE_READ, ROLE_REPLAY, ROLE_SEND, Caller
+from mailgw.auth import ROLE_READ, ROLE_READ_ALL, ROLE_REPLAY, ROLE_SEND, Caller
 from mailgw.errors import GatewayError, StorageUnreachable
 from mailgw.intake import STATUS_PATH
 from mailgw.operations import not_found
@@ -42,6 +43,13 @@ def _json(
     )
 
 
+def _path(req: func.HttpRequest) -> str:
+    """The request's path, never its full URL: a ``?code=`` Functions key must not reach a log
+    line or a problem's ``instance``."""
+    path: str = urlsplit(req.url).path
+    return path
+
+
 def _problem(problem: Problem, instance: str | None = None) -> func.HttpResponse:
     return _json(problem.status, problem.to_json(instance), problem.headers, PROBLEM_CONTENT_TYPE)
 
@@ -52,9 +60,9 @@ async def _respond(
     try:
         return await call()
     except GatewayError as error:
-        return _problem(problem_for(error), instance=req.url)
+        return _problem(problem_for(error), instance=_path(req))
     except Exception:
-        log.exception("unhandled error in %s %s", req.method, req.url)
+        log.exception("unhandled error in %s %s", req.method, _path(req))
         return _problem(internal_problem())
 
 
@@ -67,6 +75,7 @@ async def submit_message(req: func.HttpRequest) -> func.HttpResponse:
             content_type=req.headers.get("content-type"),
             traceparent=req.headers.get("traceparent"),
             idempotency_key=req.headers.get("idempotency-key"),
+            owner=caller.app_id if caller is not None else None,
         )
         if caller is not None:  # who sent what, for audit (Entra ID mode)
             log.info("message %s accepted from app %s", result.id, caller.app_id)
@@ -79,9 +88,10 @@ async def submit_message(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="v1/messages/{id}", methods=["GET"], auth_level=_level(func.AuthLevel.FUNCTION))
 async def message_status(req: func.HttpRequest) -> func.HttpResponse:
     async def call() -> func.HttpResponse:
-        await _authorize(req, ROLE_READ, ROLE_SEND)
+        caller = await _authorize(req, ROLE_READ, ROLE_SEND, ROLE_READ_ALL)
         message_id = req.route_params.get("id", "")
-        record = await services().operations.find(message_id)
+        viewer = caller.viewer() if caller is not None else None
+        record = await services().operations.find(message_id, viewer)
         if record is None:
             raise not_found(message_id)
         return _json(200, record.public(datetime.now(UTC)))
@@ -94,8 +104,9 @@ async def message_status(req: func.HttpRequest) -> func.HttpResponse:
 )
 async def replay_message(req: func.HttpRequest) -> func.HttpResponse:
     async def call() -> func.HttpResponse:
-        await _authorize(req, ROLE_REPLAY)
-        record = await services().operations.replay(req.route_params.get("id", ""))
+        caller = await _authorize(req, ROLE_REPLAY)
+        viewer = caller.viewer() if caller is not None else None
+        record = await services().operations.replay(req.route_params.get("id", ""), viewer)
         body = record.public(datetime.now(UTC))
         return _json(202, body, {"Location": STATUS_PATH.format(id=record.id)})
 

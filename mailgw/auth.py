@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import jwt
 
 from mailgw.errors import AuthUnavailable, Forbidden, Unauthenticated
+from mailgw.state.record import Viewer
 
 if TYPE_CHECKING:
     from mailgw.settings import Settings
@@ -32,6 +33,8 @@ log = logging.getLogger("mailgw.auth")
 ROLE_SEND = "Messages.Send"
 ROLE_READ = "Messages.Read"
 ROLE_REPLAY = "Messages.Replay"
+#: Operators: read (and, with Messages.Replay, replay) any app's messages, not only their own.
+ROLE_READ_ALL = "Messages.ReadAll"
 
 #: Clock skew tolerated on exp/nbf, as Entra ID's own libraries do.
 LEEWAY_SECONDS = 300
@@ -52,6 +55,10 @@ class Caller:
     object_id: str | None
     app_id: str | None
     roles: frozenset[str]
+
+    def viewer(self) -> Viewer:
+        """Whose messages this caller may see: its app's own, or any with Messages.ReadAll."""
+        return Viewer(self.app_id, sees_all=ROLE_READ_ALL in self.roles)
 
 
 class ApiAuth(Protocol):

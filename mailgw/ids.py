@@ -32,8 +32,11 @@ def issued_at(message_id: str) -> datetime | None:
 KEY_NAMESPACE = uuid.UUID("6f1c2a7e-4b1d-5e8a-9c3f-0d2b7a61e5c4")
 
 
-def keyed_message_id(key: str, generation: int = 1) -> str:
+def keyed_message_id(key: str, generation: int = 1, scope: str | None = None) -> str:
     """The message id an ``Idempotency-Key`` stands for: derived from the key, so the key's
     record *is* the message's record (one entity, one write). ``generation`` moves on when an
-    expired key is used again for a new message."""
-    return str(uuid.uuid5(KEY_NAMESPACE, f"{generation}\x00{key}"))
+    expired key is used again for a new message. ``scope``: whose key it is (the calling app in
+    Entra ID mode), so two apps that both use ``order-43`` make two messages, as the IETF draft
+    intends; without a scope (Functions keys) a key is the deployment's."""
+    name = f"{generation}\x00{key}" if scope is None else f"{generation}\x00{scope}\x00{key}"
+    return str(uuid.uuid5(KEY_NAMESPACE, name))

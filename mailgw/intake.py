@@ -76,13 +76,15 @@ class Intake:
         content_type: str | None = None,
         traceparent: str | None = None,
         idempotency_key: str | None = None,
+        owner: str | None = None,
     ) -> SubmitResult:
+        """``owner``: the calling app (Entra ID mode); its messages and keys are its own."""
         key = check_idempotency_key(idempotency_key)
         document = parse_json_body(body, content_type, self.settings.max_request_bytes)
         now = self.clock()
         request = validate_request(document, self.settings, now=now)
         check_sender(self.policy, request.sender.address)
-        accepted = _Accepted(self.settings, request, now, traceparent)
+        accepted = _Accepted(self.settings, request, now, traceparent, owner)
         if key is None:
             message_id = new_message_id()
             await self._enqueue(accepted.envelope(message_id), accepted.delay)
@@ -92,7 +94,7 @@ class Intake:
 
     async def _submit_keyed(self, key: str, accepted: _Accepted, fingerprint: str) -> SubmitResult:
         for generation in range(1, 100):
-            message_id = keyed_message_id(key, generation)
+            message_id = keyed_message_id(key, generation, scope=accepted.owner)
             envelope = accepted.envelope(message_id, fingerprint)
             record = accepted.record(message_id, fingerprint)
             sent, created = await asyncio.gather(
@@ -191,6 +193,7 @@ class _Accepted:
     request: SendRequest
     now: datetime
     traceparent: str | None
+    owner: str | None = None
 
     @property
     def delay(self) -> timedelta | None:
@@ -214,6 +217,7 @@ class _Accepted:
             request=self.request.to_json(),
             source="api",
             request_hash=fingerprint,
+            owner=self.owner,
         )
 
     def record(self, message_id: str, fingerprint: str | None = None) -> MessageRecord:
@@ -231,4 +235,5 @@ class _Accepted:
             if keyed
             else None,
             key_expires_at=self.now + self.settings.idempotency_window if keyed else None,
+            owner=self.owner,
         )

@@ -377,6 +377,8 @@ class Envelope(_Model):
     request_hash: str | None = None
     #: the replay this envelope belongs to (0: the original)
     replay: int = Field(default=0, ge=0)
+    #: the Entra ID app that sent it (it alone may read its state: Viewer)
+    owner: str | None = Field(default=None, max_length=128)
     #: the gateway's seal (mailgw/seal.py): an HMAC only the gateway can compute
     sig: str | None = Field(default=None, max_length=128)
 

@@ -23,7 +23,7 @@ from mailgw.ids import issued_at
 from mailgw.models import Envelope, ErrorInfo, MessageStatus
 from mailgw.queue import MailQueue
 from mailgw.state import machine
-from mailgw.state.record import MessageRecord
+from mailgw.state.record import MessageRecord, Viewer
 from mailgw.store import StateStore
 
 log = logging.getLogger("mailgw.failures")
@@ -34,6 +34,8 @@ FAILURE_EVENT = "MAILGW_FAILED"
 #: An id issued this recently may not have its record yet; a lookup waits at most FRESH_ID_WAIT.
 FRESH_ID_WINDOW = timedelta(seconds=30)
 FRESH_ID_WAIT = timedelta(seconds=3)
+#: Instances' clocks may differ by this much: an id this far "ahead" may still be ours.
+CLOCK_SKEW = timedelta(seconds=2)
 
 CRASH_LOOP = ErrorInfo(
     code="mailgw/max-dequeue-exceeded",
@@ -103,11 +105,12 @@ class Operations:
             return swept  # the queue does not exist: nothing was ever moved there
         return swept
 
-    async def replay(self, message_id: str) -> MessageRecord:
+    async def replay(self, message_id: str, viewer: Viewer | None = None) -> MessageRecord:
         """Send a failed message again: history kept, attempt budget reset. Idempotent: replaying
-        a message whose replay is already under way changes nothing and enqueues nothing."""
+        a message whose replay is already under way changes nothing and enqueues nothing. Another
+        app's message is as unknown to ``viewer`` as one that does not exist."""
         record = await self.store.get(message_id)
-        if record is None:
+        if record is None or not record.visible_to(viewer):
             raise not_found(message_id)
         if record.status is not MessageStatus.failed:
             if record.replays and record.status is not MessageStatus.sent:
@@ -127,6 +130,7 @@ class Operations:
             payload_ref=record.payload_ref,
             source="api" if record.source == "api" else "queue",
             replay=number,
+            owner=record.owner,
         )
         sent = await self.queue.enqueue(envelope)
         updated, applied = await self.store.apply(
@@ -136,15 +140,23 @@ class Operations:
             await self.queue.delete(sent)  # a concurrent replay got there first
         return updated or record
 
-    async def find(self, message_id: str) -> MessageRecord | None:
-        """A message's record. The intake writes it just after answering 202, so for an id it
-        issued seconds ago (UUIDv7 ids carry their time) this waits briefly instead of calling a
-        message it just accepted unknown."""
+    async def find(self, message_id: str, viewer: Viewer | None = None) -> MessageRecord | None:
+        """A message's record, if ``viewer`` may see it. The intake writes it just after answering
+        202, so for an id it issued seconds ago (UUIDv7 ids carry their time) this waits briefly
+        instead of calling a message it just accepted unknown; an id dated in the future was
+        never issued, and is unknown at once."""
+        record = await self._find(message_id)
+        return record if record is not None and record.visible_to(viewer) else None
+
+    async def _find(self, message_id: str) -> MessageRecord | None:
         record = await self.store.get(message_id)
         issued = issued_at(message_id)
         if record is not None or issued is None:
             return record
-        deadline = self.clock() + FRESH_ID_WAIT
+        now = self.clock()
+        if not timedelta(0) <= now - issued + CLOCK_SKEW < FRESH_ID_WINDOW:
+            return None
+        deadline = now + FRESH_ID_WAIT
         while self.clock() - issued < FRESH_ID_WINDOW and self.clock() < deadline:
             await asyncio.sleep(0.05)
             record = await self.store.get(message_id)

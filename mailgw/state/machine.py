@@ -48,6 +48,7 @@ def accepted(
     fingerprint: str | None = None,
     response: dict[str, Any] | None = None,
     key_expires_at: datetime | None = None,
+    owner: str | None = None,
 ) -> MessageRecord:
     """The record intake writes for a message it accepted. A keyed message (``fingerprint``) stays
     unconfirmed until intake knows its copy is queued (:func:`confirmed`)."""
@@ -61,6 +62,7 @@ def accepted(
         metadata=request.metadata,
         request_hash=fingerprint,
         source="api",
+        owner=owner,
         response=response,
         key_expires_at=key_expires_at,
         confirmed=fingerprint is None,
@@ -77,6 +79,7 @@ def record_for(
         now=now,
         retention=retention,
         source=envelope.source,
+        owner=envelope.owner,
         send_at=request.send_at if request else None,
         sender=request.sender.address if request else None,
         metadata=request.metadata if request else {},

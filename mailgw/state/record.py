@@ -6,6 +6,7 @@ does from its persistence layer) and from the transitions that change it (:mod:`
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +17,16 @@ from mailgw.models import ErrorInfo, MessageStatus, PayloadRef
 
 #: Steps kept in a record's history; older ones fall off (a table property has a size limit).
 MAX_HISTORY = 50
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who is asking about a message. Messages belong to the app that sent them (Entra ID mode):
+    another app sees them only with ``sees_all`` (the Messages.ReadAll role). ``None`` as a viewer
+    (Functions keys, the operator's CLI) sees every message."""
+
+    app_id: str | None
+    sees_all: bool = False
 
 
 class Attempt(BaseModel):
@@ -57,6 +68,8 @@ class MessageRecord(BaseModel):
     #: is still owed, so a redelivered copy knows to make it again
     reported: bool = False
     checkpoint: dict[str, str] | None = None
+    #: the Entra ID app (``azp``) that sent it; None with Functions keys and for queue producers
+    owner: str | None = None
     #: the attempt that holds the message while it is ``sending``
     lease: str | None = None
     expires_at: datetime
@@ -85,6 +98,10 @@ class MessageRecord(BaseModel):
         )
         body["status"] = status.value
         return body
+
+    def visible_to(self, viewer: Viewer | None) -> bool:
+        """An app sees only its own messages, unless it may see all (:class:`Viewer`)."""
+        return viewer is None or viewer.sees_all or self.owner == viewer.app_id
 
     def with_step(self, outcome: str, now: datetime, code: str | None = None) -> MessageRecord:
         """A copy with one more history step (the history is bounded by ``MAX_HISTORY``)."""
