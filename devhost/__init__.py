@@ -14,7 +14,8 @@ host itself, all optional:
 
 ``DEVHOST_LOG_LEVEL``            logging level (INFO); ``--verbose`` means DEBUG
 ``DEVHOST_QUEUE_LEASE_SECONDS``  visibility of a message while its function runs (600, as Azure)
-``DEVHOST_MAX_REQUEST_BYTES``    HTTP request body limit (104857600, as Azure)
+``DEVHOST_MAX_REQUEST_BYTES``    HTTP request body limit; else the host's own setting
+                                 ``FUNCTIONS_REQUEST_BODY_SIZE_LIMIT``, else 104857600 (as Azure)
 ``DEVHOST_SHUTDOWN_SECONDS``     how long a stop waits for running invocations (30)
 ``DEVHOST_TIMERS``               ``off`` keeps every timer trigger from running (on); one function
                                  is switched off as in Azure, ``AzureWebJobs.<name>.Disabled=true``
