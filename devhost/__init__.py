@@ -20,6 +20,11 @@ host itself, all optional:
 ``DEVHOST_TIMERS``               ``off`` keeps every timer trigger from running (on); one function
                                  is switched off as in Azure, ``AzureWebJobs.<name>.Disabled=true``
 
+It also serves ``/_dev/mail``, a mail viewer for this project's gateway (``devhost.mail_viewer``):
+what the outbox transport wrote (``MAILGW_OUTBOX_DIR``) and what the local Graph or SMTP stand-ins
+received, at the admin URLs ``make run`` gives it (``MAILGW_DEV_GRAPH_ADMIN_URL``,
+``MAILGW_DEV_SMTP_ADMIN_URL``).
+
 ``python -m devhost.azurite`` runs Azurite (from package.json) in the foreground; the
 ``devhost.azurite.Azurite`` class starts it for tests and benchmarks.
 """

@@ -125,12 +125,14 @@ class HttpFrontEnd:
         *,
         max_body: int,
         catalog: Callable[[], list[dict[str, Any]]],
+        extensions: Sequence[Callable[[web.Application], None]] = (),
     ) -> None:
         by_route = {id(f.route): f for f in functions}
         self._functions = [by_route[id(r)] for r in order_routes(f.route for f in functions)]
         self._invoker = invoker
         self._max_body = max_body
         self._catalog = catalog
+        self._extensions = extensions
         self._started = time.monotonic()
         self.state = "Initialized"
 
@@ -138,6 +140,8 @@ class HttpFrontEnd:
         app = web.Application(client_max_size=self._max_body)
         app.router.add_get("/admin/host/status", self._status)
         app.router.add_get("/admin/functions", self._functions_list)
+        for extend in self._extensions:  # the dev host's own pages, before the app's routes
+            extend(app)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         return app
 

@@ -31,6 +31,8 @@ LOCAL_ONLY = [
     "mailgw/__pycache__/settings.cpython-311.pyc",
     ".azure/dev/.env",
     "mailgw.egg-info/PKG-INFO",
+    ".mailgw/running.json",
+    "artifacts/mail-viewer-list.png",
 ]
 #: What the Function App needs at run time.
 REQUIRED = ["function_app.py", "host.json", "requirements.txt"]
