@@ -404,7 +404,7 @@ def _doctor(args: argparse.Namespace) -> int:
     import logging
 
     from mailgw.doctor import diagnose, render
-    from mailgw.local_run import RunningError, read_running
+    from mailgw.local_run import SETTING_PREFIXES, RunningError, read_running
     from mailgw.storage import close_credentials
 
     logging.getLogger("azure").setLevel(logging.ERROR)  # the findings say it, once, with a hint
@@ -424,6 +424,11 @@ def _doctor(args: argparse.Namespace) -> int:
     except (OperatorError, RunningError) as error:
         print(f"mailgw: {error}", file=sys.stderr)
         return 2
+    # The settings reach the app as its process environment, and the SDKs read some from there
+    # only (azure-identity's IDENTITY_ENDPOINT): check with exactly that environment.
+    for name in [n for n in os.environ if n not in env and n.startswith(SETTING_PREFIXES)]:
+        del os.environ[name]
+    os.environ.update(env)
 
     async def run() -> int:
         try:

@@ -25,7 +25,7 @@ from mailgw.storage import AZURITE_KEY
 
 RUNNING_FILE = Path(".mailgw") / "running.json"
 #: the names of app settings (and of the settings the Functions host reads), not of a shell
-_SETTING_PREFIXES = (
+SETTING_PREFIXES = (
     "MAILGW_",
     "AZURE_",
     "IDENTITY_",
@@ -75,7 +75,7 @@ class RunningGateway:
         mail_viewer: str = "",
     ) -> RunningGateway:
         """The record of this process's gateway: the app's settings only, secrets by name."""
-        own = {k: v for k, v in settings.items() if k.startswith(_SETTING_PREFIXES)}
+        own = {k: v for k, v in settings.items() if k.startswith(SETTING_PREFIXES)}
         return cls(
             url=url,
             pid=os.getpid(),
