@@ -22,6 +22,7 @@ from datetime import UTC
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from devhost.mail_sources import Mail, MailSources, Part
 
@@ -30,6 +31,7 @@ _SCRIPT = Path(__file__).with_name("mail_viewer.js")
 _KEY = r"{key:[a-z]+-[A-Za-z0-9._-]+}"
 _CID = re.compile(r"""\bcid:([^"'\s<>)]+)""", re.IGNORECASE)
 POLL_MILLISECONDS = 1000
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
 #: Our own pages: scripts only from this origin, no inline script.
 PAGE_POLICY = (
@@ -72,6 +74,15 @@ def _size(size: int) -> str:
     return f"{size / 1000:.1f} kB" if size < 1_000_000 else f"{size / 1_000_000:.1f} MB"
 
 
+@web.middleware
+async def _loopback_names_only(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The viewer shows mail: only to pages that reached it as 127.0.0.1 or localhost, so a web
+    page that rebinds its own domain name to 127.0.0.1 cannot read it."""
+    if request.path.startswith(ROOT) and request.url.host not in LOOPBACK_NAMES:
+        raise web.HTTPForbidden(text="the mail viewer answers to 127.0.0.1 and localhost only")
+    return await handler(request)
+
+
 def _quoted(value: str) -> str:
     return urllib.parse.quote(value, safe="")
 
@@ -85,6 +96,7 @@ class MailViewer:
         self.status_prefix = f"/{prefix}/"
 
     def register(self, app: web.Application) -> None:
+        app.middlewares.append(_loopback_names_only)
         app.router.add_get(ROOT, self._list_page)
         app.router.add_get(f"{ROOT}/", self._list_page)
         app.router.add_get(f"{ROOT}/viewer.js", self._script)

@@ -238,3 +238,6 @@ def test_what_the_local_stand_ins_received_is_shown_too(
         assert files == {"report.pdf": REPORT, "logo.png": LOGO}
         body = get_bytes(f"{host.base_url}{item['url']}/body.html").decode()
         assert f'src="{item["url"]}/cid/logo"' in body  # cid: served from the message's part
+        # a page that rebound its own name to 127.0.0.1 does not get the mail
+        rebound = host.request("GET", "/_dev/mail/messages.json", headers={"Host": "evil.example"})
+        assert rebound.status == 403
