@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import email.utils
 import errno
 import json
@@ -35,7 +36,7 @@ import textwrap
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from http import HTTPStatus
 from pathlib import Path
@@ -404,7 +405,7 @@ def _doctor(args: argparse.Namespace) -> int:
     import logging
 
     from mailgw.doctor import diagnose, render
-    from mailgw.local_run import SETTING_PREFIXES, RunningError, read_running
+    from mailgw.local_run import RunningError, read_running
     from mailgw.storage import close_credentials
 
     logging.getLogger("azure").setLevel(logging.ERROR)  # the findings say it, once, with a hint
@@ -424,11 +425,6 @@ def _doctor(args: argparse.Namespace) -> int:
     except (OperatorError, RunningError) as error:
         print(f"mailgw: {error}", file=sys.stderr)
         return 2
-    # The settings reach the app as its process environment, and the SDKs read some from there
-    # only (azure-identity's IDENTITY_ENDPOINT): check with exactly that environment.
-    for name in [n for n in os.environ if n not in env and n.startswith(SETTING_PREFIXES)]:
-        del os.environ[name]
-    os.environ.update(env)
 
     async def run() -> int:
         try:
@@ -438,7 +434,26 @@ def _doctor(args: argparse.Namespace) -> int:
         print(render(findings))
         return 0 if all(f.ok for f in findings) else 1
 
-    return asyncio.run(run())
+    with _app_environment(env):
+        return asyncio.run(run())
+
+
+@contextlib.contextmanager
+def _app_environment(env: Mapping[str, str]) -> Iterator[None]:
+    """The settings reach the app as its process environment, and the SDKs read some from there
+    only (azure-identity's ``IDENTITY_ENDPOINT``): a check runs with exactly the app's settings
+    there, and the caller's environment is back afterwards."""
+    from mailgw.local_run import SETTING_PREFIXES
+
+    saved = dict(os.environ)
+    try:
+        for name in [n for n in os.environ if n not in env and n.startswith(SETTING_PREFIXES)]:
+            del os.environ[name]
+        os.environ.update(env)
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def _note_running_gateway() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -608,3 +609,26 @@ def test_send_dry_run_posts_nothing(
     assert cli.main(argv) == 0
     assert json.loads(capsys.readouterr().out)["from"] == "a@contoso.com"
     assert seen.requests == []
+
+
+def test_doctor_checks_with_the_app_environment_and_gives_the_callers_back(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The SDKs read some settings from the process environment only, so the doctor puts the
+    app's there for its checks; the caller's environment is unchanged afterwards."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AzureWebJobsStorage", raising=False)
+    monkeypatch.setenv("MAILGW_ALLOWED_SENDERS", "noreply@contoso.com")
+    values = {"MAILGW_TRANSPORT": "outbox", "MAILGW_OUTBOX_DIR": str(tmp_path / "out")}
+    (tmp_path / "local.settings.json").write_text(json.dumps({"Values": values}))
+    before = dict(os.environ)
+    seen: dict[str, str | None] = {}
+
+    async def diagnose(env: dict[str, str], mailbox: str | None) -> list[Any]:
+        seen["transport"] = os.environ.get("MAILGW_TRANSPORT")
+        return []
+
+    monkeypatch.setattr("mailgw.doctor.diagnose", diagnose)
+    assert cli.main(["doctor"]) == 0
+    assert seen["transport"] == "outbox"  # from the file, in the process environment
+    assert dict(os.environ) == before
