@@ -9,8 +9,11 @@ AZURITE := node_modules/.bin/azurite
 INFRA_VENV  := .venv-infra
 INFRA_STAMP := $(INFRA_VENV)/.installed-stamp
 INFRA_REQS  := tests/infra/requirements-infra.txt
+# The mail viewer's browser test drives Debian's Chromium with Playwright (Playwright's own browser
+# download is never used).
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: install run test lint typecheck pytest bench schema clean infra-check
+.PHONY: install browser run test lint typecheck pytest bench schema clean infra-check
 
 install: $(STAMP) $(AZURITE) $(INFRA_STAMP)
 
@@ -31,12 +34,24 @@ $(AZURITE): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+## browser: Debian's Chromium, installed only if missing (apt-get needs root: CI runs as root).
+browser:
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing Debian's chromium for the browser test"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "The browser test needs Chromium at $(CHROMIUM): sudo apt-get install -y chromium" >&2; \
+	    exit 1; \
+	  fi; }
+
 ## run: Azurite + dev host + outbox transport; prints a ready-to-paste curl. Ctrl-C stops all.
 run: $(STAMP) $(AZURITE)
 	$(BIN)/python scripts/run_local.py
 
-## test: everything: lint, types, schema freshness, unit, integration (Azurite), end-to-end (dev host).
-test: install lint typecheck pytest
+## test: everything: lint, types, schema freshness, unit, integration (Azurite), end-to-end (dev host),
+## the mail viewer in a browser. About 8 minutes on 2 cores, plus the installs the first time.
+test: install browser lint typecheck pytest
 
 lint:
 	$(BIN)/ruff check .

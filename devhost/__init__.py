@@ -14,10 +14,16 @@ host itself, all optional:
 
 ``DEVHOST_LOG_LEVEL``            logging level (INFO); ``--verbose`` means DEBUG
 ``DEVHOST_QUEUE_LEASE_SECONDS``  visibility of a message while its function runs (600, as Azure)
-``DEVHOST_MAX_REQUEST_BYTES``    HTTP request body limit (104857600, as Azure)
+``DEVHOST_MAX_REQUEST_BYTES``    HTTP request body limit; else the host's own setting
+                                 ``FUNCTIONS_REQUEST_BODY_SIZE_LIMIT``, else 104857600 (as Azure)
 ``DEVHOST_SHUTDOWN_SECONDS``     how long a stop waits for running invocations (30)
 ``DEVHOST_TIMERS``               ``off`` keeps every timer trigger from running (on); one function
                                  is switched off as in Azure, ``AzureWebJobs.<name>.Disabled=true``
+
+It also serves ``/_dev/mail``, a mail viewer for this project's gateway (``devhost.mail_viewer``):
+what the outbox transport wrote (``MAILGW_OUTBOX_DIR``) and what the local Graph or SMTP stand-ins
+received, at the admin URLs ``make run`` gives it (``MAILGW_DEV_GRAPH_ADMIN_URL``,
+``MAILGW_DEV_SMTP_ADMIN_URL``).
 
 ``python -m devhost.azurite`` runs Azurite (from package.json) in the foreground; the
 ``devhost.azurite.Azurite`` class starts it for tests and benchmarks.

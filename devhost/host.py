@@ -29,6 +29,8 @@ from devhost.hostjson import HostConfig
 from devhost.http_server import HttpFrontEnd, max_request_bytes
 from devhost.invoke import Invoker
 from devhost.leases import LeaseKeeper
+from devhost.mail_viewer import ROOT as MAIL_VIEWER_PATH
+from devhost.mail_viewer import MailViewer
 from devhost.queue_listener import DEFAULT_LEASE_SECONDS, QueueListener
 from devhost.settings import apply_settings, load_local_settings
 from devhost.timers import TimerListener
@@ -244,14 +246,20 @@ class DevHost:
             await self._start_listeners(loaded, config)
             self._start_timers(loaded)
             catalog: list[dict[str, Any]] = []
+            viewer = MailViewer(os.environ, config.http.route_prefix)
             front = HttpFrontEnd(
-                loaded.http, self.invoker, max_body=max_request_bytes(), catalog=lambda: catalog
+                loaded.http,
+                self.invoker,
+                max_body=max_request_bytes(),
+                catalog=lambda: catalog,
+                extensions=[viewer.register],
             )
             bound = await self._start_http(front, port)
             base_url = f"http://{self.options.host}:{bound}"
             catalog.extend(_catalog(loaded, base_url, config.http.route_prefix))
             _print_functions(catalog)
             front.state = "Running"
+            print(f"Mail viewer: {base_url}{MAIL_VIEWER_PATH}", flush=True)
             print(f"Dev host ready: {base_url} ({len(loaded.runnable)} functions)", flush=True)
             await self._stop.wait()
             front.state = "Stopping"

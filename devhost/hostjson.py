@@ -16,7 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from devhost.jsonfile import read_json_object
+from mailgw.local_settings import read_json_object
 
 OVERRIDE_PREFIX = "AzureFunctionsJobHost__"
 

@@ -2,8 +2,11 @@
 
 It reproduces what callers of the real host observe: ``/{routePrefix}/{route}`` with ASP.NET
 route templates, 404 (not 405) for a method the function does not accept, 413 above the request
-body limit, 500 with an empty body when the function raises, and the ``/admin`` endpoints that
-tools poll. Requests and responses go through azure.functions' own types and converters.
+body limit (``FUNCTIONS_REQUEST_BODY_SIZE_LIMIT``, as the host reads it), 500 with an empty body
+when the function raises, and the ``/admin`` endpoints that tools poll. Requests and responses go
+through azure.functions' own types and converters. One deliberate difference: the host's 413 has
+an empty body, the dev host's is problem+json naming the limit and the setting, since an empty
+413 leaves a developer guessing which layer refused.
 """
 
 from __future__ import annotations
@@ -27,15 +30,38 @@ from devhost.routes import order_routes
 log = logging.getLogger("devhost.http")
 
 DEFAULT_MAX_REQUEST_BYTES = 100 * 1024 * 1024  # the Functions host's request body limit
+#: the Functions host's own setting for that limit (an app setting, in Azure as here)
+BODY_LIMIT_SETTING = "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT"
 HTTP_REASON = "This function was programmatically called via the host APIs."
 _HOP_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive"})
 
 
 def max_request_bytes(environ: Mapping[str, str] | None = None) -> int:
-    """``DEVHOST_MAX_REQUEST_BYTES`` or 100 MB; a smaller value lets tests exercise the 413."""
+    """``DEVHOST_MAX_REQUEST_BYTES``, else ``FUNCTIONS_REQUEST_BODY_SIZE_LIMIT``, else 100 MiB
+    (the host's default). An app that checks its own, smaller limit sets the host's above it, so
+    that the app, not the host, answers a body between the two."""
     environ = os.environ if environ is None else environ
-    value = environ.get("DEVHOST_MAX_REQUEST_BYTES", "").strip()
-    return int(value) if value else DEFAULT_MAX_REQUEST_BYTES
+    for name in ("DEVHOST_MAX_REQUEST_BYTES", BODY_LIMIT_SETTING):
+        value = environ.get(name, "").strip()
+        if value:
+            return int(value)
+    return DEFAULT_MAX_REQUEST_BYTES
+
+
+def too_large(limit: int, size: int | None) -> web.Response:
+    """The host's own refusal, as problem+json (RFC 9457) like every error a caller should read."""
+    what = f"is {size} bytes" if size is not None else "is larger"
+    return web.json_response(
+        {
+            "type": "about:blank",
+            "title": "Request body too large",
+            "status": 413,
+            "detail": f"The request body {what}; the Functions host accepts at most {limit} "
+            f"bytes ({BODY_LIMIT_SETTING}). Nothing reached the function.",
+        },
+        status=413,
+        content_type="application/problem+json",
+    )
 
 
 def _joined(values: MultiMapping[str]) -> dict[str, str]:
@@ -99,12 +125,14 @@ class HttpFrontEnd:
         *,
         max_body: int,
         catalog: Callable[[], list[dict[str, Any]]],
+        extensions: Sequence[Callable[[web.Application], None]] = (),
     ) -> None:
         by_route = {id(f.route): f for f in functions}
         self._functions = [by_route[id(r)] for r in order_routes(f.route for f in functions)]
         self._invoker = invoker
         self._max_body = max_body
         self._catalog = catalog
+        self._extensions = extensions
         self._started = time.monotonic()
         self.state = "Initialized"
 
@@ -112,6 +140,8 @@ class HttpFrontEnd:
         app = web.Application(client_max_size=self._max_body)
         app.router.add_get("/admin/host/status", self._status)
         app.router.add_get("/admin/functions", self._functions_list)
+        for extend in self._extensions:  # the dev host's own pages, before the app's routes
+            extend(app)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         return app
 
@@ -136,11 +166,11 @@ class HttpFrontEnd:
             return web.Response(status=404)
         function, route_params = routed
         if request.content_length is not None and request.content_length > self._max_body:
-            return web.Response(status=413)
+            return too_large(self._max_body, request.content_length)
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            return web.Response(status=413)
+            return too_large(self._max_body, None)
         http_request = to_http_request(request, route_params, body)
         try:
             result = await self._invoker.invoke(

@@ -1,7 +1,8 @@
 """App settings as ``func start`` gives them: local.settings.json ``Values`` under the environment.
 
 ``func start`` puts every ``Values`` entry into the worker's environment unless the environment
-already has that name, so a developer (or a test) can override one setting for one run. Binding
+already has that name, so a developer (or a test) can override one setting for one run (a storage
+connection as a whole: see :mod:`mailgw.local_settings`). Binding
 expressions such as ``%MAILGW_QUEUE%`` are then resolved from those settings, as the host does.
 """
 
@@ -16,11 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devhost.jsonfile import read_json_object
+from mailgw.local_settings import (
+    SETTINGS_FILE,
+    LocalSettingsError,
+    file_values_under,
+    read_local_settings,
+)
 
 log = logging.getLogger("devhost.settings")
 
-SETTINGS_FILE = "local.settings.json"
 SAMPLE_FILE = "local.settings.sample.json"
 
 _EXPRESSION = re.compile(r"%([^%]+)%")
@@ -40,21 +45,6 @@ class LocalSettings:
     created_from_sample: bool = False
 
 
-def _as_setting(name: str, value: Any) -> str:
-    """App settings are strings; accept JSON scalars the way a developer would mean them."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return str(value)
-    if value is None:
-        return ""
-    raise SettingsError(
-        f"{SETTINGS_FILE}: Values.{name} must be a string, not {type(value).__name__}"
-    )
-
-
 def load_local_settings(app_dir: Path) -> LocalSettings:
     """Read ``<app_dir>/local.settings.json``, first copying it from the sample if it is missing.
 
@@ -69,32 +59,18 @@ def load_local_settings(app_dir: Path) -> LocalSettings:
             return LocalSettings(path=path)
         shutil.copyfile(sample, path)
         created = True
-    document = read_json_object(path, SettingsError)
-    if document.get("IsEncrypted"):
-        raise SettingsError(
-            f"{path} is encrypted; the dev host reads plain settings only "
-            "(decrypt it with `func settings decrypt` or recreate it from the sample)"
-        )
-    values = document.get("Values") or {}
-    host = document.get("Host") or {}
-    if not isinstance(values, dict) or not isinstance(host, dict):
-        raise SettingsError(f"{path}: Values and Host must be objects")
-    return LocalSettings(
-        path=path,
-        values={name: _as_setting(name, value) for name, value in values.items()},
-        host=host,
-        created_from_sample=created,
-    )
+    try:
+        values, host = read_local_settings(path)
+    except LocalSettingsError as error:
+        raise SettingsError(str(error)) from None
+    return LocalSettings(path=path, values=values, host=host, created_from_sample=created)
 
 
 def apply_settings(values: Mapping[str, str], environ: MutableMapping[str, str]) -> list[str]:
-    """Put settings into ``environ`` unless already set there; return the names kept out."""
-    overridden = []
-    for name, value in values.items():
-        if name in environ:
-            overridden.append(name)
-        else:
-            environ[name] = value
+    """Put settings into ``environ`` unless the environment overrides them (a storage connection
+    as a whole: :func:`mailgw.local_settings.file_values_under`); return the names kept out."""
+    applied, overridden = file_values_under(values, environ)
+    environ.update(applied)
     return overridden
 
 

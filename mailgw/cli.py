@@ -23,23 +23,48 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
+import email.utils
+import errno
 import json
 import mimetypes
 import os
+import re
+import shutil
 import sys
+import textwrap
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
+from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mailgw.services import Services
+    from mailgw.settings import Settings
     from mailgw.state.record import MessageRecord
 
 DEFAULT_URL = "http://127.0.0.1:7071"
+#: one address of a comma list: commas inside "quoted names" or <angle brackets> do not split
+_LIST_ITEM = re.compile(r'(?:"[^"]*"|<[^>]*>|[^,])+')
+
+
+def recipients(text: str) -> list[str | dict[str, str]]:
+    """``a@x.com, "Doe, Jo" <jo@x.com>`` as the API's recipients: a plain address as a string,
+    one with a display name as ``{"address", "name"}``."""
+    found: list[str | dict[str, str]] = []
+    for item in (piece.strip() for piece in _LIST_ITEM.findall(text)):
+        if not item:
+            continue
+        name, address = email.utils.parseaddr(item) if item.endswith(">") else ("", "")
+        if address and name:
+            found.append({"address": address, "name": name})
+        else:
+            found.append(address or item)  # the API says what is wrong with a bad one
+    return found
 
 
 def _attachment(path: str, *, content_id: str | None = None) -> dict[str, Any]:
@@ -55,6 +80,13 @@ def _attachment(path: str, *, content_id: str | None = None) -> dict[str, Any]:
     return item
 
 
+def _read_text(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise OSError(errno.EILSEQ, "not UTF-8 text", path) from None
+
+
 def build_request(args: argparse.Namespace) -> dict[str, Any]:
     body: dict[str, Any] = {"from": args.sender, "to": args.to, "subject": args.subject}
     for key in ("cc", "bcc"):
@@ -65,11 +97,11 @@ def build_request(args: argparse.Namespace) -> dict[str, Any]:
     if args.text is not None:
         body["text"] = args.text
     if args.text_file:
-        body["text"] = Path(args.text_file).read_text()
+        body["text"] = _read_text(args.text_file)
     if args.html is not None:
         body["html"] = args.html
     if args.html_file:
-        body["html"] = Path(args.html_file).read_text()
+        body["html"] = _read_text(args.html_file)
     attachments = [_attachment(p) for p in args.attach]
     for spec in args.inline:
         path, _, cid = spec.rpartition(":")
@@ -125,11 +157,33 @@ def _decode(raw: bytes) -> Any:
 
 
 def _print_result(status: int, body: Any) -> int:
-    print(json.dumps(body, indent=2) if not isinstance(body, str) else body)
-    if status >= 400 and isinstance(body, dict):
-        for error in body.get("errors", []):
-            print(f"  {error.get('field')}: {error.get('message')}", file=sys.stderr)
-    return 0 if status < 400 else 1
+    """A success's JSON on stdout; a failure on stderr as a person needs it: the HTTP status, and
+    the problem's title, detail and field errors (or whatever else the server sent)."""
+    if status < 400:
+        print(json.dumps(body, indent=2) if not isinstance(body, str) else body)
+        return 0
+    print(describe_failure(status, body), file=sys.stderr)
+    return 1
+
+
+def describe_failure(status: int, body: Any) -> str:
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:
+        reason = ""
+    head = f"mailgw: HTTP {status} {reason}".rstrip()
+    if isinstance(body, dict) and ("title" in body or "detail" in body):
+        lines = [f"{head}: {body['title']}" if body.get("title") else head]
+        if body.get("detail"):
+            lines.append(f"  {body['detail']}")
+        for error in body.get("errors") or []:
+            if isinstance(error, dict):
+                lines.append(f"  {error.get('field')}: {error.get('message')}")
+        return "\n".join(lines)
+    if body is None or body == "":
+        return f"{head} (empty body)"
+    text = body if isinstance(body, str) else json.dumps(body)
+    return f"{head}\n  {text[:2000]}"
 
 
 def _connection_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
@@ -173,11 +227,17 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     send = commands.add_parser("send", parents=[api], help="send a message through the API")
-    send.add_argument("--from", dest="sender", required=True)
-    send.add_argument("--to", action="append", default=[], required=True)
-    send.add_argument("--cc", action="append", default=[])
-    send.add_argument("--bcc", action="append", default=[])
-    send.add_argument("--reply-to", action="append", default=[])
+    send.add_argument("--from", dest="sender", required=True, metavar="ADDRESS")
+    for flag in ("--to", "--cc", "--bcc", "--reply-to"):
+        send.add_argument(
+            flag,
+            type=recipients,
+            action="extend",
+            default=[],
+            required=flag == "--to",
+            metavar="ADDRESS[,ADDRESS...]",
+            help="repeat it, or give a comma list; 'Name <a@example.com>' adds a display name",
+        )
     send.add_argument("--subject", default="")
     send.add_argument("--text")
     send.add_argument("--text-file")
@@ -203,6 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = commands.add_parser(
         "doctor",
         help="check settings, storage, transport and identity; sends nothing (exit 1: not ready)",
+    )
+    doctor.add_argument(
+        "--running",
+        action="store_true",
+        help="check the gateway `make run` is running from this folder (its settings, stand-ins "
+        "included, from .mailgw/running.json) instead of the environment + local.settings.json",
     )
     doctor.add_argument(
         "--mailbox",
@@ -252,24 +318,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return operate(args)
     base = args.url.rstrip("/")
     credentials = _credentials(args)
+    body = None
+    if args.command == "send":
+        try:  # a local file problem, told apart from the network's
+            body = build_request(args)
+        except OSError as error:
+            reason = error.strerror or error
+            print(f"mailgw: cannot read {error.filename}: {reason}", file=sys.stderr)
+            return 2
+        if args.dry_run:
+            print(json.dumps(body, indent=2))
+            return 0
     try:
         if args.command == "send":
-            body = build_request(args)
-            if args.dry_run:
-                print(json.dumps(body, indent=2))
-                return 0
             extra = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else None
             status, _, answer = _call("POST", f"{base}/api/v1/messages", credentials, body, extra)
-            return _print_result(status, answer)
-        if args.command == "status":
+        elif args.command == "status":
             message_id = urllib.parse.quote(args.id, safe="")
             status, _, answer = _call("GET", f"{base}/api/v1/messages/{message_id}", credentials)
-            if status == 404:
-                detail = answer.get("detail") if isinstance(answer, dict) else None
-                print(f"mailgw: {detail or f'no message {args.id}'}", file=sys.stderr)
-                return 1
-            return _print_result(status, answer)
-        status, _, answer = _call("GET", f"{base}/api/v1/health", credentials)
+        else:
+            status, _, answer = _call("GET", f"{base}/api/v1/health", credentials)
         return _print_result(status, answer)
     except urllib.error.URLError as error:
         print(f"mailgw: cannot reach {base}: {error.reason}", file=sys.stderr)
@@ -281,35 +349,41 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # --- operator commands: storage through the core ---------------------------------------------
 
-SETTINGS_FILE = "local.settings.json"
 #: "every failed message": the same bound ``Operations.purge_failed`` uses
 ALL = 100_000
-HINT_WIDTH = 60
+HINT_INDENT = "    -> "
 
 
 def operator_environment(
     environ: Mapping[str, str] | None = None, directory: Path | None = None
 ) -> dict[str, str]:
     """The settings the operator commands use: ``local.settings.json`` ``Values`` (if the file is
-    in ``directory``), overridden by the environment, as ``func start`` merges them."""
-    merged: dict[str, str] = {}
-    path = (directory or Path.cwd()) / SETTINGS_FILE
-    if path.is_file():
-        try:
-            document = json.loads(path.read_text(encoding="utf-8-sig"))
-        except json.JSONDecodeError as error:
-            raise OperatorError(f"{path}: invalid JSON: {error}") from None
-        if not isinstance(document, dict) or not isinstance(document.get("Values", {}), dict):
-            raise OperatorError(f"{path}: expected an object with a Values object")
-        if document.get("IsEncrypted"):
-            raise OperatorError(f"{path} is encrypted; decrypt it or set the environment")
-        for name, value in (document.get("Values") or {}).items():
-            if isinstance(value, bool):
-                merged[name] = "true" if value else "false"
-            elif isinstance(value, (str, int, float)):
-                merged[name] = str(value)
-    merged.update(os.environ if environ is None else environ)
-    return merged
+    in ``directory``) under the environment, as the dev host merges them (a storage connection
+    the environment sets wins as a whole: :mod:`mailgw.local_settings`)."""
+    return _settings_and_sources(environ, directory)[0]
+
+
+def _settings_and_sources(
+    environ: Mapping[str, str] | None = None, directory: Path | None = None
+) -> tuple[dict[str, str], dict[str, str]]:
+    from mailgw.local_settings import LocalSettingsError, merged_settings
+
+    try:
+        return merged_settings(os.environ if environ is None else environ, directory or Path.cwd())
+    except LocalSettingsError as error:
+        raise OperatorError(str(error)) from None
+
+
+def using_line(settings: Settings, sources: Mapping[str, str]) -> str:
+    """Which storage and queue a command works on, and where that setting came from."""
+    connection = settings.storage()
+    origin = sources.get(connection.name) or next(
+        (sources[n] for n in sources if n.startswith(f"{connection.name}__")), "the environment"
+    )
+    return (
+        f"mailgw: storage {connection.describe()} from {origin}, queue {settings.queue}, "
+        f"state table {settings.state_table}"
+    )
 
 
 class OperatorError(Exception):
@@ -331,13 +405,24 @@ def _doctor(args: argparse.Namespace) -> int:
     import logging
 
     from mailgw.doctor import diagnose, render
+    from mailgw.local_run import RunningError, read_running
     from mailgw.storage import close_credentials
 
     logging.getLogger("azure").setLevel(logging.ERROR)  # the findings say it, once, with a hint
 
     try:
-        env = operator_environment()
-    except OperatorError as error:
+        env, _ = _settings_and_sources()
+        if args.running:
+            running = read_running(Path.cwd())
+            env, missing = running.environment(env)
+            print(f"mailgw: checking the gateway running at {running.url}", file=sys.stderr)
+            for name, url in running.standins.items():
+                print(f"mailgw: {name} is played by a local stand-in at {url}", file=sys.stderr)
+            for name in missing:
+                print(f"mailgw: {name} (a secret) is not set here: not checked", file=sys.stderr)
+        else:
+            _note_running_gateway()
+    except (OperatorError, RunningError) as error:
         print(f"mailgw: {error}", file=sys.stderr)
         return 2
 
@@ -349,7 +434,41 @@ def _doctor(args: argparse.Namespace) -> int:
         print(render(findings))
         return 0 if all(f.ok for f in findings) else 1
 
-    return asyncio.run(run())
+    with _app_environment(env):
+        return asyncio.run(run())
+
+
+@contextlib.contextmanager
+def _app_environment(env: Mapping[str, str]) -> Iterator[None]:
+    """The settings reach the app as its process environment, and the SDKs read some from there
+    only (azure-identity's ``IDENTITY_ENDPOINT``): a check runs with exactly the app's settings
+    there, and the caller's environment is back afterwards."""
+    from mailgw.local_run import SETTING_PREFIXES
+
+    saved = dict(os.environ)
+    try:
+        for name in [n for n in os.environ if n not in env and n.startswith(SETTING_PREFIXES)]:
+            del os.environ[name]
+        os.environ.update(env)
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _note_running_gateway() -> None:
+    """Plain ``doctor`` checks the files; say so when ``make run`` runs something else here."""
+    from mailgw.local_run import RunningError, read_running
+
+    try:
+        running = read_running(Path.cwd())
+    except RunningError:
+        return
+    print(
+        "mailgw: checking the environment and local.settings.json; to check the gateway "
+        f"`make run` is running at {running.url} (stand-ins included): mailgw doctor --running",
+        file=sys.stderr,
+    )
 
 
 def operate(args: argparse.Namespace) -> int:
@@ -357,7 +476,9 @@ def operate(args: argparse.Namespace) -> int:
     from mailgw.storage import StorageConfigError
 
     try:
-        services = open_services(operator_environment())
+        env, sources = _settings_and_sources()
+        services = open_services(env)
+        print(using_line(services.settings, sources), file=sys.stderr)
     except (OperatorError, SettingsError, StorageConfigError) as error:
         print(f"mailgw: {error}", file=sys.stderr)
         return 2
@@ -378,6 +499,9 @@ async def _operate_and_close(args: argparse.Namespace, services: Services) -> in
         message = str(error).splitlines()[0] if str(error) else ""
         print(f"mailgw: storage failed: {type(error).__name__}: {message}", file=sys.stderr)
         return 1
+    except ValueError as error:  # what the SDKs raise for a setting they cannot use
+        print(f"mailgw: storage settings unusable: {error}", file=sys.stderr)
+        return 2
     finally:
         await close_services(services)
 
@@ -500,31 +624,41 @@ def _record_json(record: MessageRecord, now: datetime) -> dict[str, Any]:
     return body
 
 
-def _truncate(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 3].rstrip() + "..."
-
-
-def format_failed(records: Sequence[MessageRecord]) -> str:
-    """A table of failed messages: id, failed at (UTC), code, hint (truncated), sender."""
-    rows = [("ID", "FAILED AT (UTC)", "CODE", "HINT", "FROM")]
+def format_failed(records: Sequence[MessageRecord], width: int | None = None) -> str:
+    """A table of failed messages (id, failed at in UTC, code, sender), each with its whole hint
+    on the lines below, wrapped to the terminal: a hint is what the operator acts on, so it is
+    never cut."""
+    width = width or shutil.get_terminal_size((100, 24)).columns
+    rows = [("ID", "FAILED AT (UTC)", "CODE", "FROM")]
+    hints = [""]
     for record in records:
         error = record.last_error
-        hint = (error.hint or error.message) if error else ""
         rows.append(
             (
                 record.id,
                 failed_at(record).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
                 error.code if error else "-",
-                _truncate(" ".join(hint.split()), HINT_WIDTH) or "-",
                 record.sender or "-",
             )
         )
+        hints.append(" ".join(((error.hint or error.message) if error else "").split()))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    lines = [
-        "  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[-1]])
-        for row in rows
-    ]
-    return "\n".join(line.rstrip() for line in lines)
+    lines = []
+    for row, hint in zip(rows, hints, strict=True):
+        cells = [*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]
+        lines.append("  ".join(cells).rstrip())
+        if hint:
+            lines.extend(
+                textwrap.wrap(
+                    hint,
+                    max(width - 1, 40),
+                    initial_indent=HINT_INDENT,
+                    subsequent_indent=" " * len(HINT_INDENT),
+                    break_on_hyphens=False,
+                    break_long_words=False,  # a URL or a command stays whole, to copy
+                )
+            )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

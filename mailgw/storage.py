@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
@@ -105,6 +106,26 @@ class StorageConnection:
                 f"storage connection '{self.name}' has no {service} endpoint: "
                 f"set {self.name}__{service}ServiceUri"
             ) from None
+
+    def describe(self) -> str:
+        """``account NAME (queue endpoint)``, never the key: for commands that say what they use."""
+        if self.connection_string:
+            parts = dict(
+                item.split("=", 1) for item in self.connection_string.split(";") if "=" in item
+            )
+            account = parts.get("AccountName", "?")
+            suffix = parts.get("EndpointSuffix", "core.windows.net")
+            endpoint = parts.get("QueueEndpoint") or f"https://{account}.queue.{suffix}"
+            return f"account {account} ({endpoint.rstrip('/')})"
+        assert self.service_uris is not None
+        endpoint = self.service_uris.get("queue") or next(iter(self.service_uris.values()))
+        url = urlsplit(endpoint)
+        first_label = (url.hostname or "").split(".")[0]
+        # https://NAME.queue.core.windows.net, or an emulator's http://127.0.0.1:10001/NAME
+        local = first_label.isdigit() or first_label == "localhost"
+        account = url.path.strip("/").split("/")[0] if local else first_label
+        signed_in = "managed identity" if self.credential_kind else "DefaultAzureCredential"
+        return f"account {account or '?'} ({endpoint}, {signed_in})"
 
     def credential(self) -> AsyncTokenCredential:
         """The token credential for identity-based connections (cached: one per connection)."""

@@ -1,14 +1,14 @@
 """`make run`: Azurite on its default ports + the dev host serving function_app.py (outbox).
 
-Prints a ready-to-paste curl and where the .eml files land. Ctrl-C stops everything it started.
-An Azurite already listening on the default ports (yours, or VS Code's) is reused, not replaced.
+Prints a ready-to-paste curl, the local mail viewer's address and where mail lands. Ctrl-C stops
+everything it started. An Azurite already listening on the default ports (yours, or VS Code's) is
+reused, not replaced. While the gateway runs, .mailgw/running.json records what it runs
+(mailgw/local_run.py) for `mailgw doctor --running`.
 
 When the transport is graph, smtp or relay and nothing real is configured, local stand-ins play
 Microsoft Graph / Exchange on fixed ports, so their addresses stay the same from run to run: the
 Graph stand-in on 7072 (``MAILGW_LOCAL_GRAPH_PORT``), the SMTP stand-in's admin API on 7073
 (``MAILGW_LOCAL_SMTP_ADMIN_PORT``); a port that is taken gives way to a free one, with a note.
-The dev host gets their addresses as ``MAILGW_LOCAL_GRAPH_STANDIN`` / ``MAILGW_LOCAL_SMTP_STANDIN``
-(what was received: ``GET <address>/_standin/delivered`` / ``/_standin/received``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -29,7 +30,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from devhost.azurite import Azurite  # noqa: E402
-from mailgw.storage import AZURITE_DEFAULT_PORTS  # noqa: E402
+from devhost.mail_sources import GRAPH_ADMIN_SETTING, SMTP_ADMIN_SETTING  # noqa: E402
+from devhost.mail_viewer import ROOT as MAIL_VIEWER_PATH  # noqa: E402
+from mailgw.local_run import RunningGateway, discard_running  # noqa: E402
+from mailgw.local_settings import merged_settings  # noqa: E402
+from mailgw.storage import (  # noqa: E402
+    AZURITE_DEFAULT_PORTS,
+    StorageConfigError,
+    StorageConnection,
+    azurite_connection_string,
+)
 from standins.processes import start_smtp_standin, start_standins  # noqa: E402
 
 PORT = int(os.environ.get("MAILGW_LOCAL_PORT", "7071"))
@@ -43,20 +53,13 @@ def _listening(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _local_settings() -> dict[str, str]:
+def _local_settings(environ: dict[str, str]) -> dict[str, str]:
+    """local.settings.json under ``environ``, merged as the dev host will merge them."""
     settings_file = ROOT / "local.settings.json"
     if not settings_file.exists():
         shutil.copyfile(ROOT / "local.settings.sample.json", settings_file)
         print("Created local.settings.json from local.settings.sample.json")
-    values: dict[str, str] = json.loads(settings_file.read_text())["Values"]
-    return {
-        **values,
-        **{
-            k: v
-            for k, v in os.environ.items()
-            if k in values or k.startswith(("MAILGW_", "IDENTITY_", "AZURE_"))
-        },
-    }
+    return merged_settings(environ, ROOT)[0]
 
 
 class LocalStandIns(Protocol):
@@ -66,12 +69,20 @@ class LocalStandIns(Protocol):
     def stop(self) -> None: ...
 
 
-def _start_standins(
-    values: dict[str, str],
-) -> tuple[LocalStandIns, dict[str, str], str] | None:
+@dataclass
+class StandIns:
+    """Stand-ins started for this run: what they play (name -> URL), the settings that point the
+    gateway and its mail viewer at them, and a note for the banner."""
+
+    processes: LocalStandIns
+    playing: dict[str, str]
+    env: dict[str, str]
+    note: str
+
+
+def _start_standins(values: dict[str, str]) -> StandIns | None:
     """A laptop has no managed identity, no Graph and no Exchange: when the transport needs them
-    and nothing real is configured, local stand-ins play them, so the whole path still runs.
-    Returns the stand-ins, their addresses for the dev host, and a line saying where to look."""
+    and nothing real is configured, local stand-ins play them, so the whole path still runs."""
     transport = values.get("MAILGW_TRANSPORT")
     no_identity = values.get(
         "MAILGW_CREDENTIAL", "managed_identity"
@@ -79,39 +90,41 @@ def _start_standins(
     real = "(To use your real tenant instead: MAILGW_CREDENTIAL=default after az login.)"
     if transport == "graph" and no_identity:
         graph = start_standins(graph_port=GRAPH_PORT)
-        return (
+        env = {**graph.gateway_env(), GRAPH_ADMIN_SETTING: graph.graph_url}
+        return StandIns(
             graph,
-            {"MAILGW_LOCAL_GRAPH_STANDIN": graph.graph_url},
-            (
-                "No managed identity on this machine, so local stand-ins play Microsoft Graph\n"
-                f"({graph.graph_url}) and the identity endpoint. See what Graph received:\n"
-                f"  curl {graph.graph_url}/_standin/delivered\n{real}"
-            ),
+            {"Microsoft Graph": graph.graph_url, "the identity endpoint": env["IDENTITY_ENDPOINT"]},
+            env,
+            "No managed identity on this machine, so local stand-ins play Microsoft Graph\n"
+            f"({graph.graph_url}) and the identity endpoint. What Graph received, as JSON:\n"
+            f"  curl {graph.graph_url}/_standin/delivered\n{real}",
         )
     smtp_host = values.get("MAILGW_SMTP_HOST") or "smtp.office365.com"
     if transport == "smtp" and no_identity and smtp_host == "smtp.office365.com":
         smtp = start_smtp_standin("submission", admin_port=SMTP_ADMIN_PORT)
-        return (
+        env = {**smtp.gateway_env(), SMTP_ADMIN_SETTING: smtp.info["adminUrl"]}
+        return StandIns(
             smtp,
-            {"MAILGW_LOCAL_SMTP_STANDIN": smtp.smtp.url},
-            (
-                "No managed identity or Exchange here, so a local SMTP server (STARTTLS, XOAUTH2)\n"
-                "and identity stand-in play smtp.office365.com. See what it received:\n"
-                f"  curl {smtp.info['adminUrl']}/_standin/received\n{real}"
-            ),
+            {
+                "smtp.office365.com": smtp.info["adminUrl"],
+                "the identity endpoint": env["IDENTITY_ENDPOINT"],
+            },
+            env,
+            "No managed identity or Exchange here, so a local SMTP server (STARTTLS, XOAUTH2)\n"
+            "and identity stand-in play smtp.office365.com. What it received, as JSON:\n"
+            f"  curl {smtp.info['adminUrl']}/_standin/received\n{real}",
         )
     if transport == "relay" and not values.get("MAILGW_RELAY_HOST"):
         senders = values.get("MAILGW_ALLOWED_SENDERS", "").split(",")
         domains = tuple({s.strip().rpartition("@")[2] for s in senders if "@" in s})
         relay = start_smtp_standin("relay", accepted_domains=domains, admin_port=SMTP_ADMIN_PORT)
-        return (
+        return StandIns(
             relay,
-            {"MAILGW_LOCAL_SMTP_STANDIN": relay.smtp.url},
-            (
-                "No MAILGW_RELAY_HOST, so a local SMTP server (STARTTLS, no AUTH) plays your\n"
-                "<domain>.mail.protection.outlook.com relay. See what it received:\n"
-                f"  curl {relay.info['adminUrl']}/_standin/received"
-            ),
+            {"the relay connector": f"{relay.info['host']}:{relay.info['port']}"},
+            {**relay.gateway_env(), SMTP_ADMIN_SETTING: relay.info["adminUrl"]},
+            "No MAILGW_RELAY_HOST, so a local SMTP server (STARTTLS, no AUTH) plays your\n"
+            "<domain>.mail.protection.outlook.com relay. What it received, as JSON:\n"
+            f"  curl {relay.info['adminUrl']}/_standin/received",
         )
     return None
 
@@ -143,7 +156,7 @@ def _banner(values: dict[str, str], standin_note: str | None) -> str:
         }
     )
     outbox = (ROOT / values.get("MAILGW_OUTBOX_DIR", "outbox")).resolve()
-    where = f"The message lands as an .eml file in {outbox}/"
+    where = f"It also lands as an .eml file in {outbox}/"
     if standin_note:
         where = standin_note
     elif values.get("MAILGW_TRANSPORT") != "outbox":
@@ -159,10 +172,27 @@ Send a first mail:
 
 or:  .venv/bin/mailgw send --from {sender} --to someone@example.com --subject Hi --text 'It works.'
 
+See what was sent (refreshes as mail arrives): http://127.0.0.1:{PORT}{MAIL_VIEWER_PATH}
 {where}
-Health: curl http://127.0.0.1:{PORT}/api/v1/health     Check the set-up: .venv/bin/mailgw doctor
+Health: curl http://127.0.0.1:{PORT}/api/v1/health
+Check what is running (stand-ins included): .venv/bin/mailgw doctor --running
 Stop: Ctrl-C
 """
+
+
+def _record_running(env: dict[str, str], standins: StandIns | None) -> None:
+    """What the dev host runs, for `mailgw doctor --running` (no secrets: mailgw/local_run.py)."""
+    settings = _local_settings(env)
+    outbox = settings.get("MAILGW_OUTBOX_DIR")
+    if outbox:  # the dev host runs in ROOT; the doctor may not
+        settings["MAILGW_OUTBOX_DIR"] = str((ROOT / outbox).resolve())
+    url = f"http://127.0.0.1:{PORT}"
+    RunningGateway.of(
+        url,
+        settings,
+        standins=standins.playing if standins else {},
+        mail_viewer=url + MAIL_VIEWER_PATH,
+    ).write(ROOT)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -174,9 +204,16 @@ def main() -> int:
     # started from a non-interactive shell, so install the handlers explicitly).
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
-    values = _local_settings()
+    values = _local_settings(dict(os.environ))
     azurite: Azurite | None = None
-    if all(_listening(p) for p in AZURITE_DEFAULT_PORTS.values()):
+    try:
+        storage = StorageConnection.from_settings(env=values)
+    except StorageConfigError as error:
+        print(f"Storage is not configured: {error}")
+        return 1
+    if storage.connection_string != azurite_connection_string():
+        print(f"Storage: {storage.describe()} (AzureWebJobsStorage): not starting Azurite")
+    elif all(_listening(p) for p in AZURITE_DEFAULT_PORTS.values()):
         print("Azurite is already listening on 10000-10002: using it")
     else:
         azurite = Azurite(
@@ -191,11 +228,10 @@ def main() -> int:
         if azurite:
             azurite.stop()
         return 1
-    started = _start_standins(values)
-    standins, addresses, note = started if started else (None, {}, None)
-    for port_note in standins.port_notes if standins else []:
+    standins = _start_standins(values)
+    for port_note in standins.processes.port_notes if standins else []:
         print(f"Note: {port_note}")
-    env = {**os.environ, **addresses, **(standins.gateway_env() if standins else {})}
+    env = {**os.environ, **(standins.env if standins else {})}
     host = subprocess.Popen(
         [sys.executable, "-m", "devhost", "--app-dir", str(ROOT), "--port", str(PORT)],
         cwd=ROOT,
@@ -203,11 +239,13 @@ def main() -> int:
     )
     try:
         _wait_ready(host)
-        print(_banner(values, note), flush=True)
+        _record_running(env, standins)
+        print(_banner(values, standins.note if standins else None), flush=True)
         host.wait()
     except KeyboardInterrupt:
         pass
     finally:
+        discard_running(ROOT)
         if host.poll() is None:
             host.send_signal(signal.SIGINT)
             try:
@@ -215,7 +253,7 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 host.kill()
         if standins:
-            standins.stop()
+            standins.processes.stop()
         if azurite:
             azurite.stop()
         print("\nStopped.")

@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import os
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, TypeVar
 
 from mailgw.storage import azurite_connection_string
@@ -167,3 +171,23 @@ def serve_http(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def run_mailgw(
+    *args: str, cwd: Path, env: Mapping[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``mailgw ARGS`` as a user runs it: the installed console script, in its own process, with
+    ``env`` (default: this environment without the gateway's settings) and ``cwd``."""
+    script = Path(sys.executable).with_name("mailgw")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "mailgw"]
+    if env is None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MAILGW_", "Azure"))}
+    return subprocess.run(
+        [*command, *args],
+        cwd=cwd,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

@@ -69,6 +69,17 @@ def accepted(
     ).with_step(status.value, now)
 
 
+def claimed_sender(envelope: Envelope) -> str | None:
+    """The ``from`` a payload claims, even one that failed validation: operators look for the
+    producer by it."""
+    claimed = (envelope.request or {}).get("from")
+    if isinstance(claimed, dict):
+        claimed = claimed.get("address")
+    if not isinstance(claimed, str):
+        return None
+    return claimed.strip()[:320] or None
+
+
 def record_for(
     envelope: Envelope, request: SendRequest | None, *, now: datetime, retention: timedelta
 ) -> MessageRecord:
@@ -81,7 +92,7 @@ def record_for(
         source=envelope.source,
         owner=envelope.owner,
         send_at=request.send_at if request else None,
-        sender=request.sender.address if request else None,
+        sender=request.sender.address if request else claimed_sender(envelope),
         metadata=request.metadata if request else {},
     )
     return record.model_copy(update={"created_at": min(record.created_at, envelope.created_at)})

@@ -85,7 +85,11 @@ def render_mime(
         msg.set_content(request.html or "", subtype="html")
 
     html_part = msg.get_body(("html",)) if request.html else None
-    for attachment in request.attachments:
+    # Inline parts first (a stable sort keeps each kind's order): for an html-only message the
+    # html part is the root, which a file would turn into multipart/mixed, and mixed cannot
+    # become related.
+    related = html_part is not None
+    for attachment in sorted(request.attachments, key=lambda a: not (a.inline and related)):
         if attachment.inline and html_part is not None:
             _add(html_part, attachment, related=True)
         else:

@@ -165,6 +165,25 @@ def test_environment_wins_over_settings() -> None:
     assert overridden == ["KEEP"]
 
 
+def test_a_storage_connection_from_the_environment_wins_as_a_whole() -> None:
+    """The file's connection string would be read before the environment's identity-based keys,
+    so the environment's choice of form keeps out every key of that connection from the file."""
+    environ = {"AzureWebJobsStorage__accountName": "prodaccount"}
+    overridden = apply_settings(
+        {
+            "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+            "AzureWebJobsStorage__credential": "managedidentity",
+            "MAILGW_QUEUE": "mail-outbound",
+        },
+        environ,
+    )
+    assert environ == {
+        "AzureWebJobsStorage__accountName": "prodaccount",
+        "MAILGW_QUEUE": "mail-outbound",
+    }
+    assert sorted(overridden) == ["AzureWebJobsStorage", "AzureWebJobsStorage__credential"]
+
+
 def test_binding_expressions() -> None:
     environ = {"MAILGW_QUEUE": "mail-outbound", "Suffix": "x"}
     assert resolve_expressions("%MAILGW_QUEUE%", environ) == "mail-outbound"

@@ -227,8 +227,18 @@ async def test_a_body_over_100_mb_is_413_before_it_is_sent(host: DevHostProcess)
     )
     await writer.drain()
     status_line = await asyncio.wait_for(reader.readline(), 10)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+    body = await asyncio.wait_for(reader.readexactly(length), 10)
     writer.close()
     assert status_line.startswith(b"HTTP/1.1 413")
+    assert b"application/problem+json" in head  # not an empty 413: it says which layer refused
+    problem = json.loads(body)
+    assert (problem["status"], problem["title"]) == (413, "Request body too large")
+    assert (
+        "104857601 bytes" in problem["detail"]
+        and "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT" in problem["detail"]
+    )
 
 
 async def test_route_prefix_override_and_configured_body_limit(
@@ -240,6 +250,8 @@ async def test_route_prefix_override_and_configured_body_limit(
     assert at_limit[0] == 200 and json.loads(at_limit[2])["length"] == SMALL_LIMIT
     over = await call(session, small_host, "POST", "/echo", data=b"a" * (SMALL_LIMIT + 1))
     assert over[0] == 413
+    assert over[1]["Content-Type"].startswith("application/problem+json")
+    assert f"at most {SMALL_LIMIT} bytes" in json.loads(over[2])["detail"]
 
     async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: the limit applies as read
         for _ in range(4):

@@ -204,7 +204,8 @@ def test_invalid_producer_message_logs_one_failure_event(host: DevHost) -> None:
     )
     (event,) = failure_events(host, sent.id)
     assert event["code"] == "mailgw/invalid-request"
-    assert event["hint"]
+    assert event["from"] == "noreply@contoso.com"  # what the payload claims, though invalid
+    assert "docs/send-request.schema.json" in event["hint"]  # names the file with the rules
 
 
 # --- crashes at each fail point -----------------------------------------------------------------

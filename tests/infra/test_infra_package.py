@@ -33,6 +33,8 @@ LOCAL_ONLY = [
     "mailgw.egg-info/PKG-INFO",
     "mailgw.zip",  # docs/deploy.md, step 4
     "mailgw-outputs.json",  # docs/deploy.md, step 3
+    ".mailgw/running.json",
+    "artifacts/mail-viewer-list.png",
 ]
 #: What the Function App needs at run time.
 REQUIRED = ["function_app.py", "host.json", "requirements.txt"]

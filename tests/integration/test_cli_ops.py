@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from mailgw.services import Services
 from mailgw.settings import Settings
 from mailgw.storage import queue_client
 from mailgw.store import StateStore
-from support import new_record, sample_request, sealed
+from support import new_record, run_mailgw, sample_request, sealed
 
 SEND_AS = ErrorInfo(
     code="ErrorSendAsDenied",
@@ -102,11 +103,10 @@ async def test_list_replay_purge(gateway: Gateway, capsys: pytest.CaptureFixture
     assert await mailgw("failed", "list") == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:4] == ["ID", "FAILED", "AT", "(UTC)"]
-    rows = {line.split()[0]: line for line in table[1:]}
+    rows = {line.split()[0]: n for n, line in enumerate(table) if line.startswith("cli-")}
     assert set(rows) == {"cli-one", "cli-two"}
-    assert "ErrorSendAsDenied" in rows["cli-one"]
-    assert "grant the identity Send As" in rows["cli-one"]
-    assert rows["cli-one"].endswith("alerts@contoso.com")
+    assert table[rows["cli-one"]].endswith("ErrorSendAsDenied  alerts@contoso.com")
+    assert table[rows["cli-one"] + 1] == f"    -> {SEND_AS.hint}"  # the whole hint, below
 
     assert await mailgw("failed", "list", "--json") == 0
     listed = {item["id"]: item for item in json.loads(capsys.readouterr().out)}
@@ -198,3 +198,45 @@ async def test_store_cleanup_applies_retention_now(
     assert not await gateway.blob_exists("cli-expired")
     assert await gateway.blob_exists("cli-kept")
     assert [r.id for r in await gateway.ops.failed()] == ["cli-kept"]
+
+
+async def test_the_environment_wins_over_local_settings_as_a_whole(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    """As a user runs it, in a checkout whose local.settings.json points at Azurite: with the
+    identity-based keys in the environment, the command uses them, not the file's connection
+    string (the file's AzureWebJobsStorage is read first, so name by name it would win)."""
+    await gateway.fail("cli-precedence")
+    (tmp_path / "local.settings.json").write_text(json.dumps({"Values": gateway.env}))
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MAILGW_", "Azure"))}
+
+    from_file = await asyncio.to_thread(run_mailgw, "failed", "list", cwd=tmp_path, env=clean)
+    assert from_file.returncode == 0, from_file.stderr
+    assert from_file.stdout.splitlines()[1].startswith("cli-precedence ")
+    azurite_queue = gateway.services.settings.storage().describe().split()[2].strip("(),")
+    assert from_file.stderr.splitlines()[0] == (
+        f"mailgw: storage account devstoreaccount1 ({azurite_queue}) from local.settings.json, "
+        f"queue {gateway.env['MAILGW_QUEUE']}, state table {gateway.env['MAILGW_STATE_TABLE']}"
+    )
+
+    # Another account, identity-based, nothing listening (port 9): nothing leaves 127.0.0.1.
+    elsewhere = {
+        f"AzureWebJobsStorage__{service}ServiceUri": "https://127.0.0.1:9/opsaccount"
+        for service in ("queue", "blob", "table")
+    }
+    elsewhere |= {
+        "AzureWebJobsStorage__credential": "managedidentity",
+        "IDENTITY_ENDPOINT": "http://127.0.0.1:9/msi/token",
+        "IDENTITY_HEADER": "unused",
+        "MAILGW_QUEUE": "ops-queue",
+    }
+    from_env = await asyncio.to_thread(
+        run_mailgw, "failed", "list", cwd=tmp_path, env={**clean, **elsewhere}
+    )
+    assert from_env.stderr.splitlines()[0] == (
+        "mailgw: storage account opsaccount (https://127.0.0.1:9/opsaccount, managed identity) "
+        f"from the environment, queue ops-queue, state table {gateway.env['MAILGW_STATE_TABLE']}"
+    )
+    assert from_env.returncode == 1  # it tried that account (and failed), not Azurite
+    assert "cli-precedence" not in from_env.stdout
+    assert "storage failed" in from_env.stderr

@@ -121,6 +121,7 @@ async def test_producer_bare_request_moved_by_the_host_keeps_its_request(rig: Ri
     document = sample_request(subject="from a producer")
     record = await rig.operations.record_failure(json.dumps(document), queue_message_id="q-bare")
     assert (record.id, record.source, record.status) == ("q-bare", "queue", MessageStatus.failed)
+    assert record.sender == document["from"]  # `mailgw failed list` shows who sent it
     assert record.payload_ref is not None
     kept = await blob_bytes(rig.queue, record.payload_ref)
     assert kept is not None and json.loads(kept) == {"request": document}

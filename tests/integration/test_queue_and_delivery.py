@@ -19,6 +19,7 @@ from mailgw.intake import Intake
 from mailgw.models import Envelope
 from mailgw.queue import INLINE_LIMIT, MailQueue
 from mailgw.settings import Settings
+from mailgw.store import StateStore
 from mailgw.transports.base import OutboundMessage, SendReceipt
 from mailgw.transports.errors import permanent, transient
 from support import b64, pull, raises_problem, sample_request, wait_until_async
@@ -163,7 +164,12 @@ async def test_producer_bare_request_is_delivered_with_the_queue_message_id(
     ],
 )
 async def test_invalid_producer_message_goes_to_poison_with_its_error(
-    mail_queue: MailQueue, delivery: Delivery, raw: str, code: str, fragment: str
+    mail_queue: MailQueue,
+    delivery: Delivery,
+    store: StateStore,
+    raw: str,
+    code: str,
+    fragment: str,
 ) -> None:
     await mail_queue.queue().create_queue()
     await mail_queue.queue().send_message(raw)
@@ -179,6 +185,10 @@ async def test_invalid_producer_message_goes_to_poison_with_its_error(
     # The original is kept so the message can be fixed and replayed, never dropped.
     assert dead.raw == raw or dead.request == json.loads(raw)
     assert await pull(mail_queue) is None  # and it is not retried
+    # Its record names the sender the payload claims, so an operator can find the producer.
+    record = await store.get(dead.id)
+    assert record is not None and record.last_error == dead.error
+    assert record.sender == (dead.request or {}).get("from")
 
 
 class ScriptedTransport:

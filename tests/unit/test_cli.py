@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -16,8 +17,9 @@ import pytest
 from mailgw import cli
 from mailgw.errors import MessageNotFound, NotReplayable
 from mailgw.models import ErrorInfo, MessageStatus
+from mailgw.settings import Settings
 from mailgw.state import Attempt, MessageRecord
-from support import QuietHandler, serve_http
+from support import QuietHandler, run_mailgw, serve_http
 
 NOW = datetime(2026, 6, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -101,6 +103,7 @@ class FakeOperations:
 
 class FakeServices:
     def __init__(self, *records: MessageRecord) -> None:
+        self.settings = Settings.from_env({"AzureWebJobsStorage": "UseDevelopmentStorage=true"})
         self.store = FakeStore(records={r.id: r for r in records})
         self.queue = FakeClosable()
         self.operations = FakeOperations(self.store)
@@ -120,6 +123,7 @@ def core(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeServices:
         return services
 
     monkeypatch.setattr(cli, "open_services", open_services)
+    monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
     monkeypatch.chdir(tmp_path)
     return services
 
@@ -179,6 +183,29 @@ def test_bad_arguments_are_usage_errors(argv: list[str], core: FakeServices) -> 
 # --- status over HTTP ----------------------------------------------------------------------------
 
 
+#: answers of the stand-in gateway below to `GET /api/v1/messages/<name>`
+ANSWERS: dict[str, tuple[int, str, bytes]] = {
+    "invalid": (
+        400,
+        "application/problem+json",
+        json.dumps(
+            {
+                "type": "urn:mailgw:problem:invalid-request",
+                "title": "Invalid send request",
+                "status": 400,
+                "detail": "The request breaks 2 rules; nothing was sent.",
+                "errors": [
+                    {"field": "to", "message": "at least one recipient is required"},
+                    {"field": "text", "message": "give text or html"},
+                ],
+            }
+        ).encode(),
+    ),
+    "empty": (413, "text/plain", b""),
+    "proxy": (502, "text/html", b"<html><body>Bad gateway</body></html>"),
+}
+
+
 @dataclass
 class Seen:
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -193,6 +220,15 @@ def api() -> Iterator[tuple[str, Seen]]:
         def do_GET(self) -> None:
             headers = {name.lower(): value for name, value in self.headers.items()}
             seen.requests.append({"path": self.path, "headers": headers})
+            name = self.path.rsplit("/", 1)[-1]
+            if name in ANSWERS:
+                status, content_type, data = ANSWERS[name]
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                return
             if self.path == "/api/v1/messages/known":
                 status, body = 200, {"id": "known", "status": "sent", "attempts": 1}
                 content_type = "application/json"
@@ -248,9 +284,35 @@ def test_status_of_an_unknown_message(
     assert "x-functions-key" not in seen.requests[0]["headers"]
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert captured.err.strip() == (
-        "mailgw: No message a/b is known (unknown id, or older than the retention period)."
-    )
+    assert captured.err.splitlines() == [
+        "mailgw: HTTP 404 Not Found: Message not found",
+        "  No message a/b is known (unknown id, or older than the retention period).",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (
+            "invalid",
+            [
+                "mailgw: HTTP 400 Bad Request: Invalid send request",
+                "  The request breaks 2 rules; nothing was sent.",
+                "  to: at least one recipient is required",
+                "  text: give text or html",
+            ],
+        ),
+        ("empty", ["mailgw: HTTP 413 Request Entity Too Large (empty body)"]),
+        ("proxy", ["mailgw: HTTP 502 Bad Gateway", "  <html><body>Bad gateway</body></html>"]),
+    ],
+)
+def test_a_failure_shows_the_status_and_the_problem(
+    api: tuple[str, Seen], tmp_path: Path, answer: str, expected: list[str]
+) -> None:
+    """As a user runs it (its own process): whatever the server answered."""
+    result = run_mailgw("status", answer, "--url", api[0], cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr.splitlines() == expected
 
 
 def test_status_when_the_gateway_is_down(capsys: pytest.CaptureFixture[str]) -> None:
@@ -261,21 +323,34 @@ def test_status_when_the_gateway_is_down(capsys: pytest.CaptureFixture[str]) -> 
 # --- operator commands against a fake core -------------------------------------------------------
 
 
-def test_failed_list_is_a_table(core: FakeServices, capsys: pytest.CaptureFixture[str]) -> None:
+def test_failed_list_is_a_table_that_never_cuts_a_hint(
+    core: FakeServices, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "100")
+    long_hint = "grant the identity Send As on the mailbox " * 6
+    core.store.records["m-new"].last_error = ErrorInfo(
+        code="ErrorSendAsDenied", message="denied", hint=long_hint
+    )
     assert cli.main(["failed", "list"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["ID", "FAILED", "AT", "(UTC)", "CODE", "HINT", "FROM"]
-    rows = {line.split()[0]: line for line in lines[1:]}
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert lines[0].split() == ["ID", "FAILED", "AT", "(UTC)", "CODE", "FROM"]
+    rows = {line.split()[0]: n for n, line in enumerate(lines) if line.startswith("m-")}
     assert set(rows) == {"m-old", "m-new"}  # failed ones only
-    assert "2026-06-01 11:55:00" in rows["m-new"]  # the failure, not the last change
-    assert "ErrorSendAsDenied" in rows["m-new"]
-    assert rows["m-new"].endswith("noreply@contoso.com")
-    assert "x" * 57 + "..." in rows["m-new"] and "x" * 58 not in rows["m-new"]  # truncated
-    assert len(max(lines, key=len)) < 160
-    assert rows["m-old"].endswith(" -")  # no sender known
-    assert lines[0].index("CODE") == rows["m-new"].index("ErrorSendAsDenied")  # aligned
+    new = lines[rows["m-new"]]
+    assert "2026-06-01 11:55:00" in new  # the failure, not the last change
+    assert new.endswith("ErrorSendAsDenied  noreply@contoso.com")
+    assert lines[rows["m-old"]].endswith(" -")  # no sender known
+    assert lines[0].index("CODE") == new.index("ErrorSendAsDenied")  # aligned
+    # the whole hint, wrapped under its row, each line within the terminal's width
+    hint_lines = lines[rows["m-new"] + 1 : rows["m-new"] + 4]
+    assert hint_lines[0].startswith("    -> grant the identity")
+    assert " ".join(" ".join(hint_lines).replace("->", "").split()) == " ".join(long_hint.split())
+    assert all(len(line) < 100 for line in hint_lines)
+    assert lines[rows["m-old"] + 1] == "    -> grant Send As"
     assert core.operations.calls == [("failed", 100)]
     assert core.queue.closed == 1 and core.store.closed == 1
+    assert "queue mail-outbound" in captured.err  # which storage and queue it used
 
 
 def test_failed_list_json_and_limit(core: FakeServices, capsys: pytest.CaptureFixture[str]) -> None:
@@ -403,6 +478,36 @@ def test_local_settings_are_the_fallback_and_the_environment_wins(tmp_path: Path
     assert cli.operator_environment({"A": "1"}, tmp_path / "nowhere") == {"A": "1"}
 
 
+@pytest.mark.parametrize(
+    "environment",
+    [
+        {"AzureWebJobsStorage__accountName": "prodaccount"},
+        {"AzureWebJobsStorage__queueServiceUri": "https://prodaccount.queue.core.windows.net"},
+    ],
+)
+def test_a_storage_connection_from_the_environment_wins_as_a_whole(
+    tmp_path: Path, environment: dict[str, str]
+) -> None:
+    """The file's connection string would be read before the environment's identity-based keys:
+    the environment's choice of form replaces every key of that connection from the file."""
+    values = {
+        "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+        "AzureWebJobsStorage__clientId": "from-file",
+        "Other__queueServiceUri": "https://other.queue.core.windows.net",
+        "MAILGW_QUEUE": "from-file",
+    }
+    (tmp_path / "local.settings.json").write_text(json.dumps({"Values": values}))
+    env = cli.operator_environment(environment, tmp_path)
+    assert env == {
+        **environment,
+        "Other__queueServiceUri": "https://other.queue.core.windows.net",  # another connection
+        "MAILGW_QUEUE": "from-file",
+    }
+    connection = Settings.from_env(env).storage()
+    assert connection.connection_string is None
+    assert connection.describe().startswith("account prodaccount (https://prodaccount.queue.")
+
+
 def test_unusable_settings_are_reported(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -495,3 +600,26 @@ def test_send_dry_run_posts_nothing(
     assert cli.main(argv) == 0
     assert json.loads(capsys.readouterr().out)["from"] == "a@contoso.com"
     assert seen.requests == []
+
+
+def test_doctor_checks_with_the_app_environment_and_gives_the_callers_back(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The SDKs read some settings from the process environment only, so the doctor puts the
+    app's there for its checks; the caller's environment is unchanged afterwards."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AzureWebJobsStorage", raising=False)
+    monkeypatch.setenv("MAILGW_ALLOWED_SENDERS", "noreply@contoso.com")
+    values = {"MAILGW_TRANSPORT": "outbox", "MAILGW_OUTBOX_DIR": str(tmp_path / "out")}
+    (tmp_path / "local.settings.json").write_text(json.dumps({"Values": values}))
+    before = dict(os.environ)
+    seen: dict[str, str | None] = {}
+
+    async def diagnose(env: dict[str, str], mailbox: str | None) -> list[Any]:
+        seen["transport"] = os.environ.get("MAILGW_TRANSPORT")
+        return []
+
+    monkeypatch.setattr("mailgw.doctor.diagnose", diagnose)
+    assert cli.main(["doctor"]) == 0
+    assert seen["transport"] == "outbox"  # from the file, in the process environment
+    assert dict(os.environ) == before

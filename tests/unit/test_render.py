@@ -259,6 +259,21 @@ def test_inline_image_of_an_html_only_message() -> None:
     assert image["Content-ID"] == "<logo>"
 
 
+def test_a_file_before_an_inline_image_of_an_html_only_message() -> None:
+    """The inline image relates to the html even when a file comes first in the request (the
+    html part was the root, and the file made the root multipart/mixed)."""
+    files = [
+        {"name": "r.pdf", "contentType": "application/pdf", "contentBase64": b64(PDF)},
+        {"name": "logo.png", "contentType": "image/png", "contentBase64": b64(PNG),
+         "inline": True, "contentId": "logo"},
+    ]  # fmt: skip
+    _, msg = render(request(text=None, html='<img src="cid:logo">', attachments=files))
+    assert structure(msg) == (
+        "multipart/mixed",
+        [("multipart/related", ["text/html", "image/png"]), "application/pdf"],
+    )
+
+
 def test_attachments_are_byte_exact(rich: tuple[bytes, EmailMessage]) -> None:
     _, msg = rich
     files = {a.get_filename(): a for a in msg.iter_attachments()}
