@@ -1,5 +1,5 @@
 // Optional (apiAuth=entra with createApiApp=true): the app registration that represents the
-// gateway's HTTP API in Entra ID, with the three app roles the gateway checks (mailgw/auth.py),
+// gateway's HTTP API in Entra ID, with the four app roles the gateway checks (mailgw/auth.py),
 // v2 access tokens (their aud is this app's client id, which MAILGW_API_AUDIENCE names), and its
 // service principal, on which callers are assigned roles. docs/authentication.md does the same with
 // the az CLI, and adds what this module leaves out:
@@ -15,7 +15,7 @@ extension microsoftGraphV1
 @description('Unique name (and display name) of the API app registration in this tenant.')
 param uniqueName string
 
-// The app roles of mailgw/auth.py (ROLE_SEND, ROLE_READ, ROLE_REPLAY). Each role's id is derived
+// The app roles of mailgw/auth.py (ROLE_SEND, ROLE_READ, ROLE_REPLAY, ROLE_READ_ALL). Each role's id is derived
 // from the app's unique name and the role's value, so it is stable across redeployments (Entra ID
 // refuses to change or drop an enabled role that is in use).
 var roles = [
@@ -27,7 +27,12 @@ var roles = [
   {
     value: 'Messages.Read'
     displayName: 'Read mailgw message states'
-    description: 'Read the state of any message (GET /api/v1/messages/{id}).'
+    description: 'Read the state of the messages the calling app sent (GET /api/v1/messages/{id}).'
+  }
+  {
+    value: 'Messages.ReadAll'
+    displayName: 'Read any mailgw message (operators)'
+    description: 'Read the state of any app\'s messages, and with Messages.Replay replay them.'
   }
   {
     value: 'Messages.Replay'

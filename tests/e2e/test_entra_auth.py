@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from gateway_host import DevHost
 
-from mailgw.auth import ROLE_READ, ROLE_REPLAY, ROLE_SEND
+from mailgw.auth import ROLE_READ, ROLE_READ_ALL, ROLE_REPLAY, ROLE_SEND
 from standins.entra import EntraStandIn, entra_standin
 from support import sample_request, wait_until
 
@@ -84,3 +84,44 @@ def test_the_sender_policy_still_applies_to_a_valid_caller(
     )
     assert response.status == 403
     assert response.json()["type"] == "urn:mailgw:problem:sender-not-allowed"
+
+
+OTHER_APP = "5c1d2e3f-0000-4000-8000-0000000000b2"
+
+
+def test_an_idempotency_key_belongs_to_the_calling_app(host: DevHost, idp: EntraStandIn) -> None:
+    """Two apps that both use order-43 make two messages, and neither sees the other's 422."""
+    ours = bearer(idp.token((ROLE_SEND,)))
+    theirs = bearer(idp.token((ROLE_SEND,), azp=OTHER_APP))
+    key = {"Idempotency-Key": "order-43"}
+    first = host.post_json("/api/v1/messages", sample_request(subject="ours"), {**ours, **key})
+    second = host.post_json("/api/v1/messages", sample_request(subject="theirs"), {**theirs, **key})
+    assert (first.status, second.status) == (202, 202), (first.body, second.body)
+    assert first.json()["id"] != second.json()["id"]
+    again = host.post_json("/api/v1/messages", sample_request(subject="ours"), {**ours, **key})
+    assert again.json() == first.json()
+    reused = host.post_json("/api/v1/messages", sample_request(subject="other"), {**ours, **key})
+    assert reused.status == 422  # our own key, another body
+
+
+def test_a_message_is_visible_only_to_its_app_unless_read_all(
+    host: DevHost, idp: EntraStandIn
+) -> None:
+    sent = host.post_json(
+        "/api/v1/messages", sample_request(subject="mine"), bearer(idp.token((ROLE_SEND,)))
+    )
+    path = f"/api/v1/messages/{sent.json()['id']}"
+    other = idp.token((ROLE_SEND, ROLE_READ, ROLE_REPLAY), azp=OTHER_APP)
+    for method, route in (("GET", path), ("POST", f"{path}/replay")):
+        answer = host.request(method, route, headers=bearer(other))
+        assert answer.status == 404, answer.body  # as if it did not exist
+        assert answer.json()["type"] == "urn:mailgw:problem:not-found"
+    operator = idp.token((ROLE_READ_ALL, ROLE_REPLAY), azp=OTHER_APP)
+    assert host.request("GET", path, headers=bearer(operator)).status == 200
+    wait_until(
+        lambda: host.request("GET", path, headers=bearer(operator)).json()["status"] == "sent",
+        what="the message sent",
+    )
+    # an operator may replay any app's message (here: 409, it was sent, not failed)
+    assert host.request("POST", f"{path}/replay", headers=bearer(operator)).status == 409
+    assert host.request("GET", path, headers=bearer(idp.token((ROLE_READ,)))).status == 200

@@ -20,7 +20,7 @@ from bicep_model import DeploymentFailure, Ref
 from infra_support import ROOT, module_template
 from test_infra_settings import API_APP_ID, API_AUDIENCE, LOGIN_ENDPOINT, TENANT_ID, app_env
 
-from mailgw.auth import ROLE_READ, ROLE_REPLAY, ROLE_SEND
+from mailgw.auth import ROLE_READ, ROLE_READ_ALL, ROLE_REPLAY, ROLE_SEND
 from mailgw.settings import API_AUTH_MODES, Settings, SettingsError
 
 AUTH_SETTINGS = (
@@ -29,7 +29,7 @@ AUTH_SETTINGS = (
     "MAILGW_API_AUDIENCE",
     "MAILGW_API_AUTHORITY",
 )
-ROLES = {ROLE_SEND, ROLE_READ, ROLE_REPLAY}
+ROLES = {ROLE_SEND, ROLE_READ, ROLE_REPLAY, ROLE_READ_ALL}
 
 
 # -- parameters --------------------------------------------------------------------------------
