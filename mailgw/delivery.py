@@ -199,7 +199,9 @@ class Delivery:
         except DeliveryError as error:
             return await self._failed(envelope, request, error)
         faults.point("after_send")
-        done = partial(machine.sent, now=self.clock(), detail=receipt.detail)
+        done = partial(
+            machine.sent, now=self.clock(), detail=receipt.detail, refused=receipt.refused
+        )
         await self.store.transition(envelope.id, done, record)
         faults.point("after_record")
         log.info("sent %s via %s %s", envelope.id, receipt.transport, receipt.detail)

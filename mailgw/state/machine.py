@@ -141,12 +141,19 @@ def start_sending(
     ).with_step("sending", now)
 
 
-def sent(current: MessageRecord | None, *, now: datetime, detail: str) -> MessageRecord | None:
-    """→ sent: Exchange accepted the message."""
+def sent(
+    current: MessageRecord | None, *, now: datetime, detail: str, refused: int = 0
+) -> MessageRecord | None:
+    """→ sent: Exchange accepted the message (for all its recipients but ``refused``)."""
     if current is None or current.status is MessageStatus.sent:
         return None
     return current.model_copy(
-        update={"status": MessageStatus.sent, "checkpoint": None, "lease": None}
+        update={
+            "status": MessageStatus.sent,
+            "checkpoint": None,
+            "lease": None,
+            "refused_recipients": refused,
+        }
     ).with_step("sent", now, detail or None)
 
 

@@ -55,6 +55,8 @@ class MessageRecord(BaseModel):
     metadata: dict[str, str] = Field(default_factory=dict)
     history: list[Attempt] = Field(default_factory=list)
     ambiguous: bool = False
+    #: sent, but the server refused this many of its recipients (a count, never who)
+    refused_recipients: int = 0
     source: str = "api"
     replays: int = 0
     request_hash: str | None = None
@@ -97,6 +99,8 @@ class MessageRecord(BaseModel):
             },
         )
         body["status"] = status.value
+        if self.refused_recipients:  # partially sent: say so, without saying who
+            body["refusedRecipients"] = self.refused_recipients
         return body
 
     def visible_to(self, viewer: Viewer | None) -> bool:

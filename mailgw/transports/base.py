@@ -29,6 +29,9 @@ class SendReceipt:
 
     transport: str
     detail: str = ""
+    #: recipients the server refused while taking the message for the others (a count: the
+    #: addresses, Bcc included, are never recorded or logged)
+    refused: int = 0
 
 
 class Transport(Protocol):

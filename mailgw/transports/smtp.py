@@ -29,7 +29,7 @@ from mailgw.settings import Settings
 from mailgw.transports.base import OutboundMessage, SendReceipt
 from mailgw.transports.errors import DeliveryError, token_unavailable
 from mailgw.transports.render import envelope_recipients, needs_smtputf8, rendered_bytes
-from mailgw.transports.smtp_errors import classify_smtp
+from mailgw.transports.smtp_errors import classify_smtp, without_addresses
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
@@ -185,9 +185,11 @@ class SmtpTransport:
             raise self._classify(exc, progress) from exc
         detail = f"{self.host}:{self.port}"
         if refused:
-            detail += " (refused: " + ", ".join(sorted(refused)) + ")"
-            log.warning("message %s: some recipients refused: %s", message.id, refused)
-        return SendReceipt(self.name, detail)
+            detail += f" ({refused} of {len(recipients)} recipients refused)"
+            log.warning(
+                "message %s: %d of %d recipients refused", message.id, refused, len(recipients)
+            )
+        return SendReceipt(self.name, detail, refused=refused)
 
     async def _transact(
         self,
@@ -197,21 +199,22 @@ class SmtpTransport:
         data: bytes,
         utf8: bool,
         progress: _Progress,
-    ) -> dict[str, str]:
+    ) -> int:
         """MAIL, RCPT..., DATA step by step, so a failure is known to be before DATA (nothing
-        can have been taken) or after it started (the server may have the message)."""
+        can have been taken) or after it started (the server may have the message). Returns how
+        many recipients the server refused (it took the message for the others)."""
         options = ["SMTPUTF8"] if utf8 else []
         if not data.isascii():
             options.append("BODY=8BITMIME")  # RFC 6152: an 8-bit body must be declared
         encoding = "utf-8" if utf8 else "ascii"
         await client.mail(sender, options=options, encoding=encoding)
-        refused: dict[str, str] = {}
+        refused = 0
         for recipient in recipients:
             try:
                 await client.rcpt(recipient, encoding=encoding)
-            except aiosmtplib.SMTPRecipientRefused as exc:
-                refused[recipient] = f"{exc.code} {exc.message}"
-                if len(refused) == len(recipients):
+            except aiosmtplib.SMTPRecipientRefused:
+                refused += 1
+                if refused == len(recipients):
                     raise
         progress.data_started = True
         await client.data(data)
@@ -221,6 +224,9 @@ class SmtpTransport:
         """Every way a send can fail, as a DeliveryError (anything unknown stays a crash)."""
         if isinstance(exc, DeliveryError):
             return exc
+        if isinstance(exc, aiosmtplib.SMTPRecipientRefused):
+            # The reply names the recipient; a failure is recorded and logged, so it must not.
+            return classify_smtp(exc.code, without_addresses(exc.message))
         if isinstance(exc, aiosmtplib.SMTPResponseException):
             return classify_smtp(exc.code, exc.message)
         if isinstance(exc, AzureError):

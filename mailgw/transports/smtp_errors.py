@@ -57,6 +57,15 @@ SMTP_CODES: dict[str, tuple[bool, str]] = {
 _QUOTA_HINT = "the mailbox or message is over a size or quota limit: free space or shrink it"
 
 
+_ADDRESS = re.compile(r"<?[^\s<>@]+@[^\s<>]+>?")
+
+
+def without_addresses(text: str) -> str:
+    """A server's reply with every email address in it replaced: what is recorded and logged of
+    a refused recipient (a Bcc one included) is that it was refused, never who it was."""
+    return _ADDRESS.sub("<recipient>", text)
+
+
 def enhanced_status(message: str) -> str | None:
     match = _ENHANCED.search(message)
     return ".".join(match.groups()) if match else None

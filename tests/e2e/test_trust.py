@@ -186,3 +186,17 @@ def test_a_forged_poison_report_does_not_fail_a_real_message(
         what="the real message sent",
     )
     assert [h["outcome"] for h in sent["history"]].count("failed") == 0
+
+
+def test_a_functions_key_in_the_url_reaches_no_problem_and_no_log(host: DevHost) -> None:
+    secret = "a-functions-key-" + uuid.uuid4().hex
+    unknown = str(uuid.uuid4())
+    response = host.request("GET", f"/api/v1/messages/{unknown}?code={secret}")
+    assert response.status == 404
+    assert response.json()["instance"] == f"/api/v1/messages/{unknown}"
+    bad = host.request(
+        "POST", f"/api/v1/messages?code={secret}", b"{", {"Content-Type": "application/json"}
+    )
+    assert bad.status == 400
+    assert secret not in bad.body.decode()
+    assert secret not in host.log()

@@ -305,3 +305,30 @@ async def test_a_message_due_in_almost_seven_days_lives_past_its_due_time(rig: R
     stored = await rig.queue.enqueue(envelope, delay=delay)
     assert stored.expires_on is not None
     assert stored.expires_on > datetime.now(UTC) + delay + timedelta(days=6)
+
+
+# --- leaks and small abuses ----------------------------------------------------------------------
+
+
+class CountingStore(StateStore):
+    reads = 0
+
+    async def get(self, message_id: str) -> Any:
+        self.reads += 1
+        return await super().get(message_id)
+
+
+async def test_a_well_formed_id_dated_in_the_future_is_unknown_at_once(
+    settings: Settings, mail_queue: MailQueue
+) -> None:
+    """Before, any UUIDv7 id was polled for 3 s as one 'issued seconds ago'; an id dated an hour
+    ahead was never issued, so it is looked up once."""
+    from mailgw.ids import new_message_id
+
+    store = CountingStore(settings.storage(), settings.state_table)
+    ahead = Operations(mail_queue, store, clock=lambda: datetime.now(UTC) - timedelta(hours=1))
+    try:
+        assert await ahead.find(new_message_id()) is None
+        assert store.reads == 1
+    finally:
+        await store.close()

@@ -1,0 +1,69 @@
+"""Refused recipients are counted, never named (issue 9, "Leaks"): a Bcc recipient the server
+refuses must not appear in the message's state, its history or the logs; a partially refused
+message says it was partial."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+
+import pytest
+from smtp_helpers import Pipeline, body
+
+from mailgw.models import MessageStatus
+from mailgw.store import StateStore
+from mailgw.transports.smtp import SmtpTransport
+from standins.smtp import SmtpStandIn
+
+SECRET = "hidden-board-member@example.com"
+
+
+def gateway_logs(caplog: pytest.LogCaptureFixture) -> str:
+    """What the gateway logged (not the stand-in server's own protocol trace)."""
+    return "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("mailgw"))
+
+
+async def test_a_partly_refused_message_records_a_count_and_no_address(
+    smtp: SmtpStandIn,
+    transport: SmtpTransport,
+    make_pipeline: Callable[..., Pipeline],
+    store: StateStore,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    smtp.fail_next(
+        "rcpt", 550, f"5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient {SECRET} not found"
+    )
+    pipeline = make_pipeline(transport)
+    message_id = await pipeline.submit(body(to=["a@example.com", "b@example.com"], bcc=[SECRET]))
+    await pipeline.run()
+    record = await store.get(message_id)
+    assert record is not None and record.status is MessageStatus.sent
+    public = record.public(record.updated_at)
+    assert public["refusedRecipients"] == 1
+    assert "1 of 3 recipients refused" in (record.history[-1].code or "")
+    assert SECRET not in json.dumps(record.model_dump(mode="json"))
+    assert SECRET not in gateway_logs(caplog)
+
+
+async def test_all_refused_is_a_failure_whose_reason_names_nobody(
+    smtp: SmtpStandIn,
+    transport: SmtpTransport,
+    make_pipeline: Callable[..., Pipeline],
+    store: StateStore,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    smtp.fail_next(
+        "rcpt", 550, f"5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient {SECRET} not found"
+    )
+    pipeline = make_pipeline(transport)
+    message_id = await pipeline.submit(body(to=[], bcc=[SECRET]))
+    await pipeline.run()
+    record = await store.get(message_id)
+    assert record is not None and record.status is MessageStatus.failed
+    assert record.last_error is not None and record.last_error.code == "smtp/550-5.1.10"
+    assert "<recipient>" in record.last_error.message
+    assert SECRET not in json.dumps(record.model_dump(mode="json"))
+    assert SECRET not in gateway_logs(caplog)
