@@ -26,6 +26,14 @@ from mailgw.transports.errors import DeliveryError
 CHECK_TIMEOUT_SECONDS = 20.0
 
 
+class CheckFailed(Exception):
+    """A check that saw something wrong: what it saw, and what to do."""
+
+    def __init__(self, detail: str, hint: str) -> None:
+        super().__init__(detail)
+        self.detail, self.hint = detail, hint
+
+
 @dataclass(frozen=True)
 class Finding:
     check: str
@@ -76,6 +84,8 @@ async def _run(name: str, check: Callable[[], Awaitable[str]], settings: Setting
         return Finding(name, True, await asyncio.wait_for(check(), CHECK_TIMEOUT_SECONDS))
     except DeliveryError as exc:
         return Finding(name, False, f"{exc.code}: {exc.message}", exc.hint)
+    except CheckFailed as exc:
+        return Finding(name, False, exc.detail, exc.hint)
     except GatewayError as exc:
         return Finding(
             name, False, exc.detail, f"check MAILGW_API_AUTHORITY ({settings.api_authority})"
@@ -161,9 +171,21 @@ def _storage_checks(settings: Settings) -> list[tuple[str, Callable[[], Awaitabl
         waiting = seen.startswith("reachable, ") and not seen.startswith("reachable, 0 ")
         return seen + ("; see `mailgw failed list`" if waiting else "")
 
+    async def poison_poison() -> str:
+        seen = await queue(f"{settings.poison_queue}-poison")
+        if seen.startswith("reachable, ") and not seen.startswith("reachable, 0 "):
+            raise CheckFailed(
+                seen.replace("waiting", "whose failure could not be recorded"),
+                "recording failed messages failed repeatedly (storage trouble): the "
+                "sweep_poison_poison timer records them every 5 minutes; if they stay, look up "
+                "the exceptions of record_failure and sweep_poison_poison",
+            )
+        return seen
+
     return [
         (f"queue {settings.queue}", lambda: queue(settings.queue)),
         (f"poison queue {settings.poison_queue}", poison),
+        (f"poison-poison queue {settings.poison_queue}-poison", poison_poison),
         (f"state table {settings.state_table}", table),
         (f"payload container {settings.payload_container}", container),
     ]

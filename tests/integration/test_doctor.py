@@ -43,6 +43,7 @@ async def test_a_fresh_local_gateway_is_ready(azurite: Any, tmp_path: Path) -> N
         "senders",
         f"queue {queue}",
         f"poison queue {queue}-poison",
+        f"poison-poison queue {queue}-poison-poison",
         f"state table {env['MAILGW_STATE_TABLE']}",
         "payload container mail-payloads",
         "transport outbox",
@@ -68,6 +69,25 @@ async def test_queue_depth_and_failed_messages_are_reported(azurite: Any, tmp_pa
     assert "mailgw failed list" in poison.detail
     main = next(f for f in findings if f.check == f"queue {settings.queue}")
     assert main.detail == "reachable, 0 message(s) waiting"
+
+
+async def test_failures_that_could_not_be_recorded_fail_the_check(
+    azurite: Any, tmp_path: Path
+) -> None:
+    env = gateway_env(azurite, tmp_path)
+    settings = Settings.from_env(env)
+    queue = MailQueue(settings.storage(), settings.queue, settings.payload_container, TEST_SEAL)
+    try:
+        client = queue.queue(f"{settings.poison_queue}-poison")
+        await client.create_queue()
+        await client.send_message("{}")
+    finally:
+        await queue.close()
+    findings = await diagnose(env)
+    stuck = next(f for f in findings if f.check.startswith("poison-poison queue"))
+    assert not stuck.ok
+    assert "1 message(s) whose failure could not be recorded" in stuck.detail
+    assert "sweep_poison_poison" in stuck.hint
 
 
 async def test_an_empty_sender_policy_is_reported(azurite: Any, tmp_path: Path) -> None:
