@@ -24,6 +24,7 @@ from mailgw.settings import Settings
 from mailgw.state import machine
 from mailgw.state.record import MessageRecord
 from mailgw.store import StateStore
+from mailgw.transports import check_fits
 from mailgw.validation import (
     check_idempotency_key,
     check_sender,
@@ -34,6 +35,8 @@ from mailgw.validation import (
 log = logging.getLogger("mailgw.intake")
 
 STATUS_PATH = "/api/v1/messages/{id}"
+#: A stand-in message id as long as a real one, to measure a message before it has its id.
+SIZING_ID = "00000000-0000-7000-8000-000000000000"
 #: How long a duplicate waits for the first request with its key to confirm its message.
 CONFIRM_WAIT = timedelta(seconds=2)
 
@@ -84,6 +87,7 @@ class Intake:
         now = self.clock()
         request = validate_request(document, self.settings, now=now)
         check_sender(self.policy, request.sender.address)
+        check_fits(self.settings, SIZING_ID, request)
         accepted = _Accepted(self.settings, request, now, traceparent, owner)
         if key is None:
             message_id = new_message_id()
