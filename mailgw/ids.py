@@ -16,6 +16,16 @@ def new_message_id() -> str:
     return str(uuid.UUID(int=value))
 
 
+def could_be_message_id(text: str) -> bool:
+    """Whether ``text`` could name a message at all: the gateway's ids (and queue message ids) are
+    at most 64 characters, none of them one that Azure Table refuses in a key ('/', '\\', '#',
+    '?', control characters). Anything else is unknown without asking storage (which would
+    answer 400, not 404)."""
+    return 0 < len(text) <= 64 and not any(
+        c in "/\\#?" or ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in text
+    )
+
+
 def issued_at(message_id: str) -> datetime | None:
     """When a UUIDv7 id was made (its first 48 bits); None for any other id."""
     try:

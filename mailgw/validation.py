@@ -211,7 +211,8 @@ def _renders_its_own_body(raw: dict[str, Any]) -> bool:
 
 
 def format_location(loc: Sequence[str | int], raw: Any = None) -> str:
-    """``("to", 2, "address")`` → ``to[2].address``; a bare-string recipient is ``to[2]``."""
+    """``("to", 2, "address")`` → ``to[2].address``; a bare-string recipient is ``to[2]``. A
+    name made up by the caller is cut at 100 characters: it is echoed back, and recorded."""
     path = ""
     node = raw
     for index, part in enumerate(loc):
@@ -220,7 +221,8 @@ def format_location(loc: Sequence[str | int], raw: Any = None) -> str:
         if isinstance(part, int):
             path += f"[{part}]"
         else:
-            path += f".{part}" if path else str(part)
+            name = str(part) if len(str(part)) <= 100 else str(part)[:99] + "…"
+            path += f".{name}" if path else name
         node = _child(node, part)
     return path
 
