@@ -50,8 +50,8 @@ GRAPH_CODES: dict[str, tuple[bool, str]] = {
     ),
     "invalidauthenticationtoken": (
         True,
-        "the token was refused: check MAILGW_CREDENTIAL and that the identity's token is for the "
-        "Graph resource of MAILGW_GRAPH_ENDPOINT",
+        "the token was refused: check MAILGW_CREDENTIAL, and that MAILGW_GRAPH_ENDPOINT and "
+        "MAILGW_GRAPH_SCOPE (if set) name the mail tenant's cloud",
     ),
 }
 

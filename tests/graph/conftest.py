@@ -2,7 +2,7 @@
 
 The managed-identity environment (IDENTITY_ENDPOINT / IDENTITY_HEADER) points azure-identity's own
 ManagedIdentityCredential at the identity stand-in; the Graph stand-in accepts only its tokens,
-for the resource that MAILGW_GRAPH_ENDPOINT implies.
+for Graph's own resource (https://graph.microsoft.com), as Graph does whatever URL reaches it.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ async def identity(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[IdentitySta
 @pytest.fixture
 async def graph() -> AsyncIterator[GraphStandIn]:
     async with GraphStandIn() as server:
-        server.audiences.add(server.url)  # the token scope follows MAILGW_GRAPH_ENDPOINT
         yield server
 
 

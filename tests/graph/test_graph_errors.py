@@ -348,7 +348,7 @@ async def test_a_non_json_error_page_is_still_classified(
 async def test_a_token_for_the_wrong_resource_is_a_transient_401_with_a_hint(
     transport: GraphTransport, graph: GraphStandIn
 ) -> None:
-    graph.audiences = {"https://graph.microsoft.com"}  # but MAILGW_GRAPH_ENDPOINT is the stand-in
+    graph.audiences = {"https://graph.microsoft.us"}  # a national cloud's Graph, say
     with pytest.raises(DeliveryError) as refused:
         await transport.send(outbound())
     error = refused.value
@@ -357,5 +357,5 @@ async def test_a_token_for_the_wrong_resource_is_a_transient_401_with_a_hint(
         True,
         False,
     )
-    assert "MAILGW_GRAPH_ENDPOINT" in error.hint
+    assert "MAILGW_GRAPH_ENDPOINT" in error.hint and "MAILGW_GRAPH_SCOPE" in error.hint
     assert graph.requests[0].status == 401 and graph.delivered == []

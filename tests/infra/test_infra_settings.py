@@ -118,6 +118,7 @@ CONFIGURATIONS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "cross-tenant": {"mailTenantId": MAIL_TENANT},
     "draft": {"graphMode": "draft"},
+    "graph-scope": {"graphScope": "api://graph-egress/.default"},
     "smtp": {"transport": "smtp"},
     "relay": {"transport": "relay", "relayHost": "contoso-com.mail.protection.outlook.com"},
     "entra": {"apiAuth": "entra", "apiAudience": API_AUDIENCE},
@@ -365,6 +366,18 @@ def test_parameters_reach_their_settings(deploy: Any) -> None:
     assert parsed.max_attempts == 3
     assert parsed.retention_days == 90
     assert parsed.graph_scope == "https://graph.microsoft.us/.default"
+    assert parsed.graph_submit_grace_seconds == Settings.graph_submit_grace_seconds
+
+
+def test_graph_scope_only_when_given(deploy: Any) -> None:
+    """Empty leaves the app to derive Graph's audience; a value reaches MAILGW_GRAPH_SCOPE."""
+    assert "MAILGW_GRAPH_SCOPE" not in deploy(graphEndpoint="https://graph.microsoft.us")[2]
+    _, _, settings = deploy(graphEndpoint="https://egress.contoso.com", graphSubmitGraceSeconds=90)
+    parsed = Settings.from_env(app_env(settings))
+    assert parsed.graph_scope == "https://graph.microsoft.com/.default"
+    assert parsed.graph_submit_grace_seconds == 90
+    given = deploy(graphScope="api://graph-egress/.default")[2]
+    assert Settings.from_env(app_env(given)).graph_scope == "api://graph-egress/.default"
 
 
 def test_cross_tenant_settings(deploy: Any) -> None:

@@ -15,11 +15,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--audience", action="append", default=None, help="accepted token resource (repeatable)"
     )
-    parser.add_argument(
-        "--own-audience",
-        action="store_true",
-        help="accept tokens for this stand-in's own URL (MAILGW_GRAPH_ENDPOINT points here)",
-    )
     parser.add_argument("--no-auth", action="store_true", help="accept any bearer token")
     parser.add_argument("--concurrency-limit", type=int, default=4, help="0: unlimited")
     args = parser.parse_args(argv)
@@ -30,7 +25,6 @@ def main(argv: list[str] | None = None) -> None:
         audiences=args.audience or GRAPH_AUDIENCES,
         token_verifier=accept_any_token if args.no_auth else None,
         concurrency_limit=args.concurrency_limit or None,
-        own_audience=args.own_audience,
         signing_key=signing_key(args),
     ).run_cli()
 

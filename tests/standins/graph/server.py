@@ -9,7 +9,7 @@ import time
 import urllib.parse
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import web
 
@@ -80,8 +80,9 @@ class GraphStandIn(FaultScripting, StandInServer[Fault]):
     ``reject_authorization_on_upload``, ``mailboxes`` (None: every mailbox exists; else others
     are 404 ``ErrorInvalidUser``), ``send_as`` (None: any ``from``; else mailbox -> addresses it
     may send as, others 403 ``ErrorSendAsDenied``), ``mailbox_rate_limit`` (``(n, seconds)``).
-    ``own_audience``: accept tokens for the stand-in's own URL too. ``required_roles``: the
-    permission each operation needs in the token (:data:`standins.graph.auth.REQUIRED_ROLES`).
+    ``required_roles``: the permission each operation needs in the token
+    (:data:`standins.graph.auth.REQUIRED_ROLES`). Like Graph, it accepts tokens for Graph's own
+    audience, whatever URL it is reached at (a client sets MAILGW_GRAPH_SCOPE for another).
     """
 
     def __init__(
@@ -106,12 +107,8 @@ class GraphStandIn(FaultScripting, StandInServer[Fault]):
         mailboxes: Collection[str] | None = None,
         send_as: Mapping[str, Collection[str]] | None = None,
         mailbox_rate_limit: tuple[int, float] | None = None,
-        own_audience: bool = False,
     ) -> None:
         super().__init__(host=host, port=port, port_fallback=port_fallback)
-        #: also accept tokens for :attr:`url`, whatever port it gets (the gateway's token scope
-        #: follows MAILGW_GRAPH_ENDPOINT, which points here)
-        self.own_audience = own_audience
         self.latency_seconds = latency_seconds
         self.audiences: set[str] = set(audiences)
         self.signing_key = signing_key
@@ -220,12 +217,6 @@ class GraphStandIn(FaultScripting, StandInServer[Fault]):
         return wait_recorded(self.delivered, count, timeout, "delivered message(s)")
 
     # --- server -------------------------------------------------------------------------------
-    async def start(self) -> Self:
-        await super().start()
-        if self.own_audience:
-            self.audiences.add(self.url)
-        return self
-
     def build_app(self) -> web.Application:
         app = self.new_app(client_max_size=max(self.max_upload_chunk_bytes, 200 * 2**20))
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
