@@ -48,7 +48,7 @@ from mailgw.settings import Settings
 from mailgw.transports.base import OutboundMessage, SendReceipt
 from mailgw.transports.concurrency import MailboxLimiter
 from mailgw.transports.errors import DeliveryError, parse_retry_after, token_unavailable, transient
-from mailgw.transports.graph_errors import classify_graph
+from mailgw.transports.graph_errors import DRAFT_PERMISSION, SEND_PERMISSION, classify_graph
 from mailgw.transports.graph_message import (
     MAX_REQUEST_BYTES,
     UPLOAD_SESSION_MIN_BYTES,
@@ -158,7 +158,7 @@ class GraphTransport:
             content, _ = first_request(message.id, message.request, draft=False)
         except TooLarge as large:
             raise _too_large(large, draft=False) from None
-        await self._post(user.send_mail, content, may_have_sent=True)
+        await self._post(user.send_mail, content, may_have_sent=True, permission=SEND_PERMISSION)
         kind = "sendMail (MIME)" if needs_mime(message.request) else "sendMail"
         return SendReceipt(self.name, kind)
 
@@ -168,6 +168,7 @@ class GraphTransport:
         content: tuple[bytes, str],
         *,
         may_have_sent: bool,
+        permission: str,
         immutable: bool = False,
         returns: type[Message] | None = None,
     ) -> Message | None:
@@ -183,10 +184,13 @@ class GraphTransport:
             await _call(
                 lambda: adapter.send_no_response_content_async(info, _ERRORS),
                 may_have_sent=may_have_sent,
+                permission=permission,
             )
             return None
         parsed: Message | None = await _call(
-            lambda: adapter.send_async(info, returns, _ERRORS), may_have_sent=may_have_sent
+            lambda: adapter.send_async(info, returns, _ERRORS),
+            may_have_sent=may_have_sent,
+            permission=permission,
         )
         return parsed
 
@@ -206,7 +210,9 @@ class GraphTransport:
                 # An earlier attempt stopped while adding attachments: start from a clean draft.
                 stale = user.messages.by_message_id(draft_id)
                 await _call(
-                    lambda: stale.delete(request_configuration=_immutable()), may_have_sent=False
+                    lambda: stale.delete(request_configuration=_immutable()),
+                    may_have_sent=False,
+                    permission=DRAFT_PERMISSION,
                 )
                 draft_id = None
             if state == "missing":
@@ -216,7 +222,9 @@ class GraphTransport:
                 draft_id = await self._create_draft(user, message, checkpoint)
             item = user.messages.by_message_id(draft_id)
             await _call(
-                lambda: item.send.post(request_configuration=_immutable()), may_have_sent=True
+                lambda: item.send.post(request_configuration=_immutable()),
+                may_have_sent=True,
+                permission=SEND_PERMISSION,
             )
         except DeliveryError as error:
             if error.code in _GONE:
@@ -240,6 +248,7 @@ class GraphTransport:
                     request_configuration=_immutable()
                 ),
                 may_have_sent=False,
+                permission=DRAFT_PERMISSION,
             )
         except DeliveryError as error:
             if error.code in (*_GONE, "graph/ResourceNotFound"):
@@ -259,7 +268,12 @@ class GraphTransport:
         except TooLarge as large:
             raise _too_large(large, draft=True) from None
         created = await self._post(
-            user.messages, content, may_have_sent=False, immutable=True, returns=Message
+            user.messages,
+            content,
+            may_have_sent=False,
+            permission=DRAFT_PERMISSION,
+            immutable=True,
+            returns=Message,
         )
         if created is None or not created.id:
             raise transient("graph/no-draft-id", "Graph created a draft but returned no id")
@@ -282,6 +296,7 @@ class GraphTransport:
                 item.attachments,
                 (body, "application/json"),
                 may_have_sent=False,
+                permission=DRAFT_PERMISSION,
                 immutable=True,
             )
             return
@@ -300,6 +315,7 @@ class GraphTransport:
                 request_configuration=_immutable(),
             ),
             may_have_sent=False,
+            permission=DRAFT_PERMISSION,
         )
         if session is None or not session.upload_url:
             raise transient("graph/no-upload-session", "Graph returned no upload URL")
@@ -355,8 +371,9 @@ def _too_large(large: TooLarge, *, draft: bool) -> DeliveryError:
     )
 
 
-async def _call(make: Callable[[], Awaitable[T]], *, may_have_sent: bool) -> T:
-    """Run one Graph request and turn every failure into a classified ``DeliveryError``."""
+async def _call(make: Callable[[], Awaitable[T]], *, may_have_sent: bool, permission: str) -> T:
+    """Run one Graph request and turn every failure into a classified ``DeliveryError``;
+    ``permission`` is the application permission the request needs (a 403's hint names it)."""
     try:
         return await make()
     except APIError as exc:
@@ -371,6 +388,7 @@ async def _call(make: Callable[[], Awaitable[T]], *, may_have_sent: bool) -> T:
             message,
             retry_after=retry_after,
             may_have_sent=may_have_sent,
+            permission=permission,
         ) from exc
     except httpx.HTTPError as exc:
         raise _network_error(exc, may_have_sent=may_have_sent) from exc

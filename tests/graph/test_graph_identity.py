@@ -367,11 +367,11 @@ def test_token_roles_are_read_for_the_diagnosis_only() -> None:
 
 
 @pytest.mark.parametrize(
-    ("granted", "mode", "refused"),
+    ("granted", "mode", "refused", "missing"),
     [
-        (("Mail.Send",), "draft", "createMessage"),  # draft mode also needs Mail.ReadWrite
-        (("Mail.ReadWrite",), "sendmail", "sendMail"),
-        (("Mail.ReadWrite",), "draft", "send"),
+        (("Mail.Send",), "draft", "createMessage", "Mail.ReadWrite"),  # draft mode needs both
+        (("Mail.ReadWrite",), "sendmail", "sendMail", "Mail.Send"),
+        (("Mail.ReadWrite",), "draft", "send", "Mail.Send"),
     ],
 )
 async def test_a_missing_graph_permission_is_a_permanent_access_denied(
@@ -381,7 +381,10 @@ async def test_a_missing_graph_permission_is_a_permanent_access_denied(
     granted: tuple[str, ...],
     mode: str,
     refused: str,
+    missing: str,
 ) -> None:
+    """The stand-in refuses what the token's roles do not allow, as Graph does; the hint names
+    the permission that is missing, not one the identity already holds."""
     identity.app_roles = granted
     transport = GraphTransport(graph_settings(MAILGW_GRAPH_MODE=mode))
     try:
@@ -392,3 +395,6 @@ async def test_a_missing_graph_permission_is_a_permanent_access_denied(
     assert (denied.value.code, denied.value.transient) == ("graph/ErrorAccessDenied", False)
     assert (graph.requests[-1].operation, graph.requests[-1].status) == (refused, 403)
     assert graph.delivered == []
+    assert f"the {missing} application permission" in denied.value.hint
+    (held,) = granted
+    assert f"the {held} application permission" not in denied.value.hint
