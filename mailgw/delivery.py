@@ -261,9 +261,10 @@ class Delivery:
     async def _failed(
         self, envelope: Envelope, request: SendRequest, error: DeliveryError
     ) -> Outcome:
-        # Throttling is Graph asking us to wait, not a failed attempt: it does not use up the
+        # Throttling (Graph asking us to wait) and a pending submission (Graph has the message
+        # and has not finished sending it) are not failed attempts: they do not use up the
         # attempt budget, but a message may not wait forever (MAILGW_MAX_AGE_SECONDS).
-        attempt = envelope.attempt if error.throttled else envelope.attempt + 1
+        attempt = envelope.attempt if error.throttled or error.pending else envelope.attempt + 1
         envelope = envelope.model_copy(update={"ambiguous": envelope.ambiguous or error.ambiguous})
         if error.ambiguous:
             log.warning(

@@ -155,10 +155,18 @@ async def test_a_reset_forgets_the_moves_to_come(
     assert len(graph.drafts) == 0 and graph.delivered == []
 
 
-async def test_the_lag_is_configurable_remotely(graph: GraphStandIn) -> None:
+async def test_the_lag_is_configurable_and_can_be_ended_remotely(
+    graph: GraphStandIn, mailbox: httpx.AsyncClient
+) -> None:
     admin = RemoteAdmin(graph.url)
-    await asyncio.to_thread(admin.configure, submitLagSeconds=60, transitSeconds=5)
-    assert (graph.submit_lag_seconds, graph.transit_seconds) == (60, 5)
+    await asyncio.to_thread(admin.configure, submitLagSeconds=3600, transitSeconds=5)
+    assert (graph.submit_lag_seconds, graph.transit_seconds) == (3600, 5)
+    item = await draft(mailbox)
+    assert (await mailbox.post(f"/messages/{item['id']}/send")).status_code == 202
+    assert await status_of(mailbox, item["id"]) == "draft"
+    await asyncio.to_thread(admin.configure, completeSubmissions=True)
+    assert await status_of(mailbox, item["id"]) == "sent"
+    assert graph.submission.pending == 0
 
 
 # --- Internet message ids and extended properties -----------------------------------------------

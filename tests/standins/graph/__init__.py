@@ -107,8 +107,9 @@ delivered, requests, pendingFaults. ``POST /_standin/faults``: ``{"preset": code
 ``{"status", "code", "message"}``, plus ``n``, ``retryAfter``, ``mailbox``, ``operation``,
 ``mode`` (respond | status | delay | drop), ``delaySeconds``. ``POST /_standin/config``:
 ``latencySeconds``, ``concurrencyLimit``, ``audiences``, ``submitLagSeconds``,
-``transitSeconds``, ``randomFaults`` (``{"rate", "seed", "faults": [<fault JSON>]}``: a share of
-the calls no scripted fault took get one drawn at random; null: off).
+``transitSeconds``, ``completeSubmissions`` (true: end every lag now), ``randomFaults``
+(``{"rate", "seed", "faults": [<fault JSON>]}``: a share of the calls no scripted fault took
+get one drawn at random; null: off).
 """
 
 from __future__ import annotations

@@ -205,7 +205,8 @@ class GraphStandIn(FaultScripting, StandInServer[Fault]):
 
     def configure_json(self, config: Mapping[str, Any]) -> None:
         """``latencySeconds``, ``concurrencyLimit`` (null: unlimited), ``audiences``,
-        ``submitLagSeconds``, ``transitSeconds``, ``randomFaults`` (null: none; else
+        ``submitLagSeconds``, ``transitSeconds``, ``completeSubmissions`` (true: every draft
+        being submitted is in Sent Items now), ``randomFaults`` (null: none; else
         :meth:`RandomFaults.from_json`)."""
         if "latencySeconds" in config:
             self.latency_seconds = float(config["latencySeconds"])
@@ -213,6 +214,8 @@ class GraphStandIn(FaultScripting, StandInServer[Fault]):
             self.submit_lag_seconds = float(config["submitLagSeconds"])
         if "transitSeconds" in config:
             self.transit_seconds = float(config["transitSeconds"])
+        if config.get("completeSubmissions"):
+            self.submission.complete_pending()
         if "randomFaults" in config:
             chaos = config["randomFaults"]
             self.random_faults = None if chaos is None else RandomFaults.from_json(chaos)
