@@ -237,7 +237,8 @@ class GraphTransport:
                     "graph/draft-gone",
                     f"the draft or its upload session is gone: {error.message}",
                     transient=True,
-                    hint="the next attempt creates the draft again",
+                    hint="the next attempt looks for it (it may be on its way, if /send was "
+                    "called) or creates the draft again",
                 )
             error.checkpoint = checkpoint
             raise error from None
