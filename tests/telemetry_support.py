@@ -41,7 +41,10 @@ class Captured:
             for scope in resource.scope_metrics:
                 for metric in scope.metrics:
                     for point in metric.data.data_points:
-                        key = (metric.name, json.dumps(dict(point.attributes or {}), sort_keys=True))
+                        key = (
+                            metric.name,
+                            json.dumps(dict(point.attributes or {}), sort_keys=True),
+                        )
                         self.seen[key] = getattr(point, "value", point)
         return [(json.loads(a), v) for (n, a), v in self.seen.items() if n == name]
 

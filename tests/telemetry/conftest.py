@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from azure.functions.queue import QueueMessage as FunctionQueueMessage
+from telemetry_support import Captured, capture_telemetry
 
 from devhost.app_loader import LoadedApp, load_app
 from devhost.http_server import HttpFrontEnd
@@ -26,7 +27,6 @@ from mailgw import services as services_module
 from mailgw.cli import close_services
 from mailgw.settings import current_settings
 from support import pull
-from telemetry_support import Captured, capture_telemetry
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -79,7 +79,9 @@ class AppInProcess:
         return await self.run_queue_function("deliver")
 
     async def record_next_failure(self) -> bool:
-        return await self.run_queue_function("record_failure", self.services.queue.poison_queue_name)
+        return await self.run_queue_function(
+            "record_failure", self.services.queue.poison_queue_name
+        )
 
 
 @pytest.fixture

@@ -86,7 +86,7 @@ async def test_an_http_submit_is_one_trace_to_sent(app, captured: Captured) -> N
 async def test_without_a_traceparent_the_trace_starts_at_the_request(  # type: ignore[no-untyped-def]
     app, captured: Captured
 ) -> None:
-    status, body = await app.post("/api/v1/messages", sample_request())
+    status, _ = await app.post("/api/v1/messages", sample_request())
     assert status == 202
     await app.services.intake.drain()
     assert await app.deliver_next()

@@ -35,7 +35,10 @@ def envelope(**fields: object) -> Envelope:
     [
         ({}, []),
         ({"MAILGW_TELEMETRY": "console"}, ["the console"]),
-        ({"APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=x"}, ["Application Insights"]),
+        (
+            {"APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=x"},
+            ["Application Insights"],
+        ),
         ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, ["OTLP http://127.0.0.1:4318"]),
         (
             {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "MAILGW_TELEMETRY": "console"},
@@ -81,7 +84,7 @@ def test_on_the_envelope_carries_the_enqueue_span_as_its_traceparent() -> None:
 def test_an_unexpected_error_marks_the_span_with_its_type_only() -> None:
     with capture_telemetry() as captured:
         with (
-            pytest.raises(ValueError, match="a@example.com"),
+            pytest.raises(ValueError, match=r"a@example\.com"),
             telemetry.delivering(envelope(), "outbox"),
         ):
             raise ValueError("cannot render for a@example.com")
@@ -119,3 +122,38 @@ def test_the_console_prints_a_line_per_span_and_per_data_point() -> None:
     assert "telemetry mailgw.queue.depth 3 queue=mail-outbound" in lines
     assert "telemetry mailgw.queue.oldest_age 12 queue=mail-outbound" in lines
     assert not any("accepted" in line for line in lines)  # nothing happened: no line
+
+
+@pytest.mark.parametrize(
+    ("inserted", "expires", "due"),
+    [
+        # the gateway's own: time-to-live = delay + 7 days, so due = expiry - 7 days
+        ("10:00", "7d 10:00", "10:00"),
+        ("10:00", "7d 12:30", "12:30"),  # scheduled (or a retry) 2.5 h ahead
+        ("10:00", "2d 10:00", "10:00"),  # a producer's shorter time-to-live: from insertion
+        ("10:00", "9999", "10:00"),  # never expires: from insertion
+        ("10:00", None, "10:00"),
+    ],
+)
+def test_a_messages_age_counts_from_when_it_became_due(
+    inserted: str, expires: str | None, due: str
+) -> None:
+    from datetime import timedelta
+
+    from azure.storage.queue import QueueMessage
+
+    from mailgw.backlog import due_at
+
+    day = datetime(2026, 3, 1, tzinfo=UTC)
+
+    def at(text: str) -> datetime:
+        if text == "9999":
+            return datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+        days, _, clock = text.rpartition(" ")
+        hours, minutes = map(int, clock.split(":"))
+        return day + timedelta(days=int(days.rstrip("d") or 0), hours=hours, minutes=minutes)
+
+    message = QueueMessage(content="x")
+    message.inserted_on = at(inserted)
+    message.expires_on = at(expires) if expires else None
+    assert due_at(message, now=day + timedelta(hours=13)) == at(due)
