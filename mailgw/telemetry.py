@@ -106,6 +106,8 @@ class _Instruments:
 
 _active: _Instruments | None = None
 _configured: list[str] | None = None
+#: instruments per pair of providers (kept alive with them), so switching back and forth is cheap
+_made: dict[tuple[int, int], tuple[TracerProvider, MeterProvider, _Instruments]] = {}
 
 
 def use(tracer_provider: TracerProvider | None, meter_provider: MeterProvider | None) -> None:
@@ -114,8 +116,12 @@ def use(tracer_provider: TracerProvider | None, meter_provider: MeterProvider | 
     global _active
     if tracer_provider is None or meter_provider is None:
         _active = None
-    else:
-        _active = _Instruments(tracer_provider, meter_provider)
+        return
+    key = (id(tracer_provider), id(meter_provider))
+    if key not in _made:
+        made = _Instruments(tracer_provider, meter_provider)
+        _made[key] = (tracer_provider, meter_provider, made)
+    _active = _made[key][2]
 
 
 def enabled() -> bool:
