@@ -322,7 +322,13 @@ def set_message_id(message_id: str) -> None:
 
 @contextmanager
 def _enqueue_span(envelope: Envelope, queue: str) -> Iterator[Envelope]:
-    attributes = {"mailgw.message_id": envelope.id, "messaging.destination.name": queue}
+    # messaging.destination.name for OTLP backends; Application Insights' exporter turns it into
+    # the dependency's type and keeps it from customDimensions, so the queue is also mailgw.queue.
+    attributes = {
+        "mailgw.message_id": envelope.id,
+        "mailgw.queue": queue,
+        "messaging.destination.name": queue,
+    }
     with _span("mailgw.enqueue", SpanKind.PRODUCER, attributes) as step:
         carrier: dict[str, str] = {}
         _PROPAGATOR.inject(carrier, trace.set_span_in_context(step.span))

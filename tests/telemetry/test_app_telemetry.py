@@ -54,6 +54,7 @@ async def test_an_http_submit_is_one_trace_to_sent(app, captured: Captured) -> N
     assert attributes(server)["http.response.status_code"] == 202
     assert attributes(enqueue)["mailgw.message_id"] == message_id
     assert attributes(enqueue)["messaging.destination.name"] == app.services.settings.queue
+    assert attributes(enqueue)["mailgw.queue"] == app.services.settings.queue
     attempt = attributes(deliver)
     assert attempt["mailgw.message_id"] == message_id
     assert attempt["mailgw.transport"] == "outbox"
