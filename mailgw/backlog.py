@@ -18,7 +18,6 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from mailgw import telemetry
 from mailgw.queue import TIME_TO_LIVE_AFTER_DUE, MailQueue
-from mailgw.storage import queue_client
 
 if TYPE_CHECKING:
     from azure.storage.queue import QueueMessage
@@ -54,13 +53,12 @@ def due_at(message: QueueMessage, now: datetime) -> datetime | None:
 async def read_queue(queue: MailQueue, name: str, now: datetime) -> QueueReading:
     # Peeked without decoding: a message that is not Base64 (possible in the poison queues) must
     # not fail the whole reading.
-    client = queue_client(queue.connection, name, message_decode_policy=None)
-    async with client:
-        try:
-            properties = await client.get_queue_properties()
-            peeked = await client.peek_messages(max_messages=PEEK)
-        except ResourceNotFoundError:
-            return QueueReading(name, 0, 0.0, exists=False)
+    client = queue.raw_queue(name)
+    try:
+        properties = await client.get_queue_properties()
+        peeked = await client.peek_messages(max_messages=PEEK)
+    except ResourceNotFoundError:
+        return QueueReading(name, 0, 0.0, exists=False)
     dues = [due for due in (due_at(m, now) for m in peeked) if due is not None]
     oldest = max(((now - due).total_seconds() for due in dues), default=0.0)
     return QueueReading(name, int(properties.approximate_message_count or 0), max(oldest, 0.0))
