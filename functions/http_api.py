@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import azure.functions as func
 
 from functions.problems import PROBLEM_CONTENT_TYPE, Problem, internal_problem, problem_for
+from mailgw import telemetry
 from mailgw.auth import ROLE_READ, ROLE_READ_ALL, ROLE_REPLAY, ROLE_SEND, Caller
 from mailgw.errors import GatewayError, StorageUnreachable
 from mailgw.intake import STATUS_PATH
@@ -67,7 +68,7 @@ async def _respond(
 
 
 @bp.route(route="v1/messages", methods=["POST"], auth_level=_level(func.AuthLevel.FUNCTION))
-async def submit_message(req: func.HttpRequest) -> func.HttpResponse:
+async def submit_message(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
     async def call() -> func.HttpResponse:
         caller = await _authorize(req, ROLE_SEND)
         result = await services().intake.submit(
@@ -77,12 +78,16 @@ async def submit_message(req: func.HttpRequest) -> func.HttpResponse:
             idempotency_key=req.headers.get("idempotency-key"),
             owner=caller.app_id if caller is not None else None,
         )
+        telemetry.set_message_id(result.id)
         if caller is not None:  # who sent what, for audit (Entra ID mode)
             log.info("message %s accepted from app %s", result.id, caller.app_id)
         body = result.model_dump(mode="json", by_alias=True)
         return _json(202, body, {"Location": result.status_url})
 
-    return await _respond(req, call)
+    with telemetry.http_request("POST", "/api/v1/messages", context.trace_context) as request:
+        response = await _respond(req, call)
+        request.responded(response.status_code)
+    return response
 
 
 @bp.route(route="v1/messages/{id}", methods=["GET"], auth_level=_level(func.AuthLevel.FUNCTION))

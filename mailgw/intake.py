@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from mailgw import telemetry
 from mailgw.errors import IdempotencyKeyExhausted, IdempotencyKeyReused, QueueUnavailable
 from mailgw.ids import keyed_message_id, new_message_id
 from mailgw.models import Envelope, MessageStatus, SendRequest, SubmitResult
@@ -92,6 +93,7 @@ class Intake:
         if key is None:
             message_id = new_message_id()
             await self._enqueue(accepted.envelope(message_id), accepted.delay)
+            telemetry.message_accepted("api", request.sender.address)
             self._in_background(self._record(accepted.record(message_id)))
             return accepted.result(message_id)
         return await self._submit_keyed(key, accepted, request_hash(document))
@@ -114,6 +116,7 @@ class Intake:
                 await self.queue.delete(sent)
                 raise _unavailable() from created
             if created:
+                telemetry.message_accepted("api", accepted.request.sender.address)
                 self._in_background(self._confirm(message_id))
                 return accepted.result(message_id)
             # The key was used before. Answer as its first request did; keep nothing of ours,

@@ -58,6 +58,8 @@ OPTIONAL = {
     "docs/authentication.md step 4 sets it for the Azure CLI with az functionapp config",
     "AZURE_FEDERATED_TOKEN_FILE": "workload_identity mode (Kubernetes) only",
     "MAILGW_OUTBOX_DIR": "outbox transport: local development only, not a transport in Azure",
+    "MAILGW_TELEMETRY": "console output for local runs (or 'off'); in Azure the Application "
+    "Insights connection string the Bicep sets decides (docs/telemetry.md)",
     # SMTP and relay knobs whose app defaults are Exchange Online's; set them as app settings to
     # override (docs/deploy.md).
     "MAILGW_SMTP_HOST": "default smtp.office365.com is Exchange Online's submission host",
@@ -399,6 +401,18 @@ def test_identity_settings(deploy: Any) -> None:
     assert env["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == (
         f"ClientId={CLIENT_ID};Authorization=AAD"
     )
+
+
+def test_opentelemetry_is_on_in_the_host_and_the_worker(deploy: Any) -> None:
+    """docs/telemetry.md: host.json's telemetryMode and the worker's setting, together (the worker
+    then sends the app's logs itself, so the host does not duplicate them)."""
+    import json
+
+    env = app_env(deploy()[2])
+    assert env["PYTHON_ENABLE_OPENTELEMETRY"] == "true"
+    assert env["APPLICATIONINSIGHTS_CONNECTION_STRING"]
+    host = json.loads((ROOT / "host.json").read_text())
+    assert host["telemetryMode"] == "OpenTelemetry"
 
 
 def test_parameter_constraints_match_the_app(trees: Mapping[str, Any]) -> None:
