@@ -111,7 +111,7 @@ async def test_token_requests_are_counted_not_cached_tokens(
     make_pipeline: Callable[..., Pipeline],
     captured: Captured,
 ) -> None:
-    scope = f"{graph.url}/.default"
+    scope = transport.settings.graph_scope  # the audience the transport asks tokens for
     identity.fail_next(500, n=4)  # azure-identity retries; the request fails as a whole
     with pytest.raises(Exception):  # noqa: B017, PT011 - azure-identity's own error type
         await transport.credential.get_token(scope)
