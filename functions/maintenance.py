@@ -34,3 +34,12 @@ async def sweep_poison_poison(timer: func.TimerRequest) -> None:
     swept = await services().operations.sweep_poison_poison()
     if swept:
         log.warning("recorded %d failure(s) from the -poison-poison queue", swept)
+
+
+@bp.timer_trigger(arg_name="timer", schedule="0 * * * * *", run_on_startup=False)
+async def republish_events(timer: func.TimerRequest) -> None:
+    """Every minute: outcome events a sink could not take (Event Grid's 429/503, a timeout) are
+    published again, with backoff, until every sink has them (docs/events.md)."""
+    published = await services().events.republish_pending()
+    if published:
+        log.info("events: republished %d kept event(s)", published)
