@@ -30,19 +30,25 @@ def assert_valid_event(event: Mapping[str, Any]) -> None:
     assert not errors, [f"{list(e.path)}: {e.message}" for e in errors]
 
 
-def kinds(events: Iterable[Mapping[str, Any]], message_id: str | None = None) -> list[str]:
-    """``["accepted", "sent"]``: the types of the events (of one message), in order, de-duplicated
-    by event id as a consumer would."""
+def unique(
+    events: Iterable[Mapping[str, Any]], message_id: str | None = None
+) -> list[Mapping[str, Any]]:
+    """The events (of one message) in order, de-duplicated by event id as a consumer would: a
+    republished event (at-least-once delivery) counts once, where it first arrived."""
     seen: set[str] = set()
     found = []
     for event in events:
         if message_id is not None and event["data"]["id"] != message_id:
             continue
-        if event["id"] in seen:
-            continue
-        seen.add(event["id"])
-        found.append(str(event["type"]).removeprefix("mailgw.message."))
+        if event["id"] not in seen:
+            seen.add(event["id"])
+            found.append(event)
     return found
+
+
+def kinds(events: Iterable[Mapping[str, Any]], message_id: str | None = None) -> list[str]:
+    """``["accepted", "sent"]``: the types of the unique events (of one message), in order."""
+    return [str(e["type"]).removeprefix("mailgw.message.") for e in unique(events, message_id)]
 
 
 class EventQueueReader:
