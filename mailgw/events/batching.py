@@ -1,9 +1,10 @@
 """Group commit for a sink that takes many events per request (Event Grid: up to 1 MB a batch).
 
 Every delivery waits for its own event to be published before its queue message is acknowledged
-(no event may be lost), so a request per event would cost each message a round trip of its own.
-Here, events submitted while a batch is in flight wait for the next batch, which carries them all:
-under load one request serves many messages, and a lone event still goes out at once (no timer).
+(no event may be lost), so a request per event would cost each message a request of its own. Here
+up to ``max_in_flight`` requests run at once; events submitted while all of them are busy wait for
+the next free one, which carries them all: under load one request serves many messages, and a lone
+event still goes out at once (no timer, no added latency when the sink keeps up).
 """
 
 from __future__ import annotations
@@ -37,20 +38,24 @@ class Batcher:
         *,
         max_bytes: int = MAX_BATCH_BYTES,
         max_events: int = MAX_BATCH_EVENTS,
+        max_in_flight: int = 4,
     ) -> None:
         self._send = send
         self._max_bytes = max_bytes
         self._max_events = max_events
+        self._max_in_flight = max_in_flight
         self._waiting: list[_Waiting] = []
-        self._draining: asyncio.Task[None] | None = None
+        self._senders: set[asyncio.Task[None]] = set()
 
     async def submit(self, events: Sequence[Event]) -> None:
         loop = asyncio.get_running_loop()
         size = sum(len(json.dumps(e, separators=(",", ":"))) for e in events)
         waiting = _Waiting(events, size, loop.create_future())
         self._waiting.append(waiting)
-        if self._draining is None or self._draining.done():
-            self._draining = loop.create_task(self._drain())
+        if len(self._senders) < self._max_in_flight:
+            sender = loop.create_task(self._drain())
+            self._senders.add(sender)
+            sender.add_done_callback(self._senders.discard)
         await waiting.done
 
     def _next_batch(self) -> list[_Waiting]:
