@@ -50,6 +50,9 @@ class Events:
     source: str = "urn:mailgw:gateway"
     transport: str = ""
     timeout_seconds: float = 5.0
+    #: intake writes the record after publishing ``accepted``: a status lookup right after the
+    #: 202 waits for that record only a few seconds, so a slow sink may hold it up only briefly
+    accept_timeout_seconds: float = 1.0
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
     @property
@@ -58,7 +61,9 @@ class Events:
 
     # --- emit points --------------------------------------------------------------------------
 
-    async def emit(self, record: MessageRecord | None, *kinds: EventKind) -> None:
+    async def emit(
+        self, record: MessageRecord | None, *kinds: EventKind, sink_seconds: float | None = None
+    ) -> None:
         """Publish the ``kinds`` of events that ``record`` reports (a kind whose transition did
         not happen, because it changed nothing, yields no event)."""
         if not self.sinks or record is None:
@@ -69,11 +74,12 @@ class Events:
             if (event := message_event(record, kind, source=self.source, transport=self.transport))
         ]
         if events:
-            await self.publish(events, expires_at=record.expires_at)
+            await self.publish(events, expires_at=record.expires_at, sink_seconds=sink_seconds)
 
     async def accepted(self, record: MessageRecord) -> None:
         """A message was accepted (by any intake): ``accepted``, and ``scheduled`` if it waits."""
-        await self.emit(record, *acceptance_kinds(record))
+        seconds = min(self.accept_timeout_seconds, self.timeout_seconds)
+        await self.emit(record, *acceptance_kinds(record), sink_seconds=seconds)
 
     async def republish(self, record: MessageRecord | None) -> None:
         """The events of the record's last notable transition, again (same ids): for a copy of a
@@ -93,16 +99,19 @@ class Events:
 
     # --- publishing ---------------------------------------------------------------------------
 
-    async def publish(self, events: Sequence[Event], *, expires_at: datetime) -> None:
+    async def publish(
+        self, events: Sequence[Event], *, expires_at: datetime, sink_seconds: float | None = None
+    ) -> None:
         """Every sink at once; what one did not take is kept for later. Never raises."""
-        outcomes = await asyncio.gather(*(self._try(sink, events) for sink in self.sinks))
+        limit = self.timeout_seconds if sink_seconds is None else sink_seconds
+        outcomes = await asyncio.gather(*(self._try(s, events, limit) for s in self.sinks))
         failed = [sink.name for sink, ok in zip(self.sinks, outcomes, strict=True) if not ok]
         if failed:
             await self._keep(events, failed, expires_at)
 
-    async def _try(self, sink: EventSink, events: Sequence[Event]) -> bool:
+    async def _try(self, sink: EventSink, events: Sequence[Event], seconds: float) -> bool:
         try:
-            async with asyncio.timeout(self.timeout_seconds):
+            async with asyncio.timeout(seconds):
                 await sink.publish(events)
         except Exception as exc:
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
@@ -143,7 +152,9 @@ class Events:
             owed = [by_name[name] for name in pending.sinks if name in by_name]
             if any((subject, sink.name) in held for sink in owed):
                 continue  # due again next round, after the older event
-            outcomes = await asyncio.gather(*(self._try(s, [pending.event]) for s in owed))
+            outcomes = await asyncio.gather(
+                *(self._try(s, [pending.event], self.timeout_seconds) for s in owed)
+            )
             left = [sink.name for sink, ok in zip(owed, outcomes, strict=True) if not ok]
             held.update((subject, name) for name in left)
             if left:

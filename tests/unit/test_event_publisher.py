@@ -61,6 +61,20 @@ async def test_a_hanging_sink_is_given_up_after_the_timeout_and_its_event_kept()
     assert kept.rows == [(["mailgw.message.accepted"], ["eventgrid"])]
 
 
+async def test_a_slow_sink_holds_intakes_record_write_only_briefly() -> None:
+    """Intake writes the record after publishing ``accepted``; a status lookup right after the
+    202 waits for it only a few seconds, so acceptance gives a sink less time than delivery."""
+    kept = Kept()
+    events = Events(
+        [Sink("eventgrid", "hang")],
+        kept,  # type: ignore[arg-type]
+        timeout_seconds=3600,
+        accept_timeout_seconds=0.05,
+    )
+    await asyncio.wait_for(events.accepted(record()), timeout=5)
+    assert kept.rows == [(["mailgw.message.accepted"], ["eventgrid"])]
+
+
 async def test_nothing_raises_into_the_caller_even_when_nothing_can_be_kept() -> None:
     events = Events([Sink("queue", "fail")], Kept(fail=True))  # type: ignore[arg-type]
     await events.accepted(record())  # logged, not raised: the mail goes on
