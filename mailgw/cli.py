@@ -584,6 +584,8 @@ async def close_services(services: Services) -> None:
     from mailgw.storage import close_credentials
 
     opened = vars(services)  # cached_property keeps what was built in the instance dict
+    if "events" in opened:  # a replay publishes its event
+        await services.events.close()
     if "queue" in opened:
         await services.queue.close()
     if "store" in opened:

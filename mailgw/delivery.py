@@ -208,9 +208,10 @@ class Delivery:
         done = partial(
             machine.sent, now=self.clock(), detail=receipt.detail, refused=receipt.refused
         )
-        record = await self.store.transition(envelope.id, done, record)
+        # `sent` is published while it is written: what it reports is already true (docs/events.md)
+        write = self.store.transition(envelope.id, done, record)
+        record = await self.events.alongside(write, done(record), EventKind.sent)
         faults.point("after_record")
-        await self.events.emit(record, EventKind.sent)
         log.info("sent %s via %s %s", envelope.id, receipt.transport, receipt.detail)
         return Outcome("sent", envelope.id, detail=receipt.detail)
 

@@ -4,7 +4,7 @@ The order is the outbox pattern's, with the outbox written only when needed:
 
 1. the transition is written to the message's record (the state store);
 2. its events (:mod:`mailgw.state.events`) go to every sink at once, one try each, each bounded by
-   ``MAILGW_EVENTS_TIMEOUT_SECONDS``;
+   ``MAILGW_EVENTS_TIMEOUT_SECONDS`` (``sent`` goes out while it is written: :meth:`alongside`);
 3. only what a sink did not take is written to the ``~events-pending`` rows
    (:mod:`mailgw.events.pending`), which the ``republish_events`` timer publishes again with
    backoff until every sink has it.
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -75,6 +75,19 @@ class Events:
         ]
         if events:
             await self.publish(events, expires_at=record.expires_at, sink_seconds=sink_seconds)
+
+    async def alongside(
+        self, write: Awaitable[MessageRecord | None], written: MessageRecord | None, kind: EventKind
+    ) -> MessageRecord | None:
+        """Await ``write`` (a transition) and publish its event at once, from ``written`` (the
+        record it will store); returns what the write returned.
+
+        For ``sent``, whose fact (the transport accepted the message) is true before it is
+        recorded: overlapping the two keeps a round trip off every delivery. If the write fails,
+        the message is retried and ``sent`` is published again with the same id; a publish that
+        fails is kept like any other."""
+        stored, _ = await asyncio.gather(write, self.emit(written, kind))
+        return stored
 
     async def accepted(self, record: MessageRecord) -> None:
         """A message was accepted (by any intake): ``accepted``, and ``scheduled`` if it waits."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
@@ -25,8 +26,7 @@ if TYPE_CHECKING:
 
 Event = Mapping[str, Any]
 
-#: Event Grid's audience: the managed identity's token is for this resource.
-EVENTGRID_SCOPE = "https://eventgrid.azure.net/.default"
+_EVENT_MODEL_LOGGER = "azure.eventgrid._legacy._generated._serialization"
 
 
 class EventSink(Protocol):
@@ -95,9 +95,13 @@ class EventGridSink:
         self._timeout = timeout
         self._client: EventGridPublisherClient | None = None
         self._batcher = Batcher(self._send)
-        url = urlsplit(endpoint)
-        # azure-core refuses a bearer token over plain http; settings allow http on loopback only
-        self._options: dict[str, Any] = {"enforce_https": False} if url.scheme == "http" else {}
+        self._options: dict[str, Any] = {}
+        if urlsplit(endpoint).scheme == "http":
+            # azure-core refuses a bearer token over plain http unless told (settings allow http
+            # on loopback only, for the stand-in); the SDK hands that option to its event model
+            # too, which then logs a warning per event: not worth a line each.
+            self._options["enforce_https"] = False
+            logging.getLogger(_EVENT_MODEL_LOGGER).setLevel(logging.ERROR)
 
     def client(self) -> EventGridPublisherClient:
         if self._client is None:

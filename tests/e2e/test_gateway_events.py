@@ -185,20 +185,42 @@ def test_a_producers_message_and_an_invalid_one(
     assert failed["data"]["lastError"]["code"] == "mailgw/invalid-request"
 
 
-def test_a_worker_killed_between_the_sent_write_and_its_publish_still_reports_sent(
+def test_a_worker_killed_between_the_send_and_the_publish_still_reports_sent(
     start_devhost: Callable[..., DevHost], azurite: Any
 ) -> None:
-    crashing = start_crashing_host(start_devhost, "after_record", **events_env())
+    """Killed right after the transport took the message: neither `sent` written nor published.
+    The successor resumes the message (the outbox rewrites the same file) and reports it."""
+    crashing = start_crashing_host(start_devhost, "after_send", **events_env())
     events = EventQueueReader(azurite.connection_string, crashing.env["MAILGW_EVENTS_QUEUE"])
     message_id = send(crashing)
     wait_for_crash(crashing)
-    # It died with the message recorded as sent and the event unpublished.
-    assert kinds(events.of(message_id)) == ["accepted"]
+    assert kinds(events.of(message_id)) == ["accepted"]  # it died before publishing `sent`
 
     successor = start_successor(start_devhost, crashing)
-    assert wait_for_status(successor, message_id, "sent")["attempts"] == 1  # not sent again
+    wait_for_status(successor, message_id, "sent")
     wait_until(
         lambda: kinds(events.of(message_id)) == ["accepted", "sent"],
         timeout=60,
         what="the sent event from the successor",
     )
+    sent = unique(events.of(message_id))[-1]
+    assert sent["data"]["attempt"] == 2  # the resumed attempt
+
+
+def test_a_worker_killed_after_recording_sent_leaves_it_published_or_republished(
+    start_devhost: Callable[..., DevHost], azurite: Any
+) -> None:
+    """Killed after `sent` was written (and published alongside): the redelivered copy finds the
+    message sent, sends nothing, and publishes `sent` again with the same id."""
+    crashing = start_crashing_host(start_devhost, "after_record", **events_env())
+    events = EventQueueReader(azurite.connection_string, crashing.env["MAILGW_EVENTS_QUEUE"])
+    message_id = send(crashing)
+    wait_for_crash(crashing)
+    successor = start_successor(start_devhost, crashing)
+    assert wait_for_status(successor, message_id, "sent")["attempts"] == 1  # not sent again
+
+    def republished() -> bool:
+        return len([e for e in events.of(message_id) if e["type"].endswith(".sent")]) >= 2
+
+    wait_until(republished, timeout=60, what="sent, republished by the redelivered copy")
+    assert kinds(events.of(message_id)) == ["accepted", "sent"]  # one event, twice

@@ -74,7 +74,6 @@ async def services(make_services: Callable[..., Services]) -> AsyncIterator[Serv
     made = make_services()
     yield made
     await close_services(made)
-    await made.events.close()
 
 
 def reader(services: Services, azurite: Any) -> EventQueueReader:
@@ -163,7 +162,6 @@ async def test_scheduled_retrying_failed_replayed_and_sent_in_order(
         assert datetime.fromisoformat(retrying["nextAttemptAt"]) > datetime.now(UTC)
     finally:
         await close_services(services)
-        await services.events.close()
 
 
 async def test_failed_then_replayed_then_sent(services: Services, azurite: Any) -> None:
@@ -228,7 +226,6 @@ async def test_event_grid_takes_cloudevent_batches_signed_with_the_managed_ident
         assert identity.tokens_for("https://eventgrid.azure.net")
     finally:
         await close_services(services)
-        await services.events.close()
 
 
 async def test_concurrent_publishes_share_event_grid_requests(
@@ -244,7 +241,6 @@ async def test_concurrent_publishes_share_event_grid_requests(
         assert len(topic.taken()) == 20
         assert len(topic.requests) < 20  # batched while a request was in flight
     finally:
-        await services.events.close()
         await close_services(services)
 
 
@@ -297,7 +293,6 @@ async def test_throttled_event_grid_never_holds_up_mail_and_gets_its_events_late
         assert len(events_queue.of(message_id)) == 2  # the queue got each once
     finally:
         await close_services(services)
-        await services.events.close()
 
 
 async def test_a_token_for_another_audience_is_refused_and_the_event_kept(
@@ -312,7 +307,6 @@ async def test_a_token_for_another_audience_is_refused_and_the_event_kept(
             assert len([r async for r in _pending_rows(services)]) == 1
         finally:
             await close_services(services)
-            await services.events.close()
 
 
 async def _pending_rows(services: Services) -> AsyncIterator[dict[str, Any]]:
