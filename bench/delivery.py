@@ -10,10 +10,18 @@ allowed concurrency permits when the client costs nothing. Runs alternate, so no
 The delivery path is measured twice: with the message state kept in memory (the Graph path's own
 efficiency, the ratio the goal is about) and with the state in Azure Tables on the same Azurite,
 which shares this machine's two cores with the worker and the stand-in (reported beside it).
+Each message has the record intake writes when it accepts a message (written before the clock
+starts), as every message sent through the API has.
+
+With the state in Tables it is measured again with outcome events on (docs/events.md): to the Event
+Grid stand-in (the sink for volume; concurrent deliveries share its batch requests), and to a
+storage queue on the same Azurite (one more storage request per message). The goal: events cost at
+most 10% of the delivery ratio.
 
     .venv/bin/python bench/delivery.py [--messages 480] [--rounds 2]
 
-Prints ``delivery ratio: X.XX`` (achieved / ideal; goal at least 0.8) and the worker's peak memory.
+Prints ``delivery ratio: X.XX`` (achieved / ideal; goal at least 0.8), the ratios with events on
+against the ratio without, and the worker's peak memory.
 """
 
 from __future__ import annotations
@@ -37,6 +45,13 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 LATENCY = 0.1
 MAILBOXES = 20
 CONCURRENCY = 16 + 8  # host.json: batchSize + newBatchThreshold
+MODES = (
+    "bare",
+    "gateway",
+    "gateway+tables",
+    "gateway+tables+events-eventgrid",
+    "gateway+tables+events-queue",
+)
 
 
 def _request(i: int) -> dict[str, Any]:
@@ -83,27 +98,51 @@ def _memory_state(settings: Any) -> Any:
     return store
 
 
-async def _run_gateway(messages: int, env: dict[str, str], memory_state: bool = False) -> float:
+async def _accept(services: Any, message_id: str, request: dict[str, Any]) -> None:
+    """The record intake writes for an accepted message (mailgw/intake.py), untimed."""
+    from datetime import UTC, datetime
+
+    from mailgw.models import MessageStatus, SendRequest
+    from mailgw.state import machine
+
+    record = machine.accepted(
+        message_id,
+        MessageStatus.queued,
+        SendRequest.model_validate(request),
+        now=datetime.now(UTC),
+        retention=services.settings.retention,
+    )
+    assert await services.store.create(record)
+
+
+async def _run_gateway(
+    messages: int, env: dict[str, str], memory_state: bool = False, events: str = ""
+) -> float:
     from mailgw.ids import new_message_id
     from mailgw.models import Envelope
     from mailgw.services import Services
     from mailgw.settings import Settings
 
-    settings = Settings.from_env({**env, "MAILGW_ALLOWED_SENDERS": "*@contoso.com"})
+    events_env = {
+        "eventgrid": {"MAILGW_EVENTGRID_ENDPOINT": env.get("BENCH_EVENTGRID_ENDPOINT", "")},
+        "queue": {"MAILGW_EVENTS_QUEUE": f"bench-events-{uuid.uuid4().hex[:8]}"},
+    }.get(events, {})
+    settings = Settings.from_env({**env, **events_env, "MAILGW_ALLOWED_SENDERS": "*@contoso.com"})
     services = Services(settings)
     if memory_state:
         services.__dict__["store"] = _memory_state(settings)
     # The whole delivery path: state store (sending, then sent) on Azurite, Graph transport.
     # The queue is only touched on failure; none is expected (a failure aborts the benchmark).
     delivery, transport = services.delivery, services.transport
-    bodies = [
-        json.dumps(
-            Envelope(
-                id=new_message_id(), created_at=delivery.clock(), request=_request(i)
-            ).to_json()
-        )
+    envelopes = [
+        Envelope(id=new_message_id(), created_at=delivery.clock(), request=_request(i))
         for i in range(messages)
     ]
+    for envelope in envelopes:
+        assert envelope.request is not None
+        await _accept(services, envelope.id, envelope.request)
+    # Sealed as intake seals them (mailgw/seal.py): delivery refuses an unsealed envelope.
+    bodies = [json.dumps((await services.queue.seal.seal(e)).to_json()) for e in envelopes]
     await delivery.handle(bodies[0], queue_message_id="warm-up")  # token + connection, untimed
     slots = asyncio.Semaphore(CONCURRENCY)
 
@@ -117,6 +156,7 @@ async def _run_gateway(messages: int, env: dict[str, str], memory_state: bool = 
     await asyncio.gather(*(one(b) for b in bodies[1:]))
     elapsed = time.perf_counter() - start
     await transport.aclose()
+    await services.events.close()
     await services.store.close()
     return (messages - 1) / elapsed
 
@@ -168,51 +208,68 @@ def worker(mode: str, messages: int) -> None:
     if mode == "bare":
         rate = asyncio.run(_run_bare(messages, env))
     else:
-        rate = asyncio.run(_run_gateway(messages, env, memory_state=mode == "gateway"))
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"rate": rate, "peak_mib": peak_mib}))
+        events = mode.removeprefix("gateway+tables").removeprefix("+events-")
+        rate = asyncio.run(
+            _run_gateway(messages, env, memory_state=mode == "gateway", events=events)
+        )
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_ms = (usage.ru_utime + usage.ru_stime) * 1000 / messages
+    print(json.dumps({"rate": rate, "peak_mib": usage.ru_maxrss / 1024, "cpu_ms": cpu_ms}))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=480)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--worker", choices=["gateway", "gateway+tables", "bare"])
+    parser.add_argument("--worker", choices=MODES)
     args = parser.parse_args()
     if args.worker:
         worker(args.worker, args.messages)
         return 0
 
     from devhost.azurite import Azurite
-    from standins.processes import start_standins
+    from standins.processes import start_eventgrid_standin, start_standins
 
-    modes = ("bare", "gateway", "gateway+tables")
+    modes = MODES
     results: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
-    with start_standins(latency_seconds=LATENCY) as standins, Azurite(project_dir=ROOT) as azurite:
+    with (
+        start_standins(latency_seconds=LATENCY) as standins,
+        start_eventgrid_standin() as topic,
+        Azurite(project_dir=ROOT) as azurite,
+    ):
         gateway_env = {
             **standins.gateway_env(),
             "AzureWebJobsStorage": azurite.connection_string,
             "MAILGW_STATE_TABLE": f"bench{uuid.uuid4().hex[:8]}",
+            # the Graph stand-in's identity signs with the key the Event Grid stand-in checks
+            "BENCH_EVENTGRID_ENDPOINT": topic.endpoint,
         }
         env = {**gateway_env, "BENCH_ENV": json.dumps(gateway_env)}
         for _ in range(args.rounds):
             for mode in modes:
                 standins.graph.reset()
+                topic.eventgrid.reset()
                 out = subprocess.run(
                     [sys.executable, __file__, "--worker", mode, "--messages", str(args.messages)],
                     env={**os.environ, **env},
                     capture_output=True,
                     text=True,
-                    check=True,
+                    check=False,
                 )
+                if out.returncode != 0:
+                    raise SystemExit(f"{mode} failed:\n{out.stderr[-3000:]}")
                 results[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
                 delivered = standins.graph.stats().get("delivered")
                 if delivered != args.messages:
                     raise SystemExit(
                         f"the stand-in saw {delivered} deliveries, not {args.messages}"
                     )
+                published = len(topic.eventgrid.records("events"))
+                if published != (args.messages if mode.endswith("eventgrid") else 0):
+                    raise SystemExit(f"{mode}: Event Grid took {published} events")
     rate = {mode: statistics.median(r["rate"] for r in results[mode]) for mode in modes}
     peak = {mode: max(r["peak_mib"] for r in results[mode]) for mode in modes}
+    cpu = {mode: statistics.median(r["cpu_ms"] for r in results[mode]) for mode in modes}
     ideal = rate["bare"]
     print(
         f"Graph stand-in latency {LATENCY * 1000:.0f} ms, {MAILBOXES} mailboxes, "
@@ -231,7 +288,18 @@ def main() -> int:
         f"delivery worker peak memory: {peak['gateway']:.0f} MiB "
         f"({peak['gateway+tables']:.0f} MiB with Tables; bare client {peak['bare']:.0f} MiB)"
     )
+    print(
+        "worker CPU per message (start-up included): "
+        + ", ".join(f"{mode} {cpu[mode]:.1f} ms" for mode in modes)
+    )
     print(f"delivery ratio with Table state: {rate['gateway+tables'] / ideal:.2f}")
+    without = rate["gateway+tables"] / ideal
+    for sink, label in (("eventgrid", "Event Grid"), ("queue", "a storage queue")):
+        ratio = rate[f"gateway+tables+events-{sink}"] / ideal
+        print(
+            f"delivery ratio with events on ({label}): {ratio:.2f} "
+            f"({(ratio - without) / without:+.0%} against {without:.2f} without events)"
+        )
     print(f"delivery ratio: {rate['gateway'] / ideal:.2f}")
     return 0
 

@@ -44,3 +44,12 @@ async def report_queues(timer: func.TimerRequest) -> None:
     and mailgw.queue.oldest_age gauges the alerts watch (docs/telemetry.md). Reads nothing when
     telemetry is off."""
     await report(services().queue, datetime.now(UTC))
+
+
+@bp.timer_trigger(arg_name="timer", schedule="0 * * * * *", run_on_startup=False)
+async def republish_events(timer: func.TimerRequest) -> None:
+    """Every minute: outcome events a sink could not take (Event Grid's 429/503, a timeout) are
+    published again, with backoff, until every sink has them (docs/events.md)."""
+    published = await services().events.republish_pending()
+    if published:
+        log.info("events: republished %d kept event(s)", published)

@@ -192,6 +192,19 @@ param maxAttempts int = 8
 param maxAgeSeconds int = 86400
 
 // ---------------------------------------------------------------------------------------------
+// Parameters: outcome events (optional; docs/events.md)
+// ---------------------------------------------------------------------------------------------
+
+@description('MAILGW_EVENTS_QUEUE: a queue of the storage account that receives one outcome event per message (Base64 CloudEvents JSON; a queue-triggered function subscribes without settings). Created here. Empty (default): none.')
+param eventsQueueName string = ''
+
+@description('Create an Event Grid custom topic for the outcome events (CloudEvents 1.0, local auth disabled) and set MAILGW_EVENTGRID_ENDPOINT to it; the identity gets EventGrid Data Sender on it. Subscribe Functions, Logic Apps and webhooks to it: docs/events.md.')
+param eventGridTopic bool = false
+
+@description('With eventGridTopic: a queue of the storage account (created here) that a subscription of the topic delivers every event to, as the topic\'s own identity. Empty (default): no subscription.')
+param eventGridSubscriptionQueueName string = ''
+
+// ---------------------------------------------------------------------------------------------
 // Parameters: Microsoft Graph permissions (optional; see docs/graph-permissions.md)
 // ---------------------------------------------------------------------------------------------
 
@@ -289,10 +302,14 @@ module storage 'modules/storage.bicep' = {
     tags: allTags
     name: storageAccountName
     skuName: storageSku
-    queueNames: [
+    queueNames: concat([
       queueName
       '${queueName}-poison'
-    ]
+    ], empty(eventsQueueName) ? [] : [
+      eventsQueueName
+    ], (eventGridTopic && !empty(eventGridSubscriptionQueueName)) ? [
+      eventGridSubscriptionQueueName
+    ] : [])
     stateTableName: stateTableName
     payloadContainerName: payloadContainerName
     deploymentContainerName: deploymentContainerName
@@ -321,6 +338,19 @@ module relayCertAccess 'modules/key-vault-access.bicep' = if ((transport == 'rel
   params: {
     keyVaultName: relayClientCertKeyVaultName
     identityPrincipalId: identity.properties.principalId
+  }
+}
+
+// Optional: the Event Grid topic of the outcome events, its role assignment, its subscription.
+module events 'modules/events.bicep' = if (eventGridTopic) {
+  name: 'events'
+  params: {
+    location: location
+    tags: allTags
+    name: 'evgt-mailgw-${resourceToken}'
+    identityPrincipalId: identity.properties.principalId
+    storageAccountName: storage.outputs.name
+    subscriptionQueueName: eventGridSubscriptionQueueName
   }
 }
 
@@ -438,6 +468,11 @@ var gatewaySettings = [
     name: 'AZURE_CLIENT_ID'
     value: identity.properties.clientId
   }
+  // Outcome events to a storage queue (docs/events.md); empty leaves that sink off.
+  {
+    name: 'MAILGW_EVENTS_QUEUE'
+    value: eventsQueueName
+  }
 ]
 
 // Only when given: empty leaves the app to derive Graph's audience from MAILGW_GRAPH_ENDPOINT.
@@ -447,6 +482,14 @@ var graphScopeSettings = empty(graphScope) ? [] : [
     value: graphScope
   }
 ]
+
+// Outcome events to the Event Grid topic, when there is one.
+var eventGridSettings = eventGridTopic ? [
+  {
+    name: 'MAILGW_EVENTGRID_ENDPOINT'
+    value: (events.?outputs.endpoint) ?? ''
+  }
+] : []
 
 var crossTenantSettings = crossTenant ? [
   {
@@ -516,7 +559,7 @@ module functionApp 'modules/function-app.bicep' = {
     maximumInstanceCount: maximumInstanceCount
     alwaysReadyInstances: alwaysReadyInstances
     zoneRedundant: zoneRedundant
-    appSettings: concat(gatewaySettings, graphScopeSettings, apiAuthSettings, crossTenantSettings, relaySettings)
+    appSettings: concat(gatewaySettings, graphScopeSettings, apiAuthSettings, crossTenantSettings, relaySettings, eventGridSettings)
   }
   // The identity must hold its storage roles before the host starts and the first package lands,
   // and its Key Vault role (if granted here) before the platform resolves the certificate's
@@ -524,6 +567,7 @@ module functionApp 'modules/function-app.bicep' = {
   dependsOn: [
     rbac
     relayCertAccess
+    events
   ]
 }
 
@@ -592,3 +636,7 @@ output AzureWebJobsStorage__accountName string = storage.outputs.name
 output MAILGW_QUEUE string = queueName
 output MAILGW_STATE_TABLE string = stateTableName
 output MAILGW_PAYLOAD_CONTAINER string = payloadContainerName
+@description('The outcome events queue (mailgw events tail reads it); empty when there is none.')
+output MAILGW_EVENTS_QUEUE string = eventsQueueName
+@description('The outcome events topic endpoint; empty when eventGridTopic is off.')
+output EVENTGRID_TOPIC_ENDPOINT string = (events.?outputs.endpoint) ?? ''

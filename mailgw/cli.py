@@ -7,6 +7,8 @@ Two kinds of commands:
   ``MAILGW_AUTH=entra``), so they work the same against the local dev host and a deployed Function
   App (``--url``/``--key``/``--token``, or ``MAILGW_URL``/``MAILGW_FUNCTION_KEY``/
   ``MAILGW_API_TOKEN``).
+* ``events tail`` prints outcome events from the events queue (``MAILGW_EVENTS_QUEUE``) as they
+  arrive; like the operator commands it reads storage directly.
 * ``failed list|replay|purge``, ``store cleanup`` and ``top`` are operator commands: they work on
   the gateway's storage directly, through the same core the functions use, so they need no endpoint
   and no admin key, only storage access. Settings come from the environment, falling back to the
@@ -305,6 +307,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--interval", type=_positive, default=5, help="seconds between refreshes (%(default)s)"
     )
 
+    events = commands.add_parser(
+        "events", help="outcome events (docs/events.md): tail the events queue"
+    ).add_subparsers(dest="action", required=True, metavar="ACTION")
+    tail = events.add_parser(
+        "tail",
+        help="print events from the events queue as they arrive, taking them off the queue "
+        "(it is the queue's consumer; --peek only looks); Ctrl-C stops",
+    )
+    tail.add_argument("--queue", help="the events queue (default: MAILGW_EVENTS_QUEUE)")
+    tail.add_argument("--json", action="store_true", help="each event as one line of JSON")
+    tail.add_argument(
+        "--peek",
+        action="store_true",
+        help="leave the events for their consumer: print the oldest (at most 32) and stop",
+    )
+    tail.add_argument("--count", type=_positive, help="stop after N events")
+    tail.add_argument(
+        "--timeout", type=float, help="stop after this many seconds without a new event"
+    )
+
     store = commands.add_parser("store", help="the state store").add_subparsers(
         dest="action", required=True, metavar="ACTION"
     )
@@ -321,6 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "doctor":
         return _doctor(args)
+    if args.command == "events":
+        return events_tail(args)
     if args.command in ("failed", "poison", "store", "top"):
         if (
             args.command != "top"
@@ -484,6 +508,54 @@ def _note_running_gateway() -> None:
     )
 
 
+def events_tail(args: argparse.Namespace) -> int:
+    """``mailgw events tail``: the queue from --queue, else MAILGW_EVENTS_QUEUE of the settings."""
+    from mailgw.settings import SettingsError
+    from mailgw.storage import StorageConfigError
+
+    try:
+        env, sources = _settings_and_sources()
+        settings = open_services(env).settings
+        queue = args.queue or settings.events_queue
+        if not queue:
+            raise OperatorError(
+                "no events queue: set MAILGW_EVENTS_QUEUE (make run uses mail-events) or --queue"
+            )
+        print(f"{using_line(settings, sources)}, events queue {queue}", file=sys.stderr)
+    except (OperatorError, SettingsError, StorageConfigError) as error:
+        print(f"mailgw: {error}", file=sys.stderr)
+        return 2
+
+    def show(event: Any) -> None:
+        from mailgw.events.tail import format_event
+
+        print(json.dumps(event) if args.json else format_event(event), flush=True)
+
+    async def run() -> int:
+        from azure.core.exceptions import AzureError
+
+        from mailgw.events.tail import follow
+        from mailgw.storage import close_credentials, queue_client
+
+        # No decoding policy: the tail reads Base64 and plain JSON alike (mailgw.events.tail).
+        client = queue_client(settings.storage(), queue, message_decode_policy=None)
+        try:
+            await follow(client, show, peek=args.peek, count=args.count, idle_timeout=args.timeout)
+        except AzureError as error:
+            message = str(error).splitlines()[0] if str(error) else ""
+            print(f"mailgw: storage failed: {type(error).__name__}: {message}", file=sys.stderr)
+            return 1
+        finally:
+            await client.close()
+            await close_credentials()
+        return 0
+
+    try:
+        return asyncio.run(run())
+    except KeyboardInterrupt:
+        return 0
+
+
 def operate(args: argparse.Namespace) -> int:
     from mailgw.settings import SettingsError
     from mailgw.storage import StorageConfigError
@@ -525,6 +597,8 @@ async def close_services(services: Services) -> None:
     from mailgw.storage import close_credentials
 
     opened = vars(services)  # cached_property keeps what was built in the instance dict
+    if "events" in opened:  # a replay publishes its event
+        await services.events.close()
     if "queue" in opened:
         await services.queue.close()
     if "store" in opened:

@@ -28,11 +28,13 @@ from mailgw.errors import (
     PayloadMissing,
     SenderNotAllowed,
 )
+from mailgw.events import Events
 from mailgw.models import Envelope, ErrorInfo, MessageStatus, SendRequest
 from mailgw.policy import SenderPolicy
 from mailgw.queue import MailQueue
 from mailgw.settings import Settings
 from mailgw.state import machine
+from mailgw.state.events import EventKind
 from mailgw.state.machine import is_stale_replay
 from mailgw.state.record import MessageRecord
 from mailgw.store import StateStore
@@ -135,6 +137,7 @@ class Delivery:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     rng: random.Random = field(default_factory=random.Random)
+    events: Events = field(default_factory=Events)
 
     def __post_init__(self) -> None:
         self.policy = SenderPolicy(self.settings.allowed_senders)
@@ -189,6 +192,7 @@ class Delivery:
         record = await self.store.transition(envelope.id, start, known)
         if record is None or record.lease != lease:
             return await self._not_ours(envelope, record)
+        await self.events.started(known, record, redelivered=dequeue_count > 1)
         if record.history[-2:-1] and record.history[-2].outcome == "resumed":
             log.warning(
                 "message %s: resuming after a crashed attempt%s",
@@ -217,7 +221,9 @@ class Delivery:
         done = partial(
             machine.sent, now=self.clock(), detail=receipt.detail, refused=receipt.refused
         )
-        await self.store.transition(envelope.id, done, record)
+        # `sent` is published while it is written: what it reports is already true (docs/events.md)
+        write = self.store.transition(envelope.id, done, record)
+        record = await self.events.alongside(write, done(record), EventKind.sent)
         latency = (self.clock() - due_at(envelope, request)).total_seconds()
         telemetry.message_sent(receipt.transport, request.sender.address, latency)
         faults.point("after_record")
@@ -235,8 +241,10 @@ class Delivery:
             if record is not None and record.request_hash != envelope.request_hash:
                 return Outcome("duplicate", envelope.id, detail="another body won its key"), record
         if record is not None and record.status is MessageStatus.sent:
+            await self.events.republish(record)  # its worker may have died before publishing
             return Outcome("duplicate", envelope.id, detail="already sent"), record
         if record is not None and is_stale_replay(record, envelope.replay):
+            await self.events.republish(record)
             if not record.reported and envelope.replay == record.replays:
                 # This copy failed, but its report to the poison queue was lost: report it again.
                 return await self._report(envelope, record), record
@@ -291,14 +299,17 @@ class Delivery:
             )
         if not error.transient:
             return await self._poison(envelope, error.info())
+        now = self.clock()
+        delay = self.retry.delay(attempt, error.retry_after, self.rng)
         retrying = partial(
             machine.retrying,
             error=error.info(),
-            now=self.clock(),
+            now=now,
             ambiguous=error.ambiguous,
             checkpoint=error.checkpoint,
+            next_attempt_at=now + timedelta(seconds=delay),
         )
-        await self.store.transition(envelope.id, retrying)
+        record = await self.store.transition(envelope.id, retrying)
         age = (self.clock() - due_at(envelope, request)).total_seconds()
         if age > self.retry.max_age_seconds:
             why = f"still failing after {age / 3600:.1f} h "
@@ -306,7 +317,7 @@ class Delivery:
             return await self._give_up(envelope, error, why)
         if attempt >= self.retry.max_attempts:
             return await self._give_up(envelope, error, f"gave up after {attempt} attempts")
-        delay = self.retry.delay(attempt, error.retry_after, self.rng)
+        await self.events.emit(record, EventKind.retrying)
         retry = envelope.model_copy(
             update={
                 "attempt": attempt,
@@ -349,6 +360,7 @@ class Delivery:
         record = await self.store.transition(envelope.id, failed, current)
         if record is None or record.status is not MessageStatus.failed:
             return Outcome("duplicate", envelope.id, detail="already sent")
+        await self.events.emit(record, EventKind.failed)
         return await self._report(envelope, record)
 
     async def _report(self, envelope: Envelope, record: MessageRecord) -> Outcome:

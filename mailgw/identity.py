@@ -73,6 +73,17 @@ def create_credential(settings: Settings) -> AsyncTokenCredential:
     return DefaultAzureCredential(managed_identity_client_id=identity.client_id)
 
 
+def create_own_credential(settings: Settings) -> AsyncTokenCredential:
+    """The gateway's identity in its own tenant, for its own Azure resources (the Event Grid
+    topic). In cross-tenant mode that is the managed identity itself, not the app registration
+    in the mail tenant that :func:`create_credential` signs in as."""
+    if settings.identity.mode == "federated_managed_identity":
+        from azure.identity.aio import ManagedIdentityCredential
+
+        return ManagedIdentityCredential(client_id=settings.identity.client_id)
+    return create_credential(settings)
+
+
 class SingleFlightCredential:
     """One token request at a time per scope, however many sends want a token at once.
 

@@ -11,12 +11,13 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mailgw import telemetry
 from mailgw.errors import IdempotencyKeyExhausted, IdempotencyKeyReused, QueueUnavailable
+from mailgw.events import Events
 from mailgw.ids import keyed_message_id, new_message_id
 from mailgw.models import Envelope, MessageStatus, SendRequest, SubmitResult
 from mailgw.policy import SenderPolicy
@@ -68,6 +69,7 @@ class Intake:
     queue: MailQueue
     store: StateStore
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    events: Events = field(default_factory=Events)
 
     def __post_init__(self) -> None:
         self.policy = SenderPolicy(self.settings.allowed_senders)
@@ -117,7 +119,7 @@ class Intake:
                 raise _unavailable() from created
             if created:
                 telemetry.message_accepted("api", accepted.request.sender.address)
-                self._in_background(self._confirm(message_id))
+                self._in_background(self._confirm(record))
                 return accepted.result(message_id)
             # The key was used before. Answer as its first request did; keep nothing of ours,
             # unless that request never confirmed its message was queued (it crashed between the
@@ -136,7 +138,7 @@ class Intake:
                 log.warning(
                     "message %s: its first request never confirmed; keeping this copy", message_id
                 )
-                self._in_background(self._confirm(message_id))
+                self._in_background(self._confirm(existing))
             else:
                 await self.queue.delete(sent)
             return SubmitResult.model_validate(existing.response)
@@ -152,11 +154,14 @@ class Intake:
                 return record
             await asyncio.sleep(0.05)
 
-    async def _confirm(self, message_id: str) -> None:
+    async def _confirm(self, record: MessageRecord) -> None:
+        """Report the acceptance, then confirm: until it is confirmed, delivery reports it too
+        (the first request may have died in between)."""
+        await self.events.accepted(record)
         try:
-            await self.store.transition(message_id, machine.confirmed)
+            await self.store.transition(record.id, machine.confirmed)
         except Exception as exc:  # a later duplicate then keeps its copy: safe, just redundant
-            log.warning("message %s: confirmation not written (%s)", message_id, exc)
+            log.warning("message %s: confirmation not written (%s)", record.id, exc)
 
     async def _enqueue(self, envelope: Envelope, delay: timedelta | None) -> SentMessage:
         try:
@@ -165,6 +170,9 @@ class Intake:
             raise _unavailable() from exc
 
     async def _record(self, record: MessageRecord) -> None:
+        """Report the acceptance, then write the record: if this process dies in between, delivery
+        finds no record, makes it, and reports the acceptance itself (same event id)."""
+        await self.events.accepted(record)
         try:
             await self.store.create(record)
         except Exception as exc:  # the message is queued, so accepted: delivery records it

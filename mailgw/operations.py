@@ -12,7 +12,7 @@ import binascii
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -22,10 +22,12 @@ from azure.core.exceptions import ResourceNotFoundError
 from mailgw import telemetry
 from mailgw.delivery import failure
 from mailgw.errors import GatewayError, MessageNotFound, NotReplayable
+from mailgw.events import Events
 from mailgw.ids import could_be_message_id, issued_at
 from mailgw.models import Envelope, ErrorInfo, MessageStatus
 from mailgw.queue import MailQueue
 from mailgw.state import machine
+from mailgw.state.events import EventKind
 from mailgw.state.record import MessageRecord, Viewer
 from mailgw.store import StateStore
 
@@ -56,6 +58,7 @@ class Operations:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     #: the configured transport (MAILGW_TRANSPORT): the failed-messages metric is by transport
     transport: str = ""
+    events: Events = field(default_factory=Events)
 
     async def record_failure(self, body: bytes | str, *, queue_message_id: str) -> MessageRecord:
         """A poison-queue message: its payload kept (so it can be replayed once the poison
@@ -102,6 +105,7 @@ class Operations:
         )
         record = await self.store.transition(envelope.id, failed, current)
         assert record is not None  # failed creates the record when there is none
+        await self.events.emit(record, EventKind.failed)  # again, if delivery reported it first
         record, first_report = await self.store.apply(envelope.id, machine.reported, record)
         if first_report and record is not None:
             log.error("%s %s", FAILURE_EVENT, json.dumps(failure_event(record)))
@@ -167,6 +171,8 @@ class Operations:
         )
         if not applied:
             await self.queue.delete(sent)  # a concurrent replay got there first
+        else:
+            await self.events.emit(updated, EventKind.replayed)
         return updated or record
 
     async def find(self, message_id: str, viewer: Viewer | None = None) -> MessageRecord | None:

@@ -11,6 +11,9 @@ from functools import cached_property
 
 from mailgw.auth import ApiAuth, create_api_auth
 from mailgw.delivery import Delivery, RetryPolicy
+from mailgw.events import Events
+from mailgw.events.pending import PendingEvents
+from mailgw.events.sinks import EventGridSink, EventSink, QueueSink
 from mailgw.intake import Intake
 from mailgw.operations import Operations
 from mailgw.queue import MailQueue
@@ -42,17 +45,39 @@ class Services:
         return StateStore(self.settings.storage(), self.settings.state_table)
 
     @cached_property
+    def events(self) -> Events:
+        """The outcome events' publisher, with the sinks the settings name (none: off)."""
+        settings = self.settings
+        timeout = settings.events_timeout_seconds
+        sinks: list[EventSink] = []
+        if settings.events_queue:
+            sinks.append(QueueSink(settings.storage(), settings.events_queue, timeout))
+        if settings.eventgrid_endpoint:
+            from mailgw.identity import SingleFlightCredential, create_own_credential
+
+            credential = SingleFlightCredential(create_own_credential(settings))
+            sinks.append(EventGridSink(settings.eventgrid_endpoint, credential, timeout))
+        return Events(
+            sinks,
+            PendingEvents(self.store),
+            source=settings.events_source,
+            transport=settings.transport,
+            timeout_seconds=timeout,
+        )
+
+    @cached_property
     def operations(self) -> Operations:
         return Operations(
             self.queue,
             self.store,
             retention=self.settings.retention,
             transport=self.settings.transport,
+            events=self.events,
         )
 
     @cached_property
     def intake(self) -> Intake:
-        return Intake(self.settings, self.queue, self.store)
+        return Intake(self.settings, self.queue, self.store, events=self.events)
 
     @cached_property
     def transport(self) -> Transport:
@@ -69,6 +94,7 @@ class Services:
                 max_attempts=self.settings.max_attempts,
                 max_age_seconds=self.settings.max_age_seconds,
             ),
+            events=self.events,
         )
 
 

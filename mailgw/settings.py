@@ -48,6 +48,8 @@ GRAPH_CLOUD_HOSTS = frozenset(
     }
 )
 PUBLIC_GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+#: the events' ``source`` where the gateway cannot tell its URL (no WEBSITE_HOSTNAME)
+DEFAULT_EVENTS_SOURCE = "urn:mailgw:gateway"
 
 
 class SettingsError(ValueError):
@@ -113,6 +115,12 @@ class Settings:
     #: client apps allowed to call on behalf of a user (delegated tokens); none: app tokens only
     api_delegated_clients: tuple[str, ...] = ()
     identity: IdentitySettings = field(default_factory=IdentitySettings)
+    #: outcome events (docs/events.md): a storage queue and/or an Event Grid topic; None: off
+    events_queue: str | None = None
+    eventgrid_endpoint: str | None = None
+    #: the events' ``source``: this gateway's URL
+    events_source: str = DEFAULT_EVENTS_SOURCE
+    events_timeout_seconds: int = 5
     storage_connection_name: str = "AzureWebJobsStorage"
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -218,6 +226,7 @@ class Settings:
                 env, "MAILGW_GRAPH_SUBMIT_GRACE_SECONDS", cls.graph_submit_grace_seconds
             ),
             mailbox_concurrency=concurrency,
+            **_events_settings(env),
             env=env,
         )
 
@@ -417,6 +426,44 @@ def _api_auth_settings(env: Mapping[str, str]) -> _ApiAuthSettings:
         "api_audiences": audiences,
         "api_authority": authority,
         "api_delegated_clients": _comma_list(env.get("MAILGW_API_DELEGATED_CLIENTS", "")),
+    }
+
+
+class _EventsSettings(TypedDict):
+    events_queue: str | None
+    eventgrid_endpoint: str | None
+    events_source: str
+    events_timeout_seconds: int
+
+
+def _events_settings(env: Mapping[str, str]) -> _EventsSettings:
+    """The outcome events' sinks and ``source``. The source defaults to the app's own URL, which
+    App Service gives every instance of one app alike as ``WEBSITE_HOSTNAME``."""
+    queue = env.get("MAILGW_EVENTS_QUEUE", "").strip() or None
+    if queue is not None and not _valid_queue_name(queue):
+        raise SettingsError(
+            "MAILGW_EVENTS_QUEUE must be a valid storage queue name (3-63 lowercase letters, "
+            f"digits and single hyphens); got {queue!r}"
+        )
+    endpoint = env.get("MAILGW_EVENTGRID_ENDPOINT", "").strip() or None
+    if endpoint is not None and not _acceptable_endpoint(endpoint):
+        raise SettingsError(
+            "MAILGW_EVENTGRID_ENDPOINT must be the topic's https:// endpoint "
+            "(https://<topic>.<region>-1.eventgrid.azure.net/api/events; http only on loopback); "
+            f"got {endpoint!r}"
+        )
+    source = env.get("MAILGW_EVENTS_SOURCE", "").strip()
+    host = env.get("WEBSITE_HOSTNAME", "").strip()
+    if not source and host:
+        local = urlsplit(f"//{host}").hostname in LOOPBACK_HOSTS
+        source = f"{'http' if local else 'https'}://{host}"
+    return {
+        "events_queue": queue,
+        "eventgrid_endpoint": endpoint,
+        "events_source": source or DEFAULT_EVENTS_SOURCE,
+        "events_timeout_seconds": _positive_int(
+            env, "MAILGW_EVENTS_TIMEOUT_SECONDS", Settings.events_timeout_seconds
+        ),
     }
 
 

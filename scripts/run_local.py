@@ -44,6 +44,8 @@ from mailgw.telemetry import destinations  # noqa: E402
 from standins.processes import start_smtp_standin, start_standins  # noqa: E402
 
 PORT = int(os.environ.get("MAILGW_LOCAL_PORT", "7071"))
+#: Outcome events go to this queue under `make run` unless the settings name another (or "").
+EVENTS_QUEUE = "mail-events"
 GRAPH_PORT = int(os.environ.get("MAILGW_LOCAL_GRAPH_PORT", "7072"))
 SMTP_ADMIN_PORT = int(os.environ.get("MAILGW_LOCAL_SMTP_ADMIN_PORT", "7073"))
 
@@ -175,6 +177,7 @@ or:  .venv/bin/mailgw send --from {sender} --to someone@example.com --subject Hi
 
 See what was sent (refreshes as mail arrives): http://127.0.0.1:{PORT}{MAIL_VIEWER_PATH}
 {where}
+Its outcome events (accepted, sent, ...), as they arrive: .venv/bin/mailgw events tail
 Health: curl http://127.0.0.1:{PORT}/api/v1/health
 Queues, rates, failures: .venv/bin/mailgw top
 Telemetry: {_telemetry(values)}
@@ -203,6 +206,16 @@ def _record_running(env: dict[str, str], standins: StandIns | None) -> None:
         standins=standins.playing if standins else {},
         mail_viewer=url + MAIL_VIEWER_PATH,
     ).write(ROOT)
+
+
+def _run_defaults(values: dict[str, str]) -> dict[str, str]:
+    """What `make run` adds to the settings: outcome events to mail-events (an older
+    local.settings.json lacks the setting), and the host name the Functions host gives an app,
+    so that events name this gateway's URL as their source (docs/events.md)."""
+    defaults = {"WEBSITE_HOSTNAME": f"127.0.0.1:{PORT}"}
+    if "MAILGW_EVENTS_QUEUE" not in values:
+        defaults["MAILGW_EVENTS_QUEUE"] = EVENTS_QUEUE
+    return {name: value for name, value in defaults.items() if name not in os.environ}
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -241,7 +254,7 @@ def main() -> int:
     standins = _start_standins(values)
     for port_note in standins.processes.port_notes if standins else []:
         print(f"Note: {port_note}")
-    env = {**os.environ, **(standins.env if standins else {})}
+    env = {**os.environ, **(standins.env if standins else {}), **_run_defaults(values)}
     host = subprocess.Popen(
         [sys.executable, "-m", "devhost", "--app-dir", str(ROOT), "--port", str(PORT)],
         cwd=ROOT,

@@ -164,9 +164,11 @@ def retrying(
     now: datetime,
     ambiguous: bool,
     checkpoint: dict[str, str] | None = None,
+    next_attempt_at: datetime | None = None,
 ) -> MessageRecord | None:
     """→ retrying after a transient failure (``ambiguous``: it may have gone out), keeping the
-    transport's progress (``checkpoint``) for the next attempt: only the record holds it."""
+    transport's progress (``checkpoint``) for the next attempt: only the record holds it.
+    ``next_attempt_at``: when the retry is due."""
     if current is None or current.status in FINAL:
         return None
     return current.model_copy(
@@ -176,6 +178,7 @@ def retrying(
             "ambiguous": current.ambiguous or ambiguous,
             "lease": None,
             "checkpoint": dict(checkpoint) if checkpoint is not None else current.checkpoint,
+            "next_attempt_at": next_attempt_at,
         }
     ).with_step("retry", now, error.code)
 

@@ -74,6 +74,8 @@ class MessageRecord(BaseModel):
     owner: str | None = None
     #: the attempt that holds the message while it is ``sending``
     lease: str | None = None
+    #: ``retrying``: when the next attempt is due (its outcome event says so)
+    next_attempt_at: datetime | None = None
     expires_at: datetime
     etag: str | None = Field(default=None, exclude=True)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any, ClassVar
 
 import pytest
+from event_support import kinds
 from gateway_host import ROOT, free_port
 
 from support import QuietHandler, run_mailgw, sample_request, serve_http, wait_until
@@ -245,3 +246,47 @@ def test_make_run_says_where_telemetry_goes_and_sends_it_there(
         finally:
             process.send_signal(signal.SIGINT)
             process.wait(timeout=60)
+
+
+def test_a_newcomer_sees_accepted_and_sent_with_events_tail(
+    graph_run: tuple[int, list[str]], checkout: Path, azurite: Any
+) -> None:
+    """The issue's newcomer flow: `make run`, send a mail, `mailgw events tail` shows its
+    `accepted` and `sent` events (mail-events, the default under make run)."""
+    port, output = graph_run
+    assert (
+        "Its outcome events (accepted, sent, ...), as they arrive: .venv/bin/mailgw events tail"
+        in ("".join(output))
+    )
+    env = clean_environment(AzureWebJobsStorage=azurite.connection_string)
+    url = f"http://127.0.0.1:{port}"
+    mail = ("--from", "noreply@contoso.com", "--to", "someone@example.com", "--text", "It works.")
+    sent = run_mailgw("--url", url, "send", *mail, "--subject", "Hi", cwd=checkout, env=env)
+    assert sent.returncode == 0, sent.stderr
+    message_id = json.loads(sent.stdout)["id"]
+
+    seen: list[dict[str, Any]] = []
+
+    def accepted_and_sent() -> bool:
+        tail = run_mailgw("events", "tail", "--json", "--timeout", "1", cwd=checkout, env=env)
+        assert tail.returncode == 0, tail.stderr
+        assert "events queue mail-events" in tail.stderr
+        seen.extend(json.loads(line) for line in tail.stdout.splitlines())
+        return kinds(seen, message_id) == ["accepted", "sent"]
+
+    wait_until(accepted_and_sent, timeout=60, interval=0.5, what="accepted and sent")
+    assert {e["source"] for e in seen if e["data"]["id"] == message_id} == {url}
+
+    # Without --json: one line per event, for a person.
+    again = run_mailgw("--url", url, "send", *mail, "--subject", "Again", cwd=checkout, env=env)
+    second = json.loads(again.stdout)["id"]
+    lines: list[str] = []
+
+    def two_lines() -> bool:
+        tail = run_mailgw("events", "tail", "--timeout", "1", cwd=checkout, env=env)
+        lines.extend(line for line in tail.stdout.splitlines() if second in line)
+        return len(lines) >= 2
+
+    wait_until(two_lines, timeout=60, interval=0.5, what="two lines")
+    assert "accepted" in lines[0] and "queued" in lines[0]
+    assert "sent" in lines[-1] and "attempt 1" in lines[-1]

@@ -22,6 +22,7 @@ SUPPRESSIONS = {
     ("CKV_AZURE_17", "Microsoft.Web/sites.site"): "callers use keys or Entra tokens",
     ("CKV_AZURE_212", "Microsoft.Web/sites.site"): "Flex scales on demand",
     ("CKV_AZURE_213", "Microsoft.Web/sites.site"): "health check would evict every instance",
+    ("CKV_AZURE_193", "Microsoft.EventGrid/topics.topic"): "no VNet: public endpoint, Entra only",
 }
 
 SKIP_COMMENT = re.compile(r"//\s*checkov:skip=([A-Z0-9_]+)(?::\s*(.*))?$")

@@ -25,9 +25,11 @@ BUILT_IN_ROLES = {
     "Storage Table Data Contributor": "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
     "Monitoring Metrics Publisher": "3913510d-42f4-4e42-8a64-420c390055eb",
     "Key Vault Secrets User": "4633458b-17de-408a-b874-0445c86b69e6",
+    "EventGrid Data Sender": "d5a91429-5739-47e2-a06b-3470a27159e7",
+    "Storage Queue Data Message Sender": "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a",
 }
 #: The modules that assign roles, each with a ``roles`` table (camelCase name → GUID).
-ROLE_MODULES = ("modules/rbac.bicep", "modules/key-vault-access.bicep")
+ROLE_MODULES = ("modules/rbac.bicep", "modules/key-vault-access.bicep", "modules/events.bicep")
 #: Microsoft Graph application permissions (app roles), name → id; and Graph's own app id.
 GRAPH_APP_ROLES = {
     "Mail.Send": "b633e1c5-b582-4048-a93e-9f11b44c7e96",

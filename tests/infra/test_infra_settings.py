@@ -69,6 +69,8 @@ OPTIONAL = {
     "MAILGW_SMTP_CONNECTIONS": "default 3 is Exchange Online's per-mailbox limit",
     "MAILGW_SMTP_CA_FILE": "a private CA file for SMTP stand-ins; Exchange uses public CAs",
     "MAILGW_RELAY_PORT": "default 25 is the relay connector's port",
+    "MAILGW_EVENTS_SOURCE": "default: https://<the app's host name>, as App Service sets it",
+    "MAILGW_EVENTS_TIMEOUT_SECONDS": "default 5 s is the app's",
 }
 
 #: Must not appear in the Function App's settings.
@@ -105,6 +107,7 @@ DEPLOYMENT_VALUES = {
     "tenant().tenantId": TENANT_ID,
     "environment().authentication.loginEndpoint": LOGIN_ENDPOINT,
     "apiApp.outputs.appId": API_APP_ID,
+    "events.outputs.endpoint": "https://evgt-mailgw-x.westeurope-1.eventgrid.azure.net/api/events",
 }
 MAIL_TENANT = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
 
@@ -125,6 +128,11 @@ CONFIGURATIONS: dict[str, dict[str, Any]] = {
     "relay": {"transport": "relay", "relayHost": "contoso-com.mail.protection.outlook.com"},
     "entra": {"apiAuth": "entra", "apiAudience": API_AUDIENCE},
     "entra-created-app": {"apiAuth": "entra", "createApiApp": True},
+    "events": {
+        "eventsQueueName": "mail-events",
+        "eventGridTopic": True,
+        "eventGridSubscriptionQueueName": "mail-events-grid",
+    },
     "relay-cert": {
         "transport": "relay",
         "relayHost": "contoso-com.mail.protection.outlook.com",

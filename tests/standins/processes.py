@@ -18,13 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Self
 
+from standins.admin import RemoteAdmin
 from standins.graph import RemoteGraphStandIn
 from standins.smtp import RemoteSmtpStandIn
 
 __all__ = [
+    "EventGridStandInProcess",
     "SmtpStandInProcess",
     "StandInGroup",
     "StandInProcesses",
+    "start_eventgrid_standin",
     "start_smtp_standin",
     "start_standins",
     "stop_processes",
@@ -190,4 +193,40 @@ def start_smtp_standin(
         raise
     group.smtp = RemoteSmtpStandIn(group.info["adminUrl"])
     group.note_port("the SMTP stand-in's admin API", admin_port, group.info, group.smtp.url)
+    return group
+
+
+@dataclass
+class EventGridStandInProcess(StandInGroup):
+    """The Event Grid topic stand-in and the identity stand-in whose tokens it accepts.
+    ``eventgrid`` is the topic's admin client (recordings ``events`` and ``requests``)."""
+
+    endpoint: str = ""
+    identity_env: dict[str, str] = field(default_factory=dict)
+    eventgrid: RemoteAdmin = field(default_factory=lambda: RemoteAdmin(""))
+
+    def gateway_env(self) -> dict[str, str]:
+        """The settings that make the gateway publish to this topic with its managed identity."""
+        return {"MAILGW_EVENTGRID_ENDPOINT": self.endpoint, **self.identity_env}
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every event the topic took, in order."""
+        return [item["event"] for item in self.eventgrid.records("events")]
+
+
+def start_eventgrid_standin(*, port: int = 0) -> EventGridStandInProcess:
+    """``python -m standins.identity`` and ``python -m standins.eventgrid`` (sharing the default
+    signing key, so the gateway's managed-identity tokens pass)."""
+    group = EventGridStandInProcess()
+    try:
+        identity, group.identity_env = _identity()
+        group.processes.append(identity)
+        process, info = _spawn("standins.eventgrid", *_port_args("--port", port))
+        group.processes.append(process)
+    except BaseException:
+        group.stop()
+        raise
+    group.endpoint = info["endpoint"]
+    group.eventgrid = RemoteAdmin(info["url"])
+    group.note_port("the Event Grid stand-in", port, info, info["url"])
     return group

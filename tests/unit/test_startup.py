@@ -31,7 +31,7 @@ def load_app(program: str = COUNT_FUNCTIONS, **env: str) -> subprocess.Completed
 def test_app_loads_with_defaults() -> None:
     result = load_app()
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "9"
+    assert result.stdout.strip() == "10"
 
 
 @pytest.mark.parametrize(
@@ -52,6 +52,8 @@ def test_app_loads_with_defaults() -> None:
         ({"MAILGW_MAILBOX_CONCURRENCY": "10"}, "MAILGW_MAILBOX_CONCURRENCY"),
         ({"MAILGW_AUTH": "entra", "MAILGW_API_AUDIENCE": "api"}, "MAILGW_API_TENANT_ID"),
         ({"MAILGW_TELEMETRY": "loud"}, "MAILGW_TELEMETRY"),
+        ({"MAILGW_EVENTS_QUEUE": "Mail_Events"}, "MAILGW_EVENTS_QUEUE"),
+        ({"MAILGW_EVENTGRID_ENDPOINT": "http://topic.example.com/api/events"}, "EVENTGRID"),
     ],
 )
 def test_wrong_setting_stops_the_app_naming_it(env: dict[str, str], named: str) -> None:

@@ -1,0 +1,121 @@
+"""The publisher's promises with fake sinks (Azurite and the Event Grid stand-in run the real ones
+in tests/integration and tests/e2e): a hanging or failing sink costs a delivery at most the
+timeout, never an exception, and what it did not take is kept for exactly that sink."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from unit_helpers import NOW, valid_request
+
+from mailgw.events.batching import Batcher
+from mailgw.events.publisher import Events
+from mailgw.models import MessageStatus, SendRequest
+from mailgw.state import machine
+
+
+class Sink:
+    def __init__(self, name: str, behaviour: str = "ok") -> None:
+        self.name, self.behaviour = name, behaviour
+        self.published: list[Mapping[str, Any]] = []
+
+    async def publish(self, events: Sequence[Mapping[str, Any]]) -> None:
+        if self.behaviour == "hang":
+            await asyncio.Event().wait()
+        if self.behaviour == "fail":
+            raise RuntimeError("503 Service Unavailable")
+        self.published.extend(events)
+
+    async def close(self) -> None:
+        return None
+
+
+class Kept:
+    def __init__(self, fail: bool = False) -> None:
+        self.rows: list[tuple[list[str], list[str]]] = []
+        self.fail = fail
+
+    async def keep(
+        self, events: Sequence[Mapping[str, Any]], sinks: Sequence[str], expires_at: datetime
+    ) -> None:
+        if self.fail:
+            raise OSError("the table is down too")
+        self.rows.append(([str(e["type"]) for e in events], list(sinks)))
+
+
+def record() -> Any:
+    request = SendRequest.model_validate(valid_request(), context={"now": NOW})
+    return machine.accepted(
+        "m-1", MessageStatus.queued, request, now=NOW, retention=timedelta(days=1)
+    )
+
+
+async def test_a_hanging_sink_is_given_up_after_the_timeout_and_its_event_kept() -> None:
+    good, hanging, kept = Sink("queue"), Sink("eventgrid", "hang"), Kept()
+    events = Events([good, hanging], kept, timeout_seconds=0.05)  # type: ignore[arg-type]
+    await asyncio.wait_for(events.accepted(record()), timeout=5)
+    assert [e["type"] for e in good.published] == ["mailgw.message.accepted"]
+    assert kept.rows == [(["mailgw.message.accepted"], ["eventgrid"])]
+
+
+async def test_a_slow_sink_holds_intakes_record_write_only_briefly() -> None:
+    """Intake writes the record after publishing ``accepted``; a status lookup right after the
+    202 waits for it only a few seconds, so acceptance gives a sink less time than delivery."""
+    kept = Kept()
+    events = Events(
+        [Sink("eventgrid", "hang")],
+        kept,  # type: ignore[arg-type]
+        timeout_seconds=3600,
+        accept_timeout_seconds=0.05,
+    )
+    await asyncio.wait_for(events.accepted(record()), timeout=5)
+    assert kept.rows == [(["mailgw.message.accepted"], ["eventgrid"])]
+
+
+async def test_nothing_raises_into_the_caller_even_when_nothing_can_be_kept() -> None:
+    events = Events([Sink("queue", "fail")], Kept(fail=True))  # type: ignore[arg-type]
+    await events.accepted(record())  # logged, not raised: the mail goes on
+
+
+async def test_without_sinks_emitting_does_nothing() -> None:
+    kept = Kept()
+    await Events((), kept).accepted(record())  # type: ignore[arg-type]
+    assert kept.rows == []
+
+
+async def test_a_batcher_sends_what_arrives_during_a_request_in_the_next_one() -> None:
+    sent: list[list[str]] = []
+    in_flight, release = asyncio.Event(), asyncio.Event()
+
+    async def send(batch: list[Mapping[str, Any]]) -> None:
+        sent.append([str(e["id"]) for e in batch])
+        if len(sent) == 1:
+            in_flight.set()
+            await release.wait()
+
+    batcher = Batcher(send)
+    first = asyncio.create_task(batcher.submit([{"id": "a"}]))
+    await in_flight.wait()
+    later = [asyncio.create_task(batcher.submit([{"id": str(i)}])) for i in range(5)]
+    await asyncio.sleep(0)
+    release.set()
+    await asyncio.gather(first, *later)
+    assert sent == [["a"], ["0", "1", "2", "3", "4"]]
+
+
+async def test_a_batcher_respects_the_size_limit_and_reports_failures_to_each_caller() -> None:
+    batches: list[int] = []
+
+    async def send(batch: list[Mapping[str, Any]]) -> None:
+        batches.append(len(batch))
+        raise RuntimeError("429")
+
+    batcher = Batcher(send, max_events=2)
+    outcomes = await asyncio.gather(
+        *(batcher.submit([{"id": str(i)}]) for i in range(5)), return_exceptions=True
+    )
+    assert all(isinstance(o, RuntimeError) for o in outcomes)
+    assert sum(batches) == 5 and max(batches) <= 2
