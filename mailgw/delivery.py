@@ -38,11 +38,12 @@ from mailgw.state.record import MessageRecord
 from mailgw.store import StateStore
 from mailgw.transports.base import OutboundMessage, Transport
 from mailgw.transports.errors import DeliveryError
+from mailgw.transports.sandbox import SandboxTransport
 from mailgw.validation import check_sender, validate_request
 
 log = logging.getLogger("mailgw.delivery")
 
-Action = Literal["sent", "retry", "scheduled", "poisoned", "duplicate", "deferred"]
+Action = Literal["sent", "retry", "scheduled", "poisoned", "duplicate", "deferred", "canceled"]
 
 #: An idempotent intake records the message just after enqueueing it; a keyed message seen before
 #: its record waits this long for it before being treated as the orphan of a crashed intake.
@@ -130,6 +131,8 @@ class Delivery:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     rng: random.Random = field(default_factory=random.Random)
+    #: what a ``"sandbox": true`` message goes through instead of the transport
+    sandbox: Transport = field(default_factory=SandboxTransport)
 
     def __post_init__(self) -> None:
         self.policy = SenderPolicy(self.settings.allowed_senders)
@@ -194,8 +197,9 @@ class Delivery:
             save_checkpoint=checkpoint,
         )
         faults.point("before_send")
+        transport = self.sandbox if request.sandbox else self.transport
         try:
-            receipt = await self.transport.send(message)
+            receipt = await transport.send(message)
         except DeliveryError as error:
             return await self._failed(envelope, request, error)
         faults.point("after_send")
@@ -219,6 +223,8 @@ class Delivery:
                 return Outcome("duplicate", envelope.id, detail="another body won its key"), record
         if record is not None and record.status is MessageStatus.sent:
             return Outcome("duplicate", envelope.id, detail="already sent"), record
+        if record is not None and record.status is MessageStatus.canceled:
+            return Outcome("canceled", envelope.id, detail="canceled before sending"), record
         if record is not None and is_stale_replay(record, envelope.replay):
             if not record.reported and envelope.replay == record.replays:
                 # This copy failed, but its report to the poison queue was lost: report it again.
@@ -231,6 +237,8 @@ class Delivery:
         """Starting the attempt lost to another worker: done already, or being sent right now."""
         if record is not None and record.status is MessageStatus.sent:
             return Outcome("duplicate", envelope.id, detail="already sent")
+        if record is not None and record.status is MessageStatus.canceled:
+            return Outcome("canceled", envelope.id, detail="canceled before sending")
         if record is not None and is_stale_replay(record, envelope.replay):
             return Outcome("duplicate", envelope.id, detail="failed; replay it to send again")
         return await self._defer(envelope, BUSY_DELAY, "another worker is sending it")

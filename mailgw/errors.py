@@ -82,6 +82,14 @@ class NotReplayable(GatewayError):
     """Only a failed message whose payload was kept can be sent again."""
 
 
+class NotCancelable(GatewayError):
+    """An attempt to send the message has started (or it is finished): too late to cancel."""
+
+
+class TemplateNotFound(GatewayError):
+    """``template`` names no stored template."""
+
+
 class InvalidMessage(GatewayError):
     """A queue message that is no send request (not JSON, not an object, no request)."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 import uuid
@@ -14,6 +15,15 @@ def new_message_id() -> str:
     value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
     value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
     return str(uuid.UUID(int=value))
+
+
+#: What any message id looks like: the gateway's UUIDs, and the queue message ids (GUIDs) that a
+#: producer's messages get. Anything else names no message, and never reaches a storage key.
+_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
+
+
+def plausible_id(text: str) -> bool:
+    return _ID.fullmatch(text) is not None
 
 
 def issued_at(message_id: str) -> datetime | None:

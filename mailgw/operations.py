@@ -18,8 +18,8 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 
 from mailgw.delivery import failure
-from mailgw.errors import GatewayError, MessageNotFound, NotReplayable
-from mailgw.ids import issued_at
+from mailgw.errors import GatewayError, MessageNotFound, NotCancelable, NotReplayable
+from mailgw.ids import issued_at, plausible_id
 from mailgw.models import Envelope, ErrorInfo, MessageStatus
 from mailgw.queue import MailQueue
 from mailgw.state import machine
@@ -140,6 +140,25 @@ class Operations:
             await self.queue.delete(sent)  # a concurrent replay got there first
         return updated or record
 
+    async def cancel(self, message_id: str, viewer: Viewer | None = None) -> MessageRecord:
+        """Cancel a message no attempt has started (:func:`machine.canceled`); canceling it
+        again answers its state. Another app's message is as unknown as a missing one."""
+        record = await self.find(message_id, viewer)
+        if record is None:
+            raise not_found(message_id)
+        cancel = partial(machine.canceled, now=self.clock())
+        updated = await self.store.transition(message_id, cancel, record)
+        if updated is None:
+            raise not_found(message_id)
+        if updated.status is MessageStatus.canceled:
+            return updated
+        state = updated.state(self.clock()).status.value
+        why = "an attempt to send it has started" if updated.attempts else "it is not waiting"
+        raise NotCancelable(
+            f"Only a scheduled or queued message that no attempt has started can be canceled; "
+            f"this one is {state} ({why})."
+        )
+
     async def find(self, message_id: str, viewer: Viewer | None = None) -> MessageRecord | None:
         """A message's record, if ``viewer`` may see it. The intake writes it just after answering
         202, so for an id it issued seconds ago (UUIDv7 ids carry their time) this waits briefly
@@ -149,6 +168,8 @@ class Operations:
         return record if record is not None and record.visible_to(viewer) else None
 
     async def _find(self, message_id: str) -> MessageRecord | None:
+        if not plausible_id(message_id):
+            return None
         record = await self.store.get(message_id)
         issued = issued_at(message_id)
         if record is not None or issued is None:
