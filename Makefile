@@ -70,6 +70,7 @@ infra-check: $(STAMP) $(INFRA_STAMP)
 ## bench: benchmarks that print ratios against a baseline measured in the same run.
 bench: $(STAMP) $(AZURITE)
 	$(BIN)/python bench/intake.py
+	$(BIN)/python bench/batch.py
 	$(BIN)/python bench/delivery.py
 
 ## schema: regenerate docs/send-request.schema.json and docs/openapi.json after changing the models

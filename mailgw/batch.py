@@ -37,6 +37,7 @@ from mailgw.errors import (
 from mailgw.ids import keyed_message_id
 from mailgw.intake import Intake, request_hash
 from mailgw.models import MAX_BATCH, SendRequest, SubmitResult
+from mailgw.state.record import MessageRecord
 from mailgw.validation import check_idempotency_key, parse_json_body
 
 log = logging.getLogger("mailgw.batch")
@@ -99,6 +100,7 @@ def batch_items(document: Any) -> list[Any]:
 class BatchIntake:
     intake: Intake
     answers: AnswerStore
+    answer_wait: timedelta = ANSWER_WAIT
 
     async def submit(
         self,
@@ -172,7 +174,7 @@ class BatchIntake:
 
     async def _settled(self, answer_id: str) -> StoredAnswer | None:
         clock = self.intake.clock
-        deadline = clock() + ANSWER_WAIT
+        deadline = clock() + self.answer_wait
         while True:
             existing = await self.answers.get(answer_id)
             if existing is None or existing.answer is not None or clock() >= deadline:
@@ -198,7 +200,11 @@ class _Work:
         )
 
     async def run(self, only: Sequence[bool] | None = None) -> BatchResult:
+        """The items (``only`` those marked), concurrently. The records of unkeyed items are
+        written once all are queued, as a single request's follow its answer: the caller waits
+        for the enqueues only."""
         gate = asyncio.Semaphore(CONCURRENCY)
+        later: list[MessageRecord] = []
 
         async def one(index: int, item: Any) -> ItemResult | None:
             if only is not None and not only[index]:
@@ -209,11 +215,12 @@ class _Work:
                         item, self.now, self.traceparent, self.owner
                     )
                     message_id = self.ids[index] if self.ids else None
-                    return await self.intake.accept(accepted, message_id, self.fingerprint)
+                    return await self.intake.accept(accepted, message_id, self.fingerprint, later)
                 except GatewayError as error:
                     return error
 
         results = await asyncio.gather(*(one(i, item) for i, item in enumerate(self.items)))
+        self.intake.record_later(later)
         return BatchResult([r if r is not None else _SKIPPED for r in results])
 
 

@@ -99,16 +99,26 @@ class Intake:
         return _Accepted(self.settings, request, now, traceparent, owner, template)
 
     async def accept(
-        self, accepted: _Accepted, message_id: str | None = None, fingerprint: str | None = None
+        self,
+        accepted: _Accepted,
+        message_id: str | None = None,
+        fingerprint: str | None = None,
+        later: list[MessageRecord] | None = None,
     ) -> SubmitResult:
-        """Enqueue a prepared message; its record follows in the background. With a
-        ``fingerprint`` (an item of a keyed batch, whose ``message_id`` derives from the key) the
-        record is written beside the enqueue before this returns: such an id gets no grace
-        period from a status lookup, and delivery tells a copy from another body by it."""
+        """Enqueue a prepared message; its record follows in the background (or, given
+        ``later``, is added there for the caller to write once its whole answer is out:
+        :meth:`record_later`). With a ``fingerprint`` (an item of a keyed batch, whose
+        ``message_id`` derives from the key) the record is written beside the enqueue before
+        this returns: such an id gets no grace period from a status lookup, and delivery tells a
+        copy from another body by it."""
         message_id = message_id or new_message_id()
         if fingerprint is None:
             await self._enqueue(accepted.envelope(message_id), accepted.delay)
-            self._in_background(self._record(accepted.record(message_id)))
+            record = accepted.record(message_id)
+            if later is not None:
+                later.append(record)
+            else:
+                self._in_background(self._record(record))
             return accepted.result(message_id)
         sent, created = await asyncio.gather(
             self._enqueue(accepted.envelope(message_id, fingerprint), accepted.delay),
@@ -165,6 +175,11 @@ class Intake:
                 await self.queue.delete(sent)
             return SubmitResult.model_validate(existing.response)
         raise IdempotencyKeyExhausted("Use a new Idempotency-Key.")
+
+    def record_later(self, records: list[MessageRecord]) -> None:
+        """Write accepted messages' records in the background (see :meth:`accept`)."""
+        for record in records:
+            self._in_background(self._record(record))
 
     async def _settled(self, message_id: str) -> MessageRecord | None:
         """The key's record once its first request is done with it: a concurrent first request
