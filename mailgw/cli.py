@@ -2,20 +2,22 @@
 
 Two kinds of commands:
 
-* ``send``, ``status``, ``health`` talk to the public HTTP API as any caller would (Functions key in
+* ``send``, ``status``, ``cancel``, ``health`` talk to the public HTTP API through
+  :mod:`mailgw.client`, as any caller would (Functions key in
   ``x-functions-key``, or an Entra ID token as ``Authorization: Bearer`` when the gateway runs with
   ``MAILGW_AUTH=entra``), so they work the same against the local dev host and a deployed Function
   App (``--url``/``--key``/``--token``, or ``MAILGW_URL``/``MAILGW_FUNCTION_KEY``/
   ``MAILGW_API_TOKEN``).
-* ``failed list|replay|purge`` and ``store cleanup`` are operator commands: they work on the
-  gateway's storage directly, through the same core the functions use, so they need no endpoint
+* ``failed list|replay|purge``, ``store cleanup`` and ``templates put|list|show`` are operator
+  commands: they work on the gateway's storage directly, through the same core the functions
+  use, so they need no endpoint
   and no admin key, only storage access. Settings come from the environment, falling back to the
   ``Values`` of ``local.settings.json`` in the current directory (the environment wins): locally
   that is Azurite; against Azure set ``AzureWebJobsStorage__queueServiceUri`` /
   ``__blobServiceUri`` / ``__tableServiceUri`` (and ``MAILGW_QUEUE``, ``MAILGW_STATE_TABLE``,
-  ``MAILGW_PAYLOAD_CONTAINER`` if not the defaults) and sign in with ``az login``
-  (DefaultAzureCredential; the identity needs the Storage Queue, Blob and Table Data Contributor
-  roles).
+  ``MAILGW_PAYLOAD_CONTAINER``, ``MAILGW_TEMPLATE_CONTAINER`` if not the defaults) and sign in
+  with ``az login`` (DefaultAzureCredential; the identity needs the Storage Queue, Blob and Table
+  Data Contributor roles).
 """
 
 from __future__ import annotations
