@@ -71,7 +71,8 @@ class ProblemDetails(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    type: str = Field(pattern=r"^urn:mailgw:problem:[a-z-]+$")
+    #: ``urn:mailgw:problem:<slug>`` (docs/problems.md) for the gateway's own problems
+    type: str
     title: str
     status: int = Field(ge=400, le=599)
     detail: str

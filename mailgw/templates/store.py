@@ -8,6 +8,7 @@ found by listing its prefix; a version, once read, is cached (it cannot change).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
@@ -71,6 +72,7 @@ class TemplateStore:
         self.clock = clock
         self._service: BlobServiceClient | None = None
         self._cache: OrderedDict[tuple[str, int], Template] = OrderedDict()
+        self._looking_up: dict[str, asyncio.Future[Template]] = {}
 
     def container(self) -> ContainerClient:
         if self._service is None:
@@ -94,7 +96,16 @@ class TemplateStore:
         return sorted(found)
 
     async def latest(self, name: str) -> Template:
-        """The newest version of ``name``, or :class:`TemplateNotFound`."""
+        """The newest version of ``name``, or :class:`TemplateNotFound`. Concurrent lookups of one
+        name (the items of a batch) share a single listing."""
+        pending = self._looking_up.get(name)
+        if pending is None:
+            pending = asyncio.ensure_future(self._latest(name))
+            self._looking_up[name] = pending
+            pending.add_done_callback(lambda _: self._looking_up.pop(name, None))
+        return await asyncio.shield(pending)
+
+    async def _latest(self, name: str) -> Template:
         versions = await self.versions(name) if _NAME.fullmatch(name) else []
         if not versions:
             raise TemplateNotFound(

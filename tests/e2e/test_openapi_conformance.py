@@ -44,7 +44,7 @@ def gateway(start_devhost: Any) -> DevHost:
 
 @schema.parametrize()
 @settings(
-    max_examples=25,
+    max_examples=50,
     deadline=None,
     suppress_health_check=list(HealthCheck),
     derandomize=True,
