@@ -52,6 +52,7 @@ PROBLEM_TYPES: dict[type[errors.GatewayError], ProblemType] = {
         422, "Idempotency-Key reused", "idempotency-key-reused"
     ),
     errors.QueueUnavailable: ProblemType(503, "Queue unavailable", "queue-unavailable"),
+    errors.TemplatesUnavailable: ProblemType(503, "Templates unavailable", "templates-unavailable"),
     errors.StorageUnreachable: ProblemType(503, "Queue unreachable", "unhealthy"),
     errors.AuthUnavailable: ProblemType(503, "Token validation unavailable", "auth-unavailable"),
 }

@@ -55,6 +55,7 @@ _REQUEST_ERRORS: tuple[type[errors.GatewayError], ...] = (
     errors.IdempotencyKeyReused,
     errors.IdempotencyKeyExhausted,
     errors.QueueUnavailable,
+    errors.TemplatesUnavailable,
 )
 #: Entra ID mode's answers on every route but the anonymous ones.
 _AUTH_ERRORS: tuple[type[errors.GatewayError], ...] = (

@@ -32,7 +32,6 @@ from mailgw.errors import (
     IdempotencyKeyExhausted,
     IdempotencyKeyReused,
     InvalidRequest,
-    QueueUnavailable,
 )
 from mailgw.ids import keyed_message_id
 from mailgw.intake import Intake, request_hash
@@ -235,13 +234,14 @@ def _zip(
 
 
 def _retryable(item: ItemResult) -> bool:
-    return isinstance(item, QueueUnavailable)
+    """Refused for now, not for good (the queue or the template store was out of reach)."""
+    return isinstance(item, GatewayError) and item.retry_after is not None
 
 
 def _whole_or_partial(result: BatchResult) -> BatchResult:
-    """When the queue refused every item that was otherwise fine and none was accepted, the
-    batch as a whole could not be queued: that is the request's 503 (retry it), not 207."""
-    refused = [i for i in result.items if isinstance(i, QueueUnavailable)]
+    """When storage refused items that were otherwise fine and none was accepted, the batch as a
+    whole could not be queued: that is the request's 503 (retry it), not 207."""
+    refused = [i for i in result.items if isinstance(i, GatewayError) and _retryable(i)]
     if refused and result.accepted == 0:
         raise refused[0]
     return result

@@ -111,6 +111,12 @@ class QueueUnavailable(GatewayError):
     retry_after = 10
 
 
+class TemplatesUnavailable(GatewayError):
+    """The template store could not be read: the message was not accepted."""
+
+    retry_after = 10
+
+
 class StorageUnreachable(GatewayError):
     """The health probe could not reach the queue."""
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from mailgw.errors import FieldError, InvalidRequest, MessageTooLarge, TemplateNotFound
+from mailgw.errors import (
+    FieldError,
+    GatewayError,
+    InvalidRequest,
+    MessageTooLarge,
+    TemplateNotFound,
+    TemplatesUnavailable,
+)
 from mailgw.models import SendRequest, TemplateRef
 from mailgw.settings import Settings
 from mailgw.templates.store import TemplateStore
@@ -21,7 +28,14 @@ async def apply_template(
         return request, None
     if store is None:
         raise TemplateNotFound("This gateway has no template store configured.")
-    template = await store.latest(request.template)
+    try:
+        template = await store.latest(request.template)
+    except GatewayError:
+        raise
+    except Exception as exc:  # storage: nothing was accepted, and a retry may succeed
+        raise TemplatesUnavailable(
+            f"The template store could not be read ({type(exc).__name__}); retry later."
+        ) from exc
     document = request.to_json()
     document.pop("template", None)
     document.pop("templateData", None)

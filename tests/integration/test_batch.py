@@ -158,3 +158,24 @@ async def test_a_large_answer_is_kept(batch: BatchIntake) -> None:
     again = await batch.submit(body, idempotency_key="k-5")
     assert first.accepted == again.accepted == 0
     assert [i.errors for i in again.items] == [i.errors for i in first.items]  # type: ignore[union-attr]
+
+
+async def test_a_template_store_out_of_reach_is_a_retryable_503(
+    settings: Settings, queue: MailQueue, store: StateStore
+) -> None:
+    from mailgw.errors import TemplatesUnavailable
+    from mailgw.templates import TemplateStore
+    from support import DEAD_STORAGE
+
+    dead = Settings.from_env({**settings.env, "AzureWebJobsStorage": DEAD_STORAGE})
+    templates = TemplateStore(dead.storage(), "mail-templates")
+    batch = BatchIntake(Intake(settings, queue, store, templates=templates), AnswerStore(store))
+    item = {k: v for k, v in sample_request(template="receipt").items()}
+    for part in ("subject", "text", "html"):
+        item.pop(part)
+    try:
+        with pytest.raises(TemplatesUnavailable):
+            await batch.submit(json.dumps({"messages": [item]}).encode())
+    finally:
+        await templates.close()
+    assert await depth(queue) == 0
