@@ -43,7 +43,9 @@ from mailgw.validation import check_sender, validate_request
 
 log = logging.getLogger("mailgw.delivery")
 
-Action = Literal["sent", "retry", "scheduled", "poisoned", "duplicate", "deferred", "canceled"]
+Action = Literal[
+    "sent", "retry", "scheduled", "poisoned", "duplicate", "deferred", "adopted", "canceled"
+]
 
 #: An idempotent intake records the message just after enqueueing it; a keyed message seen before
 #: its record waits this long for it before being treated as the orphan of a crashed intake.
@@ -149,6 +151,8 @@ class Delivery:
             # Recorded under its own queue message id: an id it claims is not trusted.
             raw = Envelope(id=queue_message_id, created_at=self.clock(), raw=text, source="queue")
             return await self._poison(raw, failure(error))
+        if envelope.sig is None and dequeue_count > 1:
+            return await self._adopt(envelope)
         gate, known = await self._admit(envelope)
         if gate is not None:
             return gate
@@ -172,7 +176,7 @@ class Delivery:
             request=request,
             lease=lease,
             now=now,
-            redelivered=dequeue_count > 1,
+            redelivered=dequeue_count > 1 or envelope.adopted,
             retention=self.settings.retention,
         )
         record = await self.store.transition(envelope.id, start, known)
@@ -232,6 +236,15 @@ class Delivery:
             stale = Outcome("duplicate", envelope.id, detail="failed; replay it to send again")
             return stale, record
         return None, record
+
+    async def _adopt(self, envelope: Envelope) -> Outcome:
+        """A producer's bare request that a worker already failed to finish (it comes back): it
+        carries on as the gateway's own sealed envelope under the same id, so that if it keeps
+        crashing, the host moves a message to the poison queue that still names that id (a
+        moved bare request would get a new queue message id, and its record would be lost)."""
+        await self.queue.enqueue(envelope.model_copy(update={"adopted": True}))
+        log.warning("message %s came back unfinished: carried on as a sealed envelope", envelope.id)
+        return Outcome("adopted", envelope.id, detail="carried on as a sealed envelope")
 
     async def _not_ours(self, envelope: Envelope, record: MessageRecord | None) -> Outcome:
         """Starting the attempt lost to another worker: done already, or being sent right now."""
@@ -314,7 +327,11 @@ class Delivery:
         the moment anyone can see it failed), then the report to the poison queue (the alert).
         If the report is lost, the redelivered copy finds the failure unreported and reports it
         again (:meth:`_admit`)."""
-        kept = await self.queue.store_payload(envelope)
+        current = await self.store.get(envelope.id)
+        if machine.superseded(current, envelope):
+            return Outcome("duplicate", envelope.id, detail="superseded: sent, or replayed since")
+        already = current.payload_ref if current and current.replays == envelope.replay else None
+        kept = already or await self.queue.store_payload(envelope)
         failed = partial(
             machine.failed,
             envelope=envelope,
@@ -323,7 +340,7 @@ class Delivery:
             retention=self.settings.retention,
             payload=kept,
         )
-        record = await self.store.transition(envelope.id, failed)
+        record = await self.store.transition(envelope.id, failed, current)
         if record is None or record.status is not MessageStatus.failed:
             return Outcome("duplicate", envelope.id, detail="already sent")
         return await self._report(envelope, record)

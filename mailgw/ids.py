@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import secrets
 import time
 import uuid
@@ -17,13 +16,14 @@ def new_message_id() -> str:
     return str(uuid.UUID(int=value))
 
 
-#: What any message id looks like: the gateway's UUIDs, and the queue message ids (GUIDs) that a
-#: producer's messages get. Anything else names no message, and never reaches a storage key.
-_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
-
-
-def plausible_id(text: str) -> bool:
-    return _ID.fullmatch(text) is not None
+def could_be_message_id(text: str) -> bool:
+    """Whether ``text`` could name a message at all: the gateway's ids (and queue message ids) are
+    at most 64 characters, none of them one that Azure Table refuses in a key ('/', '\\', '#',
+    '?', control characters). Anything else is unknown without asking storage (which would
+    answer 400, not 404)."""
+    return 0 < len(text) <= 64 and not any(
+        c in "/\\#?" or ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in text
+    )
 
 
 def issued_at(message_id: str) -> datetime | None:

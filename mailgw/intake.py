@@ -25,6 +25,7 @@ from mailgw.state import machine
 from mailgw.state.record import MessageRecord
 from mailgw.store import StateStore
 from mailgw.templates import TemplateStore, apply_template
+from mailgw.transports import check_fits
 from mailgw.validation import (
     check_idempotency_key,
     check_sender,
@@ -35,6 +36,8 @@ from mailgw.validation import (
 log = logging.getLogger("mailgw.intake")
 
 STATUS_PATH = "/api/v1/messages/{id}"
+#: A stand-in message id as long as a real one, to measure a message before it has its id.
+SIZING_ID = "00000000-0000-7000-8000-000000000000"
 #: How long a duplicate waits for the first request with its key to confirm its message.
 CONFIRM_WAIT = timedelta(seconds=2)
 
@@ -96,6 +99,7 @@ class Intake:
         request = validate_request(document, self.settings, now=now, templates=True)
         check_sender(self.policy, request.sender.address)
         request, template = await apply_template(request, self.templates, self.settings, now=now)
+        check_fits(self.settings, SIZING_ID, request)
         return _Accepted(self.settings, request, now, traceparent, owner, template)
 
     async def accept(

@@ -36,6 +36,11 @@ MAX_SCHEDULE_AHEAD = timedelta(days=7)
 DEFAULT_MAX_ATTACHMENT_BYTES = 150 * 1024 * 1024
 MAX_METADATA_ENTRIES = 32
 MAX_METADATA_VALUE = 1024
+#: All keys and values together: the metadata lives in the message's state record, one Azure Table
+#: property of at most 32K characters (which also holds the JSON around it).
+MAX_METADATA_TOTAL = 8192
+#: An error's message and hint are stored with the state; a reason this long is cut.
+MAX_ERROR_TEXT = 2000
 #: Messages in one ``POST /api/v1/messages:batch`` (Postmark's batch limit).
 MAX_BATCH = 500
 #: A template's name: what ``mailgw templates put NAME`` accepts, and ``template`` refers to.
@@ -279,6 +284,13 @@ class SendRequest(_Model):
                     "metadata value of '{key}' is longer than {limit} characters",
                     {"key": key, "limit": MAX_METADATA_VALUE},
                 )
+        total = sum(len(key) + len(value) for key, value in metadata.items())
+        if total > MAX_METADATA_TOTAL:
+            raise PydanticCustomError(
+                "metadata",
+                "metadata keys and values total {total} characters, over the limit of {limit}",
+                {"total": total, "limit": MAX_METADATA_TOTAL},
+            )
         return metadata
 
     @field_validator("send_at")
@@ -382,14 +394,22 @@ class TemplateRef(BaseModel):
     version: int
 
 
+def _storable(text: str, limit: int) -> str:
+    """Text that can always be stored and logged: cut to ``limit`` characters, and a lone
+    surrogate (JSON can carry one in a field name a producer made up) replaced."""
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text.encode("utf-8", errors="replace").decode("utf-8")
+
+
 class ErrorInfo(BaseModel):
     """The last error of a message, with what an operator should do about it."""
 
     model_config = ConfigDict(frozen=True)
 
-    code: str
-    message: str
-    hint: str = ""
+    code: Annotated[str, AfterValidator(lambda v: _storable(v, 200))]
+    message: Annotated[str, AfterValidator(lambda v: _storable(v, MAX_ERROR_TEXT))]
+    hint: Annotated[str, AfterValidator(lambda v: _storable(v, MAX_ERROR_TEXT))] = ""
 
 
 class PayloadRef(_Model):
@@ -425,8 +445,10 @@ class Envelope(_Model):
     replay: int = Field(default=0, ge=0)
     #: the Entra ID app that sent it (it alone may read its state: Viewer)
     owner: str | None = Field(default=None, max_length=128)
+    #: a producer's request that came back unfinished and carries on sealed (its holder crashed)
+    adopted: bool = False
     #: the gateway's seal (mailgw/seal.py): an HMAC only the gateway can compute
-    sig: str | None = Field(default=None, max_length=128)
+    sig: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
     @model_validator(mode="after")
     def _one_payload(self) -> Envelope:

@@ -7,6 +7,8 @@ command alike, so each rule exists once.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 import logging
 from collections.abc import Callable
@@ -19,7 +21,7 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from mailgw.delivery import failure
 from mailgw.errors import GatewayError, MessageNotFound, NotCancelable, NotReplayable
-from mailgw.ids import issued_at, plausible_id
+from mailgw.ids import could_be_message_id, issued_at
 from mailgw.models import Envelope, ErrorInfo, MessageStatus
 from mailgw.queue import MailQueue
 from mailgw.state import machine
@@ -68,6 +70,14 @@ class Operations:
             envelope = Envelope(id=queue_message_id, created_at=now, raw=text, source="queue")
             error = failure(refused)
         current = await self.store.get(envelope.id)
+        if machine.superseded(current, envelope):
+            log.warning(
+                "poison message %s for %s: superseded, nothing to record",
+                queue_message_id,
+                envelope.id,
+            )
+            assert current is not None
+            return current
         failed_already = current is not None and current.status is MessageStatus.failed
         if error is None:  # moved here unchanged by the host, after a crash loop
             error = current.last_error if failed_already and current else None
@@ -91,15 +101,24 @@ class Operations:
 
     async def sweep_poison_poison(self, limit: int = 500) -> int:
         """Record what the host moved to ``<queue>-poison-poison``: poison messages whose recording
-        failed ``maxDequeueCount`` times (a storage outage). Nothing else reads that queue."""
-        client = self.queue.queue(self.queue.poison_poison_queue_name)
+        failed ``maxDequeueCount`` times (a storage outage), or that the host could not even
+        decode. Nothing else reads that queue, so one message must never block the others: each
+        is read as it is (Base64 if it is, its text otherwise) and a message that still cannot be
+        recorded is left for the next sweep, the rest going on."""
+        client = self.queue.raw_queue(self.queue.poison_poison_queue_name)
         swept = 0
         try:
             async for message in client.receive_messages(
                 messages_per_page=32, visibility_timeout=120, max_messages=limit
             ):
-                await self.record_failure(message.content, queue_message_id=message.id)
-                await client.delete_message(message)
+                try:
+                    await self.record_failure(
+                        host_text(message.content), queue_message_id=message.id
+                    )
+                    await client.delete_message(message)
+                except Exception:
+                    log.exception("poison-poison message %s not recorded; next sweep", message.id)
+                    continue
                 swept += 1
         except ResourceNotFoundError:
             return swept  # the queue does not exist: nothing was ever moved there
@@ -109,7 +128,7 @@ class Operations:
         """Send a failed message again: history kept, attempt budget reset. Idempotent: replaying
         a message whose replay is already under way changes nothing and enqueues nothing. Another
         app's message is as unknown to ``viewer`` as one that does not exist."""
-        record = await self.store.get(message_id)
+        record = await self.store.get(message_id) if could_be_message_id(message_id) else None
         if record is None or not record.visible_to(viewer):
             raise not_found(message_id)
         if record.status is not MessageStatus.failed:
@@ -168,7 +187,7 @@ class Operations:
         return record if record is not None and record.visible_to(viewer) else None
 
     async def _find(self, message_id: str) -> MessageRecord | None:
-        if not plausible_id(message_id):
+        if not could_be_message_id(message_id):
             return None
         record = await self.store.get(message_id)
         issued = issued_at(message_id)
@@ -212,6 +231,16 @@ class Operations:
             if expired.payload_ref is not None:
                 await self.queue.delete_payload(expired.message_id, expired.payload_ref)
         return len(deleted)
+
+
+def host_text(content: Any) -> str:
+    """A queue message's content as the Functions host hands it over: Base64-decoded UTF-8 text
+    when it is Base64, else the text as it is (what the host could not decode)."""
+    raw = content if isinstance(content, bytes) else str(content).encode("utf-8", "replace")
+    try:
+        return base64.b64decode(raw, validate=True).decode("utf-8", errors="replace")
+    except (binascii.Error, ValueError):
+        return raw.decode("utf-8", errors="replace")
 
 
 def failure_event(record: MessageRecord) -> dict[str, Any]:

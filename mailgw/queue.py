@@ -101,6 +101,14 @@ class MailQueue:
             self._queues[name] = queue_client(self.connection, name)
         return self._queues[name]
 
+    def raw_queue(self, name: str) -> QueueClient:
+        """A client that hands message content over undecoded (bytes), for a queue that may hold
+        what the host itself could not decode."""
+        key = f"{name}#raw"
+        if key not in self._queues:  # no decode policy: the SDK hands over the text as stored
+            self._queues[key] = queue_client(self.connection, name, message_decode_policy=None)
+        return self._queues[key]
+
     def blobs(self) -> BlobServiceClient:
         if self._blobs is None:
             self._blobs = blob_service_client(self.connection)
@@ -244,13 +252,18 @@ class MailQueue:
         if not isinstance(document, dict):
             raise InvalidMessage("the queue message is not a JSON object")
         if "mailgw" not in document:
-            return Envelope(id=queue_message_id, created_at=now, request=document, source="queue")
+            bare = Envelope(id=queue_message_id, created_at=now, request=document, source="queue")
+            _writable(bare)
+            return bare
         try:
             envelope = Envelope.model_validate(document)
-        except (ValidationError, ValueError, RecursionError) as exc:
-            reason = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+            sealed = await self.seal.verify(envelope)
+        except ValidationError as exc:
+            reason = exc.errors()[0]["msg"]
             raise InvalidEnvelope(f"the gateway envelope is malformed: {reason}") from None
-        if not await self.seal.verify(envelope):
+        except Exception as exc:  # whatever the content makes the check raise, it is not ours
+            raise InvalidEnvelope(f"the gateway envelope is malformed: {exc}") from None
+        if not sealed:
             raise InvalidEnvelope(
                 "the message claims to be the gateway's envelope but does not carry its seal: "
                 "it was not written by this gateway, and nothing it claims was used"
@@ -267,6 +280,15 @@ class MailQueue:
             except ResourceNotFoundError:
                 depth[name] = 0
         return depth
+
+
+def _writable(envelope: Envelope) -> None:
+    """A producer's request the gateway could not write back as JSON (nesting past the
+    serializer's depth) is refused like any other bad message, never raised later as a crash."""
+    try:
+        dumps(envelope.to_json())
+    except Exception as exc:
+        raise InvalidMessage(f"the queue message cannot be processed: {exc}") from None
 
 
 async def _create_ignoring_race(create: Any) -> None:

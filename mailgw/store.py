@@ -64,8 +64,8 @@ def _to_entity(model: BaseModel, partition: str, row: str) -> dict[str, Any]:
     for key, value in model.model_dump(mode="json", by_alias=True).items():
         if value is None:
             continue
-        if key in _JSON_FIELDS:
-            entity[key] = json.dumps(value)
+        if key in _JSON_FIELDS:  # not ASCII-escaped: "é" is one character of 32K, not six
+            entity[key] = json.dumps(value, ensure_ascii=False)
         elif isinstance(native[key], datetime):
             entity[key] = native[key]
         else:

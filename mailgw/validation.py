@@ -8,6 +8,7 @@ the place in the JSON it sent.
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Sequence
 from datetime import datetime
@@ -29,9 +30,36 @@ from mailgw.models import SendRequest
 from mailgw.policy import SenderPolicy, denial_reason
 from mailgw.settings import Settings
 
-_FRIENDLY = {
-    "extra_forbidden": "is not a known field",
+_RECIPIENT_LISTS = ("to", "cc", "bcc", "replyTo")
+#: The gateway's own words for pydantic's error types: what the field must be, with an example
+#: where one helps. Anything not listed keeps pydantic's message.
+_WORDING: dict[str, str] = {
     "missing": "is required",
+    "string_type": "must be a string",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "int_type": "must be a whole number",
+    "int_parsing": "must be a whole number",
+    "list_type": "must be a list",
+    "dict_type": "must be an object",
+    "model_type": "must be an object",
+    "model_attributes_type": "must be an object",
+    "datetime_type": 'must be a date and time with a time zone, e.g. "2026-12-01T08:00:00Z"',
+    "datetime_parsing": 'must be a date and time with a time zone, e.g. "2026-12-01T08:00:00Z"',
+    "datetime_from_date_parsing": (
+        'must be a date and time with a time zone, e.g. "2026-12-01T08:00:00Z"'
+    ),
+    "timezone_aware": 'needs a time zone, e.g. "2026-12-01T08:00:00Z" or "+02:00"',
+}
+_ADDRESS_LIST = 'must be a list of addresses, e.g. ["a@example.com"]'
+#: Examples per field, for the type errors a newcomer makes most.
+_BY_FIELD: dict[tuple[str, str], str] = {
+    **{(name, "list_type"): _ADDRESS_LIST for name in _RECIPIENT_LISTS},
+    ("attachments", "list_type"): (
+        'must be a list of attachments, e.g. [{"name": "r.pdf", "contentBase64": "..."}]'
+    ),
+    ("headers", "dict_type"): 'must be an object, e.g. {"X-Order-Id": "42"}',
+    ("metadata", "dict_type"): 'must be an object of strings, e.g. {"orderId": "42"}',
 }
 
 
@@ -115,6 +143,7 @@ def validation_error(
     """Every field error at once; size alone is :class:`MessageTooLarge` (callers tell them
     apart: 413 is not fixed by editing a field)."""
     errors = field_errors(exc, raw)
+    errors += [e for e in message_rules(raw) if e.field not in {f.field for f in errors}]
     summary = "; ".join(f"{e.field}: {e.message}" for e in errors[:5]) + (
         " …" if len(errors) > 5 else ""
     )
@@ -127,7 +156,8 @@ def validation_error(
 
 
 def field_errors(exc: ValidationError, raw: Any = None) -> list[FieldError]:
-    """Turn pydantic's errors into ``{field, message}`` pairs with the caller's own field names."""
+    """Turn pydantic's errors into ``{field, message}`` pairs with the caller's own field names,
+    in the gateway's words, and a suggestion for a field name that is almost a known one."""
     errors = []
     for error in exc.errors(include_url=False):
         loc = list(error["loc"])
@@ -136,15 +166,63 @@ def field_errors(exc: ValidationError, raw: Any = None) -> list[FieldError]:
             loc.append(ctx["field"])
         if "key" in ctx:
             loc.append(str(ctx["key"]))
-        message = _FRIENDLY.get(error["type"], error["msg"])
-        if message.startswith("Value error, "):
-            message = message.removeprefix("Value error, ")
-        errors.append(FieldError(format_location(loc, raw) or "(body)", message))
+        field = format_location(loc, raw) or "(body)"
+        errors.append(FieldError(field, _message(error, loc)))
     return errors
 
 
+def _message(error: Any, loc: list[Any]) -> str:
+    kind = error["type"]
+    name = next((str(p) for p in reversed(loc) if isinstance(p, str)), "")
+    if kind == "extra_forbidden":
+        return "is not a known field" + _did_you_mean(name, loc)
+    if kind in ("enum", "literal_error") and "expected" in (error.get("ctx") or {}):
+        expected = str(error["ctx"]["expected"]).replace("'", "")
+        return f"must be one of {expected.replace(' or ', ', ')}"
+    known = _BY_FIELD.get((name, kind)) or _WORDING.get(kind)
+    if known:
+        return known
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ")
+
+
+def _did_you_mean(name: str, loc: list[Any]) -> str:
+    """``too`` → ``; did you mean "to"?``, for a top-level field (the usual typo)."""
+    if len(loc) != 1:
+        return ""
+    close = difflib.get_close_matches(name, _request_fields(), n=1, cutoff=0.6)
+    return f'; did you mean "{close[0]}"?' if close else ""
+
+
+def _request_fields() -> list[str]:
+    return [field.alias or name for name, field in SendRequest.model_fields.items()]
+
+
+def message_rules(raw: Any) -> list[FieldError]:
+    """The rules about the message as a whole (recipients, a body), checked on the caller's
+    document itself: pydantic runs them only once every field is valid, and a caller should
+    learn every problem at once, not one retry at a time."""
+    if not isinstance(raw, dict):
+        return []
+    errors = []
+    lists = ("to", "cc", "bcc")
+    given = any(isinstance(raw.get(k), list) and raw.get(k) for k in lists)
+    malformed = any(k in raw and not isinstance(raw[k], list) for k in lists)  # said already
+    if not given and not malformed:
+        errors.append(FieldError("to", "at least one recipient in to, cc or bcc is required"))
+    if not raw.get("text") and not raw.get("html") and not _renders_its_own_body(raw):
+        errors.append(FieldError("text", "at least one of text or html is required"))
+    return errors
+
+
+def _renders_its_own_body(raw: dict[str, Any]) -> bool:
+    """A request whose body comes from elsewhere (a template, where the model has one)."""
+    return "template" in raw and "template" in _request_fields()
+
+
 def format_location(loc: Sequence[str | int], raw: Any = None) -> str:
-    """``("to", 2, "address")`` → ``to[2].address``; a bare-string recipient is ``to[2]``."""
+    """``("to", 2, "address")`` → ``to[2].address``; a bare-string recipient is ``to[2]``. A
+    name made up by the caller is cut at 100 characters: it is echoed back, and recorded."""
     path = ""
     node = raw
     for index, part in enumerate(loc):
@@ -153,7 +231,8 @@ def format_location(loc: Sequence[str | int], raw: Any = None) -> str:
         if isinstance(part, int):
             path += f"[{part}]"
         else:
-            path += f".{part}" if path else str(part)
+            name = str(part) if len(str(part)) <= 100 else str(part)[:99] + "…"
+            path += f".{name}" if path else name
         node = _child(node, part)
     return path
 

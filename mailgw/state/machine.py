@@ -191,6 +191,16 @@ def retrying(
     ).with_step("retry", now, error.code)
 
 
+def superseded(current: MessageRecord | None, envelope: Envelope) -> bool:
+    """A failure reported by this copy no longer applies: the message went out, a newer replay
+    was started since, or the copy carries another body than the one that won its key."""
+    if current is None:
+        return False
+    if current.status is MessageStatus.sent or current.replays > envelope.replay:
+        return True
+    return envelope.request_hash is not None and envelope.request_hash != current.request_hash
+
+
 def failed(
     current: MessageRecord | None,
     *,
@@ -202,9 +212,11 @@ def failed(
 ) -> MessageRecord | None:
     """→ failed, creating the record if the message never had one (an invalid producer message).
     ``payload``: where its payload is kept for a replay."""
+    if superseded(current, envelope):
+        return None  # a late report of a copy that no longer speaks for the message
     record = current or record_for(envelope, None, now=now, retention=retention)
-    if record.status in (MessageStatus.sent, MessageStatus.canceled):
-        return None  # it went out (or was called back); a late failure report changes nothing
+    if record.status is MessageStatus.canceled:
+        return None  # called back before any attempt: a late failure report changes nothing
     changed = None
     if record.status is not MessageStatus.failed or record.last_error != error:
         changed = record.model_copy(

@@ -56,18 +56,17 @@ def start_successor(start_devhost: Callable[..., DevHost], crashed: DevHost) -> 
 
 
 def status_of(host: DevHost, message_id: str) -> dict[str, Any]:
-    response = host.request("GET", f"/api/v1/messages/{message_id}")
-    return response.json() if response.status == 200 else {}
+    return host.status(message_id)
 
 
 def wait_for_status(
     host: DevHost, message_id: str, status: str, timeout: float = 30
 ) -> dict[str, Any]:
-    def reached() -> dict[str, Any]:
-        state = status_of(host, message_id)
-        return state if state.get("status") == status else {}
-
-    return wait_until(reached, timeout=timeout, what=f"message {message_id} {status}")
+    return wait_until(
+        lambda: host.status(message_id, status),
+        timeout=timeout,
+        what=f"message {message_id} {status}",
+    )
 
 
 def outcomes(state: dict[str, Any]) -> list[str]:

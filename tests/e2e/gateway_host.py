@@ -75,6 +75,13 @@ class DevHost:
             {"Content-Type": "application/json", **(headers or {})},
         )
 
+    def status(self, message_id: str, wanted: str | None = None) -> dict[str, Any]:
+        """The message's state from the API, or {} if it is unknown (or not yet ``wanted``):
+        falsy until then, so ``wait_until(lambda: host.status(id, "sent"))`` waits for it."""
+        response = self.request("GET", f"/api/v1/messages/{message_id}")
+        state: dict[str, Any] = response.json() if response.status == 200 else {}
+        return state if wanted is None or state.get("status") == wanted else {}
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 

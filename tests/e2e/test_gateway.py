@@ -251,23 +251,13 @@ def test_producer_message_is_delivered(
     assert msg["Subject"] == "from a producer"
 
 
-def status_of(host: DevHost, message_id: str) -> dict[str, Any]:
-    response = host.request("GET", f"/api/v1/messages/{message_id}")
-    return response.json() if response.status == 200 else {}
-
-
-def failed_state(host: DevHost, message_id: str) -> dict[str, Any]:
-    state = status_of(host, message_id)
-    return state if state.get("status") == "failed" else {}
-
-
 def test_invalid_producer_message_is_recorded_failed_with_its_error(
     devhost: DevHost, queues: Callable[[str], QueueClient]
 ) -> None:
     sent = queues(devhost.queue).send_message(json.dumps(sample_request(to=["not an address"])))
     # The delivery function moves it to the poison queue with its validation error; the poison
     # function records it as failed (the poison message is consumed; its payload is kept).
-    state = wait_until(lambda: failed_state(devhost, sent.id), timeout=30, what="failed state")
+    state = wait_until(lambda: devhost.status(sent.id, "failed"), timeout=30, what="failed state")
     assert state["lastError"]["code"] == "mailgw/invalid-request"
     assert "to[0]" in state["lastError"]["message"]
     assert state["lastError"]["hint"]
@@ -300,7 +290,7 @@ def test_crashing_delivery_is_retried_then_poisoned_after_max_dequeue_count(
     response = host.post_json("/api/v1/messages", sample_request())
     assert response.status == 202
     message_id = response.json()["id"]
-    state = wait_until(lambda: failed_state(host, message_id), timeout=60, what="failed state")
+    state = wait_until(lambda: host.status(message_id, "failed"), timeout=60, what="failed state")
     # moved there by the host, unchanged
     assert state["lastError"]["code"] == "mailgw/max-dequeue-exceeded"
     assert state["attempts"] == 3

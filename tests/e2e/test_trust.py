@@ -71,16 +71,6 @@ def blob_exists(host: DevHost, container: str, name: str) -> bool:
     return True
 
 
-def state(host: DevHost, message_id: str) -> dict[str, Any]:
-    response = host.request("GET", f"/api/v1/messages/{message_id}")
-    return response.json() if response.status == 200 else {}
-
-
-def failed(host: DevHost, message_id: str) -> dict[str, Any]:
-    seen = state(host, message_id)
-    return seen if seen.get("status") == "failed" else {}
-
-
 def forge(queue: QueueClient, **envelope: Any) -> str:
     """A gateway envelope written by someone who is not the gateway; its queue message id."""
     document = {"mailgw": 1, "createdAt": datetime.now(UTC).isoformat(), **envelope}
@@ -115,9 +105,11 @@ def test_a_forged_payload_ref_never_reads_or_deletes_a_blob_outside_the_gateways
         },
     )
     # Recorded as a failed message under its own queue message id, not the id it claims.
-    seen = wait_until(lambda: failed(host, queue_id), timeout=30, what="the forgery recorded")
+    seen = wait_until(
+        lambda: host.status(queue_id, "failed"), timeout=30, what="the forgery recorded"
+    )
     assert seen["lastError"]["code"] == "mailgw/invalid-envelope"
-    assert state(host, forged_id) == {}
+    assert host.status(forged_id) == {}
     assert list(host.outbox.glob("*.eml")) == []  # nothing was sent
     assert blob_exists(host, container, name)
 
@@ -139,14 +131,14 @@ def test_a_forged_envelope_reusing_a_scheduled_messages_id_does_not_touch_it(
     # An invalid request under the real id: before, its poisoning marked the real message
     # failed, and the real copy was then dropped as a stale replay.
     queue_id = forge(queue, id=real_id, request={"from": "noreply@contoso.com", "to": ["x"]})
-    wait_until(lambda: failed(host, queue_id), timeout=30, what="the forgery recorded")
-    assert state(host, real_id)["status"] in ("scheduled", "queued")
+    wait_until(lambda: host.status(queue_id, "failed"), timeout=30, what="the forgery recorded")
+    assert host.status(real_id)["status"] in ("scheduled", "queued")
 
     # A valid request under the real id, with a replay number from the future: it must not be
     # sent as that message either.
     forge(queue, id=real_id, replay=9, request=sample_request(subject="forged"))
     sent = wait_until(
-        lambda: state(host, real_id).get("status") == "sent" and state(host, real_id),
+        lambda: host.status(real_id, "sent"),
         timeout=60,
         what="the real message sent",
     )
@@ -179,9 +171,11 @@ def test_a_forged_poison_report_does_not_fail_a_real_message(
         poison_id = poison.send_message(json.dumps(document)).id
     finally:
         poison.close()
-    wait_until(lambda: failed(host, poison_id), timeout=30, what="the forged report recorded")
+    wait_until(
+        lambda: host.status(poison_id, "failed"), timeout=30, what="the forged report recorded"
+    )
     sent = wait_until(
-        lambda: state(host, real_id).get("status") == "sent" and state(host, real_id),
+        lambda: host.status(real_id, "sent"),
         timeout=60,
         what="the real message sent",
     )

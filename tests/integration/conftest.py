@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 from azure.storage.queue.aio import QueueClient
+from rigs import CountingTransport, Rig
 
 from mailgw.delivery import Delivery, RetryPolicy
 from mailgw.intake import Intake
+from mailgw.operations import Operations
 from mailgw.queue import MailQueue
 from mailgw.settings import Settings
 from mailgw.store import StateStore
@@ -79,3 +81,13 @@ async def raw_queue(settings: Settings) -> AsyncIterator[Any]:
     yield open_queue
     for client in opened:
         await client.close()
+
+
+@pytest.fixture
+def rig(settings: Settings, mail_queue: MailQueue, store: StateStore) -> Rig:
+    """Delivery and Operations on this test's queues, with a transport that fails as scripted."""
+    transport = CountingTransport([])
+    delivery = Delivery(
+        settings, mail_queue, transport, store, retry=RetryPolicy(max_attempts=3, base_seconds=0)
+    )
+    return Rig(mail_queue, store, transport, delivery, Operations(mail_queue, store))

@@ -26,15 +26,6 @@ from mailgw.transports.errors import transient
 from support import TEST_SEAL, depth, pull, sample_request
 
 
-@pytest.fixture
-def rig(settings: Settings, mail_queue: MailQueue, store: StateStore) -> Rig:
-    transport = CountingTransport([])
-    delivery = Delivery(
-        settings, mail_queue, transport, store, retry=RetryPolicy(max_attempts=3, base_seconds=0)
-    )
-    return Rig(mail_queue, store, transport, delivery, Operations(mail_queue, store))
-
-
 async def submit(intake: Intake, body: dict[str, Any], key: str | None = None) -> Any:
     result = await intake.submit(
         json.dumps(body).encode(), content_type="application/json", idempotency_key=key

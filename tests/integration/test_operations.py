@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from rigs import (
     DENIED,
-    CountingTransport,
     Rig,
     blob_bytes,
     enqueue_new,
@@ -24,24 +23,12 @@ from rigs import (
     outcomes,
 )
 
-from mailgw.delivery import Delivery, RetryPolicy
 from mailgw.models import Envelope, ErrorInfo, MessageStatus
 from mailgw.operations import CRASH_LOOP, Operations
-from mailgw.queue import MailQueue
 from mailgw.settings import Settings
 from mailgw.state import MessageRecord
 from mailgw.store import StateStore
 from support import RETENTION, depth, new_record, pull, raises_problem, sample_request
-
-
-@pytest.fixture
-def rig(settings: Settings, mail_queue: MailQueue, store: StateStore) -> Rig:
-    transport = CountingTransport([])
-    delivery = Delivery(
-        settings, mail_queue, transport, store, retry=RetryPolicy(max_attempts=3, base_seconds=0)
-    )
-    return Rig(mail_queue, store, transport, delivery, Operations(mail_queue, store))
-
 
 # --- record_failure ----------------------------------------------------------------------------
 

@@ -280,3 +280,19 @@ async def test_health_reports_queue_depth(intake: Intake, mail_queue: MailQueue)
     await submit(intake, sample_request())
     depth = await mail_queue.ping()
     assert depth == {mail_queue.queue_name: 1, mail_queue.poison_queue_name: 0}
+
+
+async def test_a_message_graph_cannot_take_is_refused_at_intake_and_nothing_is_queued(
+    settings: Settings, mail_queue: MailQueue, store: Any
+) -> None:
+    from dataclasses import replace
+
+    graph = replace(settings, transport="graph", graph_mode="sendmail")
+    intake = Intake(graph, mail_queue, store)
+    body = sample_request(
+        attachments=[{"name": "big.bin", "contentBase64": b64(os.urandom(30 * 1024 * 1024))}]
+    )
+    with raises_problem() as caught:
+        await submit(intake, body)
+    assert caught.value.status == 413
+    assert await pull(mail_queue) is None

@@ -12,6 +12,7 @@ import pytest
 from smtp_helpers import Pipeline, body
 
 from mailgw.models import MessageStatus
+from mailgw.state import MessageRecord
 from mailgw.store import StateStore
 from mailgw.transports.smtp import SmtpTransport
 from standins.smtp import SmtpStandIn
@@ -24,6 +25,26 @@ def gateway_logs(caplog: pytest.LogCaptureFixture) -> str:
     return "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("mailgw"))
 
 
+async def send_with_a_refused_bcc(
+    smtp: SmtpStandIn,
+    transport: SmtpTransport,
+    make_pipeline: Callable[..., Pipeline],
+    store: StateStore,
+    to: list[str],
+) -> MessageRecord:
+    """One message whose first RCPT (here the Bcc, when ``to`` is empty) the server refuses,
+    with a reply that names it; its record once delivery is done with it."""
+    reply = f"5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient {SECRET} not found"
+    smtp.fail_next("rcpt", 550, reply)
+    pipeline = make_pipeline(transport)
+    message_id = await pipeline.submit(body(to=to, bcc=[SECRET]))
+    await pipeline.run()
+    record = await store.get(message_id)
+    assert record is not None
+    assert SECRET not in json.dumps(record.model_dump(mode="json"))
+    return record
+
+
 async def test_a_partly_refused_message_records_a_count_and_no_address(
     smtp: SmtpStandIn,
     transport: SmtpTransport,
@@ -32,18 +53,11 @@ async def test_a_partly_refused_message_records_a_count_and_no_address(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    smtp.fail_next(
-        "rcpt", 550, f"5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient {SECRET} not found"
-    )
-    pipeline = make_pipeline(transport)
-    message_id = await pipeline.submit(body(to=["a@example.com", "b@example.com"], bcc=[SECRET]))
-    await pipeline.run()
-    record = await store.get(message_id)
-    assert record is not None and record.status is MessageStatus.sent
-    public = record.public(record.updated_at)
-    assert public["refusedRecipients"] == 1
+    to = ["a@example.com", "b@example.com"]
+    record = await send_with_a_refused_bcc(smtp, transport, make_pipeline, store, to)
+    assert record.status is MessageStatus.sent
+    assert record.public(record.updated_at)["refusedRecipients"] == 1
     assert "1 of 3 recipients refused" in (record.history[-1].code or "")
-    assert SECRET not in json.dumps(record.model_dump(mode="json"))
     assert SECRET not in gateway_logs(caplog)
 
 
@@ -55,15 +69,8 @@ async def test_all_refused_is_a_failure_whose_reason_names_nobody(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    smtp.fail_next(
-        "rcpt", 550, f"5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient {SECRET} not found"
-    )
-    pipeline = make_pipeline(transport)
-    message_id = await pipeline.submit(body(to=[], bcc=[SECRET]))
-    await pipeline.run()
-    record = await store.get(message_id)
-    assert record is not None and record.status is MessageStatus.failed
+    record = await send_with_a_refused_bcc(smtp, transport, make_pipeline, store, [])
+    assert record.status is MessageStatus.failed
     assert record.last_error is not None and record.last_error.code == "smtp/550-5.1.10"
     assert "<recipient>" in record.last_error.message
-    assert SECRET not in json.dumps(record.model_dump(mode="json"))
     assert SECRET not in gateway_logs(caplog)

@@ -140,11 +140,12 @@ CASES: list[Row] = [
     ("no-recipients", put(to=[], cc=[], bcc=[]), 400, "to", "at least one recipient"),
     ("501-recipients", put(to=addresses("t", 200), cc=addresses("c", 200),
                            bcc=addresses("b", 101)), 400, "to", "at most 500 recipients"),
-    ("to-is-a-string", put(to="a@example.com"), 400, "to", "valid list"),
+    ("to-is-a-string", put(to="a@example.com"), 400, "to",
+     'must be a list of addresses, e.g. ["a@example.com"]'),
     # body
     ("no-text-no-html", drop("text", "html"), 400, "text", "at least one of text or html"),
     ("empty-text-and-html", put(text="", html=""), 400, "text", "at least one of text or html"),
-    ("text-not-a-string", put(text=5), 400, "text", "valid string"),
+    ("text-not-a-string", put(text=5), 400, "text", "must be a string"),
     # subject
     ("subject-crlf", put(subject="Hi\r\nBcc: x@evil.com"), 400, "subject", "CR or LF"),
     ("subject-lf", put(subject="Hi\nthere"), 400, "subject", "CR or LF"),
@@ -170,7 +171,7 @@ CASES: list[Row] = [
      "not a valid RFC 5322 field name"),
     ("header-name-colon", put(headers={"X-Foo:": "1"}), 400, "headers.X-Foo:",
      "not a valid RFC 5322 field name"),
-    ("headers-is-a-list", put(headers=["X-Foo"]), 400, "headers", "valid dictionary"),
+    ("headers-is-a-list", put(headers=["X-Foo"]), 400, "headers", "must be an object, e.g."),
     # attachments
     ("base64-bad-alphabet", put(attachments=[att(contentBase64="not base64!")]), 400,
      "attachments[0].contentBase64", "not valid Base64"),
@@ -193,22 +194,24 @@ CASES: list[Row] = [
      "CR or LF"),
     ("attachment-unknown-field", put(attachments=[att(size=3)]), 400, "attachments[0].size",
      "is not a known field"),
-    ("attachments-is-an-object", put(attachments=att()), 400, "attachments", "valid list"),
+    ("attachments-is-an-object", put(attachments=att()), 400, "attachments",
+     "must be a list of attachments"),
     # Bug today: lax bool parsing accepts "yes" (and 1, "on", "true") as true.
     ("inline-not-a-bool", put(attachments=[att(inline="yes", contentId="c")]), 400,
-     "attachments[0].inline", "valid boolean"),
+     "attachments[0].inline", "must be true or false"),
     # scheduling, importance, flags, metadata
     ("sendAt-over-7-days", put(sendAt=SEND_AT_FAR), 400, "sendAt", "at most 7 days"),
-    ("sendAt-no-timezone", put(sendAt="2026-06-02T08:00:00"), 400, "sendAt", "timezone"),
-    ("sendAt-not-a-date", put(sendAt="tomorrow"), 400, "sendAt", "valid datetime"),
+    ("sendAt-no-timezone", put(sendAt="2026-06-02T08:00:00"), 400, "sendAt", "time zone"),
+    ("sendAt-not-a-date", put(sendAt="tomorrow"), 400, "sendAt", "must be a date and time"),
     ("importance-invalid", put(importance="urgent"), 400, "importance",
-     "'low', 'normal' or 'high'"),
+     "must be one of low, normal, high"),
     ("saveToSentItems-not-a-bool", put(saveToSentItems="maybe"), 400, "saveToSentItems",
-     "valid boolean"),
+     "must be true or false"),
     # Bug today: "yes" is silently taken as true.
-    ("saveToSentItems-yes", put(saveToSentItems="yes"), 400, "saveToSentItems", "valid boolean"),
+    ("saveToSentItems-yes", put(saveToSentItems="yes"), 400, "saveToSentItems",
+     "must be true or false"),
     ("metadata-non-string", put(metadata={"orderId": 42}), 400, "metadata.orderId",
-     "valid string"),
+     "must be a string"),
     ("metadata-too-many", put(metadata={f"k{i}": "v" for i in range(33)}), 400, "metadata",
      "at most 32 metadata entries"),
     ("metadata-empty-key", put(metadata={"": "v"}), 400, "metadata", "1-64 characters"),
@@ -415,3 +418,16 @@ def test_allowed_by_domain_pattern_case_insensitively() -> None:
 
 def test_problem_content_type_is_rfc_9457() -> None:
     assert PROBLEM_CONTENT_TYPE == "application/problem+json"
+
+
+def test_every_problem_is_listed_at_once_with_a_suggestion() -> None:
+    """A typo (``too``) also leaves the message without recipients and a body: the caller hears
+    all three at once, not one retry at a time, and learns which field was meant."""
+    document = {"from": "noreply@contoso.com", "too": ["a@example.com"], "subject": "Hi"}
+    with raises_problem() as caught:
+        submit(as_input(document))
+    assert [(e.field, e.message) for e in caught.value.errors] == [
+        ("too", 'is not a known field; did you mean "to"?'),
+        ("to", "at least one recipient in to, cc or bcc is required"),
+        ("text", "at least one of text or html is required"),
+    ]
