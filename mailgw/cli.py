@@ -101,7 +101,7 @@ def build_request(args: argparse.Namespace) -> dict[str, Any]:
     if args.template:
         body["template"] = args.template
         body["templateData"] = _template_data(args.data) if args.data else {}
-    else:
+    if args.subject or not args.template:  # with a template, the API says a subject is too many
         body["subject"] = args.subject
     for key in ("cc", "bcc"):
         if getattr(args, key):
