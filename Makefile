@@ -67,11 +67,13 @@ pytest:
 infra-check: $(STAMP) $(INFRA_STAMP)
 	$(BIN)/python -m pytest tests/infra
 
-## bench: benchmarks that print ratios against a baseline measured in the same run.
+## bench: benchmarks that print ratios against a baseline measured in the same run, and the soak
+## (exactly once at volume, through faults, Exchange's submission lag and a killed worker).
 bench: $(STAMP) $(AZURITE)
 	$(BIN)/python bench/intake.py
 	$(BIN)/python bench/batch.py
 	$(BIN)/python bench/delivery.py
+	$(BIN)/python bench/soak.py
 
 ## schema: regenerate docs/send-request.schema.json and docs/openapi.json after changing the models
 ## or the routes (functions/routes.py).

@@ -130,7 +130,7 @@ async def _run_bare(messages: int, env: dict[str, str]) -> float:
     async with httpx.AsyncClient(timeout=30, limits=limits) as http:
         token_response = await http.get(
             env["IDENTITY_ENDPOINT"],
-            params={"api-version": "2019-08-01", "resource": graph},
+            params={"api-version": "2019-08-01", "resource": "https://graph.microsoft.com"},
             headers={"X-IDENTITY-HEADER": env["IDENTITY_HEADER"]},
         )
         token = token_response.json()["access_token"]

@@ -2,7 +2,12 @@
 
 All sides run against one Azurite, interleaved request by request in the same run, so machine noise
 hits them alike; the results are ratios, not times. Goals: ``intake ratio`` at most 1.5, and at
-most 2.0 with an ``Idempotency-Key``.
+most 2.0 with an ``Idempotency-Key``; with telemetry on, still at most 1.5.
+
+The telemetry side is the intake as the HTTP function runs it with telemetry on, as in
+production: the request span around it, the enqueue span, the accepted counter, through the
+OpenTelemetry SDK's providers with a batch span processor and a periodic metric reader (their
+exporter discards, so the cost measured is the gateway's and the SDK's, not a network's).
 
     .venv/bin/python bench/intake.py [--requests 400]
 """
@@ -13,16 +18,31 @@ import argparse
 import asyncio
 import base64
 import json
+import secrets
 import statistics
 import sys
 import time
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    MetricExporter,
+    MetricExportResult,
+    MetricsData,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from devhost.azurite import Azurite  # noqa: E402
+from mailgw import telemetry  # noqa: E402
 from mailgw.queue import dumps  # noqa: E402
 from mailgw.services import Services  # noqa: E402
 from mailgw.settings import Settings  # noqa: E402
@@ -46,9 +66,44 @@ PAYLOAD = {
 }
 
 
+class _Discard(SpanExporter):
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+class _DiscardMetrics(MetricExporter):
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> MetricExportResult:
+        return MetricExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class _Invocation:
+    """The trace context the host hands an HTTP function (a caller's traceparent)."""
+
+    trace_parent: str
+    trace_state: str = ""
+
+
+def telemetry_providers() -> tuple[TracerProvider, MeterProvider]:
+    """The SDK as production sets it up (batching, a metric reader every 60 s)."""
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(BatchSpanProcessor(_Discard()))
+    reader = PeriodicExportingMetricReader(_DiscardMetrics(), export_interval_millis=60_000)
+    return tracer_provider, MeterProvider(metric_readers=[reader])
+
+
 async def measure(connection_string: str, requests: int) -> dict[str, list[float]]:
-    """Three interleaved sides per round: bare send, intake without a key, intake with a fresh
-    Idempotency-Key (claim + record). Each side's order rotates every round."""
+    """Four interleaved sides per round: bare send, intake without a key, intake with a fresh
+    Idempotency-Key (claim + record), and intake without a key with telemetry on. Each side's
+    order rotates every round."""
     settings = Settings.from_env(
         {
             "AzureWebJobsStorage": connection_string,
@@ -81,11 +136,23 @@ async def measure(connection_string: str, requests: int) -> dict[str, list[float
         key = uuid.uuid4().hex
         await intake.submit(body, content_type="application/json", idempotency_key=key)
 
-    sides = {"bare": bare, "intake": no_key, "intake+key": with_key}
+    tracer_provider, meter_provider = telemetry_providers()
+
+    async def traced() -> None:
+        telemetry.use(tracer_provider, meter_provider)
+        try:
+            caller = _Invocation(f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01")
+            with telemetry.http_request("POST", "/api/v1/messages", caller) as request:
+                await intake.submit(body, content_type="application/json")
+                request.responded(202)
+        finally:
+            telemetry.use(None, None)
+
+    sides = {"bare": bare, "intake": no_key, "intake+key": with_key, "intake+telemetry": traced}
     times: dict[str, list[float]] = {name: [] for name in sides}
     names = list(sides)
     for i in range(requests + 50):
-        for name in names[i % 3 :] + names[: i % 3]:
+        for name in names[i % len(names) :] + names[: i % len(names)]:
             start = time.perf_counter()
             await sides[name]()
             elapsed = time.perf_counter() - start
@@ -94,6 +161,8 @@ async def measure(connection_string: str, requests: int) -> dict[str, list[float
                 times[name].append(elapsed)
     await queue.close()
     await services.store.close()
+    tracer_provider.shutdown()
+    meter_provider.shutdown()
     return times
 
 
@@ -114,8 +183,13 @@ def main() -> int:
         f"intake, Idempotency-Key:  median {median['intake+key']:.3f} ms "
         "(... enqueue and keyed record together)"
     )
+    print(
+        f"intake, telemetry on:     median {median['intake+telemetry']:.3f} ms "
+        "(... with the request and enqueue spans and the accepted counter)"
+    )
     print(f"intake ratio: {median['intake'] / median['bare']:.2f}")
     print(f"intake ratio with Idempotency-Key: {median['intake+key'] / median['bare']:.2f}")
+    print(f"intake ratio with telemetry: {median['intake+telemetry'] / median['bare']:.2f}")
     return 0
 
 

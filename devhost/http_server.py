@@ -180,6 +180,7 @@ class HttpFrontEnd:
                 http_request,
                 reason=HTTP_REASON,
                 trace_parent=request.headers.get("traceparent"),
+                trace_state=request.headers.get("tracestate"),
                 convert=to_web_response,
             )
         except Exception:

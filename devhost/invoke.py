@@ -8,6 +8,8 @@ Async functions run on the host's event loop, sync ones in a thread pool sized l
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import functools
 import logging
 import os
@@ -15,7 +17,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -65,10 +67,16 @@ class InvocationContext(func.Context):
 
     _thread_local = threading.local()
 
-    def __init__(self, spec: FunctionSpec, invocation_id: str, trace_parent: str | None) -> None:
+    def __init__(
+        self,
+        spec: FunctionSpec,
+        invocation_id: str,
+        trace_parent: str | None,
+        trace_state: str | None = None,
+    ) -> None:
         self._spec, self._id = spec, invocation_id
         parent = trace_parent or f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
-        self._trace = _TraceContext(parent, "")
+        self._trace = _TraceContext(parent, trace_state or "")
 
     @property
     def invocation_id(self) -> str:
@@ -95,6 +103,25 @@ class InvocationContext(func.Context):
         return _RetryContext()
 
 
+@contextlib.contextmanager
+def worker_trace_context(trace: TraceContext) -> Iterator[None]:
+    """What the Python worker does with ``PYTHON_ENABLE_OPENTELEMETRY=true``: the invocation's
+    trace context is OpenTelemetry's current context while the function runs, so spans the app
+    starts without a parent continue the caller's trace."""
+    if os.environ.get("PYTHON_ENABLE_OPENTELEMETRY", "").strip().lower() != "true":
+        yield
+        return
+    from opentelemetry import context
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    carrier = {"traceparent": trace.trace_parent, "tracestate": trace.trace_state}
+    token = context.attach(TraceContextTextMapPropagator().extract(carrier))
+    try:
+        yield
+    finally:
+        context.detach(token)
+
+
 def _pool_size() -> int | None:
     value = os.environ.get("PYTHON_THREADPOOL_THREAD_COUNT", "").strip()
     return int(value) if value.isdigit() and int(value) > 0 else None
@@ -115,6 +142,7 @@ class Invoker:
         reason: str,
         details: str | None = None,
         trace_parent: str | None = None,
+        trace_state: str | None = None,
         convert: Callable[[Any], Any] | None = None,
     ) -> Any:
         """Call ``spec``'s function with its trigger argument; re-raise what it raises.
@@ -124,20 +152,23 @@ class Invoker:
         """
         invocation_id = str(uuid.uuid4())
         kwargs: dict[str, Any] = {spec.trigger_arg: trigger_value}
+        context = InvocationContext(spec, invocation_id, trace_parent, trace_state)
         if spec.wants_context:
-            kwargs["context"] = InvocationContext(spec, invocation_id, trace_parent)
+            kwargs["context"] = context
         log.info("Executing 'Functions.%s' (Reason='%s', Id=%s)", spec.name, reason, invocation_id)
         if details:
             log.info("Trigger Details: %s", details)
         self.in_flight += 1
         started = time.perf_counter()
         try:
-            if spec.is_async:
-                result = await spec.user_function(**kwargs)
-            else:
-                loop = asyncio.get_running_loop()
-                call = functools.partial(spec.user_function, **kwargs)
-                result = await loop.run_in_executor(self.executor, call)
+            with worker_trace_context(context.trace_context):
+                if spec.is_async:
+                    result = await spec.user_function(**kwargs)
+                else:
+                    loop = asyncio.get_running_loop()
+                    call = functools.partial(spec.user_function, **kwargs)
+                    copied = contextvars.copy_context()  # the trace context, in the pool's thread
+                    result = await loop.run_in_executor(self.executor, copied.run, call)
             if convert is not None:
                 result = convert(result)
         except BaseException as error:

@@ -6,7 +6,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import azure.functions as func
@@ -24,6 +24,7 @@ from functions.routes import (
     HealthReport,
     Route,
 )
+from mailgw import telemetry
 from mailgw.auth import Caller
 from mailgw.batch import BatchResult
 from mailgw.errors import GatewayError, StorageUnreachable
@@ -45,7 +46,7 @@ _LEVELS = {
 }
 
 
-Handler = Callable[[func.HttpRequest], Awaitable[func.HttpResponse]]
+Handler = TypeVar("Handler", bound=Callable[..., Awaitable[func.HttpResponse]])
 
 
 def _route(route: Route) -> Callable[[Handler], Handler]:
@@ -99,7 +100,7 @@ async def _respond(
 
 
 @_route(SUBMIT)
-async def submit_message(req: func.HttpRequest) -> func.HttpResponse:
+async def submit_message(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
     async def call() -> func.HttpResponse:
         caller = await _authorize(req, SUBMIT)
         result = await services().intake.submit(
@@ -109,16 +110,20 @@ async def submit_message(req: func.HttpRequest) -> func.HttpResponse:
             idempotency_key=req.headers.get("idempotency-key"),
             owner=caller.app_id if caller is not None else None,
         )
+        telemetry.set_message_id(result.id)
         if caller is not None:  # who sent what, for audit (Entra ID mode)
             log.info("message %s accepted from app %s", result.id, caller.app_id)
         body = result.model_dump(mode="json", by_alias=True)
         return _json(202, body, {"Location": result.status_url})
 
-    return await _respond(req, call)
+    with telemetry.http_request("POST", SUBMIT.path, context.trace_context) as request:
+        response = await _respond(req, call)
+        request.responded(response.status_code)
+    return response
 
 
 @_route(BATCH)
-async def submit_batch(req: func.HttpRequest) -> func.HttpResponse:
+async def submit_batch(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
     async def call() -> func.HttpResponse:
         caller = await _authorize(req, BATCH)
         result = await services().batch.submit(
@@ -132,7 +137,10 @@ async def submit_batch(req: func.HttpRequest) -> func.HttpResponse:
             log.info("batch: %s message(s) accepted from app %s", result.accepted, caller.app_id)
         return _json(207, _batch_answer(result, _path(req)))
 
-    return await _respond(req, call)
+    with telemetry.http_request("POST", BATCH.path, context.trace_context) as request:
+        response = await _respond(req, call)
+        request.responded(response.status_code)
+    return response
 
 
 def _batch_answer(result: BatchResult, instance: str) -> dict[str, Any]:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 import azure.functions as func
 
+from mailgw.backlog import report_queues as report
 from mailgw.services import services
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
@@ -34,3 +36,11 @@ async def sweep_poison_poison(timer: func.TimerRequest) -> None:
     swept = await services().operations.sweep_poison_poison()
     if swept:
         log.warning("recorded %d failure(s) from the -poison-poison queue", swept)
+
+
+@bp.timer_trigger(arg_name="timer", schedule="0 * * * * *", run_on_startup=False)
+async def report_queues(timer: func.TimerRequest) -> None:
+    """Every minute: each queue's depth and its oldest message's age, as the mailgw.queue.depth
+    and mailgw.queue.oldest_age gauges the alerts watch (docs/telemetry.md). Reads nothing when
+    telemetry is off."""
+    await report(services().queue, datetime.now(UTC))

@@ -153,12 +153,19 @@ param templateContainerName string = 'mail-templates'
 @description('MAILGW_GRAPH_ENDPOINT: Microsoft Graph root. Sovereign clouds: https://graph.microsoft.us, https://dod-graph.microsoft.us, https://microsoftgraph.chinacloudapi.cn.')
 param graphEndpoint string = 'https://graph.microsoft.com'
 
+@description('MAILGW_GRAPH_SCOPE: scope of the identity\'s Graph tokens. Empty (default): Graph\'s own audience in the cloud of graphEndpoint, and https://graph.microsoft.com/.default when graphEndpoint is another host (an egress proxy). Set it only when the host in between wants tokens of its own.')
+param graphScope string = ''
+
 @description('MAILGW_GRAPH_MODE: sendmail needs Mail.Send; draft (exactly once, up to 150 MB) also needs Mail.ReadWrite.')
 param graphMode graphModeType = 'sendmail'
 
 @minValue(1)
 @description('MAILGW_GRAPH_TIMEOUT_SECONDS: timeout of every Graph request.')
 param graphTimeoutSeconds int = 30
+
+@minValue(1)
+@description('MAILGW_GRAPH_SUBMIT_GRACE_SECONDS: draft mode: after a /send whose answer was lost (a timeout, a 5xx, a crash), how long a draft that still reads as a draft, or is not found, counts as being sent before the gateway concludes it was not (and sends it).')
+param graphSubmitGraceSeconds int = 300
 
 @minValue(1)
 @maxValue(4)
@@ -390,6 +397,10 @@ var gatewaySettings = [
     value: string(graphTimeoutSeconds)
   }
   {
+    name: 'MAILGW_GRAPH_SUBMIT_GRACE_SECONDS'
+    value: string(graphSubmitGraceSeconds)
+  }
+  {
     name: 'MAILGW_MAILBOX_CONCURRENCY'
     value: string(mailboxConcurrency)
   }
@@ -437,6 +448,14 @@ var gatewaySettings = [
   {
     name: 'AZURE_CLIENT_ID'
     value: identity.properties.clientId
+  }
+]
+
+// Only when given: empty leaves the app to derive Graph's audience from MAILGW_GRAPH_ENDPOINT.
+var graphScopeSettings = empty(graphScope) ? [] : [
+  {
+    name: 'MAILGW_GRAPH_SCOPE'
+    value: graphScope
   }
 ]
 
@@ -508,7 +527,7 @@ module functionApp 'modules/function-app.bicep' = {
     maximumInstanceCount: maximumInstanceCount
     alwaysReadyInstances: alwaysReadyInstances
     zoneRedundant: zoneRedundant
-    appSettings: concat(gatewaySettings, apiAuthSettings, crossTenantSettings, relaySettings)
+    appSettings: concat(gatewaySettings, graphScopeSettings, apiAuthSettings, crossTenantSettings, relaySettings)
   }
   // The identity must hold its storage roles before the host starts and the first package lands,
   // and its Key Vault role (if granted here) before the platform resolves the certificate's

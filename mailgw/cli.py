@@ -8,9 +8,9 @@ Two kinds of commands:
   ``MAILGW_AUTH=entra``), so they work the same against the local dev host and a deployed Function
   App (``--url``/``--key``/``--token``, or ``MAILGW_URL``/``MAILGW_FUNCTION_KEY``/
   ``MAILGW_API_TOKEN``).
-* ``failed list|replay|purge``, ``store cleanup`` and ``templates put|list|show`` are operator
-  commands: they work on the gateway's storage directly, through the same core the functions
-  use, so they need no endpoint
+* ``failed list|replay|purge``, ``store cleanup``, ``templates put|list|show`` and ``top`` are
+  operator commands: they work on the gateway's storage directly, through the same core the
+  functions use, so they need no endpoint
   and no admin key, only storage access. Settings come from the environment, falling back to the
   ``Values`` of ``local.settings.json`` in the current directory (the environment wins): locally
   that is Azurite; against Azure set ``AzureWebJobsStorage__queueServiceUri`` /
@@ -290,6 +290,15 @@ def build_parser() -> argparse.ArgumentParser:
     purge.add_argument("--all", action="store_true", help="every failed message")
     purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
+    top = commands.add_parser(
+        "top",
+        help="live view of the queues, send rates and newest failures, from storage (Ctrl-C: quit)",
+    )
+    top.add_argument("--once", action="store_true", help="print one snapshot and exit")
+    top.add_argument(
+        "--interval", type=_positive, default=5, help="seconds between refreshes (%(default)s)"
+    )
+
     store = commands.add_parser("store", help="the state store").add_subparsers(
         dest="action", required=True, metavar="ACTION"
     )
@@ -306,8 +315,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "doctor":
         return _doctor(args)
-    if args.command in ("failed", "poison", "store", "templates"):
-        if args.action in ("replay", "purge") and bool(args.ids) == bool(args.all):
+    if args.command in ("failed", "poison", "store", "templates", "top"):
+        if (
+            args.command in ("failed", "poison")
+            and args.action in ("replay", "purge")
+            and bool(args.ids) == bool(args.all)
+        ):
             parser.error(f"failed {args.action}: give message ids or --all (not both)")
         return operate(args)
     base = args.url.rstrip("/")
@@ -538,6 +551,10 @@ async def run_operator(args: argparse.Namespace, services: Services) -> int:
     if args.command == "templates":
         return await _templates(services, args)
     ops = services.operations
+    if args.command == "top":
+        from mailgw.top import top
+
+        return await top(services, once=args.once, interval=args.interval)
     if args.command == "store":
         deleted = await ops.cleanup()
         print(f"retention: deleted {deleted} expired record(s)")

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Literal
 
-from mailgw import faults
+from mailgw import faults, telemetry
 from mailgw.errors import (
     GatewayError,
     InvalidEnvelope,
@@ -111,6 +111,11 @@ FAILURES: dict[type[GatewayError], tuple[str, str]] = {
 }
 
 
+def due_at(envelope: Envelope, request: SendRequest) -> datetime:
+    """When a message was due: a scheduled one from its sendAt, not from when it was accepted."""
+    return max(envelope.created_at, request.send_at or envelope.created_at)
+
+
 def failure(error: GatewayError) -> ErrorInfo:
     """The failure a domain error is, for the message's state and the poison queue."""
     for cls in type(error).__mro__:
@@ -150,7 +155,12 @@ class Delivery:
         except GatewayError as error:
             # Recorded under its own queue message id: an id it claims is not trusted.
             raw = Envelope(id=queue_message_id, created_at=self.clock(), raw=text, source="queue")
-            return await self._poison(raw, failure(error))
+            with telemetry.delivering(raw, self.transport.name) as attempt:
+                return attempt.ended(await self._poison(raw, failure(error)))
+        with telemetry.delivering(envelope, self.transport.name) as attempt:
+            return attempt.ended(await self._attempt(envelope, dequeue_count))
+
+    async def _attempt(self, envelope: Envelope, dequeue_count: int) -> Outcome:
         if envelope.sig is None and dequeue_count > 1:
             return await self._adopt(envelope)
         gate, known = await self._admit(envelope)
@@ -159,6 +169,8 @@ class Delivery:
         try:
             loaded = await self.queue.load_payload(envelope)
             request = self._validate(loaded)
+            if envelope.sig is None:  # a producer's bare send request, accepted now
+                telemetry.message_accepted("queue", request.sender.address)
         except GatewayError as error:
             return await self._poison(envelope, failure(error))
 
@@ -203,7 +215,8 @@ class Delivery:
         faults.point("before_send")
         transport = self.sandbox if request.sandbox else self.transport
         try:
-            receipt = await transport.send(message)
+            with telemetry.sending(message.id, transport.name):
+                receipt = await transport.send(message)
         except DeliveryError as error:
             return await self._failed(envelope, request, error)
         faults.point("after_send")
@@ -211,6 +224,8 @@ class Delivery:
             machine.sent, now=self.clock(), detail=receipt.detail, refused=receipt.refused
         )
         await self.store.transition(envelope.id, done, record)
+        latency = (self.clock() - due_at(envelope, request)).total_seconds()
+        telemetry.message_sent(receipt.transport, request.sender.address, latency)
         faults.point("after_record")
         log.info("sent %s via %s %s", envelope.id, receipt.transport, receipt.detail)
         return Outcome("sent", envelope.id, detail=receipt.detail)
@@ -221,7 +236,7 @@ class Delivery:
         if envelope.request_hash is not None:
             if record is None and self.clock() - envelope.created_at < CLAIM_GRACE:
                 why = "waiting for its record"
-                return await self._defer(envelope, CLAIM_GRACE / 3, why), record
+                return await self._defer(envelope, CLAIM_GRACE / 3, why, "awaiting-record"), record
             # No record after the grace period: the intake crashed before recording; deliver it.
             if record is not None and record.request_hash != envelope.request_hash:
                 return Outcome("duplicate", envelope.id, detail="another body won its key"), record
@@ -254,10 +269,11 @@ class Delivery:
             return Outcome("canceled", envelope.id, detail="canceled before sending")
         if record is not None and is_stale_replay(record, envelope.replay):
             return Outcome("duplicate", envelope.id, detail="failed; replay it to send again")
-        return await self._defer(envelope, BUSY_DELAY, "another worker is sending it")
+        return await self._defer(envelope, BUSY_DELAY, "another worker is sending it", "busy")
 
-    async def _defer(self, envelope: Envelope, delay: timedelta, why: str) -> Outcome:
+    async def _defer(self, envelope: Envelope, delay: timedelta, why: str, reason: str) -> Outcome:
         await self.queue.enqueue(envelope, delay=delay)
+        telemetry.message_deferred(reason)
         log.info("message %s deferred %ss: %s", envelope.id, delay.total_seconds(), why)
         return Outcome("deferred", envelope.id, delay=delay.total_seconds(), detail=why)
 
@@ -271,9 +287,10 @@ class Delivery:
     async def _failed(
         self, envelope: Envelope, request: SendRequest, error: DeliveryError
     ) -> Outcome:
-        # Throttling is Graph asking us to wait, not a failed attempt: it does not use up the
+        # Throttling (Graph asking us to wait) and a pending submission (Graph has the message
+        # and has not finished sending it) are not failed attempts: they do not use up the
         # attempt budget, but a message may not wait forever (MAILGW_MAX_AGE_SECONDS).
-        attempt = envelope.attempt if error.throttled else envelope.attempt + 1
+        attempt = envelope.attempt if error.throttled or error.pending else envelope.attempt + 1
         envelope = envelope.model_copy(update={"ambiguous": envelope.ambiguous or error.ambiguous})
         if error.ambiguous:
             log.warning(
@@ -292,9 +309,7 @@ class Delivery:
             checkpoint=error.checkpoint,
         )
         await self.store.transition(envelope.id, retrying)
-        # A scheduled message ages from when it was due, not from when it was accepted.
-        due = max(envelope.created_at, request.send_at or envelope.created_at)
-        age = (self.clock() - due).total_seconds()
+        age = (self.clock() - due_at(envelope, request)).total_seconds()
         if age > self.retry.max_age_seconds:
             why = f"still failing after {age / 3600:.1f} h "
             why += f"(MAILGW_MAX_AGE_SECONDS={self.retry.max_age_seconds})"
@@ -310,6 +325,7 @@ class Delivery:
             }
         )
         await self.queue.enqueue(retry, delay=timedelta(seconds=delay))
+        telemetry.message_retried(error.code, self.transport.name, throttled=error.throttled)
         log.warning("retry %s in %.1fs after %s", envelope.id, delay, error)
         return Outcome("retry", envelope.id, error=error.info(), delay=delay)
 

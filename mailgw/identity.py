@@ -17,6 +17,7 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from mailgw import telemetry
 from mailgw.settings import Settings
 
 if TYPE_CHECKING:
@@ -96,16 +97,21 @@ class SingleFlightCredential:
         **kwargs: Any,
     ) -> AccessToken:
         if claims or tenant_id:  # a challenge: never answer it from the cache
-            return await self.inner.get_token(
+            return await self._fetch(
                 *scopes, claims=claims, tenant_id=tenant_id, enable_cae=enable_cae, **kwargs
             )
         key = tuple(scopes)
         async with self._locks.setdefault(key, asyncio.Lock()):
             token = self._tokens.get(key)
             if token is None or token.expires_on - self.REFRESH_MARGIN <= time.time():
-                token = await self.inner.get_token(*scopes, enable_cae=enable_cae, **kwargs)
+                token = await self._fetch(*scopes, enable_cae=enable_cae, **kwargs)
                 self._tokens[key] = token
             return token
+
+    async def _fetch(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        """A request to the identity endpoint, counted (``mailgw.token.fetches``)."""
+        with telemetry.fetching_token(scopes):
+            return await self.inner.get_token(*scopes, **kwargs)
 
     async def close(self) -> None:
         await self.inner.close()

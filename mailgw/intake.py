@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from mailgw import telemetry
 from mailgw.errors import IdempotencyKeyExhausted, IdempotencyKeyReused, QueueUnavailable
 from mailgw.ids import keyed_message_id, new_message_id
 from mailgw.models import Envelope, MessageStatus, SendRequest, SubmitResult, TemplateRef
@@ -118,6 +119,7 @@ class Intake:
         message_id = message_id or new_message_id()
         if fingerprint is None:
             await self._enqueue(accepted.envelope(message_id), accepted.delay)
+            telemetry.message_accepted("api", accepted.request.sender.address)
             record = accepted.record(message_id)
             if later is not None:
                 later.append(record)
@@ -135,6 +137,7 @@ class Intake:
             raise sent
         if isinstance(created, BaseException):  # queued, so accepted: delivery records it
             log.warning("state record for %s not written (%s)", message_id, created)
+        telemetry.message_accepted("api", accepted.request.sender.address)
         return accepted.result(message_id)
 
     async def _submit_keyed(self, key: str, accepted: _Accepted, fingerprint: str) -> SubmitResult:
@@ -155,6 +158,7 @@ class Intake:
                 await self.queue.delete(sent)
                 raise _unavailable() from created
             if created:
+                telemetry.message_accepted("api", accepted.request.sender.address)
                 self._in_background(self._confirm(message_id))
                 return accepted.result(message_id)
             # The key was used before. Answer as its first request did; keep nothing of ours,

@@ -19,6 +19,7 @@ from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 
+from mailgw import telemetry
 from mailgw.delivery import failure
 from mailgw.errors import GatewayError, MessageNotFound, NotCancelable, NotReplayable
 from mailgw.ids import could_be_message_id, issued_at
@@ -53,6 +54,8 @@ class Operations:
     store: StateStore
     retention: timedelta = timedelta(days=30)
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    #: the configured transport (MAILGW_TRANSPORT): the failed-messages metric is by transport
+    transport: str = ""
 
     async def record_failure(self, body: bytes | str, *, queue_message_id: str) -> MessageRecord:
         """A poison-queue message: its payload kept (so it can be replayed once the poison
@@ -69,6 +72,12 @@ class Operations:
         except GatewayError as refused:
             envelope = Envelope(id=queue_message_id, created_at=now, raw=text, source="queue")
             error = failure(refused)
+        with telemetry.recording_failure(envelope):
+            return await self._record_failure(envelope, error, now, queue_message_id)
+
+    async def _record_failure(
+        self, envelope: Envelope, error: ErrorInfo | None, now: datetime, queue_message_id: str
+    ) -> MessageRecord:
         current = await self.store.get(envelope.id)
         if machine.superseded(current, envelope):
             log.warning(
@@ -97,6 +106,7 @@ class Operations:
         if first_report and record is not None:
             log.error("%s %s", FAILURE_EVENT, json.dumps(failure_event(record)))
         assert record is not None
+        telemetry.failure_recorded(record, counted=first_report, transport=self.transport)
         return record
 
     async def sweep_poison_poison(self, limit: int = 500) -> int:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from pydantic import ValidationError
 
+from mailgw import telemetry
 from mailgw.errors import InvalidEnvelope, InvalidMessage, PayloadMissing
 from mailgw.models import Envelope, PayloadRef
 from mailgw.seal import EnvelopeSeal
@@ -127,6 +128,13 @@ class MailQueue:
     ) -> SentMessage:
         """Seal and send an envelope, claim-checking its payload when the message would be too
         large. Returns where it went, with what is needed to take it back (:meth:`delete`)."""
+        queue_name = self.poison_queue_name if poison else self.queue_name
+        with telemetry.enqueuing(envelope, queue_name) as traced:
+            return await self._enqueue(traced, queue_name, delay)
+
+    async def _enqueue(
+        self, envelope: Envelope, queue_name: str, delay: timedelta | None
+    ) -> SentMessage:
         created = None
         text = dumps(envelope.to_json())
         if len(text.encode()) > INLINE_LIMIT:
@@ -139,7 +147,6 @@ class MailQueue:
         # Rounded up: a server's Retry-After (or a sendAt) is never undercut by a fraction.
         wait = timedelta(0) if delay is None else min(delay, MAX_VISIBILITY_DELAY)
         seconds = max(math.ceil(wait.total_seconds()), 0)
-        queue_name = self.poison_queue_name if poison else self.queue_name
         sent = await self._send(queue_name, text, seconds)
         return SentMessage(
             queue_name, sent.id, sent.pop_receipt or "", envelope, created, sent.expires_on

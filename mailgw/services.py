@@ -46,7 +46,12 @@ class Services:
 
     @cached_property
     def operations(self) -> Operations:
-        return Operations(self.queue, self.store, retention=self.settings.retention)
+        return Operations(
+            self.queue,
+            self.store,
+            retention=self.settings.retention,
+            transport=self.settings.transport,
+        )
 
     @cached_property
     def templates(self) -> TemplateStore:

@@ -37,6 +37,17 @@ CREDENTIAL_MODES: tuple[CredentialMode, ...] = (
 
 MiB = 1024 * 1024
 ENTRA_AUTHORITY = "https://login.microsoftonline.com"
+#: Microsoft Graph's host in each cloud (public, US Government L4 and L5, China); each is also the
+#: resource its tokens are issued for.
+GRAPH_CLOUD_HOSTS = frozenset(
+    {
+        "graph.microsoft.com",
+        "graph.microsoft.us",
+        "dod-graph.microsoft.us",
+        "microsoftgraph.chinacloudapi.cn",
+    }
+)
+PUBLIC_GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 
 
 class SettingsError(ValueError):
@@ -77,6 +88,11 @@ class Settings:
     max_age_seconds: int = 24 * 3600
     graph_mode: GraphMode = "sendmail"
     graph_timeout_seconds: int = 30
+    #: MAILGW_GRAPH_SCOPE; None: the Graph audience of the endpoint's cloud (:attr:`graph_scope`)
+    graph_token_scope: str | None = None
+    #: how long a draft handed to ``/send`` may still read as a draft (or not be found) before
+    #: the gateway concludes that the submission did not happen (draft mode)
+    graph_submit_grace_seconds: int = 300
     mailbox_concurrency: int = 4
     smtp_host: str = "smtp.office365.com"
     smtp_port: int = 587
@@ -119,8 +135,9 @@ class Settings:
 
     @property
     def graph_scope(self) -> str:
-        """The token scope follows the endpoint: sovereign clouds have their own Graph resource."""
-        return f"{self.graph_endpoint}/.default"
+        """The scope of the gateway's Graph tokens: MAILGW_GRAPH_SCOPE, else
+        :func:`default_graph_scope` of the endpoint."""
+        return self.graph_token_scope or default_graph_scope(self.graph_endpoint)
 
     def storage(self) -> StorageConnection:
         return StorageConnection.from_settings(self.storage_connection_name, self.env)
@@ -167,6 +184,14 @@ class Settings:
                 "MAILGW_GRAPH_ENDPOINT must be an https:// URL (http only on loopback); "
                 f"got {endpoint!r}"
             )
+        scope = get("MAILGW_GRAPH_SCOPE", "") or None
+        if scope is not None and (
+            not scope.endswith("/.default") or any(c.isspace() for c in scope)
+        ):
+            raise SettingsError(
+                "MAILGW_GRAPH_SCOPE must be a resource's '/.default' scope, as app-only tokens "
+                f"need (for example {PUBLIC_GRAPH_SCOPE}); got {scope!r}"
+            )
         return cls(
             **_api_auth_settings(env),
             identity=identity_settings(env, required=transport in ("graph", "smtp")),
@@ -191,9 +216,21 @@ class Settings:
             graph_timeout_seconds=_positive_int(
                 env, "MAILGW_GRAPH_TIMEOUT_SECONDS", cls.graph_timeout_seconds
             ),
+            graph_token_scope=scope,
+            graph_submit_grace_seconds=_positive_int(
+                env, "MAILGW_GRAPH_SUBMIT_GRACE_SECONDS", cls.graph_submit_grace_seconds
+            ),
             mailbox_concurrency=concurrency,
             env=env,
         )
+
+
+def default_graph_scope(endpoint: str) -> str:
+    """Graph's own audience in the endpoint's cloud. Any other host (an egress proxy, a local
+    stand-in) still forwards to Graph, which accepts only tokens for itself: the public cloud's
+    audience, not the host's URL, which Entra would refuse to issue a token for."""
+    host = (urlsplit(endpoint).hostname or "").lower()
+    return f"https://{host}/.default" if host in GRAPH_CLOUD_HOSTS else PUBLIC_GRAPH_SCOPE
 
 
 def parse_sender_list(raw: str) -> tuple[str, ...]:

@@ -250,13 +250,18 @@ class StateStore:
         raise RuntimeError(f"could not update message {message_id}: too many concurrent changes")
 
     async def records(
-        self, status: MessageStatus | None = None, limit: int = 100
+        self,
+        status: MessageStatus | None = None,
+        limit: int = 100,
+        since: datetime | None = None,
     ) -> list[MessageRecord]:
-        """Records (optionally of one status), newest first. A scan: an operator's tool, not a
-        hot path."""
+        """Records (optionally of one status, or changed ``since``), newest first. A scan: an
+        operator's tool, not a hot path."""
         query = f"RowKey eq '{STATE_ROW}'"
         if status is not None:
             query += f" and status eq '{status.value}'"
+        if since is not None:
+            query += f" and Timestamp ge datetime'{_odata_time(since)}'"
         found: list[MessageRecord] = []
         try:
             async for entity in self.table().query_entities(query):
@@ -273,7 +278,7 @@ class StateStore:
     async def purge_expired(self, now: datetime | None = None) -> list[Expired]:
         """Delete every expired row; returns what was deleted, with the payload each record kept
         (for the caller to delete: the store knows no blobs)."""
-        cutoff = (now or self.clock()).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        cutoff = _odata_time(now or self.clock())
         deleted = []
         try:
             async for entity in self.table().query_entities(f"expiresAt lt datetime'{cutoff}'"):
@@ -285,3 +290,8 @@ class StateStore:
         except ResourceNotFoundError:
             pass  # no table yet: nothing has expired
         return deleted
+
+
+def _odata_time(when: datetime) -> str:
+    """A time as an OData filter's ``datetime'...'`` literal (UTC)."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

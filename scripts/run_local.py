@@ -40,6 +40,7 @@ from mailgw.storage import (  # noqa: E402
     StorageConnection,
     azurite_connection_string,
 )
+from mailgw.telemetry import destinations  # noqa: E402
 from standins.processes import start_smtp_standin, start_standins  # noqa: E402
 
 PORT = int(os.environ.get("MAILGW_LOCAL_PORT", "7071"))
@@ -175,9 +176,18 @@ or:  .venv/bin/mailgw send --from {sender} --to someone@example.com --subject Hi
 See what was sent (refreshes as mail arrives): http://127.0.0.1:{PORT}{MAIL_VIEWER_PATH}
 {where}
 Health: curl http://127.0.0.1:{PORT}/api/v1/health
+Queues, rates, failures: .venv/bin/mailgw top
+Telemetry: {_telemetry(values)}
 Check what is running (stand-ins included): .venv/bin/mailgw doctor --running
 Stop: Ctrl-C
 """
+
+
+def _telemetry(values: dict[str, str]) -> str:
+    where = destinations(values)
+    if not where:
+        return "off (MAILGW_TELEMETRY=console prints it here; OTEL_EXPORTER_OTLP_ENDPOINT sends it)"
+    return "to " + " and ".join(where)
 
 
 def _record_running(env: dict[str, str], standins: StandIns | None) -> None:

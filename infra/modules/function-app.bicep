@@ -103,6 +103,13 @@ var hostSettings = [
     name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
     value: 'ClientId=${identityClientId};Authorization=AAD'
   }
+  // host.json "telemetryMode": "OpenTelemetry": the host and the app's own OpenTelemetry
+  // (mailgw/telemetry.py, docs/telemetry.md) both export; with this the worker continues the
+  // host's trace context and sends the app's logs itself (the host no longer duplicates them).
+  {
+    name: 'PYTHON_ENABLE_OPENTELEMETRY'
+    value: 'true'
+  }
 ]
 
 var alwaysReady = (alwaysReadyInstances > 0) ? [

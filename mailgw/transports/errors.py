@@ -25,6 +25,9 @@ class DeliveryError(Exception):
     retry_after: float | None = None
     throttled: bool = False
     ambiguous: bool = False
+    #: the provider has the message and has not finished with it (Graph's asynchronous send):
+    #: look again soon, without counting a failed attempt
+    pending: bool = False
     #: transport progress to resume from on the next attempt (e.g. the Graph draft's id)
     checkpoint: dict[str, str] | None = None
 

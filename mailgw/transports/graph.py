@@ -8,16 +8,19 @@ through the queue instead, with a visibility delay that costs no running functio
 Modes (``MAILGW_GRAPH_MODE``):
 - ``sendmail`` (Mail.Send): one request. A timeout or 5xx after the request may have reached
   Graph is *ambiguous*; the retry may send twice, and the envelope records the ambiguity.
-- ``draft`` (Mail.ReadWrite + Mail.Send): create a draft (immutable id), add attachments (3-150 MB
-  through upload sessions in chunks), send it. The draft id travels in the envelope's checkpoint,
-  so after an ambiguous failure the next attempt looks at the draft first: already sent (no longer
-  a draft) means done, so the message goes out exactly once.
+- ``draft`` (Mail.ReadWrite + Mail.Send): create a draft (immutable id, stamped with the message's
+  id), add attachments (3-150 MB through upload sessions in chunks), send it. The draft id and the
+  stage (``submitting`` is saved before ``/send``) are kept in the message's state record, so
+  after a lost answer or a crash the draft is looked at first: sent (no longer a draft, or found
+  in Sent Items) means done; still a draft, or not found, shortly after ``/send`` means Exchange
+  may be sending it (:mod:`mailgw.transports.graph_submission`). The message goes out once.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
@@ -34,6 +37,9 @@ from msgraph.generated.models.attachment_item import AttachmentItem
 from msgraph.generated.models.attachment_type import AttachmentType
 from msgraph.generated.models.message import Message
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+from msgraph.generated.users.item.mail_folders.item.messages.messages_request_builder import (
+    MessagesRequestBuilder,
+)
 from msgraph.generated.users.item.messages.item.attachments.create_upload_session.create_upload_session_post_request_body import (  # noqa: E501
     CreateUploadSessionPostRequestBody,
 )
@@ -48,7 +54,7 @@ from mailgw.settings import Settings
 from mailgw.transports.base import OutboundMessage, SendReceipt
 from mailgw.transports.concurrency import MailboxLimiter
 from mailgw.transports.errors import DeliveryError, parse_retry_after, token_unavailable, transient
-from mailgw.transports.graph_errors import classify_graph
+from mailgw.transports.graph_errors import DRAFT_PERMISSION, SEND_PERMISSION, classify_graph
 from mailgw.transports.graph_message import (
     MAX_REQUEST_BYTES,
     UPLOAD_SESSION_MIN_BYTES,
@@ -56,6 +62,17 @@ from mailgw.transports.graph_message import (
     attachment_body,
     first_request,
     needs_mime,
+)
+from mailgw.transports.graph_submission import (
+    CREATED,
+    READY,
+    DraftState,
+    mark_not_submitted,
+    mark_submitting,
+    pending,
+    sent_items_filter,
+    submitted_at,
+    verdict,
 )
 
 if TYPE_CHECKING:
@@ -122,6 +139,8 @@ class GraphTransport:
         )
         self.limiter = MailboxLimiter(settings.mailbox_concurrency)
         self._uploads = httpx.AsyncClient(timeout=httpx.Timeout(120.0, connect=10.0))
+        self.submit_grace = timedelta(seconds=settings.graph_submit_grace_seconds)
+        self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     async def aclose(self) -> None:
         await self._uploads.aclose()
@@ -158,7 +177,7 @@ class GraphTransport:
             content, _ = first_request(message.id, message.request, draft=False)
         except TooLarge as large:
             raise _too_large(large, draft=False) from None
-        await self._post(user.send_mail, content, may_have_sent=True)
+        await self._post(user.send_mail, content, may_have_sent=True, permission=SEND_PERMISSION)
         kind = "sendMail (MIME)" if needs_mime(message.request) else "sendMail"
         return SendReceipt(self.name, kind)
 
@@ -168,6 +187,7 @@ class GraphTransport:
         content: tuple[bytes, str],
         *,
         may_have_sent: bool,
+        permission: str,
         immutable: bool = False,
         returns: type[Message] | None = None,
     ) -> Message | None:
@@ -183,10 +203,13 @@ class GraphTransport:
             await _call(
                 lambda: adapter.send_no_response_content_async(info, _ERRORS),
                 may_have_sent=may_have_sent,
+                permission=permission,
             )
             return None
         parsed: Message | None = await _call(
-            lambda: adapter.send_async(info, returns, _ERRORS), may_have_sent=may_have_sent
+            lambda: adapter.send_async(info, returns, _ERRORS),
+            may_have_sent=may_have_sent,
+            permission=permission,
         )
         return parsed
 
@@ -196,28 +219,16 @@ class GraphTransport:
         self, user: UserItemRequestBuilder, message: OutboundMessage
     ) -> SendReceipt:
         checkpoint = dict(message.checkpoint or {})
-        draft_id = checkpoint.get("draftId")
-        if draft_id:
-            state = await self._draft_state(user, draft_id)
-            if state == "sent":
-                log.info("draft %s of %s was already sent: not sending again", draft_id, message.id)
-                return SendReceipt(self.name, f"draft {draft_id} (already sent)")
-            if state == "draft" and checkpoint.get("stage") != "ready":
-                # An earlier attempt stopped while adding attachments: start from a clean draft.
-                stale = user.messages.by_message_id(draft_id)
-                await _call(
-                    lambda: stale.delete(request_configuration=_immutable()), may_have_sent=False
-                )
-                draft_id = None
-            if state == "missing":
-                draft_id = None
         try:
+            draft_id = checkpoint.get("draftId")
+            if draft_id:
+                outcome = await self._resume(user, message, draft_id, checkpoint)
+                if isinstance(outcome, SendReceipt):
+                    return outcome
+                draft_id = outcome
             if not draft_id:
                 draft_id = await self._create_draft(user, message, checkpoint)
-            item = user.messages.by_message_id(draft_id)
-            await _call(
-                lambda: item.send.post(request_configuration=_immutable()), may_have_sent=True
-            )
+            return await self._submit(user, message, draft_id, checkpoint)
         except DeliveryError as error:
             if error.code in _GONE:
                 # The draft (or its upload session) disappeared under us: expired, or deleted.
@@ -226,30 +237,136 @@ class GraphTransport:
                     "graph/draft-gone",
                     f"the draft or its upload session is gone: {error.message}",
                     transient=True,
-                    hint="the next attempt creates the draft again",
+                    hint="the next attempt looks for it (it may be on its way, if /send was "
+                    "called) or creates the draft again",
                 )
             error.checkpoint = checkpoint
             raise error from None
+
+    async def _resume(
+        self,
+        user: UserItemRequestBuilder,
+        message: OutboundMessage,
+        draft_id: str,
+        checkpoint: dict[str, str],
+    ) -> SendReceipt | str | None:
+        """An earlier attempt's draft: a receipt if it was sent; its id if it is to be sent
+        (again); None if a new draft is to be built. Raises the pending retry while Exchange may
+        still be sending it."""
+        state = await self._draft_state(user, draft_id)
+        since = submitted_at(checkpoint)
+        waited = None if since is None else self.clock() - since
+        found = False
+        if state == "missing" and since is not None:
+            found = await self._in_sent_items(user, message)
+        decided = verdict(
+            state,
+            checkpoint.get("stage"),
+            in_sent_items=found,
+            since_submit=waited,
+            grace=self.submit_grace,
+        )
+        if decided == "sent":
+            log.info("draft %s of %s was already sent: not sending again", draft_id, message.id)
+            where = ": found in Sent Items" if found else ""
+            return SendReceipt(self.name, f"draft {draft_id} (already sent{where})")
+        if decided == "pending":
+            assert waited is not None  # pending only after a submission
+            raise pending(state, waited, self.submit_grace)
+        if waited is not None:
+            log.warning(
+                "draft %s of %s: %s %.0f s after /send; concluding it was not sent",
+                draft_id,
+                message.id,
+                "still a draft" if state == "draft" else "not found, nor in Sent Items",
+                waited.total_seconds(),
+            )
+        if decided == "send":
+            mark_not_submitted(checkpoint)
+            return draft_id
+        if state == "draft":
+            # Half-built (an attempt stopped while adding attachments): start from a clean draft.
+            stale = user.messages.by_message_id(draft_id)
+            await _call(
+                lambda: stale.delete(request_configuration=_immutable()),
+                may_have_sent=False,
+                permission=DRAFT_PERMISSION,
+            )
+        checkpoint.clear()
+        return None
+
+    async def _submit(
+        self,
+        user: UserItemRequestBuilder,
+        message: OutboundMessage,
+        draft_id: str,
+        checkpoint: dict[str, str],
+    ) -> SendReceipt:
+        """``/send``, recorded as attempted before it is made. When its answer is lost, the
+        draft is read at once (not after a backoff): sent, or pending."""
+        mark_submitting(checkpoint, self.clock())
+        await _save(message, checkpoint)
+        item = user.messages.by_message_id(draft_id)
+        try:
+            await _call(
+                lambda: item.send.post(request_configuration=_immutable()),
+                may_have_sent=True,
+                permission=SEND_PERMISSION,
+            )
+        except DeliveryError as error:
+            if not error.ambiguous:
+                if error.code not in _GONE:  # refused before Graph did anything: still ready
+                    mark_not_submitted(checkpoint)
+                raise
+            try:
+                state = await self._draft_state(user, draft_id)
+                found = state == "missing" and await self._in_sent_items(user, message)
+            except DeliveryError:
+                raise error from None  # could not look: the next attempt will
+            if state == "sent" or found:
+                log.info(
+                    "draft %s of %s: sent, though the answer to /send was lost (%s)",
+                    draft_id,
+                    message.id,
+                    error.code,
+                )
+                return SendReceipt(self.name, f"draft {draft_id} (sent; the answer was lost)")
+            raise pending(state, timedelta(0), self.submit_grace) from error
         return SendReceipt(self.name, f"draft {draft_id}")
 
-    async def _draft_state(self, user: UserItemRequestBuilder, draft_id: str) -> str:
-        """``sent``, ``draft`` or ``missing``: what became of an earlier attempt's draft."""
+    async def _draft_state(self, user: UserItemRequestBuilder, draft_id: str) -> DraftState:
+        """What became of an earlier attempt's draft, read by its immutable id (which it keeps
+        in Sent Items)."""
         try:
             found = await _call(
                 lambda: user.messages.by_message_id(draft_id).get(
                     request_configuration=_immutable()
                 ),
                 may_have_sent=False,
+                permission=DRAFT_PERMISSION,
             )
         except DeliveryError as error:
             if error.code in (*_GONE, "graph/ResourceNotFound"):
-                # With immutable ids a sent draft stays findable (in Sent Items, isDraft false);
-                # gone altogether, someone deleted it: it was not sent by us, send afresh.
                 return "missing"
             raise
         if found is not None and found.is_draft is False:
             return "sent"
         return "draft"
+
+    async def _in_sent_items(self, user: UserItemRequestBuilder, message: OutboundMessage) -> bool:
+        """Whether Sent Items holds this message, found by its stamp or Message-ID."""
+        query = MessagesRequestBuilder.MessagesRequestBuilderGetQueryParameters(
+            filter=sent_items_filter(message.id, message.request), select=["id"], top=1
+        )
+        config: RequestConfiguration[Any] = RequestConfiguration(query_parameters=query)
+        config.headers.add("Prefer", IMMUTABLE_IDS)
+        folder = user.mail_folders.by_mail_folder_id("SentItems")
+        found = await _call(
+            lambda: folder.messages.get(request_configuration=config),
+            may_have_sent=False,
+            permission=DRAFT_PERMISSION,
+        )
+        return bool(found is not None and found.value)
 
     async def _create_draft(
         self, user: UserItemRequestBuilder, message: OutboundMessage, checkpoint: dict[str, str]
@@ -259,17 +376,21 @@ class GraphTransport:
         except TooLarge as large:
             raise _too_large(large, draft=True) from None
         created = await self._post(
-            user.messages, content, may_have_sent=False, immutable=True, returns=Message
+            user.messages,
+            content,
+            may_have_sent=False,
+            permission=DRAFT_PERMISSION,
+            immutable=True,
+            returns=Message,
         )
         if created is None or not created.id:
             raise transient("graph/no-draft-id", "Graph created a draft but returned no id")
         draft_id: str = created.id
-        checkpoint.update(draftId=draft_id, stage="created")
+        checkpoint.update(draftId=draft_id, stage=CREATED)
         await _save(message, checkpoint)
         for attachment in later:
             await self._add_attachment(user, draft_id, attachment)
-        checkpoint["stage"] = "ready"
-        await _save(message, checkpoint)
+        checkpoint["stage"] = READY
         return draft_id
 
     async def _add_attachment(
@@ -282,6 +403,7 @@ class GraphTransport:
                 item.attachments,
                 (body, "application/json"),
                 may_have_sent=False,
+                permission=DRAFT_PERMISSION,
                 immutable=True,
             )
             return
@@ -300,6 +422,7 @@ class GraphTransport:
                 request_configuration=_immutable(),
             ),
             may_have_sent=False,
+            permission=DRAFT_PERMISSION,
         )
         if session is None or not session.upload_url:
             raise transient("graph/no-upload-session", "Graph returned no upload URL")
@@ -355,8 +478,9 @@ def _too_large(large: TooLarge, *, draft: bool) -> DeliveryError:
     )
 
 
-async def _call(make: Callable[[], Awaitable[T]], *, may_have_sent: bool) -> T:
-    """Run one Graph request and turn every failure into a classified ``DeliveryError``."""
+async def _call(make: Callable[[], Awaitable[T]], *, may_have_sent: bool, permission: str) -> T:
+    """Run one Graph request and turn every failure into a classified ``DeliveryError``;
+    ``permission`` is the application permission the request needs (a 403's hint names it)."""
     try:
         return await make()
     except APIError as exc:
@@ -371,6 +495,7 @@ async def _call(make: Callable[[], Awaitable[T]], *, may_have_sent: bool) -> T:
             message,
             retry_after=retry_after,
             may_have_sent=may_have_sent,
+            permission=permission,
         ) from exc
     except httpx.HTTPError as exc:
         raise _network_error(exc, may_have_sent=may_have_sent) from exc

@@ -4,11 +4,27 @@ from __future__ import annotations
 
 from mailgw.transports.errors import DeliveryError
 
-_RBAC_HINT = (
-    "grant the identity the Mail.Send application permission and make sure the mailbox is inside "
-    "its Exchange RBAC for Applications scope (check with Test-ServicePrincipalAuthorization); "
-    "see docs/graph-permissions.md"
-)
+#: the application permission a request needs: sending, or (draft mode) writing drafts
+SEND_PERMISSION = "Mail.Send"
+DRAFT_PERMISSION = "Mail.ReadWrite"
+#: refusals that mean "this identity lacks the permission the request needs"
+_ACCESS_DENIED = frozenset({"erroraccessdenied", "accessdenied", "authorization_requestdenied"})
+
+
+def permission_hint(permission: str) -> str:
+    """What to grant after a 403, naming the permission the refused request needs."""
+    why = (
+        " (draft mode creates, reads and deletes drafts with it)"
+        if permission != SEND_PERMISSION
+        else ""
+    )
+    return (
+        f"grant the identity the {permission} application permission{why} and make sure the "
+        "mailbox is inside its Exchange RBAC for Applications scope (check with "
+        "Test-ServicePrincipalAuthorization); see docs/graph-permissions.md"
+    )
+
+
 _SIZE_HINT = (
     "shrink the message (Exchange's MaxSendSize is 35 MB by default) or, for attachments of "
     "3-150 MB, use MAILGW_GRAPH_MODE=draft, which uploads them in chunks"
@@ -16,9 +32,6 @@ _SIZE_HINT = (
 
 #: Graph error code -> (transient, operator hint). Codes are matched case-insensitively.
 GRAPH_CODES: dict[str, tuple[bool, str]] = {
-    "erroraccessdenied": (False, _RBAC_HINT),
-    "accessdenied": (False, _RBAC_HINT),
-    "authorization_requestdenied": (False, _RBAC_HINT),
     "errorsendasdenied": (
         False,
         "grant Send As on the 'from' mailbox to the identity (Add-RecipientPermission "
@@ -50,14 +63,13 @@ GRAPH_CODES: dict[str, tuple[bool, str]] = {
     ),
     "invalidauthenticationtoken": (
         True,
-        "the token was refused: check MAILGW_CREDENTIAL and that the identity's token is for the "
-        "Graph resource of MAILGW_GRAPH_ENDPOINT",
+        "the token was refused: check MAILGW_CREDENTIAL, and that MAILGW_GRAPH_ENDPOINT and "
+        "MAILGW_GRAPH_SCOPE (if set) name the mail tenant's cloud",
     ),
 }
 
 _STATUS_HINTS = {
     401: "the token was refused: check the identity (MAILGW_CREDENTIAL, AZURE_CLIENT_ID)",
-    403: _RBAC_HINT,
     404: "the 'from' mailbox was not found: check the address and its Exchange Online licence",
     413: _SIZE_HINT,
     429: "Graph is throttling this mailbox (4 concurrent requests, 10,000 per 10 minutes); "
@@ -72,11 +84,13 @@ def classify_graph(
     *,
     retry_after: float | None = None,
     may_have_sent: bool = False,
+    permission: str = SEND_PERMISSION,
 ) -> DeliveryError:
     """One Graph error response → transient or permanent, with a hint an operator can act on.
 
     ``may_have_sent`` says whether the failed request could have sent the message (sendMail, or
     the draft's send): a 5xx to such a request is *ambiguous*, the message may be out.
+    ``permission``: the application permission the request needs, which a 403's hint names.
     """
     code_key = (code or "").lower()
     label = f"graph/{code}" if code else (f"graph/http-{status}" if status else "graph/error")
@@ -89,6 +103,8 @@ def classify_graph(
             retry_after=retry_after,
             throttled=True,
         )
+    if code_key in _ACCESS_DENIED or (status == 403 and code_key not in GRAPH_CODES):
+        return DeliveryError(label, message, transient=False, hint=permission_hint(permission))
     if code_key in GRAPH_CODES:
         is_transient, hint = GRAPH_CODES[code_key]
         return DeliveryError(

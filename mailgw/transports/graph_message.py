@@ -21,6 +21,10 @@ from mailgw.transports.render import rendered_bytes
 MAX_REQUEST_BYTES = 4_000_000
 #: An upload session takes attachments of 3 MiB and more (and only those).
 UPLOAD_SESSION_MIN_BYTES = 3 * 1024 * 1024
+#: The gateway's message id on every JSON draft: a named property in a property set of the
+#: gateway's own, so that the message can be found in Sent Items (mailgw/transports/
+#: graph_submission.py). Never change it: drafts in flight carry it.
+STAMP_PROPERTY = "String {e221f8c2-c056-419a-90ee-56fdc5cf6c48} Name mailgwMessageId"
 
 
 def needs_mime(request: SendRequest) -> bool:
@@ -97,6 +101,8 @@ def request_body(
     if needs_mime(request):
         return base64.b64encode(mime_message(message_id, request, attachments)), "text/plain"
     message = graph_message(request, attachments)
+    if not send:
+        message["singleValueExtendedProperties"] = [{"id": STAMP_PROPERTY, "value": message_id}]
     document: dict[str, Any] = (
         {"message": message, "saveToSentItems": request.save_to_sent_items} if send else message
     )

@@ -7,9 +7,16 @@ import re
 from mailgw.transports.errors import DeliveryError
 
 _ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+#: the store driver's refusals name their exception: ``STOREDRV.Submission.Exception:<Name>``
+_STOREDRV_EXCEPTION = re.compile(r"STOREDRV\.[A-Za-z]+\.Exception:(\w+)", re.IGNORECASE)
 _SMTP_AUTH_HINT = (
     "the OAuth token was refused: grant the identity SMTP.SendAsApp (Office 365 Exchange Online), "
     "register it in Exchange (New-ServicePrincipal) and give it FullAccess or SendAs on the mailbox"
+)
+
+_SEND_AS_HINT = (
+    "the identity may not send as this sender: grant Send As on the 'from' mailbox "
+    "(Add-RecipientPermission -AccessRights SendAs)"
 )
 
 #: enhanced status code → (transient, hint); the article's table of Exchange Online replies
@@ -26,11 +33,7 @@ SMTP_CODES: dict[str, tuple[bool, str]] = {
         "basic authentication is refused for client submission: the gateway must use OAuth "
         "(XOAUTH2), check that MAILGW_TRANSPORT=smtp reaches smtp.office365.com:587",
     ),
-    "5.7.60": (
-        False,
-        "the identity may not send as this sender: grant Send As on the 'from' mailbox "
-        "(Add-RecipientPermission -AccessRights SendAs)",
-    ),
+    "5.7.60": (False, _SEND_AS_HINT),
     "5.7.57": (
         False,
         "the server wants an authenticated client: use client submission (port 587, XOAUTH2) or a "
@@ -43,11 +46,11 @@ SMTP_CODES: dict[str, tuple[bool, str]] = {
         "certificate in MAILGW_RELAY_CLIENT_CERT (its subject must be the connector's "
         "TlsSenderCertificateName)",
     ),
+    # Exchange's store refused the submission; the exception it names says why (below).
     "5.2.0": (
         False,
-        "the mailbox reached Exchange Online's sending limits (10,000 recipients a day, 30 "
-        "messages a minute): replay after the 24-hour window, or spread the load over more "
-        "mailboxes",
+        "Exchange Online's mailbox store refused the message: the reply names the cause; fix "
+        "it, then replay",
     ),
     "4.3.2": (
         True,
@@ -55,6 +58,23 @@ SMTP_CODES: dict[str, tuple[bool, str]] = {
     ),
 }
 _QUOTA_HINT = "the mailbox or message is over a size or quota limit: free space or shrink it"
+
+#: ``STOREDRV`` exception (lower case) → (transient, hint). Exchange answers several unrelated
+#: refusals with the same 5.2.0, so the exception's name, not the code, says what to do.
+STOREDRV_EXCEPTIONS: dict[str, tuple[bool, str]] = {
+    "sendasdeniedexception": (False, _SEND_AS_HINT),
+    "submissionquotaexceededexception": (
+        False,
+        "the mailbox reached Exchange Online's sending limits (10,000 recipients a day, 30 "
+        "messages a minute): replay after the 24-hour window, or spread the load over more "
+        "mailboxes",
+    ),
+    "outboundspamexception": (
+        False,
+        "Exchange Online blocked the mailbox from sending (outbound spam): release it under "
+        "Restricted entities in the Microsoft Defender portal, then replay",
+    ),
+}
 
 
 _ADDRESS = re.compile(r"<?[^\s<>@]+@[^\s<>]+>?")
@@ -75,8 +95,12 @@ def classify_smtp(code: int, message: str, *, may_have_sent: bool = False) -> De
     """One SMTP reply → transient (4xx) or permanent (5xx), with a hint for the known replies."""
     enhanced = enhanced_status(message)
     label = f"smtp/{code}-{enhanced}" if enhanced else f"smtp/{code}"
-    if enhanced in SMTP_CODES:
-        is_transient, hint = SMTP_CODES[enhanced]
+    exception = _STOREDRV_EXCEPTION.search(message)
+    known = STOREDRV_EXCEPTIONS.get(exception.group(1).lower()) if exception else None
+    if known is None and enhanced in SMTP_CODES:
+        known = SMTP_CODES[enhanced]
+    if known is not None:
+        is_transient, hint = known
         return DeliveryError(label, message, transient=is_transient, hint=hint)
     if (enhanced or "").startswith("5.2.") or (code == 552 and "quota" in message.lower()):
         return DeliveryError(label, message, transient=False, hint=_QUOTA_HINT)

@@ -103,3 +103,55 @@ def test_message_bodies_decode_like_the_host() -> None:
     for invalid in ("hello world", "aGVsbG8", "a$b="):
         with pytest.raises(ValueError, match=r"(?i)base64|padding|character|invalid"):
             decode_body(invalid, "base64")
+
+
+@pytest.mark.parametrize("is_async", [True, False])
+@pytest.mark.parametrize("enabled", [True, False])
+async def test_the_trace_context_is_current_like_the_workers_with_opentelemetry(
+    monkeypatch: pytest.MonkeyPatch, is_async: bool, enabled: bool
+) -> None:
+    """PYTHON_ENABLE_OPENTELEMETRY=true: as in the Python worker, the invocation's trace context
+    (the caller's traceparent, here) is OpenTelemetry's current context in the function, async
+    or run in the thread pool; without the setting nothing is attached."""
+    from opentelemetry import trace
+
+    from devhost.app_loader import FunctionSpec
+    from devhost.invoke import Invoker
+
+    if enabled:
+        monkeypatch.setenv("PYTHON_ENABLE_OPENTELEMETRY", "true")
+    else:
+        monkeypatch.delenv("PYTHON_ENABLE_OPENTELEMETRY", raising=False)
+    seen: list[trace.SpanContext] = []
+
+    def record(req: object) -> str:
+        seen.append(trace.get_current_span().get_span_context())
+        return "ok"
+
+    async def record_async(req: object) -> str:
+        return record(req)
+
+    spec = FunctionSpec(
+        name="f",
+        user_function=record_async if is_async else record,
+        trigger_arg="req",
+        trigger_type="httpTrigger",
+        wants_context=False,
+        directory=".",
+    )
+    invoker = Invoker()
+    try:
+        parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        await invoker.invoke(spec, None, reason="test", trace_parent=parent)
+    finally:
+        invoker.close()
+    (context,) = seen
+    if enabled:
+        assert (context.trace_id, context.span_id) == (
+            0x4BF92F3577B34DA6A3CE929D0E0E4736,
+            0x00F067AA0BA902B7,
+        )
+        assert context.is_remote
+    else:
+        assert not context.is_valid
+    assert not trace.get_current_span().get_span_context().is_valid  # detached afterwards

@@ -6,18 +6,11 @@ configures it; host.json values are shortened through the host's own override se
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from gateway_host import ROOT, DevHost, free_port, is_ready
-
-from support import wait_until
+from gateway_host import DevHost, launch_devhost
 
 
 @pytest.fixture(scope="module")
@@ -29,39 +22,7 @@ def start_devhost(
 
     def start(**overrides: str) -> DevHost:
         workdir = tmp_path_factory.mktemp("devhost")
-        port = free_port()
-        queue = f"e2e-{uuid.uuid4().hex[:12]}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MAILGW_", "Azure"))}
-        env.update(
-            {
-                "AzureWebJobsStorage": azurite.connection_string,
-                "MAILGW_QUEUE": queue,
-                "MAILGW_PAYLOAD_CONTAINER": f"e2e-{uuid.uuid4().hex[:12]}",
-                "MAILGW_ALLOWED_SENDERS": "noreply@contoso.com,*@fabrikam.com",
-                "MAILGW_TRANSPORT": "outbox",
-                "MAILGW_OUTBOX_DIR": str(workdir / "outbox"),
-                "AzureFunctionsJobHost__extensions__queues__maxPollingInterval": "00:00:00.200",
-                "AzureFunctionsJobHost__extensions__queues__visibilityTimeout": "00:00:01",
-                "AzureFunctionsJobHost__extensions__queues__maxDequeueCount": "3",
-                "PYTHONUNBUFFERED": "1",
-            }
-        )
-        env.update(overrides)
-        log_path = workdir / "devhost.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "devhost", "--app-dir", str(ROOT), "--port", str(port)],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        host = DevHost(
-            process, port, env, log_path, Path(env["MAILGW_OUTBOX_DIR"]), env["MAILGW_QUEUE"]
-        )
-        hosts.append(host)
-        wait_until(lambda: is_ready(host), timeout=60, what="dev host readiness")
-        return host
+        return launch_devhost(azurite.connection_string, workdir, started=hosts, **overrides)
 
     yield start
     for host in hosts:

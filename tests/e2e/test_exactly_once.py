@@ -304,6 +304,46 @@ def test_crash_after_send_in_graph_draft_mode_delivers_once(
     assert len(delivered(standins, subject)) == 1
 
 
+def test_crash_after_send_while_exchange_is_still_sending_delivers_once(
+    start_devhost: Callable[..., DevHost], standins: StandInProcesses
+) -> None:
+    """Exchange has not sent the draft yet when the successor resumes (the stand-in holds it as
+    a draft until told): the successor must wait for it, not send it again, although nobody saw
+    /send's 202. The record said 'submitting' before /send was made."""
+    standins.graph.configure(submitLagSeconds=3600)
+    try:
+        crashing = start_crashing_host(
+            start_devhost,
+            "after_send",
+            MAILGW_GRAPH_MODE="draft",
+            MAILGW_GRAPH_SUBMIT_GRACE_SECONDS="60",  # looks again every 6 s
+            **standins.gateway_env(),
+        )
+        subject = unique_subject("after_send slow exchange")
+        response = crashing.post_json(MESSAGES, sample_request(subject=subject))
+        assert response.status == 202
+        message_id = response.json()["id"]
+        wait_for_crash(crashing)
+        assert len(delivered(standins, subject)) == 1
+
+        successor = start_successor(start_devhost, crashing)
+
+        def waiting() -> bool:
+            history = status_of(successor, message_id).get("history", [])
+            return any(step.get("code") == "graph/submission-pending" for step in history)
+
+        wait_until(waiting, timeout=60, what="the successor to find the draft being sent")
+        standins.graph.configure(completeSubmissions=True)
+        state = wait_for_status(successor, message_id, "sent", timeout=60)
+    finally:
+        standins.graph.configure(submitLagSeconds=0, completeSubmissions=True)
+    steps = outcomes(state)
+    assert "resumed" in steps and steps[-1] == "sent"
+    assert "already sent" in (state["history"][-1]["code"] or "")
+    wait_until(lambda: queue_depth(successor, successor.queue) == 0, what="an empty queue")
+    assert len(delivered(standins, subject)) == 1
+
+
 # --- poison → failed → replay → sent -------------------------------------------------------------
 
 

@@ -79,7 +79,7 @@ def test_post_reaches_graph_with_every_field_and_a_managed_identity_token(
     assert delivered["via"] == "sendMail"
     assert delivered["saveToSentItems"] is False
     assert delivered["token"]["kind"] == "mi"
-    assert delivered["token"]["resource"] == standins.graph_url
+    assert delivered["token"]["resource"] == "https://graph.microsoft.com"  # not the stand-in URL
 
     def addresses(key: str) -> list[str]:
         return [r["emailAddress"]["address"] for r in message.get(key, [])]

@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 import pytest
 from gateway_host import ROOT, free_port
 
-from support import run_mailgw, wait_until
+from support import QuietHandler, run_mailgw, sample_request, serve_http, wait_until
 
 #: what run_local.py needs of a checkout (it imports the dev host, the core and the stand-ins)
 CHECKOUT = [
@@ -132,3 +134,114 @@ def test_doctor_running_without_a_run_says_so(tmp_path: Path) -> None:
     result = run_mailgw("doctor", "--running", cwd=tmp_path, env=clean_environment())
     assert result.returncode == 2
     assert "no gateway is running from" in result.stderr and "make run" in result.stderr
+
+
+class OtlpReceiver(QuietHandler):
+    """An OTLP/HTTP collector stand-in: keeps what it is sent, by path (/v1/traces, /v1/metrics)."""
+
+    received: ClassVar[list[tuple[str, bytes]]] = []
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.received.append((self.path, self.rfile.read(length)))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+def otlp_spans() -> list[tuple[str, dict[str, Any]]]:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    found = []
+    for path, body in list(OtlpReceiver.received):
+        if path == "/v1/traces":
+            for resource in ExportTraceServiceRequest.FromString(body).resource_spans:
+                for scope in resource.scope_spans:
+                    for span in scope.spans:
+                        values = {
+                            a.key: a.value.string_value or a.value.int_value
+                            for a in span.attributes
+                        }
+                        found.append((span.name, values))
+    return found
+
+
+def otlp_metric_names() -> set[str]:
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+        ExportMetricsServiceRequest,
+    )
+
+    names = set()
+    for path, body in list(OtlpReceiver.received):
+        if path == "/v1/metrics":
+            for resource in ExportMetricsServiceRequest.FromString(body).resource_metrics:
+                for scope in resource.scope_metrics:
+                    names |= {metric.name for metric in scope.metrics}
+    return names
+
+
+def test_make_run_says_where_telemetry_goes_and_sends_it_there(
+    azurite: Any, checkout: Path, tmp_path: Path
+) -> None:
+    """MAILGW_TELEMETRY=console and an OTLP endpoint: the banner names both; a message's spans
+    reach the collector (OTLP over HTTP) and the console, one compact line each."""
+    with serve_http(OtlpReceiver) as collector:
+        port = free_port()
+        env = clean_environment(
+            AzureWebJobsStorage=azurite.connection_string,
+            MAILGW_LOCAL_PORT=str(port),
+            MAILGW_QUEUE=f"run-{uuid.uuid4().hex[:12]}",
+            MAILGW_OUTBOX_DIR=str(tmp_path / "outbox"),
+            MAILGW_TELEMETRY="console",
+            OTEL_EXPORTER_OTLP_ENDPOINT=collector,
+            OTEL_BSP_SCHEDULE_DELAY="100",
+            OTEL_METRIC_EXPORT_INTERVAL="500",
+        )
+        log = tmp_path / "make-run.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "scripts/run_local.py"],
+                cwd=checkout,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            wait_until(lambda: "Stop: Ctrl-C" in log.read_text(), timeout=120, what="the banner")
+            assert f"Telemetry: to OTLP {collector} and the console" in log.read_text()
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/api/v1/messages",
+                data=json.dumps(sample_request()).encode(),
+                headers={"Content-Type": "application/json"},
+                method="POST",
+            )
+            with urllib.request.urlopen(request, timeout=30) as response:
+                message_id = json.loads(response.read())["id"]
+
+            def delivered() -> bool:
+                return any(
+                    name == "mailgw.deliver" and values.get("mailgw.outcome") == "sent"
+                    for name, values in otlp_spans()
+                )
+
+            wait_until(delivered, timeout=60, what="the attempt's span at the collector")
+            names = {
+                name
+                for name, values in otlp_spans()
+                if values.get("mailgw.message_id") == message_id
+            }
+            assert {"POST /api/v1/messages", "mailgw.enqueue", "mailgw.deliver"} <= names
+            wait_until(
+                lambda: "mailgw.messages.sent" in otlp_metric_names(), what="the sent counter"
+            )
+            console = log.read_text()
+            assert re.search(
+                rf"telemetry [0-9a-f]{{8}} mailgw\.deliver consumer [0-9.]+ms "
+                rf"message_id={message_id} transport=outbox attempt=1 .*outcome=sent",
+                console,
+            ), console
+            assert "example.com" not in console.split("Stop: Ctrl-C")[1]
+        finally:
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=60)

@@ -2,7 +2,7 @@
 
 The managed-identity environment (IDENTITY_ENDPOINT / IDENTITY_HEADER) points azure-identity's own
 ManagedIdentityCredential at the identity stand-in; the Graph stand-in accepts only its tokens,
-for the resource that MAILGW_GRAPH_ENDPOINT implies.
+for Graph's own resource (https://graph.microsoft.com), as Graph does whatever URL reaches it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from contextlib import aclosing
 from typing import Any
 
 import pytest
-from graph_helpers import mail_queue, make_pipeline, store
+from graph_helpers import SHORT_GRACE, mail_queue, make_pipeline, store
 
 from mailgw.settings import Settings
 from mailgw.transports.graph import GraphTransport
@@ -31,7 +31,6 @@ async def identity(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[IdentitySta
 @pytest.fixture
 async def graph() -> AsyncIterator[GraphStandIn]:
     async with GraphStandIn() as server:
-        server.audiences.add(server.url)  # the token scope follows MAILGW_GRAPH_ENDPOINT
         yield server
 
 
@@ -62,6 +61,34 @@ async def transport(graph_settings: Callable[..., Settings]) -> AsyncIterator[Gr
 async def draft_transport(graph_settings: Callable[..., Settings]) -> AsyncIterator[GraphTransport]:
     async with aclosing(GraphTransport(graph_settings(MAILGW_GRAPH_MODE="draft"))) as drafts:
         yield drafts
+
+
+@pytest.fixture
+async def draft_with_grace(
+    graph_settings: Callable[..., Settings],
+) -> AsyncIterator[Callable[[int], GraphTransport]]:
+    """``draft_with_grace(seconds)``: draft mode that concludes after ``seconds`` that a
+    submission did not happen, with a 1 s timeout (the 'late' lost answers come after it)."""
+    made: list[GraphTransport] = []
+
+    def make(grace: int) -> GraphTransport:
+        settings = graph_settings(
+            MAILGW_GRAPH_MODE="draft",
+            MAILGW_GRAPH_SUBMIT_GRACE_SECONDS=str(grace),
+            MAILGW_GRAPH_TIMEOUT_SECONDS="1",
+        )
+        made.append(GraphTransport(settings))
+        return made[-1]
+
+    yield make
+    for transport in made:
+        await transport.aclose()
+
+
+@pytest.fixture
+def draft_short_grace(draft_with_grace: Callable[[int], GraphTransport]) -> GraphTransport:
+    """Draft mode that concludes after 2 s that a submission did not happen."""
+    return draft_with_grace(SHORT_GRACE)
 
 
 @pytest.fixture

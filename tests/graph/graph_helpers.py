@@ -19,10 +19,12 @@ from mailgw.models import Envelope, SendRequest
 from mailgw.queue import MailQueue
 from mailgw.settings import Settings
 from mailgw.store import StateStore
-from mailgw.transports.base import OutboundMessage, Transport
+from mailgw.transports.base import OutboundMessage, SendReceipt, Transport
 from support import TEST_SEAL, pull, wait_until_async
 
 SENDER = "noreply@contoso.com"
+#: draft mode's submission grace in tests that wait it out (MAILGW_GRAPH_SUBMIT_GRACE_SECONDS)
+SHORT_GRACE = 2
 SHARED = "shared-billing@contoso.com"
 
 
@@ -82,6 +84,30 @@ def outbound(
         attempt=attempt,
         checkpoint=checkpoint,
     )
+
+
+class CrashAfterSend:
+    """The worker dies after Graph accepted the message, before Delivery records it as sent (the
+    host then redelivers the same queue message). In-process stand-in for a killed worker."""
+
+    name = "graph"
+
+    def __init__(self, inner: Transport):
+        self.inner = inner
+        self.crashes = 1
+
+    async def send(self, message: OutboundMessage) -> SendReceipt:
+        receipt = await self.inner.send(message)
+        if self.crashes:
+            self.crashes -= 1
+            raise RuntimeError("worker killed after the send")
+        return receipt
+
+    async def probe(self, mailbox: str | None) -> str:
+        return await self.inner.probe(mailbox)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 @dataclass

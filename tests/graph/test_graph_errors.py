@@ -52,6 +52,19 @@ def test_permanent_codes_have_a_specific_hint(
     assert error.info().hint == error.hint
 
 
+def test_access_denied_names_the_permission_the_request_needs() -> None:
+    """Draft mode's own requests need Mail.ReadWrite: a 403 there is not about Mail.Send."""
+    sending = classify_graph(403, "ErrorAccessDenied", "Access is denied.")
+    drafting = classify_graph(
+        403, "ErrorAccessDenied", "Access is denied.", permission="Mail.ReadWrite"
+    )
+    assert "Mail.Send" in sending.hint and "Mail.ReadWrite" not in sending.hint
+    assert "Mail.ReadWrite" in drafting.hint and "Mail.Send application" not in drafting.hint
+    assert "Test-ServicePrincipalAuthorization" in drafting.hint
+    unnamed = classify_graph(403, None, "Forbidden", permission="Mail.ReadWrite")
+    assert (unnamed.transient, unnamed.hint) == (False, drafting.hint)
+
+
 def test_permanent_hints_differ_by_cause() -> None:
     hints = {code: classify_graph(status, code, "").hint for status, code, _ in PERMANENT}
     # access, send-as, licence, unknown mailbox, recipients, size, quota: seven different actions
@@ -167,7 +180,7 @@ async def test_permanent_error_is_one_request_then_poison_with_the_hint(
     assert dead.id == message_id
     assert dead.error is not None
     assert dead.error.code == f"graph/{code}"
-    assert dead.error.hint == GRAPH_CODES[code.lower()][1]
+    assert dead.error.hint == classify_graph(status, code, "").hint
     assert hint in dead.error.hint
     assert dead.attempt == 0 and not dead.ambiguous
     assert await pipeline.is_empty()  # not retried
@@ -348,7 +361,7 @@ async def test_a_non_json_error_page_is_still_classified(
 async def test_a_token_for_the_wrong_resource_is_a_transient_401_with_a_hint(
     transport: GraphTransport, graph: GraphStandIn
 ) -> None:
-    graph.audiences = {"https://graph.microsoft.com"}  # but MAILGW_GRAPH_ENDPOINT is the stand-in
+    graph.audiences = {"https://graph.microsoft.us"}  # a national cloud's Graph, say
     with pytest.raises(DeliveryError) as refused:
         await transport.send(outbound())
     error = refused.value
@@ -357,5 +370,5 @@ async def test_a_token_for_the_wrong_resource_is_a_transient_401_with_a_hint(
         True,
         False,
     )
-    assert "MAILGW_GRAPH_ENDPOINT" in error.hint
+    assert "MAILGW_GRAPH_ENDPOINT" in error.hint and "MAILGW_GRAPH_SCOPE" in error.hint
     assert graph.requests[0].status == 401 and graph.delivered == []

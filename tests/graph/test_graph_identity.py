@@ -1,10 +1,12 @@
-"""Tokens for Graph: one per process, for the resource that MAILGW_GRAPH_ENDPOINT names, from the
-identity the settings choose; wrong identity settings fail at start-up, naming the setting."""
+"""Tokens for Graph: one per process, for Graph's audience in the endpoint's cloud (or
+MAILGW_GRAPH_SCOPE), from the identity the settings choose; wrong identity settings fail at
+start-up, naming the setting."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
+from contextlib import aclosing
 
 import pytest
 from azure.identity.aio import ManagedIdentityCredential
@@ -19,7 +21,7 @@ from mailgw.settings import Settings, SettingsError, current_settings
 from mailgw.transports.errors import DeliveryError
 from mailgw.transports.graph import GraphTransport
 from standins.graph import GraphStandIn
-from standins.identity import SYSTEM_ASSIGNED_CLIENT_ID, IdentityStandIn
+from standins.identity import GRAPH_RESOURCE, SYSTEM_ASSIGNED_CLIENT_ID, IdentityStandIn
 
 UAMI = "5b1e0f7a-1111-4222-8333-0000000000aa"
 
@@ -58,19 +60,37 @@ async def test_a_cold_transport_fetches_one_token_for_concurrent_first_sends(
     )
 
 
-async def test_the_token_is_for_the_graph_endpoint_resource(
+async def test_an_endpoint_of_another_host_still_gets_tokens_for_graph(
     transport: GraphTransport, graph: GraphStandIn, identity: IdentityStandIn
 ) -> None:
-    graph.audiences = {graph.url}  # a token for public Graph would be refused here
+    """MAILGW_GRAPH_ENDPOINT on a stand-in (or an egress proxy): the token stays Graph's, which
+    Entra issues and Graph accepts, not one for the URL in between (Entra would refuse it)."""
+    assert graph.url not in graph.audiences  # the stand-in, like Graph, takes Graph's tokens only
     await transport.send(outbound())
 
     (issued,) = identity.issued
-    assert issued.resource == graph.url
-    assert identity.requests[0].query["resource"] == graph.url
+    assert issued.resource == GRAPH_RESOURCE
+    assert identity.requests[0].query["resource"] == GRAPH_RESOURCE
     (request,) = graph.requests
-    assert request.token is not None and request.token.resource == graph.url
+    assert request.token is not None and request.token.resource == GRAPH_RESOURCE
     assert request.status == 202
-    assert transport.settings.graph_scope == f"{graph.url}/.default"
+    assert transport.settings.graph_scope == f"{GRAPH_RESOURCE}/.default"
+
+
+async def test_mailgw_graph_scope_overrides_the_audience(
+    graph_settings: Callable[..., Settings], graph: GraphStandIn, identity: IdentityStandIn
+) -> None:
+    graph.audiences = {"api://graph-proxy"}  # say, a proxy that wants tokens of its own
+    settings = graph_settings(MAILGW_GRAPH_SCOPE="api://graph-proxy/.default")
+    async with aclosing(GraphTransport(settings)) as transport:
+        await transport.send(outbound())
+        assert (
+            await transport.probe(SENDER)
+            == "token for api://graph-proxy/.default (an opaque token)"
+        )
+    assert [t.resource for t in identity.issued] == ["api://graph-proxy"]
+    (request,) = graph.requests
+    assert request.status == 202
 
 
 async def test_system_assigned_identity_by_default(
@@ -238,6 +258,9 @@ def test_identity_settings_are_not_required_by_other_transports(
         ({"MAILGW_MAILBOX_CONCURRENCY": "4"}, None),
         ({"MAILGW_GRAPH_TIMEOUT_SECONDS": "soon"}, "MAILGW_GRAPH_TIMEOUT_SECONDS"),
         ({"MAILGW_GRAPH_ENDPOINT": "http://graph.microsoft.com"}, "MAILGW_GRAPH_ENDPOINT"),
+        ({"MAILGW_GRAPH_SCOPE": "https://graph.microsoft.com"}, "MAILGW_GRAPH_SCOPE"),
+        ({"MAILGW_GRAPH_SCOPE": "Mail.Send"}, "MAILGW_GRAPH_SCOPE"),
+        ({"MAILGW_GRAPH_SUBMIT_GRACE_SECONDS": "0"}, "MAILGW_GRAPH_SUBMIT_GRACE_SECONDS"),
     ],
 )
 def test_graph_settings_errors_name_the_setting(
@@ -275,6 +298,26 @@ def test_scope_follows_the_graph_endpoint(endpoint: str | None, scope: str) -> N
     assert settings.graph_endpoint == scope.removesuffix("/.default")
 
 
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "https://graph-egress.contoso.com",
+        "http://127.0.0.1:7072",
+        "https://GRAPH.microsoft.com.evil",
+    ],
+)
+def test_any_other_host_gets_the_public_graph_scope(endpoint: str) -> None:
+    settings = Settings.from_env({"MAILGW_GRAPH_ENDPOINT": endpoint})
+    assert settings.graph_scope == "https://graph.microsoft.com/.default"
+    explicit = Settings.from_env(
+        {
+            "MAILGW_GRAPH_ENDPOINT": endpoint,
+            "MAILGW_GRAPH_SCOPE": " https://graph.microsoft.us/.default ",
+        }
+    )
+    assert explicit.graph_scope == "https://graph.microsoft.us/.default"
+
+
 async def test_sovereign_endpoint_builds_a_client_for_that_cloud(
     graph_settings: Callable[..., Settings],
 ) -> None:
@@ -296,9 +339,9 @@ async def test_the_readiness_probe_gets_a_token_and_sends_nothing(
     transport: GraphTransport, graph: GraphStandIn, identity: IdentityStandIn
 ) -> None:
     seen = await transport.probe(SENDER)
-    assert seen == f"token for {graph.url}/.default (an opaque token)"
+    assert seen == f"token for {GRAPH_RESOURCE}/.default (an opaque token)"
     (issued,) = identity.issued
-    assert issued.resource == graph.url
+    assert issued.resource == GRAPH_RESOURCE
     assert graph.requests == []
 
 
@@ -324,11 +367,11 @@ def test_token_roles_are_read_for_the_diagnosis_only() -> None:
 
 
 @pytest.mark.parametrize(
-    ("granted", "mode", "refused"),
+    ("granted", "mode", "refused", "missing"),
     [
-        (("Mail.Send",), "draft", "createMessage"),  # draft mode also needs Mail.ReadWrite
-        (("Mail.ReadWrite",), "sendmail", "sendMail"),
-        (("Mail.ReadWrite",), "draft", "send"),
+        (("Mail.Send",), "draft", "createMessage", "Mail.ReadWrite"),  # draft mode needs both
+        (("Mail.ReadWrite",), "sendmail", "sendMail", "Mail.Send"),
+        (("Mail.ReadWrite",), "draft", "send", "Mail.Send"),
     ],
 )
 async def test_a_missing_graph_permission_is_a_permanent_access_denied(
@@ -338,7 +381,10 @@ async def test_a_missing_graph_permission_is_a_permanent_access_denied(
     granted: tuple[str, ...],
     mode: str,
     refused: str,
+    missing: str,
 ) -> None:
+    """The stand-in refuses what the token's roles do not allow, as Graph does; the hint names
+    the permission that is missing, not one the identity already holds."""
     identity.app_roles = granted
     transport = GraphTransport(graph_settings(MAILGW_GRAPH_MODE=mode))
     try:
@@ -349,3 +395,6 @@ async def test_a_missing_graph_permission_is_a_permanent_access_denied(
     assert (denied.value.code, denied.value.transient) == ("graph/ErrorAccessDenied", False)
     assert (graph.requests[-1].operation, graph.requests[-1].status) == (refused, 403)
     assert graph.delivered == []
+    assert f"the {missing} application permission" in denied.value.hint
+    (held,) = granted
+    assert f"the {held} application permission" not in denied.value.hint

@@ -58,6 +58,8 @@ OPTIONAL = {
     "docs/authentication.md step 4 sets it for the Azure CLI with az functionapp config",
     "AZURE_FEDERATED_TOKEN_FILE": "workload_identity mode (Kubernetes) only",
     "MAILGW_OUTBOX_DIR": "outbox transport: local development only, not a transport in Azure",
+    "MAILGW_TELEMETRY": "console output for local runs (or 'off'); in Azure the Application "
+    "Insights connection string the Bicep sets decides (docs/telemetry.md)",
     # SMTP and relay knobs whose app defaults are Exchange Online's; set them as app settings to
     # override (docs/deploy.md).
     "MAILGW_SMTP_HOST": "default smtp.office365.com is Exchange Online's submission host",
@@ -118,6 +120,7 @@ CONFIGURATIONS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "cross-tenant": {"mailTenantId": MAIL_TENANT},
     "draft": {"graphMode": "draft"},
+    "graph-scope": {"graphScope": "api://graph-egress/.default"},
     "smtp": {"transport": "smtp"},
     "relay": {"transport": "relay", "relayHost": "contoso-com.mail.protection.outlook.com"},
     "entra": {"apiAuth": "entra", "apiAudience": API_AUDIENCE},
@@ -365,6 +368,18 @@ def test_parameters_reach_their_settings(deploy: Any) -> None:
     assert parsed.max_attempts == 3
     assert parsed.retention_days == 90
     assert parsed.graph_scope == "https://graph.microsoft.us/.default"
+    assert parsed.graph_submit_grace_seconds == Settings.graph_submit_grace_seconds
+
+
+def test_graph_scope_only_when_given(deploy: Any) -> None:
+    """Empty leaves the app to derive Graph's audience; a value reaches MAILGW_GRAPH_SCOPE."""
+    assert "MAILGW_GRAPH_SCOPE" not in deploy(graphEndpoint="https://graph.microsoft.us")[2]
+    _, _, settings = deploy(graphEndpoint="https://egress.contoso.com", graphSubmitGraceSeconds=90)
+    parsed = Settings.from_env(app_env(settings))
+    assert parsed.graph_scope == "https://graph.microsoft.com/.default"
+    assert parsed.graph_submit_grace_seconds == 90
+    given = deploy(graphScope="api://graph-egress/.default")[2]
+    assert Settings.from_env(app_env(given)).graph_scope == "api://graph-egress/.default"
 
 
 def test_cross_tenant_settings(deploy: Any) -> None:
@@ -386,6 +401,18 @@ def test_identity_settings(deploy: Any) -> None:
     assert env["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == (
         f"ClientId={CLIENT_ID};Authorization=AAD"
     )
+
+
+def test_opentelemetry_is_on_in_the_host_and_the_worker(deploy: Any) -> None:
+    """docs/telemetry.md: host.json's telemetryMode and the worker's setting, together (the worker
+    then sends the app's logs itself, so the host does not duplicate them)."""
+    import json
+
+    env = app_env(deploy()[2])
+    assert env["PYTHON_ENABLE_OPENTELEMETRY"] == "true"
+    assert env["APPLICATIONINSIGHTS_CONNECTION_STRING"]
+    host = json.loads((ROOT / "host.json").read_text())
+    assert host["telemetryMode"] == "OpenTelemetry"
 
 
 def test_parameter_constraints_match_the_app(trees: Mapping[str, Any]) -> None:

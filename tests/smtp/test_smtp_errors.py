@@ -44,6 +44,7 @@ TABLE = [
     pytest.param(Exchange.BASIC_AUTH_NOT_SUPPORTED, False, ["OAuth", "XOAUTH2"]),
     pytest.param(Exchange.SEND_AS_DENIED, False, ["Add-RecipientPermission", "SendAs"]),
     pytest.param(Exchange.NOT_AUTHENTICATED, False, ["587", "relay connector"]),
+    pytest.param(Exchange.SUBMISSION_QUOTA_EXCEEDED, False, ["10,000", "24-hour"]),
     pytest.param(Exchange.RELAY_ACCESS_DENIED, False, ["connector", "accepted domain"]),
     pytest.param(Exchange.MAILBOX_FULL, False, ["quota"]),
     pytest.param(Exchange.SENDER_THREAD_LIMIT, True, ["3"]),
@@ -68,6 +69,7 @@ def test_each_exchange_reply_is_classified_with_its_hint(
 
 def test_permanent_hints_differ_by_cause() -> None:
     permanent = [p.values[0] for p in TABLE if p.values[1] is False]
+    permanent.append(Exchange.MESSAGE_TOO_LARGE)
     hints = {classify_smtp(r.code, r.text).hint for r in permanent if isinstance(r, Reply)}
     assert len(hints) == len(permanent)
     assert set(SMTP_CODES) >= {"5.7.3", "5.7.139", "5.7.30", "5.7.60", "5.7.57", "5.7.64"}
@@ -85,6 +87,38 @@ def test_the_daily_recipient_limit_is_not_a_full_mailbox() -> None:
     assert "free space" in full.hint
     assert daily.hint != full.hint, daily.hint
     assert "10,000" in daily.hint
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        Exchange.SEND_AS_DENIED_STOREDRV,
+        Reply(554, "5.2.0 STOREDRV.Submission.Exception:SendAsDeniedException", "data"),
+    ],
+)
+def test_send_as_refused_by_the_store_is_not_a_sending_limit(reply: Reply) -> None:
+    """Exchange also refuses send-as with 554 5.2.0 (SendAsDeniedException), the code of the
+    sending limit: waiting 24 hours would change nothing, a Send As grant does. The exception's
+    name, not the code, decides."""
+    refused = classify_smtp(reply.code, reply.text)
+    limit = classify_smtp(
+        Exchange.SUBMISSION_QUOTA_EXCEEDED.code, Exchange.SUBMISSION_QUOTA_EXCEEDED.text
+    )
+    assert refused.code == limit.code == "smtp/554-5.2.0"
+    assert refused.transient is False
+    assert "Add-RecipientPermission" in refused.hint and "SendAs" in refused.hint
+    assert "24-hour" not in refused.hint and "10,000" not in refused.hint
+    assert (
+        refused.hint
+        == classify_smtp(Exchange.SEND_AS_DENIED.code, Exchange.SEND_AS_DENIED.text).hint
+    )
+
+
+def test_an_unknown_store_refusal_gets_no_borrowed_hint() -> None:
+    other = classify_smtp(554, "5.2.0 STOREDRV.Submission.Exception:SomethingNewException")
+    assert other.transient is False
+    assert "replay" in other.hint
+    assert "24-hour" not in other.hint and "Send As" not in other.hint
 
 
 # --- through Delivery on Azurite ----------------------------------------------------------------
@@ -184,6 +218,10 @@ PERMANENT = [
     ),
     pytest.param(Exchange.BASIC_AUTH_NOT_SUPPORTED, ["OAuth"], id="550-5.7.30"),
     pytest.param(Exchange.SEND_AS_DENIED, ["Add-RecipientPermission"], id="550-5.7.60"),
+    pytest.param(
+        Exchange.SEND_AS_DENIED_STOREDRV, ["Add-RecipientPermission"], id="554-5.2.0-send-as"
+    ),
+    pytest.param(Exchange.SUBMISSION_QUOTA_EXCEEDED, ["24-hour"], id="554-5.2.0-limit"),
     pytest.param(Exchange.NOT_AUTHENTICATED, ["587"], id="530-5.7.57"),
     pytest.param(Exchange.MAILBOX_FULL, ["quota"], id="554-5.2.2"),
 ]

@@ -118,8 +118,8 @@ class StandInProcesses(StandInGroup):
 
 def start_standins(latency_seconds: float = 0.0, *, graph_port: int = 0) -> StandInProcesses:
     """``python -m standins.identity`` and ``python -m standins.graph``; the Graph stand-in
-    accepts tokens for its own URL, since the gateway's token scope follows
-    ``MAILGW_GRAPH_ENDPOINT``."""
+    accepts tokens for Graph's audience, which the gateway asks for whatever
+    ``MAILGW_GRAPH_ENDPOINT`` says (MAILGW_GRAPH_SCOPE)."""
     group = StandInProcesses()
     try:
         identity, group.identity_env = _identity()
@@ -127,7 +127,6 @@ def start_standins(latency_seconds: float = 0.0, *, graph_port: int = 0) -> Stan
         graph, info = _spawn(
             "standins.graph",
             *_port_args("--port", graph_port),
-            "--own-audience",
             "--latency",
             str(latency_seconds),
         )

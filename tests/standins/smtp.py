@@ -220,6 +220,15 @@ class Exchange:
     SUBMISSION_QUOTA_EXCEEDED: ClassVar[Reply] = Reply(
         554, "5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException", "data"
     )
+    #: send-as refused by the store rather than by the SMTP front end: the same 5.2.0 as the
+    #: sending limit, told apart only by the exception's name
+    SEND_AS_DENIED_STOREDRV: ClassVar[Reply] = Reply(
+        554,
+        "5.2.0 STOREDRV.Submission.Exception:SendAsDeniedException.MapiExceptionSendAsDenied; "
+        "Failed to process message due to a permanent exception with message Cannot submit "
+        "message.",
+        "data",
+    )
 
 
 #: the canned replies by name (``POST /_standin/faults {"reply": "SEND_AS_DENIED"}``)

@@ -50,6 +50,7 @@ async def operations(http: httpx.AsyncClient, roles: Collection[str]) -> dict[st
         "sendMail": http.post("/sendMail", json={"message": MESSAGE}, headers=auth),
         "createMessage": http.post("/messages", json=MESSAGE, headers=auth),
         "getMessage": http.get(f"/messages/{draft}", headers=auth),
+        "listMessages": http.get("/mailFolders/SentItems/messages", headers=auth),
         "updateMessage": http.patch(f"/messages/{draft}", json={"subject": "t"}, headers=auth),
         "listAttachments": http.get(f"/messages/{draft}/attachments", headers=auth),
         "addAttachment": http.post(f"/messages/{draft}/attachments", json=attachment, headers=auth),
@@ -97,7 +98,7 @@ async def test_mail_readwrite_alone_makes_drafts_but_cannot_send(
 async def test_mail_read_only_reads(mailbox: httpx.AsyncClient) -> None:
     statuses = await operations(mailbox, ["Mail.Read"])
     allowed = {name for name, status in statuses.items() if status in ALLOWED}
-    assert allowed == {"getMessage", "listAttachments"}
+    assert allowed == {"getMessage", "listMessages", "listAttachments"}
 
 
 async def test_no_roles_no_mail(mailbox: httpx.AsyncClient, graph: GraphStandIn) -> None:

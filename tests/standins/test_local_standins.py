@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from standins.graph import GraphStandIn, RemoteGraphStandIn
-from standins.identity import issue_token
+from standins.identity import GRAPH_RESOURCE, issue_token
 from standins.processes import start_smtp_standin, start_standins
 from standins.smtp import RemoteSmtpStandIn, SmtpStandIn, xoauth2_initial_response
 
@@ -68,8 +68,8 @@ def test_a_taken_port_gives_way_to_a_free_one_with_a_note() -> None:
         assert standins.port_notes == [
             f"port {taken} was taken, so the Graph stand-in listens on {standins.graph_url}"
         ]
-        # the gateway's tokens are for MAILGW_GRAPH_ENDPOINT, wherever the stand-in landed
-        token = issue_token("mi", "app", standins.graph_url, int(time.time()) + 600, 1)
+        # the gateway's tokens are for Graph's audience, wherever the stand-in landed
+        token = issue_token("mi", "app", GRAPH_RESOURCE, int(time.time()) + 600, 1)
         response = httpx.post(
             f"{standins.graph_url}/v1.0/users/{SENDER}/sendMail",
             headers={"Authorization": f"Bearer {token}"},

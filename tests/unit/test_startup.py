@@ -31,7 +31,7 @@ def load_app(program: str = COUNT_FUNCTIONS, **env: str) -> subprocess.Completed
 def test_app_loads_with_defaults() -> None:
     result = load_app()
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "11"
+    assert result.stdout.strip() == "12"
 
 
 @pytest.mark.parametrize(
@@ -51,6 +51,7 @@ def test_app_loads_with_defaults() -> None:
         ({"MAILGW_ALLOWED_SENDERS": "not-an-address"}, "MAILGW_ALLOWED_SENDERS"),
         ({"MAILGW_MAILBOX_CONCURRENCY": "10"}, "MAILGW_MAILBOX_CONCURRENCY"),
         ({"MAILGW_AUTH": "entra", "MAILGW_API_AUDIENCE": "api"}, "MAILGW_API_TENANT_ID"),
+        ({"MAILGW_TELEMETRY": "loud"}, "MAILGW_TELEMETRY"),
     ],
 )
 def test_wrong_setting_stops_the_app_naming_it(env: dict[str, str], named: str) -> None:

@@ -10,6 +10,7 @@ msgraph-sdk construction)::
     PATCH  /users/{user}/messages/{id}                                                    -> 200
     DELETE /users/{user}/messages/{id}                                                    -> 204
     POST   /users/{user}/messages/{id}/send                                               -> 202
+    GET    /users/{user}[/mailFolders/{SentItems|Drafts}]/messages?$filter=..&$select=..  -> 200
     GET    /users/{user}/messages/{id}/attachments                                        -> 200
     POST   /users/{user}/messages/{id}/attachments        fileAttachment                  -> 201
     POST   /users/{user}/messages/{id}/attachments/createUploadSession                    -> 201
@@ -18,7 +19,9 @@ msgraph-sdk construction)::
 
 One module per part: :mod:`.sendmail`, :mod:`.drafts` (messages and small attachments),
 :mod:`.uploads` (upload sessions and the upload URL), :mod:`.submission` (what sending checks and
-records), :mod:`.mailstore` (drafts and sent items, regular and immutable ids), :mod:`.payloads`
+records, and the submission lag), :mod:`.mailstore` (drafts and sent items, regular and immutable
+ids), :mod:`.folders` (listings with ``$filter`` on ``internetMessageId`` or an extended
+property), :mod:`.payloads`
 (message JSON and MIME as Exchange reads them), :mod:`.auth`, :mod:`.faults`, :mod:`.errors`,
 :mod:`.records`; :mod:`.server` wires them (routes, per-mailbox limits, admin API).
 
@@ -58,11 +61,19 @@ the rest are plausible stand-ins, see the end of this docstring):
   ``ApplicationThrottled`` "Application is over its MailboxConcurrency limit." with
   ``Retry-After``. :attr:`GraphStandIn.max_in_flight` records the peak the client *attempted*.
 
+Exchange sends a draft asynchronously: with ``submit_lag_seconds`` a draft still reads
+``isDraft: true`` for that long after the 202 to ``/send``, then with ``transit_seconds`` it is
+found nowhere (404, in no listing) for that long, then it is in Sent Items. A second ``/send`` of
+a draft still waiting is accepted and delivered again (a duplicate, as the real one would be).
+Every new JSON draft gets an ``internetMessageId``; a MIME draft keeps its ``Message-ID``.
+Extended properties are stored and filterable, and returned only with ``$expand``.
+
 Choices where Graph's behaviour is not documented: a sent draft answers GET with 404
 ``ErrorItemNotFound`` under its old regular id (Exchange moves it to Sent Items, where it gets a
 new one); under its immutable id (``Prefer: IdType="ImmutableId"``) it answers 200 with
-``isDraft: false``. Status/code pairs for malformed requests and upload-range errors (including
-the 415 for another upload ``Content-Type``) are plausible, not verified against the service.
+``isDraft: false``; ``/send`` of an item no longer in Drafts is 404 ``ErrorItemNotFound``.
+Status/code pairs for malformed requests and upload-range errors (including the 415 for another
+upload ``Content-Type``) are plausible, not verified against the service.
 
 Every request is recorded (:attr:`GraphStandIn.requests`), every accepted message is in
 :attr:`GraphStandIn.delivered` with its attachments as bytes. Faults are scripted FIFO, global or
@@ -95,7 +106,10 @@ fault, throttled, time, responded, wallTime). ``GET /_standin/stats``: maxInFlig
 delivered, requests, pendingFaults. ``POST /_standin/faults``: ``{"preset": code}`` or
 ``{"status", "code", "message"}``, plus ``n``, ``retryAfter``, ``mailbox``, ``operation``,
 ``mode`` (respond | status | delay | drop), ``delaySeconds``. ``POST /_standin/config``:
-``latencySeconds``, ``concurrencyLimit``, ``audiences``.
+``latencySeconds``, ``concurrencyLimit``, ``audiences``, ``submitLagSeconds``,
+``transitSeconds``, ``completeSubmissions`` (true: end every lag now), ``randomFaults``
+(``{"rate", "seed", "faults": [<fault JSON>]}``: a share of the calls no scripted fault took
+get one drawn at random; null: off).
 """
 
 from __future__ import annotations

@@ -16,9 +16,16 @@ def main(argv: list[str] | None = None) -> None:
         "--audience", action="append", default=None, help="accepted token resource (repeatable)"
     )
     parser.add_argument(
-        "--own-audience",
-        action="store_true",
-        help="accept tokens for this stand-in's own URL (MAILGW_GRAPH_ENDPOINT points here)",
+        "--submit-lag",
+        type=float,
+        default=0.0,
+        help="seconds a sent draft still reads as a draft before Exchange moves it",
+    )
+    parser.add_argument(
+        "--transit",
+        type=float,
+        default=0.0,
+        help="then seconds it is found nowhere, before it is in Sent Items",
     )
     parser.add_argument("--no-auth", action="store_true", help="accept any bearer token")
     parser.add_argument("--concurrency-limit", type=int, default=4, help="0: unlimited")
@@ -30,7 +37,8 @@ def main(argv: list[str] | None = None) -> None:
         audiences=args.audience or GRAPH_AUDIENCES,
         token_verifier=accept_any_token if args.no_auth else None,
         concurrency_limit=args.concurrency_limit or None,
-        own_audience=args.own_audience,
+        submit_lag_seconds=args.submit_lag,
+        transit_seconds=args.transit,
         signing_key=signing_key(args),
     ).run_cli()
 

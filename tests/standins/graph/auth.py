@@ -6,9 +6,10 @@ of the stand-in's audiences.
 
 Permissions, as Graph's API reference lists them for application access: sendMail and a draft's
 ``/send`` need ``Mail.Send``; creating, changing and deleting drafts, their attachments and
-upload sessions need ``Mail.ReadWrite``; reading a message or its attachments takes ``Mail.Read``
-or ``Mail.ReadWrite``. The upload URL is pre-authenticated (no token, no permission). Exchange
-RBAC for Applications (permissions granted per mailbox scope, outside the token) is not modelled.
+upload sessions need ``Mail.ReadWrite``; reading or listing messages, or attachments, takes
+``Mail.Read`` or ``Mail.ReadWrite``. The upload URL is pre-authenticated (no token, no
+permission). Exchange RBAC for Applications (permissions granted per mailbox scope, outside the
+token) is not modelled.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ REQUIRED_ROLES: dict[str, frozenset[str]] = {
     "send": _SEND,
     "createMessage": _WRITE,
     "getMessage": _READ,
+    "listMessages": _READ,
     "updateMessage": _WRITE,
     "deleteMessage": _WRITE,
     "listAttachments": _READ,

@@ -3,6 +3,7 @@ attachments (``/messages/{id}/attachments``). Large attachments go through :mod:
 
 from __future__ import annotations
 
+import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,12 @@ _TOO_LARGE = (
 def wants_immutable_ids(rec: Recorded) -> bool:
     """``Prefer: IdType="ImmutableId"``: answer with immutable ids."""
     return 'idtype="immutableid"' in (rec.header("Prefer") or "").replace(" ", "").lower()
+
+
+def _new_internet_message_id() -> str:
+    """Shaped like Exchange Online's: ``<token@host.namprd00.prod.outlook.com>``."""
+    token = secrets.token_hex(16).upper()
+    return f"<{token}@STANDIN00MB0000.namprd00.prod.outlook.com>"
 
 
 class Drafts:
@@ -78,6 +85,9 @@ class Drafts:
             "replyTo": [],
         }
         message.update(item.message)
+        # Extended properties come back only when asked for ($expand), as Graph does.
+        if "singlevalueextendedproperties" not in rec.query.get("$expand", "").lower():
+            message.pop("singleValueExtendedProperties", None)
         if expand:
             message["attachments"] = [a.to_json() for a in item.attachments]
         return message
@@ -90,6 +100,8 @@ class Drafts:
             message, attachments = message_from_mime(mime)
         else:
             message, attachments = normalize_message(json_body(rec, limit), "createMessage")
+        # Exchange gives every new item an Internet message id (a MIME draft keeps its own).
+        message.setdefault("internetMessageId", _new_internet_message_id())
         item = self.graph.drafts.create(mailbox, message, attachments, time.time())
         immutable = wants_immutable_ids(rec)
         rec.message_id = item.id_for(immutable)
@@ -119,7 +131,11 @@ class Drafts:
         return web.Response(status=204)
 
     def send(self, rec: Recorded, mailbox: str) -> web.Response:
-        item = self.find_unsent(mailbox, rec.message_id)
+        """A draft not yet moved to Sent Items is sent, even if an earlier ``/send`` of it is
+        still being submitted: that is a second message, as Exchange would send it."""
+        item = self.find(mailbox, rec.message_id)
+        if not item.is_draft:
+            raise GraphError.canned("ErrorItemNotFound")
         response = self.graph.submission.submit(
             rec,
             mailbox,
@@ -130,7 +146,7 @@ class Drafts:
             message_id=rec.message_id,
         )
         self.graph.drafts.submit(item)
-        self.graph.drafts.move_to_sent(item)
+        self.graph.submission.move_later(item)
         return response
 
     def list_attachments(self, rec: Recorded, mailbox: str) -> web.Response:

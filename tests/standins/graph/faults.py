@@ -3,13 +3,16 @@ where the request is carried out and the client still sees a failure.
 
 Faults wait in the stand-in's :class:`~standins.faults.FaultQueue` and are taken first in, first
 out by the first request they match: per mailbox and/or per :data:`Operation` (``None``: any Graph
-call except the upload URL's PUT/DELETE, which a fault must name to hit).
+call except the upload URL's PUT/DELETE, which a fault must name to hit). :class:`RandomFaults`
+answers a share of the other calls with faults drawn at random (soaks, chaos runs).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+import dataclasses
+import random
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -19,7 +22,14 @@ from standins.faults import FaultQueue, Gate, ScriptedFault
 from standins.graph.errors import ERRORS, error_response
 from standins.graph.records import Recorded
 
-__all__ = ["Fault", "FaultMode", "FaultScripting", "answer_with_faults"]
+__all__ = [
+    "Fault",
+    "FaultMode",
+    "FaultScripting",
+    "RandomFaults",
+    "answer_with_faults",
+    "fault_from_json",
+]
 
 FaultMode = Literal[
     "respond", "accept_then_status", "accept_then_delay", "accept_then_drop", "accept_then_hold"
@@ -63,6 +73,36 @@ class Fault(ScriptedFault):
         return error_response(
             self.status, self.code, self.message, rec.header("client-request-id"), **headers
         )
+
+
+class RandomFaults:
+    """Each Graph call that no scripted fault took gets, with probability ``rate``, one of
+    ``faults`` (drawn among those that match it). Seeded, so that a run can be repeated."""
+
+    def __init__(self, rate: float, faults: Sequence[Fault], seed: int | None = None) -> None:
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"rate must be between 0 and 1; got {rate}")
+        self.rate = rate
+        self.faults = list(faults)
+        self._rng = random.Random(seed)
+        #: how many faults were drawn, by code
+        self.drawn: dict[str, int] = {}
+
+    @classmethod
+    def from_json(cls, config: Mapping[str, Any]) -> RandomFaults:
+        """``{"rate": 0.2, "seed": 7, "faults": [<a fault's JSON form>, ...]}``."""
+        faults = [fault_from_json(item) for item in config.get("faults", [])]
+        return cls(float(config.get("rate", 0.0)), faults, config.get("seed"))
+
+    def draw(self, mailbox: str | None, operation: str) -> Fault | None:
+        if self._rng.random() >= self.rate:
+            return None
+        candidates = [f for f in self.faults if f.matches(mailbox, operation)]
+        if not candidates:
+            return None
+        fault = dataclasses.replace(self._rng.choice(candidates), remaining=1)
+        self.drawn[fault.code] = self.drawn.get(fault.code, 0) + 1
+        return fault
 
 
 def _retry_after(value: float | str | None) -> str | None:
@@ -227,27 +267,37 @@ class FaultScripting:
         return self.fault_queue.pending
 
     def add_fault_json(self, item: Mapping[str, Any]) -> Fault:
-        """``{"preset": "ErrorSendAsDenied"}`` or ``{"status", "code", "message"}``, plus
-        ``n``, ``retryAfter``, ``mailbox``, ``operation``, ``mode`` ("respond" | "status" |
-        "delay" | "drop"), ``delaySeconds``."""
-        mode = item.get("mode", "respond")
-        common: dict[str, Any] = {
-            "n": int(item.get("n", 1)),
-            "retry_after": item.get("retryAfter"),
-            "mailbox": item.get("mailbox"),
-            "operation": item.get("operation"),
-        }
-        if mode != "respond":
-            return self.accept_then_fail(
-                int(item.get("status", 504)),
-                mode=mode,
-                delay_seconds=float(item.get("delaySeconds", 5.0)),
-                code=item.get("code"),
-                **common,
-            )
-        if "preset" in item:
-            return self.fail_with(item["preset"], **common)
-        return self.fail_next(int(item["status"]), item["code"], item.get("message"), **common)
+        """Script a fault from its JSON form (:func:`fault_from_json`)."""
+        return self.fault_queue.add(fault_from_json(item))
+
+
+def fault_from_json(item: Mapping[str, Any]) -> Fault:
+    """``{"preset": "ErrorSendAsDenied"}`` or ``{"status", "code", "message"}``, plus ``n``,
+    ``retryAfter``, ``mailbox``, ``operation``, ``mode`` ("respond" | "status" | "delay" |
+    "drop": the request is carried out, then the answer is lost), ``delaySeconds``."""
+    mode = item.get("mode", "respond")
+    if "preset" in item:
+        if item["preset"] not in ERRORS:
+            raise ValueError(f"unknown preset {item['preset']!r}: one of {sorted(ERRORS)}")
+        status, code = ERRORS[item["preset"]][0], item["preset"]
+    elif mode != "respond":
+        status = int(item.get("status", 504))
+        code = item.get("code") or {504: "GatewayTimeout", 503: "ServiceUnavailable"}.get(
+            status, "UnknownError"
+        )
+    else:
+        status, code = int(item["status"]), item["code"]
+    return Fault(
+        status=status,
+        code=code,
+        message=item.get("message") or ERRORS.get(code, (status, f"Injected {code}."))[1],
+        remaining=int(item.get("n", 1)),
+        retry_after=_retry_after(item.get("retryAfter")),
+        mailbox=_lower(item.get("mailbox")),
+        operation=item.get("operation"),
+        mode="respond" if mode == "respond" else cast(FaultMode, f"accept_then_{mode}"),
+        delay_seconds=float(item.get("delaySeconds", 5.0)),
+    )
 
 
 async def answer_with_faults(
@@ -255,11 +305,15 @@ async def answer_with_faults(
     request: web.Request,
     rec: Recorded,
     handle: Callable[[], Awaitable[web.StreamResponse]],
+    random_faults: RandomFaults | None = None,
 ) -> web.StreamResponse:
-    """Answer ``rec`` with the fault it matches, or with ``await handle()``; for the ambiguous
-    modes, ``handle()`` runs first (the request IS carried out) and the fault decides the answer.
+    """Answer ``rec`` with the fault it matches (scripted first, else perhaps a random one), or
+    with ``await handle()``; for the ambiguous modes, ``handle()`` runs first (the request IS
+    carried out) and the fault decides the answer.
     """
     fault = faults.take(lambda f: f.matches(rec.mailbox, rec.operation))
+    if fault is None and random_faults is not None:
+        fault = random_faults.draw(rec.mailbox, rec.operation)
     if fault is not None and fault.mode == "respond":
         rec.fault = fault.code
         return fault.response(rec)

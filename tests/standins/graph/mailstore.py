@@ -6,10 +6,13 @@ immutable one; both resolve while they are current. Sending a draft moves it to 
 gets a new regular id (the old one now answers 404 ``ErrorItemNotFound``) and keeps its immutable
 id, under which it reads ``isDraft: false``.
 
-Today the move happens as ``/send`` is answered. Exchange actually submits asynchronously: for a
-while after the 202 the item is still a draft, then it moves. :meth:`MailStore.submit` and
-:meth:`MailStore.move_to_sent` are separate steps so that a submission lag can be put between
-them, and :meth:`MailStore.in_folder` is what a Sent Items listing would read.
+Exchange submits asynchronously ("things to know about send mail", steps 2-4): after the 202 to
+``/send`` the item still reads as a draft while transport picks it up, may then not be found for a
+moment, and only then is in Sent Items ("retrieving the message in Sent Items may not succeed
+immediately after sending", the immutable-id page). Hence three steps, which the server spaces
+out (:class:`standins.graph.submission.Submission`): :meth:`MailStore.submit`,
+:meth:`MailStore.start_transit`, :meth:`MailStore.move_to_sent`. :meth:`MailStore.in_folder` is
+what a folder's listing reads.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ class MailItem:
     folder: Folder = "Drafts"
     #: ``/send`` was accepted (it may still be a draft until Exchange moves it)
     submitted: bool = False
+    #: between Drafts and Sent Items: found under no id and in no folder
+    in_transit: bool = False
     deleted: bool = False
     change_key: str = field(default_factory=lambda: secrets.token_urlsafe(12))
 
@@ -88,7 +93,7 @@ class MailStore:
         """The item ``item_id`` (either kind, if current) in ``mailbox``, unless deleted."""
         key = item_id or ""
         item = self._by_immutable.get(self._current_regular.get(key, key))
-        if item is None or item.mailbox != mailbox or item.deleted:
+        if item is None or item.mailbox != mailbox or item.deleted or item.in_transit:
             return None
         return item
 
@@ -96,18 +101,30 @@ class MailStore:
         """``/send`` was accepted: the item will be sent (see :meth:`move_to_sent`)."""
         item.submitted = True
 
+    def start_transit(self, item: MailItem) -> None:
+        """Transport took the draft: it leaves Drafts, not yet in Sent Items."""
+        if item.folder == "Drafts":
+            self._current_regular.pop(item.regular_id, None)
+            item.in_transit = True
+
     def move_to_sent(self, item: MailItem) -> None:
-        """Exchange has sent it: into Sent Items, under a new regular id."""
+        """Exchange has sent it: into Sent Items, under a new regular id (once)."""
+        if item.folder == "SentItems":
+            return
         self._current_regular.pop(item.regular_id, None)
         item.regular_id = new_id(REGULAR_PREFIX)
         item.folder = "SentItems"
+        item.in_transit = False
         self._index_regular(item)
 
     def in_folder(self, mailbox: str, folder: Folder) -> list[MailItem]:
         return [
             item
             for item in self._by_immutable.values()
-            if item.mailbox == mailbox and item.folder == folder and not item.deleted
+            if item.mailbox == mailbox
+            and item.folder == folder
+            and not item.deleted
+            and not item.in_transit
         ]
 
     def clear(self) -> None:

@@ -21,6 +21,7 @@ __all__ = [
     "MAX_INTERNET_HEADERS",
     "canonical",
     "check_sendable",
+    "extended_property_key",
     "file_attachment",
     "json_body",
     "message_from_mime",
@@ -80,6 +81,7 @@ _ATTACHMENT_PROPS = [
     "size",
     "lastModifiedDateTime",
 ]
+_PROPERTY_ID = re.compile(r"^\s*(\w+)\s+(\{[0-9a-fA-F-]{36}\})\s+Name\s+(\S.*?)\s*$")
 _ADDRESS_RE = re.compile(r"^[^@\s<>()\[\],;:\"\\]+@[^@\s<>()\[\],;:\"\\]+$")
 
 
@@ -167,6 +169,36 @@ def file_attachment(value: Any, source: str) -> DeliveredAttachment:
     )
 
 
+def extended_property_key(property_id: str) -> tuple[str, str, str] | None:
+    """``String {GUID} Name name`` → its parts as Exchange compares them (type and GUID in any
+    case, the name as is), or None if malformed."""
+    found = _PROPERTY_ID.match(property_id)
+    if found is None:
+        return None
+    kind, guid, name = found.groups()
+    return kind.lower(), guid.lower(), name
+
+
+def _extended_properties(value: Any) -> list[dict[str, str]]:
+    """``[{"id": "String {GUID} Name x", "value": "..."}]``: ids must be well formed."""
+    if not isinstance(value, list):
+        raise GraphError(400, "RequestBodyRead", "'singleValueExtendedProperties' must be a list.")
+    properties = []
+    for entry in value:
+        prop = canonical(
+            entry, ["id", "value"], "microsoft.graph.singleValueLegacyExtendedProperty"
+        )
+        if (
+            not isinstance(prop.get("value"), str)
+            or extended_property_key(str(prop.get("id", ""))) is None
+        ):
+            raise GraphError(
+                400, "ErrorInvalidProperty", f"Invalid extended property: {prop.get('id')!r}."
+            )
+        properties.append(prop)
+    return properties
+
+
 def normalize_message(value: Any, source: str) -> tuple[dict[str, Any], list[DeliveredAttachment]]:
     message = canonical(value, _MESSAGE_PROPS, "microsoft.graph.message")
     for key in _RECIPIENT_LISTS:
@@ -199,6 +231,10 @@ def normalize_message(value: Any, source: str) -> tuple[dict[str, Any], list[Del
                 f"The value '{message['importance']}' is not valid for microsoft.graph.importance.",
             )
         message["importance"] = importance
+    if "singleValueExtendedProperties" in message:
+        message["singleValueExtendedProperties"] = _extended_properties(
+            message["singleValueExtendedProperties"]
+        )
     if "internetMessageHeaders" in message:
         headers = message["internetMessageHeaders"]
         if not isinstance(headers, list):
@@ -259,6 +295,8 @@ def message_from_mime(mime: bytes) -> tuple[dict[str, Any], list[DeliveredAttach
         ]
 
     message: dict[str, Any] = {"subject": str(parsed.get("Subject", ""))}
+    if parsed.get("Message-ID"):
+        message["internetMessageId"] = str(parsed["Message-ID"]).strip()
     for key, header in (
         ("toRecipients", "To"),
         ("ccRecipients", "Cc"),

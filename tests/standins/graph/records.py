@@ -28,6 +28,7 @@ __all__ = [
 Operation = Literal[
     "sendMail",
     "createMessage",
+    "listMessages",
     "getMessage",
     "updateMessage",
     "deleteMessage",

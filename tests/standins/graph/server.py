@@ -9,7 +9,7 @@ import time
 import urllib.parse
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import web
 
@@ -24,7 +24,8 @@ from standins.graph.auth import (
 )
 from standins.graph.drafts import Drafts
 from standins.graph.errors import ERRORS, GraphError, error_response
-from standins.graph.faults import Fault, FaultScripting, answer_with_faults
+from standins.graph.faults import Fault, FaultScripting, RandomFaults, answer_with_faults
+from standins.graph.folders import Folders
 from standins.graph.mailstore import MailStore
 from standins.graph.records import DeliveredMessage, Operation, Recorded
 from standins.graph.sendmail import SendMail
@@ -45,7 +46,8 @@ Handler = Callable[[Recorded, str], web.Response]
 #: ``/users/{user}/<shape>`` -> method -> operation; ``*`` stands for a message id
 ROUTES: dict[tuple[str, ...], dict[str, Operation]] = {
     ("sendmail",): {"POST": "sendMail"},
-    ("messages",): {"POST": "createMessage"},
+    ("messages",): {"POST": "createMessage", "GET": "listMessages"},
+    ("mailfolders", "*", "messages"): {"GET": "listMessages"},
     ("messages", "*"): {"GET": "getMessage", "PATCH": "updateMessage", "DELETE": "deleteMessage"},
     ("messages", "*", "send"): {"POST": "send"},
     ("messages", "*", "attachments"): {"GET": "listAttachments", "POST": "addAttachment"},
@@ -58,8 +60,11 @@ def route(method: str, rest: list[str]) -> tuple[Operation, str | None, str | No
     if len(rest) < 2 or rest[0].lower() != "users":
         return "unknown", None, None
     mailbox, tail = rest[1].lower(), [s.lower() for s in rest[2:]]
-    message_id = rest[3] if len(rest) > 3 else None
-    shape = tuple("*" if i == 1 and tail[0] == "messages" else p for i, p in enumerate(tail))
+    # the segment after "messages" is a message id, after "mailFolders" a folder's
+    message_id = rest[3] if len(rest) > 3 and tail[0] == "messages" else None
+    shape = tuple(
+        "*" if i == 1 and tail[0] in ("messages", "mailfolders") else p for i, p in enumerate(tail)
+    )
     return ROUTES.get(shape, {}).get(method, "unknown"), mailbox, message_id
 
 
@@ -79,9 +84,13 @@ class GraphStandIn(FaultScripting, StandInServer[Fault]):
     ``max_upload_chunk_bytes``, ``max_message_bytes``, ``upload_session_ttl_seconds``,
     ``reject_authorization_on_upload``, ``mailboxes`` (None: every mailbox exists; else others
     are 404 ``ErrorInvalidUser``), ``send_as`` (None: any ``from``; else mailbox -> addresses it
-    may send as, others 403 ``ErrorSendAsDenied``), ``mailbox_rate_limit`` (``(n, seconds)``).
-    ``own_audience``: accept tokens for the stand-in's own URL too. ``required_roles``: the
-    permission each operation needs in the token (:data:`standins.graph.auth.REQUIRED_ROLES`).
+    may send as, others 403 ``ErrorSendAsDenied``), ``mailbox_rate_limit`` (``(n, seconds)``),
+    ``submit_lag_seconds`` (a sent draft still reads as a draft this long) and
+    ``transit_seconds`` (then it is found nowhere this long, before Sent Items),
+    ``random_faults`` (:class:`standins.graph.faults.RandomFaults`, None: none).
+    ``required_roles``: the permission each operation needs in the token
+    (:data:`standins.graph.auth.REQUIRED_ROLES`). Like Graph, it accepts tokens for Graph's own
+    audience, whatever URL it is reached at (a client sets MAILGW_GRAPH_SCOPE for another).
     """
 
     def __init__(
@@ -106,12 +115,14 @@ class GraphStandIn(FaultScripting, StandInServer[Fault]):
         mailboxes: Collection[str] | None = None,
         send_as: Mapping[str, Collection[str]] | None = None,
         mailbox_rate_limit: tuple[int, float] | None = None,
-        own_audience: bool = False,
+        submit_lag_seconds: float = 0.0,
+        transit_seconds: float = 0.0,
+        random_faults: RandomFaults | None = None,
     ) -> None:
         super().__init__(host=host, port=port, port_fallback=port_fallback)
-        #: also accept tokens for :attr:`url`, whatever port it gets (the gateway's token scope
-        #: follows MAILGW_GRAPH_ENDPOINT, which points here)
-        self.own_audience = own_audience
+        self.submit_lag_seconds = submit_lag_seconds
+        self.transit_seconds = transit_seconds
+        self.random_faults = random_faults
         self.latency_seconds = latency_seconds
         self.audiences: set[str] = set(audiences)
         self.signing_key = signing_key
@@ -141,10 +152,12 @@ class GraphStandIn(FaultScripting, StandInServer[Fault]):
         self.submission = Submission(self)
         self.messages = Drafts(self)
         self.uploads = Uploads(self)
+        self.folders = Folders(self)
         mail = SendMail(self)
         self._handlers: dict[Operation, Handler] = {
             "sendMail": mail.send_mail,
             "createMessage": self.messages.create,
+            "listMessages": self.folders.list_messages,
             "getMessage": self.messages.get,
             "updateMessage": self.messages.update,
             "deleteMessage": self.messages.delete,
@@ -178,20 +191,34 @@ class GraphStandIn(FaultScripting, StandInServer[Fault]):
             "delivered": len(self.delivered),
             "requests": len(self.requests),
             "pendingFaults": self.pending_fault_count(),
+            "randomFaults": self.random_faults.drawn if self.random_faults else {},
         }
 
     def reset(self) -> None:
         """Forget requests, deliveries, drafts, sessions, faults and concurrency peaks."""
         super().reset()
+        self.submission.cancel_pending()
         self.drafts.clear()
         self.upload_sessions.clear()
         self.max_in_flight.clear()
         self._rate_windows.clear()
 
     def configure_json(self, config: Mapping[str, Any]) -> None:
-        """``latencySeconds``, ``concurrencyLimit`` (null: unlimited), ``audiences``."""
+        """``latencySeconds``, ``concurrencyLimit`` (null: unlimited), ``audiences``,
+        ``submitLagSeconds``, ``transitSeconds``, ``completeSubmissions`` (true: every draft
+        being submitted is in Sent Items now), ``randomFaults`` (null: none; else
+        :meth:`RandomFaults.from_json`)."""
         if "latencySeconds" in config:
             self.latency_seconds = float(config["latencySeconds"])
+        if "submitLagSeconds" in config:
+            self.submit_lag_seconds = float(config["submitLagSeconds"])
+        if "transitSeconds" in config:
+            self.transit_seconds = float(config["transitSeconds"])
+        if config.get("completeSubmissions"):
+            self.submission.complete_pending()
+        if "randomFaults" in config:
+            chaos = config["randomFaults"]
+            self.random_faults = None if chaos is None else RandomFaults.from_json(chaos)
         if "concurrencyLimit" in config:
             limit = config["concurrencyLimit"]
             self.concurrency_limit = None if limit is None else int(limit)
@@ -220,16 +247,13 @@ class GraphStandIn(FaultScripting, StandInServer[Fault]):
         return wait_recorded(self.delivered, count, timeout, "delivered message(s)")
 
     # --- server -------------------------------------------------------------------------------
-    async def start(self) -> Self:
-        await super().start()
-        if self.own_audience:
-            self.audiences.add(self.url)
-        return self
-
     def build_app(self) -> web.Application:
         app = self.new_app(client_max_size=max(self.max_upload_chunk_bytes, 200 * 2**20))
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         return app
+
+    async def _on_close(self) -> None:
+        self.submission.cancel_pending()
 
     def _verify_standin_token(self, token: str) -> TokenClaims:
         return standin_token_verifier(self.audiences, self.signing_key)(token)
@@ -323,7 +347,9 @@ class GraphStandIn(FaultScripting, StandInServer[Fault]):
             async def handle() -> web.StreamResponse:
                 return self._handlers[rec.operation](rec, mailbox)
 
-            return await answer_with_faults(self.fault_queue, request, rec, handle)
+            return await answer_with_faults(
+                self.fault_queue, request, rec, handle, self.random_faults
+            )
         finally:
             self.in_flight[mailbox] -= 1
 
