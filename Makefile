@@ -71,12 +71,15 @@ infra-check: $(STAMP) $(INFRA_STAMP)
 ## (exactly once at volume, through faults, Exchange's submission lag and a killed worker).
 bench: $(STAMP) $(AZURITE)
 	$(BIN)/python bench/intake.py
+	$(BIN)/python bench/batch.py
 	$(BIN)/python bench/delivery.py
 	$(BIN)/python bench/soak.py
 
-## schema: regenerate docs/send-request.schema.json after changing mailgw/models.py.
+## schema: regenerate docs/send-request.schema.json and docs/openapi.json after changing the models
+## or the routes (functions/routes.py).
 schema: $(STAMP)
 	$(BIN)/python -m mailgw.schema
+	$(BIN)/python -m functions.openapi
 
 clean:
 	rm -rf $(VENV) $(INFRA_VENV) node_modules .azurite .mypy_cache .ruff_cache .pytest_cache

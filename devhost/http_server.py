@@ -142,7 +142,9 @@ class HttpFrontEnd:
         app.router.add_get("/admin/functions", self._functions_list)
         for extend in self._extensions:  # the dev host's own pages, before the app's routes
             extend(app)
-        app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        # Every path reaches the dispatcher, even one whose decoded form has a line break (an id
+        # with %0A): aiohttp's "." stops at it, the host's routing does not.
+        app.router.add_route("*", r"/{tail:[\s\S]*}", self._dispatch)
         return app
 
     async def _status(self, _: web.Request) -> web.Response:

@@ -6,31 +6,63 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import azure.functions as func
 
+from functions.openapi import openapi_document
 from functions.problems import PROBLEM_CONTENT_TYPE, Problem, internal_problem, problem_for
+from functions.routes import (
+    BATCH,
+    CANCEL,
+    HEALTH,
+    OPENAPI,
+    REPLAY,
+    STATUS,
+    SUBMIT,
+    HealthReport,
+    Route,
+)
 from mailgw import telemetry
-from mailgw.auth import ROLE_READ, ROLE_READ_ALL, ROLE_REPLAY, ROLE_SEND, Caller
+from mailgw.auth import Caller
+from mailgw.batch import BatchResult
 from mailgw.errors import GatewayError, StorageUnreachable
 from mailgw.intake import STATUS_PATH
+from mailgw.models import SubmitResult
 from mailgw.operations import not_found
 from mailgw.services import services
 from mailgw.settings import current_settings
+from mailgw.state.record import Viewer
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 log = logging.getLogger("mailgw.http")
 
 
-def _level(with_keys: func.AuthLevel) -> func.AuthLevel:
-    """With MAILGW_AUTH=entra the host lets every call through and the app checks the token."""
-    return func.AuthLevel.ANONYMOUS if current_settings().api_auth == "entra" else with_keys
+_LEVELS = {
+    "anonymous": func.AuthLevel.ANONYMOUS,
+    "function": func.AuthLevel.FUNCTION,
+    "admin": func.AuthLevel.ADMIN,
+}
 
 
-async def _authorize(req: func.HttpRequest, *any_of: str) -> Caller | None:
-    return await services().api_auth.authorize(req.headers.get("authorization"), *any_of)
+Handler = TypeVar("Handler", bound=Callable[..., Awaitable[func.HttpResponse]])
+
+
+def _route(route: Route) -> Callable[[Handler], Handler]:
+    """The blueprint's decorator for ``route`` (functions/routes.py). With MAILGW_AUTH=entra the
+    host lets every call through and the app checks the token."""
+    level = _LEVELS[route.auth]
+    if current_settings().api_auth == "entra":
+        level = func.AuthLevel.ANONYMOUS
+    decorate: Callable[[Handler], Handler] = bp.route(
+        route=route.route, methods=[route.method], auth_level=level
+    )
+    return decorate
+
+
+async def _authorize(req: func.HttpRequest, route: Route) -> Caller | None:
+    return await services().api_auth.authorize(req.headers.get("authorization"), *route.roles)
 
 
 def _json(
@@ -67,10 +99,10 @@ async def _respond(
         return _problem(internal_problem())
 
 
-@bp.route(route="v1/messages", methods=["POST"], auth_level=_level(func.AuthLevel.FUNCTION))
+@_route(SUBMIT)
 async def submit_message(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
     async def call() -> func.HttpResponse:
-        caller = await _authorize(req, ROLE_SEND)
+        caller = await _authorize(req, SUBMIT)
         result = await services().intake.submit(
             req.get_body(),
             content_type=req.headers.get("content-type"),
@@ -84,16 +116,49 @@ async def submit_message(req: func.HttpRequest, context: func.Context) -> func.H
         body = result.model_dump(mode="json", by_alias=True)
         return _json(202, body, {"Location": result.status_url})
 
-    with telemetry.http_request("POST", "/api/v1/messages", context.trace_context) as request:
+    with telemetry.http_request("POST", SUBMIT.path, context.trace_context) as request:
         response = await _respond(req, call)
         request.responded(response.status_code)
     return response
 
 
-@bp.route(route="v1/messages/{id}", methods=["GET"], auth_level=_level(func.AuthLevel.FUNCTION))
+@_route(BATCH)
+async def submit_batch(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    async def call() -> func.HttpResponse:
+        caller = await _authorize(req, BATCH)
+        result = await services().batch.submit(
+            req.get_body(),
+            content_type=req.headers.get("content-type"),
+            traceparent=req.headers.get("traceparent"),
+            idempotency_key=req.headers.get("idempotency-key"),
+            owner=caller.app_id if caller is not None else None,
+        )
+        if caller is not None:
+            log.info("batch: %s message(s) accepted from app %s", result.accepted, caller.app_id)
+        return _json(207, _batch_answer(result, _path(req)))
+
+    with telemetry.http_request("POST", BATCH.path, context.trace_context) as request:
+        response = await _respond(req, call)
+        request.responded(response.status_code)
+    return response
+
+
+def _batch_answer(result: BatchResult, instance: str) -> dict[str, Any]:
+    """Each item's 202 body, or its problem (``instance``: the item, as a JSON pointer)."""
+    results: list[dict[str, Any]] = []
+    for index, item in enumerate(result.items):
+        if isinstance(item, SubmitResult):
+            results.append(item.model_dump(mode="json", by_alias=True))
+        else:
+            results.append(problem_for(item).to_json(f"{instance}#/messages/{index}"))
+    accepted = result.accepted
+    return {"accepted": accepted, "rejected": len(results) - accepted, "results": results}
+
+
+@_route(STATUS)
 async def message_status(req: func.HttpRequest) -> func.HttpResponse:
     async def call() -> func.HttpResponse:
-        caller = await _authorize(req, ROLE_READ, ROLE_SEND, ROLE_READ_ALL)
+        caller = await _authorize(req, STATUS)
         message_id = req.route_params.get("id", "")
         viewer = caller.viewer() if caller is not None else None
         record = await services().operations.find(message_id, viewer)
@@ -104,12 +169,25 @@ async def message_status(req: func.HttpRequest) -> func.HttpResponse:
     return await _respond(req, call)
 
 
-@bp.route(
-    route="v1/messages/{id}/replay", methods=["POST"], auth_level=_level(func.AuthLevel.ADMIN)
-)
+@_route(CANCEL)
+async def cancel_message(req: func.HttpRequest) -> func.HttpResponse:
+    async def call() -> func.HttpResponse:
+        caller = await _authorize(req, CANCEL)
+        # An app cancels its own messages only: Messages.ReadAll reads others', it does not
+        # call them back. A Functions key is every caller at once (docs/trust-model.md).
+        viewer = Viewer(caller.app_id) if caller is not None else None
+        record = await services().operations.cancel(req.route_params.get("id", ""), viewer)
+        if caller is not None:
+            log.info("message %s canceled by app %s", record.id, caller.app_id)
+        return _json(200, record.public(datetime.now(UTC)))
+
+    return await _respond(req, call)
+
+
+@_route(REPLAY)
 async def replay_message(req: func.HttpRequest) -> func.HttpResponse:
     async def call() -> func.HttpResponse:
-        caller = await _authorize(req, ROLE_REPLAY)
+        caller = await _authorize(req, REPLAY)
         viewer = caller.viewer() if caller is not None else None
         record = await services().operations.replay(req.route_params.get("id", ""), viewer)
         body = record.public(datetime.now(UTC))
@@ -118,7 +196,7 @@ async def replay_message(req: func.HttpRequest) -> func.HttpResponse:
     return await _respond(req, call)
 
 
-@bp.route(route="v1/health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@_route(HEALTH)
 async def health(req: func.HttpRequest) -> func.HttpResponse:
     async def call() -> func.HttpResponse:
         svc = services()
@@ -126,14 +204,17 @@ async def health(req: func.HttpRequest) -> func.HttpResponse:
             depth = await svc.queue.ping()
         except Exception as exc:  # any storage failure means "not healthy", with the reason
             raise StorageUnreachable(f"The queue is not reachable: {type(exc).__name__}") from exc
-        return _json(
-            200,
-            {
-                "status": "ok",
-                "queue": svc.settings.queue,
-                "transport": svc.settings.transport,
-                "depth": depth,
-            },
+        report = HealthReport(
+            status="ok", queue=svc.settings.queue, transport=svc.settings.transport, depth=depth
         )
+        return _json(200, report.model_dump(mode="json"))
+
+    return await _respond(req, call)
+
+
+@_route(OPENAPI)
+async def openapi(req: func.HttpRequest) -> func.HttpResponse:
+    async def call() -> func.HttpResponse:
+        return _json(200, openapi_document())
 
     return await _respond(req, call)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from mailgw import errors
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -38,7 +40,9 @@ PROBLEM_TYPES: dict[type[errors.GatewayError], ProblemType] = {
     errors.Forbidden: ProblemType(403, "Forbidden", "forbidden"),
     errors.SenderNotAllowed: ProblemType(403, "Sender not allowed", "sender-not-allowed"),
     errors.MessageNotFound: ProblemType(404, "Message not found", "not-found"),
+    errors.TemplateNotFound: ProblemType(400, "Unknown template", "template-not-found"),
     errors.NotReplayable: ProblemType(409, "Not replayable", "not-replayable"),
+    errors.NotCancelable: ProblemType(409, "Not cancelable", "not-cancelable"),
     errors.IdempotencyKeyExhausted: ProblemType(409, "Idempotency-Key exhausted", "conflict"),
     errors.MessageTooLarge: ProblemType(413, "Message too large", "too-large"),
     errors.UnsupportedMediaType: ProblemType(
@@ -48,11 +52,33 @@ PROBLEM_TYPES: dict[type[errors.GatewayError], ProblemType] = {
         422, "Idempotency-Key reused", "idempotency-key-reused"
     ),
     errors.QueueUnavailable: ProblemType(503, "Queue unavailable", "queue-unavailable"),
+    errors.TemplatesUnavailable: ProblemType(503, "Templates unavailable", "templates-unavailable"),
     errors.StorageUnreachable: ProblemType(503, "Queue unreachable", "unhealthy"),
     errors.AuthUnavailable: ProblemType(503, "Token validation unavailable", "auth-unavailable"),
 }
 INTERNAL = ProblemType(500, "Internal error", "internal")
 INTERNAL_DETAIL = "The gateway failed unexpectedly; the request was not accepted. Retry later."
+
+
+class FieldProblem(BaseModel):
+    """One broken rule, at a place in the caller's own JSON (``to[2].address``)."""
+
+    field: str
+    message: str
+
+
+class ProblemDetails(BaseModel):
+    """An ``application/problem+json`` body (RFC 9457) as the gateway writes it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    #: ``urn:mailgw:problem:<slug>`` (docs/problems.md) for the gateway's own problems
+    type: str
+    title: str
+    status: int = Field(ge=400, le=599)
+    detail: str
+    instance: str | None = None
+    errors: list[FieldProblem] | None = None
 
 
 @dataclass(frozen=True)

@@ -145,6 +145,11 @@ param stateTableName string = 'mailgwstate'
 @description('MAILGW_PAYLOAD_CONTAINER: blob container of claim-checked payloads over the 64 KiB queue limit.')
 param payloadContainerName string = 'mail-payloads'
 
+@minLength(3)
+@maxLength(63)
+@description('MAILGW_TEMPLATE_CONTAINER: blob container of message templates (mailgw templates put); each version is a blob of its own.')
+param templateContainerName string = 'mail-templates'
+
 @description('MAILGW_GRAPH_ENDPOINT: Microsoft Graph root. Sovereign clouds: https://graph.microsoft.us, https://dod-graph.microsoft.us, https://microsoftgraph.chinacloudapi.cn.')
 param graphEndpoint string = 'https://graph.microsoft.com'
 
@@ -312,6 +317,7 @@ module storage 'modules/storage.bicep' = {
     ] : [])
     stateTableName: stateTableName
     payloadContainerName: payloadContainerName
+    templateContainerName: templateContainerName
     deploymentContainerName: deploymentContainerName
     payloadRetentionDays: retentionDays
   }
@@ -322,6 +328,7 @@ module rbac 'modules/rbac.bicep' = {
   params: {
     storageAccountName: storage.outputs.name
     payloadContainerName: payloadContainerName
+    templateContainerName: templateContainerName
     appInsightsName: monitoring.outputs.appInsightsName
     identityPrincipalId: identity.properties.principalId
     operatorPrincipalId: operatorPrincipalId
@@ -434,6 +441,10 @@ var gatewaySettings = [
   {
     name: 'MAILGW_PAYLOAD_CONTAINER'
     value: payloadContainerName
+  }
+  {
+    name: 'MAILGW_TEMPLATE_CONTAINER'
+    value: templateContainerName
   }
   {
     name: 'MAILGW_RETENTION_DAYS'

@@ -2,22 +2,24 @@
 
 Two kinds of commands:
 
-* ``send``, ``status``, ``health`` talk to the public HTTP API as any caller would (Functions key in
+* ``send``, ``status``, ``cancel``, ``health`` talk to the public HTTP API through
+  :mod:`mailgw.client`, as any caller would (Functions key in
   ``x-functions-key``, or an Entra ID token as ``Authorization: Bearer`` when the gateway runs with
   ``MAILGW_AUTH=entra``), so they work the same against the local dev host and a deployed Function
   App (``--url``/``--key``/``--token``, or ``MAILGW_URL``/``MAILGW_FUNCTION_KEY``/
   ``MAILGW_API_TOKEN``).
 * ``events tail`` prints outcome events from the events queue (``MAILGW_EVENTS_QUEUE``) as they
   arrive; like the operator commands it reads storage directly.
-* ``failed list|replay|purge``, ``store cleanup`` and ``top`` are operator commands: they work on
-  the gateway's storage directly, through the same core the functions use, so they need no endpoint
+* ``failed list|replay|purge``, ``store cleanup``, ``templates put|list|show`` and ``top`` are
+  operator commands: they work on the gateway's storage directly, through the same core the
+  functions use, so they need no endpoint
   and no admin key, only storage access. Settings come from the environment, falling back to the
   ``Values`` of ``local.settings.json`` in the current directory (the environment wins): locally
   that is Azurite; against Azure set ``AzureWebJobsStorage__queueServiceUri`` /
   ``__blobServiceUri`` / ``__tableServiceUri`` (and ``MAILGW_QUEUE``, ``MAILGW_STATE_TABLE``,
-  ``MAILGW_PAYLOAD_CONTAINER`` if not the defaults) and sign in with ``az login``
-  (DefaultAzureCredential; the identity needs the Storage Queue, Blob and Table Data Contributor
-  roles).
+  ``MAILGW_PAYLOAD_CONTAINER``, ``MAILGW_TEMPLATE_CONTAINER`` if not the defaults) and sign in
+  with ``az login`` (DefaultAzureCredential; the identity needs the Storage Queue, Blob and Table
+  Data Contributor roles).
 """
 
 from __future__ import annotations
@@ -35,9 +37,7 @@ import re
 import shutil
 import sys
 import textwrap
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -89,8 +89,22 @@ def _read_text(path: str) -> str:
         raise OSError(errno.EILSEQ, "not UTF-8 text", path) from None
 
 
+def _template_data(text: str) -> Any:
+    """``--data``: JSON, or ``@FILE`` holding JSON."""
+    raw = _read_text(text[1:]) if text.startswith("@") else text
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--data is not JSON: {error}") from None
+
+
 def build_request(args: argparse.Namespace) -> dict[str, Any]:
-    body: dict[str, Any] = {"from": args.sender, "to": args.to, "subject": args.subject}
+    body: dict[str, Any] = {"from": args.sender, "to": args.to}
+    if args.template:
+        body["template"] = args.template
+        body["templateData"] = _template_data(args.data) if args.data else {}
+    if args.subject or not args.template:  # with a template, the API says a subject is too many
+        body["subject"] = args.subject
     for key in ("cc", "bcc"):
         if getattr(args, key):
             body[key] = getattr(args, key)
@@ -118,54 +132,9 @@ def build_request(args: argparse.Namespace) -> dict[str, Any]:
         body["importance"] = args.importance
     if args.send_at:
         body["sendAt"] = args.send_at
+    if args.sandbox:
+        body["sandbox"] = True
     return body
-
-
-def _credentials(args: argparse.Namespace) -> dict[str, str]:
-    """The caller's credentials as headers: a Functions key, an Entra ID token, or both."""
-    headers = {}
-    if args.key:
-        headers["x-functions-key"] = args.key
-    if args.token:
-        headers["Authorization"] = f"Bearer {args.token}"
-    return headers
-
-
-def _call(
-    method: str,
-    url: str,
-    credentials: dict[str, str],
-    body: Any = None,
-    headers: dict[str, str] | None = None,
-) -> tuple[int, dict[str, str], Any]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method)
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
-    for name, value in {**credentials, **(headers or {})}.items():
-        request.add_header(name, value)
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, dict(response.headers), _decode(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), _decode(error.read())
-
-
-def _decode(raw: bytes) -> Any:
-    try:
-        return json.loads(raw) if raw else None
-    except json.JSONDecodeError:
-        return raw.decode(errors="replace")
-
-
-def _print_result(status: int, body: Any) -> int:
-    """A success's JSON on stdout; a failure on stderr as a person needs it: the HTTP status, and
-    the problem's title, detail and field errors (or whatever else the server sent)."""
-    if status < 400:
-        print(json.dumps(body, indent=2) if not isinstance(body, str) else body)
-        return 0
-    print(describe_failure(status, body), file=sys.stderr)
-    return 1
 
 
 def describe_failure(status: int, body: Any) -> str:
@@ -250,6 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--header", action="append", default=[], metavar="X-NAME=VALUE")
     send.add_argument("--importance", choices=["low", "normal", "high"])
     send.add_argument("--send-at", help="ISO 8601 time with offset, at most 7 days ahead")
+    send.add_argument("--template", metavar="NAME", help="a stored template instead of --subject, "
+                      "--text and --html (mailgw templates list)")  # fmt: skip
+    send.add_argument("--data", metavar="JSON|@FILE", help="the template's data (templateData)")
+    send.add_argument("--sandbox", action="store_true",
+                      help="run everything but the transport: nothing is mailed")  # fmt: skip
     send.add_argument("--idempotency-key")
     send.add_argument("--dry-run", action="store_true", help="print the JSON body, send nothing")
 
@@ -258,9 +232,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("id", help="the message id from the 202 answer")
 
+    cancel = commands.add_parser(
+        "cancel",
+        parents=[api],
+        help="cancel a scheduled or queued message no attempt has started (DELETE)",
+    )
+    cancel.add_argument("id", help="the message id from the 202 answer")
+
     commands.add_parser(
         "health", parents=[api], help="check that the gateway and its queue are reachable"
     )
+
+    templates = commands.add_parser(
+        "templates", help="message templates, in storage: put, list, show"
+    ).add_subparsers(dest="action", required=True, metavar="ACTION")
+    put = templates.add_parser("put", help="store a new version of a template")
+    put.add_argument("name", help="1-64 lowercase letters, digits, '.', '_' or '-'")
+    put.add_argument("--subject", required=True, help="Jinja2 text, e.g. 'Receipt {{ order }}'")
+    put.add_argument("--text", metavar="FILE", help="the plain text part (Jinja2)")
+    put.add_argument("--html", metavar="FILE", help="the HTML part (Jinja2, autoescaped)")
+    templates.add_parser("list", help="stored templates, their newest version")
+    show = templates.add_parser("show", help="a template's parts as JSON")
+    show.add_argument("name")
+    show.add_argument("--version", type=_positive, help="this version (default: the newest)")
 
     doctor = commands.add_parser(
         "doctor",
@@ -345,43 +339,62 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _doctor(args)
     if args.command == "events":
         return events_tail(args)
-    if args.command in ("failed", "poison", "store", "top"):
+    if args.command in ("failed", "poison", "store", "templates", "top"):
         if (
-            args.command != "top"
+            args.command in ("failed", "poison")
             and args.action in ("replay", "purge")
             and bool(args.ids) == bool(args.all)
         ):
             parser.error(f"failed {args.action}: give message ids or --all (not both)")
         return operate(args)
     base = args.url.rstrip("/")
-    credentials = _credentials(args)
     body = None
     if args.command == "send":
         try:  # a local file problem, told apart from the network's
             body = build_request(args)
-        except OSError as error:
-            reason = error.strerror or error
-            print(f"mailgw: cannot read {error.filename}: {reason}", file=sys.stderr)
+        except (OSError, ValueError) as error:
+            if isinstance(error, OSError):
+                reason = error.strerror or error
+                print(f"mailgw: cannot read {error.filename}: {reason}", file=sys.stderr)
+            else:
+                print(f"mailgw: {error}", file=sys.stderr)
             return 2
         if args.dry_run:
             print(json.dumps(body, indent=2))
             return 0
+    return _call_api(args, base, body)
+
+
+def _call_api(args: argparse.Namespace, base: str, body: Any) -> int:
+    """The API commands, through :mod:`mailgw.client` (it retries 503s and timeouts; a send
+    always carries an Idempotency-Key, so a retry cannot queue it twice)."""
+    import httpx
+
+    from mailgw.client import ApiError, Client
+
+    paths = {"status": "/api/v1/messages/{id}", "cancel": "/api/v1/messages/{id}"}
     try:
-        if args.command == "send":
-            extra = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else None
-            status, _, answer = _call("POST", f"{base}/api/v1/messages", credentials, body, extra)
-        elif args.command == "status":
-            message_id = urllib.parse.quote(args.id, safe="")
-            status, _, answer = _call("GET", f"{base}/api/v1/messages/{message_id}", credentials)
-        else:
-            status, _, answer = _call("GET", f"{base}/api/v1/health", credentials)
-        return _print_result(status, answer)
-    except urllib.error.URLError as error:
-        print(f"mailgw: cannot reach {base}: {error.reason}", file=sys.stderr)
+        with Client(base, key=args.key, token=args.token) as client:
+            if args.command == "send":
+                answer = client.request(
+                    "POST", "/api/v1/messages", body, idempotency_key=args.idempotency_key
+                )
+            elif args.command in paths:
+                path = paths[args.command].format(id=urllib.parse.quote(args.id, safe=""))
+                answer = client.request("GET" if args.command == "status" else "DELETE", path)
+            else:
+                answer = client.request("GET", "/api/v1/health")
+    except ApiError as error:
+        print(describe_failure(error.status, error.body), file=sys.stderr)
         return 1
-    except OSError as error:  # a timeout or reset after connecting
-        print(f"mailgw: {base}: {error}", file=sys.stderr)
+    except httpx.ConnectError as error:
+        print(f"mailgw: cannot reach {base}: {error}", file=sys.stderr)
         return 1
+    except httpx.TransportError as error:  # a timeout or reset after connecting
+        print(f"mailgw: {base}: {error or type(error).__name__}", file=sys.stderr)
+        return 1
+    print(json.dumps(answer, indent=2) if not isinstance(answer, str) else answer)
+    return 0
 
 
 # --- operator commands: storage through the core ---------------------------------------------
@@ -603,10 +616,14 @@ async def close_services(services: Services) -> None:
         await services.queue.close()
     if "store" in opened:
         await services.store.close()
+    if "templates" in opened:
+        await services.templates.close()
     await close_credentials()
 
 
 async def run_operator(args: argparse.Namespace, services: Services) -> int:
+    if args.command == "templates":
+        return await _templates(services, args)
     ops = services.operations
     if args.command == "top":
         from mailgw.top import top
@@ -687,6 +704,40 @@ async def _purge(services: Services, args: argparse.Namespace) -> int:
     purged = await ops.purge_failed([r.id for r in targets])
     print(f"purged {purged} failed message(s)")
     return 1 if skipped else 0
+
+
+async def _templates(services: Services, args: argparse.Namespace) -> int:
+    from mailgw.errors import GatewayError
+    from mailgw.templates.render import TemplateInvalid
+
+    store = services.templates
+    try:
+        if args.action == "put":
+            text = _read_text(args.text) if args.text else None
+            html = _read_text(args.html) if args.html else None
+            stored = await store.put(args.name, subject=args.subject, text=text, html=html)
+            print(f"{stored.name}: version {stored.version} stored")
+        elif args.action == "list":
+            summaries = await store.summaries()
+            for item in summaries:
+                when = item.updated_at.strftime("%Y-%m-%d %H:%M:%S") if item.updated_at else "-"
+                print(f"{item.name}  version {item.latest}  ({item.versions} in all, {when} UTC)")
+            if not summaries:
+                print("no templates")
+        else:
+            found = (
+                await store.get(args.name, args.version)
+                if args.version
+                else await store.latest(args.name)
+            )
+            print(json.dumps(found.to_json(), indent=2, ensure_ascii=False))
+    except (TemplateInvalid, OSError) as error:
+        print(f"mailgw: {error}", file=sys.stderr)
+        return 2
+    except GatewayError as error:
+        print(f"mailgw: {error.detail}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def confirm(question: str) -> bool:

@@ -40,11 +40,14 @@ from mailgw.state.record import MessageRecord
 from mailgw.store import StateStore
 from mailgw.transports.base import OutboundMessage, Transport
 from mailgw.transports.errors import DeliveryError
+from mailgw.transports.sandbox import SandboxTransport
 from mailgw.validation import check_sender, validate_request
 
 log = logging.getLogger("mailgw.delivery")
 
-Action = Literal["sent", "retry", "scheduled", "poisoned", "duplicate", "deferred", "adopted"]
+Action = Literal[
+    "sent", "retry", "scheduled", "poisoned", "duplicate", "deferred", "adopted", "canceled"
+]
 
 #: An idempotent intake records the message just after enqueueing it; a keyed message seen before
 #: its record waits this long for it before being treated as the orphan of a crashed intake.
@@ -138,6 +141,8 @@ class Delivery:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     rng: random.Random = field(default_factory=random.Random)
     events: Events = field(default_factory=Events)
+    #: what a ``"sandbox": true`` message goes through instead of the transport
+    sandbox: Transport = field(default_factory=SandboxTransport)
 
     def __post_init__(self) -> None:
         self.policy = SenderPolicy(self.settings.allowed_senders)
@@ -212,9 +217,10 @@ class Delivery:
             save_checkpoint=checkpoint,
         )
         faults.point("before_send")
+        transport = self.sandbox if request.sandbox else self.transport
         try:
-            with telemetry.sending(message.id, self.transport.name):
-                receipt = await self.transport.send(message)
+            with telemetry.sending(message.id, transport.name):
+                receipt = await transport.send(message)
         except DeliveryError as error:
             return await self._failed(envelope, request, error)
         faults.point("after_send")
@@ -243,6 +249,9 @@ class Delivery:
         if record is not None and record.status is MessageStatus.sent:
             await self.events.republish(record)  # its worker may have died before publishing
             return Outcome("duplicate", envelope.id, detail="already sent"), record
+        if record is not None and record.status is MessageStatus.canceled:
+            await self.events.republish(record)  # its canceler may have died before publishing
+            return Outcome("canceled", envelope.id, detail="canceled before sending"), record
         if record is not None and is_stale_replay(record, envelope.replay):
             await self.events.republish(record)
             if not record.reported and envelope.replay == record.replays:
@@ -265,6 +274,8 @@ class Delivery:
         """Starting the attempt lost to another worker: done already, or being sent right now."""
         if record is not None and record.status is MessageStatus.sent:
             return Outcome("duplicate", envelope.id, detail="already sent")
+        if record is not None and record.status is MessageStatus.canceled:
+            return Outcome("canceled", envelope.id, detail="canceled before sending")
         if record is not None and is_stale_replay(record, envelope.replay):
             return Outcome("duplicate", envelope.id, detail="failed; replay it to send again")
         return await self._defer(envelope, BUSY_DELAY, "another worker is sending it", "busy")

@@ -82,6 +82,14 @@ class NotReplayable(GatewayError):
     """Only a failed message whose payload was kept can be sent again."""
 
 
+class NotCancelable(GatewayError):
+    """An attempt to send the message has started (or it is finished): too late to cancel."""
+
+
+class TemplateNotFound(GatewayError):
+    """``template`` names no stored template."""
+
+
 class InvalidMessage(GatewayError):
     """A queue message that is no send request (not JSON, not an object, no request)."""
 
@@ -99,6 +107,12 @@ class PayloadMissing(GatewayError):
 
 class QueueUnavailable(GatewayError):
     """The queue could not be written: nothing was accepted."""
+
+    retry_after = 10
+
+
+class TemplatesUnavailable(GatewayError):
+    """The template store could not be read: the message was not accepted."""
 
     retry_after = 10
 

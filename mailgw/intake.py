@@ -19,13 +19,14 @@ from mailgw import telemetry
 from mailgw.errors import IdempotencyKeyExhausted, IdempotencyKeyReused, QueueUnavailable
 from mailgw.events import Events
 from mailgw.ids import keyed_message_id, new_message_id
-from mailgw.models import Envelope, MessageStatus, SendRequest, SubmitResult
+from mailgw.models import Envelope, MessageStatus, SendRequest, SubmitResult, TemplateRef
 from mailgw.policy import SenderPolicy
 from mailgw.queue import MailQueue, SentMessage
 from mailgw.settings import Settings
 from mailgw.state import machine
 from mailgw.state.record import MessageRecord
 from mailgw.store import StateStore
+from mailgw.templates import TemplateStore, apply_template
 from mailgw.transports import check_fits
 from mailgw.validation import (
     check_idempotency_key,
@@ -70,6 +71,8 @@ class Intake:
     store: StateStore
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     events: Events = field(default_factory=Events)
+    #: where ``template`` names are looked up (None: no template store is configured)
+    templates: TemplateStore | None = None
 
     def __post_init__(self) -> None:
         self.policy = SenderPolicy(self.settings.allowed_senders)
@@ -87,18 +90,57 @@ class Intake:
         """``owner``: the calling app (Entra ID mode); its messages and keys are its own."""
         key = check_idempotency_key(idempotency_key)
         document = parse_json_body(body, content_type, self.settings.max_request_bytes)
-        now = self.clock()
-        request = validate_request(document, self.settings, now=now)
-        check_sender(self.policy, request.sender.address)
-        check_fits(self.settings, SIZING_ID, request)
-        accepted = _Accepted(self.settings, request, now, traceparent, owner)
+        accepted = await self.prepare(document, self.clock(), traceparent, owner)
         if key is None:
-            message_id = new_message_id()
-            await self._enqueue(accepted.envelope(message_id), accepted.delay)
-            telemetry.message_accepted("api", request.sender.address)
-            self._in_background(self._record(accepted.record(message_id)))
-            return accepted.result(message_id)
+            return await self.accept(accepted)
         return await self._submit_keyed(key, accepted, request_hash(document))
+
+    async def prepare(
+        self, document: Any, now: datetime, traceparent: str | None, owner: str | None
+    ) -> _Accepted:
+        """One send request checked by every rule (its template rendered), ready to accept."""
+        request = validate_request(document, self.settings, now=now, templates=True)
+        check_sender(self.policy, request.sender.address)
+        request, template = await apply_template(request, self.templates, self.settings, now=now)
+        check_fits(self.settings, SIZING_ID, request)
+        return _Accepted(self.settings, request, now, traceparent, owner, template)
+
+    async def accept(
+        self,
+        accepted: _Accepted,
+        message_id: str | None = None,
+        fingerprint: str | None = None,
+        later: list[MessageRecord] | None = None,
+    ) -> SubmitResult:
+        """Enqueue a prepared message; its record follows in the background (or, given
+        ``later``, is added there for the caller to write once its whole answer is out:
+        :meth:`record_later`). With a ``fingerprint`` (an item of a keyed batch, whose
+        ``message_id`` derives from the key) the record is written beside the enqueue before
+        this returns: such an id gets no grace period from a status lookup, and delivery tells a
+        copy from another body by it."""
+        message_id = message_id or new_message_id()
+        if fingerprint is None:
+            await self._enqueue(accepted.envelope(message_id), accepted.delay)
+            telemetry.message_accepted("api", accepted.request.sender.address)
+            record = accepted.record(message_id)
+            if later is not None:
+                later.append(record)
+            else:
+                self._in_background(self._record(record))
+            return accepted.result(message_id)
+        sent, created = await asyncio.gather(
+            self._enqueue(accepted.envelope(message_id, fingerprint), accepted.delay),
+            self.store.create(accepted.record(message_id, fingerprint)),
+            return_exceptions=True,
+        )
+        if isinstance(sent, BaseException):
+            if created is True:
+                await self.store.delete(message_id)
+            raise sent
+        if isinstance(created, BaseException):  # queued, so accepted: delivery records it
+            log.warning("state record for %s not written (%s)", message_id, created)
+        telemetry.message_accepted("api", accepted.request.sender.address)
+        return accepted.result(message_id)
 
     async def _submit_keyed(self, key: str, accepted: _Accepted, fingerprint: str) -> SubmitResult:
         for generation in range(1, 100):
@@ -143,6 +185,11 @@ class Intake:
                 await self.queue.delete(sent)
             return SubmitResult.model_validate(existing.response)
         raise IdempotencyKeyExhausted("Use a new Idempotency-Key.")
+
+    def record_later(self, records: list[MessageRecord]) -> None:
+        """Write accepted messages' records in the background (see :meth:`accept`)."""
+        for record in records:
+            self._in_background(self._record(record))
 
     async def _settled(self, message_id: str) -> MessageRecord | None:
         """The key's record once its first request is done with it: a concurrent first request
@@ -209,6 +256,7 @@ class _Accepted:
     now: datetime
     traceparent: str | None
     owner: str | None = None
+    template: TemplateRef | None = None
 
     @property
     def delay(self) -> timedelta | None:
@@ -251,4 +299,5 @@ class _Accepted:
             else None,
             key_expires_at=self.now + self.settings.idempotency_window if keyed else None,
             owner=self.owner,
+            template=self.template,
         )

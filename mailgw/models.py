@@ -41,6 +41,10 @@ MAX_METADATA_VALUE = 1024
 MAX_METADATA_TOTAL = 8192
 #: An error's message and hint are stored with the state; a reason this long is cut.
 MAX_ERROR_TEXT = 2000
+#: Messages in one ``POST /api/v1/messages:batch`` (Postmark's batch limit).
+MAX_BATCH = 500
+#: A template's name: what ``mailgw templates put NAME`` accepts, and ``template`` refers to.
+TEMPLATE_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 
 # Matched with fullmatch: `$` would also match before a trailing newline.
 _HEADER_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 field-name: printable ASCII except ':'
@@ -209,6 +213,12 @@ class SendRequest(_Model):
     save_to_sent_items: StrictBool = True
     send_at: AwareDatetime | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
+    #: run everything but the transport: validated, rendered, recorded, reported as sent
+    sandbox: StrictBool = False
+    #: a stored template (``mailgw templates put``) instead of subject/text/html, rendered at
+    #: intake with ``template_data``
+    template: str | None = Field(default=None, pattern=TEMPLATE_NAME_PATTERN)
+    template_data: dict[str, Any] | None = None
 
     @field_validator("headers")
     @classmethod
@@ -311,7 +321,8 @@ class SendRequest(_Model):
                 "at most {limit} recipients in to, cc and bcc together; got {count}",
                 {"field": "to", "limit": MAX_RECIPIENTS, "count": count},
             )
-        if not self.text and not self.html:
+        self._template_rules(info)
+        if self.template is None and not self.text and not self.html:
             raise PydanticCustomError(
                 "body", "at least one of text or html is required", {"field": "text"}
             )
@@ -330,6 +341,30 @@ class SendRequest(_Model):
             )
         return self
 
+    def _template_rules(self, info: ValidationInfo) -> None:
+        """A template replaces subject, text and html; only the HTTP intake renders one (a queue
+        producer's message carries its own subject and body)."""
+        if self.template is None:
+            if self.template_data is not None:
+                raise PydanticCustomError(
+                    "template", "templateData needs a template", {"field": "templateData"}
+                )
+            return
+        if not (info.context or {}).get("templates", False):
+            raise PydanticCustomError(
+                "template",
+                "templates are rendered by the HTTP API; a queued message carries subject, text "
+                "and html itself",
+                {"field": "template"},
+            )
+        given = [name for name in ("subject", "text", "html") if getattr(self, name)]
+        if given:
+            raise PydanticCustomError(
+                "template",
+                "a template replaces subject, text and html: send either template or {given}",
+                {"field": "template", "given": ", ".join(given)},
+            )
+
     def recipients(self) -> list[Recipient]:
         """Everyone the message goes to: the SMTP envelope (Bcc included)."""
         return [*self.to, *self.cc, *self.bcc]
@@ -346,6 +381,17 @@ class MessageStatus(StrEnum):
     retrying = "retrying"
     sent = "sent"
     failed = "failed"
+    #: canceled by its sender before any attempt to send it (``DELETE /api/v1/messages/{id}``)
+    canceled = "canceled"
+
+
+class TemplateRef(BaseModel):
+    """Which stored template (and which of its versions) a message was rendered from."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    version: int
 
 
 def _storable(text: str, limit: int) -> str:

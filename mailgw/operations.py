@@ -21,7 +21,7 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from mailgw import telemetry
 from mailgw.delivery import failure
-from mailgw.errors import GatewayError, MessageNotFound, NotReplayable
+from mailgw.errors import GatewayError, MessageNotFound, NotCancelable, NotReplayable
 from mailgw.events import Events
 from mailgw.ids import could_be_message_id, issued_at
 from mailgw.models import Envelope, ErrorInfo, MessageStatus
@@ -174,6 +174,27 @@ class Operations:
         else:
             await self.events.emit(updated, EventKind.replayed)
         return updated or record
+
+    async def cancel(self, message_id: str, viewer: Viewer | None = None) -> MessageRecord:
+        """Cancel a message no attempt has started (:func:`machine.canceled`); canceling it
+        again answers its state. Another app's message is as unknown as a missing one."""
+        record = await self.find(message_id, viewer)
+        if record is None:
+            raise not_found(message_id)
+        cancel = partial(machine.canceled, now=self.clock())
+        updated, applied = await self.store.apply(message_id, cancel, record)
+        if updated is None:
+            raise not_found(message_id)
+        if applied:
+            await self.events.emit(updated, EventKind.canceled)
+        if updated.status is MessageStatus.canceled:
+            return updated
+        state = updated.state(self.clock()).status.value
+        why = "an attempt to send it has started" if updated.attempts else "it is not waiting"
+        raise NotCancelable(
+            f"Only a scheduled or queued message that no attempt has started can be canceled; "
+            f"this one is {state} ({why})."
+        )
 
     async def find(self, message_id: str, viewer: Viewer | None = None) -> MessageRecord | None:
         """A message's record, if ``viewer`` may see it. The intake writes it just after answering

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ SCHEMA_DESCRIPTION = (
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "docs" / "send-request.schema.json"
 
 
-def _recipient_forms(definition: dict[str, Any]) -> dict[str, Any]:
+def recipient_forms(definition: dict[str, Any]) -> dict[str, Any]:
     """A recipient is a bare address string or an object; pydantic only sees the object form.
 
     ``Recipient`` turns a string into ``{"address": ...}`` in a ``mode="before"`` validator, which
@@ -52,14 +52,14 @@ def _recipient_forms(definition: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _drop_property_titles(node: Any) -> Any:
+def drop_property_titles(node: Any) -> Any:
     """Remove pydantic's generated per-property titles ("Savetosentitems"): noise, not contract."""
     if isinstance(node, dict):
         cleaned: dict[str, Any] = {}
         for key, value in node.items():
             if key == "properties" and isinstance(value, dict):
                 cleaned[key] = {
-                    name: _drop_property_titles(
+                    name: drop_property_titles(
                         {k: v for k, v in prop.items() if k != "title"}
                         if isinstance(prop, dict)
                         else prop
@@ -67,20 +67,20 @@ def _drop_property_titles(node: Any) -> Any:
                     for name, prop in value.items()
                 }
             else:
-                cleaned[key] = _drop_property_titles(value)
+                cleaned[key] = drop_property_titles(value)
         return cleaned
     if isinstance(node, list):
-        return [_drop_property_titles(item) for item in node]
+        return [drop_property_titles(item) for item in node]
     return node
 
 
 def build_schema() -> dict[str, Any]:
     """The schema as a dict, with the identifying keys first (key order is part of the output)."""
     generated = SendRequest.model_json_schema(by_alias=True, mode="validation")
-    generated = _drop_property_titles(generated)
+    generated = drop_property_titles(generated)
     definitions = generated.get("$defs", {})
     if "Recipient" in definitions:
-        definitions["Recipient"] = _recipient_forms(definitions["Recipient"])
+        definitions["Recipient"] = recipient_forms(definitions["Recipient"])
     generated.pop("title", None)
     generated.pop("description", None)
     return {
@@ -97,16 +97,19 @@ def render_schema() -> str:
     return json.dumps(build_schema(), indent=2, ensure_ascii=False) + "\n"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def generated_file_main(
+    argv: Sequence[str] | None, *, prog: str, what: str, default: Path, render: Callable[[], str]
+) -> int:
+    """``prog [--check] [--output PATH]``: write a generated contract file, or with ``--check``
+    exit 1 when the committed one no longer matches the code (CI catches an unreviewed change)."""
     parser = argparse.ArgumentParser(
-        prog="python -m mailgw.schema",
-        description="Write (or, with --check, verify) the send request's JSON Schema.",
+        prog=prog, description=f"Write (or, with --check, verify) {what}."
     )
     parser.add_argument("--check", action="store_true", help="exit 1 if the file is stale")
-    parser.add_argument("--output", type=Path, default=DEFAULT_PATH, help="schema file path")
+    parser.add_argument("--output", type=Path, default=default, help="file path")
     args = parser.parse_args(argv)
     path: Path = args.output
-    expected = render_schema()
+    expected = render()
 
     if args.check:
         try:
@@ -116,17 +119,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         if current == expected:
             print(f"{path} is up to date")
             return 0
-        state = "is missing" if current is None else "is stale (it does not match mailgw.models)"
-        print(
-            f"{path} {state}; run `python -m mailgw.schema` and commit the result",
-            file=sys.stderr,
-        )
+        state = "is missing" if current is None else "is stale (it does not match the code)"
+        print(f"{path} {state}; run `{prog}` and commit the result", file=sys.stderr)
         return 1
 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(expected, encoding="utf-8", newline="\n")
     print(f"wrote {path}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return generated_file_main(
+        argv,
+        prog="python -m mailgw.schema",
+        what="the send request's JSON Schema",
+        default=DEFAULT_PATH,
+        render=render_schema,
+    )
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
+from mailgw.answers import AnswerStore
 from mailgw.auth import ApiAuth, create_api_auth
+from mailgw.batch import BatchIntake
 from mailgw.delivery import Delivery, RetryPolicy
 from mailgw.events import Events
 from mailgw.events.pending import PendingEvents
@@ -20,6 +22,7 @@ from mailgw.queue import MailQueue
 from mailgw.seal import EnvelopeSeal
 from mailgw.settings import Settings, current_settings
 from mailgw.store import StateStore
+from mailgw.templates import TemplateStore
 from mailgw.transports import Transport, create_transport
 
 
@@ -76,8 +79,18 @@ class Services:
         )
 
     @cached_property
+    def templates(self) -> TemplateStore:
+        return TemplateStore(self.settings.storage(), self.settings.template_container)
+
+    @cached_property
     def intake(self) -> Intake:
-        return Intake(self.settings, self.queue, self.store, events=self.events)
+        return Intake(
+            self.settings, self.queue, self.store, events=self.events, templates=self.templates
+        )
+
+    @cached_property
+    def batch(self) -> BatchIntake:
+        return BatchIntake(self.intake, AnswerStore(self.store))
 
     @cached_property
     def transport(self) -> Transport:

@@ -82,6 +82,8 @@ class Settings:
     outbox_dir: str = "outbox"
     graph_endpoint: str = "https://graph.microsoft.com"
     payload_container: str = "mail-payloads"
+    #: the Blob container of message templates (``mailgw templates put``)
+    template_container: str = "mail-templates"
     max_request_bytes: int = 100 * MiB
     max_attachment_bytes: int = 150 * MiB
     max_attempts: int = 8
@@ -207,6 +209,7 @@ class Settings:
             outbox_dir=get("MAILGW_OUTBOX_DIR", cls.outbox_dir),
             graph_endpoint=endpoint,
             payload_container=get("MAILGW_PAYLOAD_CONTAINER", cls.payload_container),
+            template_container=get("MAILGW_TEMPLATE_CONTAINER", cls.template_container),
             max_request_bytes=_positive_int(env, "MAILGW_MAX_REQUEST_BYTES", cls.max_request_bytes),
             max_attachment_bytes=_positive_int(
                 env, "MAILGW_MAX_ATTACHMENT_BYTES", cls.max_attachment_bytes

@@ -45,7 +45,15 @@ _NO_CONTENT = {"response_preference": "return-no-content"}
 
 
 # Table properties are flat: nested values are stored as JSON strings.
-_JSON_FIELDS = ("lastError", "metadata", "history", "payloadRef", "checkpoint", "response")
+_JSON_FIELDS = (
+    "lastError",
+    "metadata",
+    "history",
+    "payloadRef",
+    "checkpoint",
+    "response",
+    "template",
+)
 
 
 def _to_entity(model: BaseModel, partition: str, row: str) -> dict[str, Any]:

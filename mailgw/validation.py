@@ -91,16 +91,26 @@ def parse_json_body(body: bytes, content_type: str | None, limit: int) -> Any:
 
 
 def validate_request(
-    document: Any, settings: Settings, *, now: datetime | None = None, what: str = "request"
+    document: Any,
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+    what: str = "request",
+    templates: bool = False,
 ) -> SendRequest:
     """The send request, or :class:`InvalidRequest` (:class:`MessageTooLarge` when the only
-    problem is size) listing every broken field."""
+    problem is size) listing every broken field. ``templates``: a ``template`` may stand for
+    subject/text/html (the HTTP intake renders it; a queued message must be rendered already)."""
     try:
         return SendRequest.model_validate(
             document,
             by_alias=True,
             by_name=False,  # the wire names only: "sender" or "send_at" are not part of the API
-            context={"max_attachment_bytes": settings.max_attachment_bytes, "now": now},
+            context={
+                "max_attachment_bytes": settings.max_attachment_bytes,
+                "now": now,
+                "templates": templates,
+            },
         )
     except ValidationError as exc:
         raise validation_error(exc, document, what=what) from None

@@ -9,6 +9,9 @@ param storageAccountName string
 @description('The container of claim-checked payloads, the only one an operator may read.')
 param payloadContainerName string
 
+@description('The container of message templates, which an operator manages with the mailgw CLI.')
+param templateContainerName string
+
 @description('The Application Insights component.')
 param appInsightsName string
 
@@ -46,6 +49,11 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01'
 resource payloadContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
   parent: blobService
   name: payloadContainerName
+}
+
+resource templateContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: blobService
+  name: templateContainerName
 }
 
 resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
@@ -128,6 +136,18 @@ resource operatorBlobAccess 'Microsoft.Authorization/roleAssignments@2022-04-01'
     principalId: operatorPrincipalId
     principalType: operatorPrincipalType
     description: 'mailgw operator: mailgw CLI access to the kept payloads'
+  }
+}]
+
+// Storage Blob Data Contributor on the template container: `mailgw templates put/list/show`.
+resource operatorTemplateAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for roleId in operatorBlobRoles: {
+  name: guid(templateContainer.id, operatorPrincipalId, roleId)
+  scope: templateContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleId)
+    principalId: operatorPrincipalId
+    principalType: operatorPrincipalType
+    description: 'mailgw operator: mailgw CLI access to the message templates'
   }
 }]
 

@@ -32,6 +32,9 @@ param stateTableName string
 @description('Container of claim-checked payloads.')
 param payloadContainerName string
 
+@description('Container of message templates (no lifecycle rule: templates are kept until replaced).')
+param templateContainerName string
+
 @description('Container the Flex Consumption plan deploys the app package from.')
 param deploymentContainerName string
 
@@ -112,6 +115,14 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01'
 resource payloadContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
   parent: blobService
   name: payloadContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+resource templateContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: templateContainerName
   properties: {
     publicAccess: 'None'
   }

@@ -3,6 +3,6 @@
 Persistence lives elsewhere (:mod:`mailgw.store`): this package knows no storage and reads no clock.
 """
 
-from mailgw.state.record import MAX_HISTORY, Attempt, MessageRecord, Viewer
+from mailgw.state.record import MAX_HISTORY, Attempt, MessageRecord, MessageState, Viewer
 
-__all__ = ["MAX_HISTORY", "Attempt", "MessageRecord", "Viewer"]
+__all__ = ["MAX_HISTORY", "Attempt", "MessageRecord", "MessageState", "Viewer"]

@@ -52,6 +52,7 @@ _STATUS_AFTER = {
     EventKind.retrying: MessageStatus.retrying,
     EventKind.failed: MessageStatus.failed,
     EventKind.replayed: MessageStatus.queued,
+    EventKind.canceled: MessageStatus.canceled,
 }
 #: The history step each kind's transition writes (its time is the event's ``time``).
 _STEP = {
@@ -59,6 +60,7 @@ _STEP = {
     EventKind.retrying: "retry",
     EventKind.failed: "failed",
     EventKind.replayed: "replayed",
+    EventKind.canceled: "canceled",
 }
 
 
@@ -99,7 +101,7 @@ def reports(record: MessageRecord, kind: EventKind) -> bool:
         return kind is EventKind.accepted or scheduled_at_acceptance(record)
     expected = _STATUS_AFTER.get(kind)
     if expected is None:
-        return False  # deferred and canceled arrive with the transitions that make them
+        return False  # deferred arrives with the transition that makes it
     if kind is EventKind.replayed:
         return record.status is expected and record.replays > 0
     return record.status is expected
@@ -175,6 +177,8 @@ def latest_kinds(record: MessageRecord) -> list[EventKind]:
         return [EventKind.sent]
     if record.status is MessageStatus.failed:
         return [EventKind.failed]
+    if record.status is MessageStatus.canceled:
+        return [EventKind.canceled]
     if record.status is MessageStatus.retrying:
         return [EventKind.retrying]
     if record.status is MessageStatus.queued and record.replays > 0:

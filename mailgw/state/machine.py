@@ -1,8 +1,11 @@
 """The message state machine: every transition of a :class:`MessageRecord`, as a pure function.
 
     scheduled → queued → sending → sent
-                  ↑        ↓  ↘
-                retrying ←─┘   failed ──replay──→ queued
+        ↘        ↓ ↑        ↓  ↘
+        canceled  retrying ←─┘   failed ──replay──→ queued
+
+A message is canceled only while it waits for its first attempt: once any attempt started it
+(``attempts`` > 0), the transport may have it, and it can no longer be called back.
 
 A transition takes the current record (``None``: the message has none yet) and, as keywords, the
 facts it needs: the time, the retention, a lease. It returns the next record, or ``None`` for "no
@@ -16,12 +19,14 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from mailgw.models import Envelope, ErrorInfo, MessageStatus, PayloadRef, SendRequest
+from mailgw.models import Envelope, ErrorInfo, MessageStatus, PayloadRef, SendRequest, TemplateRef
 from mailgw.state.record import MessageRecord
 
 #: A "sending" record older than this belongs to a worker that is gone (functionTimeout is 10 min).
 SENDING_STALE_AFTER = timedelta(minutes=15)
-FINAL = (MessageStatus.sent, MessageStatus.failed)
+FINAL = (MessageStatus.sent, MessageStatus.failed, MessageStatus.canceled)
+#: What a cancellation may stop: a message no attempt has started yet.
+CANCELABLE = (MessageStatus.scheduled, MessageStatus.queued)
 
 
 def new_record(
@@ -49,9 +54,11 @@ def accepted(
     response: dict[str, Any] | None = None,
     key_expires_at: datetime | None = None,
     owner: str | None = None,
+    template: TemplateRef | None = None,
 ) -> MessageRecord:
     """The record intake writes for a message it accepted. A keyed message (``fingerprint``) stays
-    unconfirmed until intake knows its copy is queued (:func:`confirmed`)."""
+    unconfirmed until intake knows its copy is queued (:func:`confirmed`). ``template``: the
+    stored template it was rendered from."""
     return new_record(
         message_id,
         status,
@@ -66,6 +73,8 @@ def accepted(
         response=response,
         key_expires_at=key_expires_at,
         confirmed=fingerprint is None,
+        sandbox=request.sandbox,
+        template=template,
     ).with_step(status.value, now)
 
 
@@ -94,6 +103,7 @@ def record_for(
         send_at=request.send_at if request else None,
         sender=request.sender.address if request else claimed_sender(envelope),
         metadata=request.metadata if request else {},
+        sandbox=request.sandbox if request else False,
     )
     return record.model_copy(update={"created_at": min(record.created_at, envelope.created_at)})
 
@@ -125,8 +135,9 @@ def start_sending(
     A ``sending`` record is resumed only when it was left by a worker that crashed: its queue
     message came back (``redelivered``), or it is older than any live attempt could be."""
     record = current or record_for(envelope, request, now=now, retention=retention)
-    if record.status is MessageStatus.sent or is_stale_replay(record, envelope.replay):
-        return None
+    done = (MessageStatus.sent, MessageStatus.canceled)
+    if record.status in done or is_stale_replay(record, envelope.replay):
+        return None  # a canceled message stays unsent, however late its queued copy comes
     if record.status is MessageStatus.sending:
         if not (redelivered or now - record.updated_at > SENDING_STALE_AFTER):
             return None  # another worker is sending it right now
@@ -207,6 +218,8 @@ def failed(
     if superseded(current, envelope):
         return None  # a late report of a copy that no longer speaks for the message
     record = current or record_for(envelope, None, now=now, retention=retention)
+    if record.status is MessageStatus.canceled:
+        return None  # called back before any attempt: a late failure report changes nothing
     changed = None
     if record.status is not MessageStatus.failed or record.last_error != error:
         changed = record.model_copy(
@@ -220,6 +233,16 @@ def failed(
     if payload is not None and (changed or record).payload_ref != payload:
         changed = (changed or record).model_copy(update={"payload_ref": payload})
     return changed
+
+
+def canceled(current: MessageRecord | None, *, now: datetime) -> MessageRecord | None:
+    """scheduled/queued, before any attempt → canceled. Applied under the same optimistic
+    concurrency as :func:`start_sending`, so one of the two wins on the latest record: either the
+    attempt starts (and the cancellation finds ``sending``: too late) or the message is canceled
+    (and the attempt finds ``canceled``: nothing to send)."""
+    if current is None or current.status not in CANCELABLE or current.attempts > 0:
+        return None
+    return current.model_copy(update={"status": MessageStatus.canceled}).with_step("canceled", now)
 
 
 def reported(current: MessageRecord | None) -> MessageRecord | None:

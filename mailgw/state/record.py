@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from mailgw.models import ErrorInfo, MessageStatus, PayloadRef
+from mailgw.models import ErrorInfo, MessageStatus, PayloadRef, TemplateRef
 
 #: Steps kept in a record's history; older ones fall off (a table property has a size limit).
 MAX_HISTORY = 50
@@ -37,6 +37,41 @@ class Attempt(BaseModel):
     at: datetime
     outcome: str
     code: str | None = None
+
+
+class MessageState(BaseModel):
+    """A message's state as ``GET /api/v1/messages/{id}`` shows it (docs/contracts.md). The
+    optional members at the end appear only when they say something."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+    id: str
+    status: MessageStatus
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+    send_at: datetime | None
+    last_error: ErrorInfo | None
+    metadata: dict[str, str]
+    history: list[Attempt]
+    ambiguous: bool
+    replays: int
+    #: sent, but the server refused this many of its recipients (a count, never who)
+    refused_recipients: int | None = None
+    #: a sandbox message: everything ran but the transport
+    sandbox: bool | None = None
+    #: the stored template (and its version) the message was rendered from
+    template: TemplateRef | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        body = self.model_dump(mode="json", by_alias=True)
+        for name in _OPTIONAL_STATE:
+            if body[name] is None:
+                del body[name]
+        return body
+
+
+_OPTIONAL_STATE = ("refusedRecipients", "sandbox", "template")
 
 
 class MessageRecord(BaseModel):
@@ -76,34 +111,38 @@ class MessageRecord(BaseModel):
     lease: str | None = None
     #: ``retrying``: when the next attempt is due (its outcome event says so)
     next_attempt_at: datetime | None = None
+    #: a sandbox message (``"sandbox": true``): never handed to the transport
+    sandbox: bool = False
+    #: the stored template it was rendered from, at intake
+    template: TemplateRef | None = None
     expires_at: datetime
     etag: str | None = Field(default=None, exclude=True)
 
     def public(self, now: datetime) -> dict[str, Any]:
-        """The state as the API shows it. ``scheduled`` turns ``queued`` once ``sendAt`` passes."""
+        """The state as the API shows it (:class:`MessageState`)."""
+        return self.state(now).to_json()
+
+    def state(self, now: datetime) -> MessageState:
+        """``scheduled`` turns ``queued`` once ``sendAt`` passes."""
         status = self.status
         if status is MessageStatus.scheduled and (self.send_at is None or self.send_at <= now):
             status = MessageStatus.queued
-        body = self.model_dump(
-            mode="json",
-            by_alias=True,
-            include={
-                "id",
-                "attempts",
-                "created_at",
-                "updated_at",
-                "send_at",
-                "last_error",
-                "metadata",
-                "history",
-                "ambiguous",
-                "replays",
-            },
+        return MessageState(
+            id=self.id,
+            status=status,
+            attempts=self.attempts,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+            send_at=self.send_at,
+            last_error=self.last_error,
+            metadata=self.metadata,
+            history=self.history,
+            ambiguous=self.ambiguous,
+            replays=self.replays,
+            refused_recipients=self.refused_recipients or None,  # partially sent: how many
+            sandbox=self.sandbox or None,
+            template=self.template,
         )
-        body["status"] = status.value
-        if self.refused_recipients:  # partially sent: say so, without saying who
-            body["refusedRecipients"] = self.refused_recipients
-        return body
 
     def visible_to(self, viewer: Viewer | None) -> bool:
         """An app sees only its own messages, unless it may see all (:class:`Viewer`)."""

@@ -102,6 +102,15 @@ async def test_catch_all_matches_any_depth_and_any_method(
     assert (status, json.loads(body)) == (200, {"route": {}})
 
 
+async def test_a_route_value_with_an_encoded_line_break_reaches_the_function(
+    host: DevHostProcess, session: aiohttp.ClientSession
+) -> None:
+    """The host's routing takes any character in a segment; the dev host's own web framework
+    must not answer such a path itself (with its plain-text 404)."""
+    status, _, body = await call(session, host, "GET", "/api/files/a%0Ab")
+    assert (status, json.loads(body)) == (200, {"route": {"path": "a\nb"}})
+
+
 async def test_unknown_path_and_wrong_method_are_404(
     host: DevHostProcess, session: aiohttp.ClientSession
 ) -> None:

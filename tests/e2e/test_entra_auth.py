@@ -5,6 +5,7 @@ but health. Refused calls enqueue nothing; the sender policy still applies to a 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from gateway_host import DevHost
@@ -125,3 +126,31 @@ def test_a_message_is_visible_only_to_its_app_unless_read_all(
     # an operator may replay any app's message (here: 409, it was sent, not failed)
     assert host.request("POST", f"{path}/replay", headers=bearer(operator)).status == 409
     assert host.request("GET", path, headers=bearer(idp.token((ROLE_READ,)))).status == 200
+
+
+def test_an_app_cancels_and_batches_as_itself(host: DevHost, idp: EntraStandIn) -> None:
+    """Cancel needs Messages.Send and the caller's own message: another app, even one that may
+    read every message (Messages.ReadAll), gets 404. A keyed batch is the calling app's too."""
+    ours = bearer(idp.token((ROLE_SEND,)))
+    later = sample_request(sendAt=(datetime.now(UTC) + timedelta(hours=1)).isoformat())
+    accepted = host.post_json("/api/v1/messages", later, ours)
+    assert accepted.status == 202, accepted.body
+    path = f"/api/v1/messages/{accepted.json()['id']}"
+    assert host.request("DELETE", path).status == 401
+    reader = bearer(idp.token((ROLE_READ,)))
+    assert host.request("DELETE", path, headers=reader).status == 403
+    for roles in ((ROLE_SEND,), (ROLE_SEND, ROLE_READ_ALL)):
+        answer = host.request("DELETE", path, headers=bearer(idp.token(roles, azp=OTHER_APP)))
+        assert answer.status == 404, (roles, answer.body)
+    canceled = host.request("DELETE", path, headers=ours)
+    assert (canceled.status, canceled.json()["status"]) == (200, "canceled")
+
+    key = {"Idempotency-Key": "batch-43"}
+    body = {"messages": [sample_request(subject="b")]}
+    mine = host.post_json("/api/v1/messages:batch", body, {**ours, **key})
+    theirs = host.post_json(
+        "/api/v1/messages:batch", body, {**bearer(idp.token((ROLE_SEND,), azp=OTHER_APP)), **key}
+    )
+    assert (mine.status, theirs.status) == (207, 207)
+    assert mine.json()["results"][0]["id"] != theirs.json()["results"][0]["id"]
+    assert host.post_json("/api/v1/messages:batch", body, reader).status == 403

@@ -313,3 +313,21 @@ async def _pending_rows(services: Services) -> AsyncIterator[dict[str, Any]]:
     query = f"PartitionKey eq '{PENDING_PARTITION}'"
     async for entity in services.store.table().query_entities(query):
         yield dict(entity)
+
+
+async def test_a_canceled_message_reports_accepted_scheduled_then_canceled(
+    services: Services, azurite: Any
+) -> None:
+    send_at = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    message_id = await submit(services, sendAt=send_at)
+    canceled = await services.operations.cancel(message_id)
+    assert canceled.status.value == "canceled"
+    events_queue = reader(services, azurite)
+    events = events_queue.of(message_id)
+    assert kinds(events) == ["accepted", "scheduled", "canceled"]
+    assert events[-1]["data"]["status"] == "canceled"
+    for event in events:
+        assert_valid_event(event)
+    # canceling again changes nothing and reports nothing new
+    await services.operations.cancel(message_id)
+    assert kinds(events_queue.of(message_id)) == ["accepted", "scheduled", "canceled"]

@@ -623,3 +623,23 @@ def test_doctor_checks_with_the_app_environment_and_gives_the_callers_back(
     assert cli.main(["doctor"]) == 0
     assert seen["transport"] == "outbox"  # from the file, in the process environment
     assert dict(os.environ) == before
+
+
+def test_send_with_a_template_and_sandbox_builds_the_request(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data.json"
+    data.write_text('{"customer": "Ann"}', encoding="utf-8")
+    argv = ["send", "--from", "noreply@contoso.com", "--to", "a@example.com", "--template",
+            "receipt", "--data", f"@{data}", "--sandbox", "--dry-run"]  # fmt: skip
+    assert cli.main(argv) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body == {
+        "from": "noreply@contoso.com",
+        "to": ["a@example.com"],
+        "template": "receipt",
+        "templateData": {"customer": "Ann"},
+        "sandbox": True,
+    }
+    assert cli.main([*argv[:-4], "--data", "{not json", "--dry-run"]) == 2
+    assert "--data is not JSON" in capsys.readouterr().err

@@ -31,7 +31,7 @@ def load_app(program: str = COUNT_FUNCTIONS, **env: str) -> subprocess.Completed
 def test_app_loads_with_defaults() -> None:
     result = load_app()
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "10"
+    assert result.stdout.strip() == "13"
 
 
 @pytest.mark.parametrize(
@@ -81,9 +81,12 @@ def test_entra_mode_makes_the_http_routes_anonymous_to_the_host() -> None:
         levels[mode] = dict(line.split() for line in result.stdout.splitlines())
     assert levels["keys"] == {
         "submit_message": "FUNCTION",
+        "submit_batch": "FUNCTION",
         "message_status": "FUNCTION",
+        "cancel_message": "FUNCTION",  # a key is every caller at once (docs/trust-model.md)
         "replay_message": "ADMIN",  # replay needs the master key
         "health": "ANONYMOUS",
+        "openapi": "ANONYMOUS",
     }
     assert levels["entra"] == dict.fromkeys(levels["keys"], "ANONYMOUS")
 

@@ -23,6 +23,8 @@ from mailgw.state.machine import FINAL, SENDING_STALE_AFTER, is_stale_replay
 ALL = list(MessageStatus)
 STARTABLE = (MessageStatus.scheduled, MessageStatus.queued, MessageStatus.retrying)
 NOT_SENT = [s for s in MessageStatus if s is not MessageStatus.sent]
+#: A message in these never changes again on a delivery's account (sent, or called back).
+SETTLED = (MessageStatus.sent, MessageStatus.canceled)
 ERROR = ErrorInfo(code="ErrorSendAsDenied", message="no", hint="grant Send As")
 OTHER_ERROR = ErrorInfo(code="Timeout", message="slow", hint="")
 
@@ -204,8 +206,53 @@ def test_start_sending_outcome_for_every_status(status: MessageStatus) -> None:
     updated = start()(current.model_copy(deep=True))
     if status in STARTABLE:
         assert updated is not None and updated.status is MessageStatus.sending
-    else:  # sending (held by a live worker), sent, failed (replay 0 is stale)
+    else:  # sending (held by a live worker), sent, failed (replay 0 is stale), canceled
         assert updated is None
+
+
+# --- canceled ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", ALL)
+@pytest.mark.parametrize("attempts", [0, 1])
+def test_cancel_for_every_status(status: MessageStatus, attempts: int) -> None:
+    """Only a message waiting for its first attempt can be called back."""
+    current = record(status, attempts=attempts)
+    updated = machine.canceled(current.model_copy(deep=True), now=NOW)
+    if status in machine.CANCELABLE and attempts == 0:
+        assert updated is not None and updated.status is MessageStatus.canceled
+        assert updated.history[-1].outcome == "canceled"
+        assert current.status is status  # the input is untouched
+    else:
+        assert updated is None
+
+
+def test_cancel_of_no_record_creates_nothing() -> None:
+    assert machine.canceled(None, now=NOW) is None
+
+
+@pytest.mark.parametrize("redelivered", [False, True])
+@pytest.mark.parametrize("replay", [0, 1])
+def test_a_canceled_message_never_starts_sending(redelivered: bool, replay: int) -> None:
+    """However its queued copy comes (late, redelivered, a forged replay number)."""
+    current = machine.canceled(record(MessageStatus.queued), now=NOW)
+    assert current is not None
+    assert start(redelivered=redelivered, replay=replay)(current) is None
+
+
+@pytest.mark.parametrize(
+    "transition",
+    [
+        lambda r: machine.retrying(r, error=ERROR, now=NOW, ambiguous=False),
+        lambda r: machine.failed(r, envelope=envelope(), error=ERROR, now=NOW, retention=RETENTION),
+        lambda r: machine.replayed(r, number=1, now=NOW),
+        lambda r: machine.canceled(r, now=NOW),
+    ],
+    ids=["retrying", "failed", "replayed", "canceled-again"],
+)
+def test_nothing_moves_a_canceled_message(transition: Transition) -> None:
+    current = machine.canceled(record(MessageStatus.scheduled), now=NOW)
+    assert transition(current) is None
 
 
 # --- is_stale_replay --------------------------------------------------------------------------
@@ -298,8 +345,8 @@ def test_ambiguity_is_sticky_across_retries() -> None:
     assert twice is not None and twice.ambiguous
 
 
-@pytest.mark.parametrize("status", NOT_SENT)
-def test_mark_failed_for_every_status_but_sent(status: MessageStatus) -> None:
+@pytest.mark.parametrize("status", [s for s in MessageStatus if s not in SETTLED])
+def test_mark_failed_for_every_status_but_sent_or_canceled(status: MessageStatus) -> None:
     current = record(status, lease="lease-1", last_error=OTHER_ERROR)
     updated = mark_failed(envelope(), ERROR, NOW)(current)
     assert updated is not None
