@@ -614,6 +614,8 @@ async def close_services(services: Services) -> None:
         await services.events.close()
     if "queue" in opened:
         await services.queue.close()
+    if "pacer" in opened:  # give this instance's unused budget back before the table closes
+        await services.pacer.close()
     if "store" in opened:
         await services.store.close()
     if "templates" in opened:
