@@ -258,6 +258,12 @@ class Delivery:
             with telemetry.sending(message.id, transport.name):
                 receipt = await transport.send(message)
         except DeliveryError as error:
+            if error.quota is not None and self.pacer is not None:
+                sender = request.sender.address
+                quota, code, after = error.quota, error.code, error.retry_after
+                wait = await self.pacer.exhausted(sender, quota, code, after)
+                log.warning("mailbox %s is over Exchange's sending quota: %s", sender, error)
+                return await self._pace(envelope, request, record, wait, lease=lease)
             return await self._failed(envelope, request, error)
         faults.point("after_send")
         done = partial(

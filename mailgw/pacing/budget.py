@@ -263,6 +263,19 @@ def _slots(others: dict[str, Lease], limits: MailboxLimits, want: Want) -> int:
     return max(min(max(min(want.slots, fair), want.in_use), free), 0)
 
 
+def quota_ends(budget: Budget, now: float, window: Window, quota: str) -> float:
+    """When Exchange's quota refusal lifts, as best the gateway can tell: the next minute for a
+    rate reply; for the daily quota, when the oldest recipients it counted leave the window (at
+    least a bucket from now), or a whole window from now if it counted none (Exchange saw mail
+    the gateway did not send)."""
+    if quota == "minute":
+        return (math.floor(now / 60) + 1) * 60.0
+    live = [window.frees_at(b) for b, n in budget.buckets.items() if n and window.live(b, now)]
+    if not live:
+        return now + window.seconds
+    return max(min(live), now + window.bucket_seconds)
+
+
 def blocked(budget: Budget, *, until: float, reason: str) -> Budget:
     """Exchange refused for quota: nothing more until ``until`` (the latest block wins)."""
     if budget.blocked_until is not None and budget.blocked_until >= until:

@@ -29,6 +29,7 @@ from mailgw.pacing.budget import (
     Want,
     Window,
     blocked,
+    quota_ends,
     settle,
     usage,
 )
@@ -291,19 +292,24 @@ class Pacer:
 
     # --- Exchange's word, and reports ------------------------------------------------------------
 
-    async def exhausted(self, mailbox: str, until: datetime, reason: str) -> Deferral:
-        """Exchange refused for quota: the mailbox sends nothing more until ``until``, on every
-        instance (Exchange knows best)."""
+    async def exhausted(
+        self, mailbox: str, quota: str, code: str, retry_after: float | None = None
+    ) -> Deferral:
+        """Exchange refused for its sending ``quota`` (``daily`` or ``minute``, answer ``code``):
+        the mailbox sends nothing more until the window ends (or Exchange's ``Retry-After``), on
+        every instance: Exchange knows best."""
         key = row_key(mailbox)
-        at = until.timestamp()
+        now = self.clock()
 
-        def change(budget: Budget) -> tuple[Budget, None]:
-            return blocked(budget, until=at, reason=reason), None
+        def change(budget: Budget) -> tuple[Budget, float]:
+            ends = quota_ends(budget, now, self.window, quota)
+            until = now + retry_after if retry_after else ends
+            return blocked(budget, until=until, reason=code), until
 
-        await self.table.update(key, change)
+        until = await self.table.update(key, change)
         allowance = self._allowances.setdefault(key, _Allowance())
         allowance.recipients, allowance.messages = 0, 0
-        allowance.denied = Denial(at, "exchange")
+        allowance.denied = Denial(until, "exchange")
         return self._deferral(allowance.denied)
 
     async def usage(self, mailbox: str) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from mailgw.pacing.budget import (
     blocked,
     frees_enough,
     prune,
+    quota_ends,
     settle,
     usage,
     used,
@@ -156,6 +157,18 @@ def test_exchanges_block_holds_until_its_time() -> None:
     assert answer == Denial(T0 + 3600, "exchange")
     assert isinstance(ask(budget, now=T0 + 3600, need=1)[1], Grant)
     assert prune(budget, T0 + 3600, WINDOW).blocked_until is None
+
+
+def test_exchanges_quota_ends_with_the_oldest_counted_recipients() -> None:
+    now = T0 + 100
+    assert quota_ends(Budget(), now, WINDOW, "minute") == T0 + 120
+    assert quota_ends(Budget(), now, WINDOW, "daily") == now + DAY  # counted nothing: a window
+    counted = Budget(buckets={int(T0 // 900) - 10: 5, int(T0 // 900): 5})
+    assert quota_ends(counted, now, WINDOW, "daily") == T0 - 9 * 900 + DAY
+    # never sooner than a bucket from now (the window frees a bucket at a time)
+    assert (
+        quota_ends(counted, T0 - 9 * 900 + DAY - 1, WINDOW, "daily") == T0 - 9 * 900 + DAY - 1 + 900
+    )
 
 
 def test_the_stored_form_round_trips() -> None:
