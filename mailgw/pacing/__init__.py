@@ -6,5 +6,15 @@ from mailgw.pacing.budget import Window
 from mailgw.pacing.limits import MailboxLimits, PacingLimits
 from mailgw.pacing.pacer import Deferral, Pacer, Permit
 from mailgw.pacing.table import BudgetTable
+from mailgw.pacing.usage import MailboxUsage
 
-__all__ = ["BudgetTable", "Deferral", "MailboxLimits", "Pacer", "PacingLimits", "Permit", "Window"]
+__all__ = [
+    "BudgetTable",
+    "Deferral",
+    "MailboxLimits",
+    "MailboxUsage",
+    "Pacer",
+    "PacingLimits",
+    "Permit",
+    "Window",
+]

@@ -87,6 +87,18 @@ def parse_overrides(raw: str, default: MailboxLimits) -> dict[str, MailboxLimits
     return overrides
 
 
+def mailbox_address(text: str) -> str:
+    """An address named by an operator (a URL path, the CLI), checked and normalised as a send
+    request's ``from`` is; anything else is :class:`~mailgw.errors.InvalidMailbox`."""
+    from mailgw.errors import InvalidMailbox
+    from mailgw.models import Recipient
+
+    try:
+        return Recipient.model_validate({"address": text}).address.lower()
+    except ValueError as error:
+        raise InvalidMailbox(f"{text[:320]!r} is not a mailbox address") from error
+
+
 def _count(value: object, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise LimitsError(f"{where}: limits are positive whole numbers; got {value!r}")

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote
 
 from mailgw.pacing.budget import (
     REASONS,
@@ -35,6 +36,7 @@ from mailgw.pacing.budget import (
 )
 from mailgw.pacing.limits import MailboxLimits, PacingLimits
 from mailgw.pacing.table import TENANT_KEY, BudgetTable, row_key
+from mailgw.pacing.usage import MailboxUsage
 
 log = logging.getLogger("mailgw.pacing")
 
@@ -312,26 +314,26 @@ class Pacer:
         allowance.denied = Denial(until, "exchange")
         return self._deferral(allowance.denied)
 
-    async def usage(self, mailbox: str) -> dict[str, Any]:
+    async def usage(self, mailbox: str) -> MailboxUsage:
         """The mailbox's budgets and their use (and the tenant's, when it is paced)."""
         now = self.clock()
         limits = self.limits.for_mailbox(mailbox)
         budget, _ = await self.table.read(row_key(mailbox))
         shown = usage(budget, now=now, limits=limits, window=self.window)
-        body: dict[str, Any] = {"mailbox": mailbox.strip().lower(), **_times(shown)}
+        until = shown.pop("blockedUntil")
+        body: dict[str, Any] = {
+            "mailbox": mailbox.strip().lower(),
+            **shown,
+            "blockedUntil": datetime.fromtimestamp(until, UTC) if until is not None else None,
+        }
         tenant = self.limits.tenant_daily_recipients
         if tenant is not None:
             tenant_budget, _ = await self.table.read(TENANT_KEY)
             tenant_limits = MailboxLimits(daily_recipients=tenant, per_minute=None, concurrency=0)
             whole = usage(tenant_budget, now=now, limits=tenant_limits, window=self.window)
             body["tenantDailyRecipients"] = whole["dailyRecipients"]
-        return body
+        return MailboxUsage.model_validate(body)
 
-
-def _times(shown: dict[str, Any]) -> dict[str, Any]:
-    until = shown.get("blockedUntil")
-    if until is not None:
-        shown["blockedUntil"] = (
-            datetime.fromtimestamp(until, UTC).isoformat().replace("+00:00", "Z")
-        )
-    return shown
+    async def mailboxes(self) -> list[str]:
+        """Every mailbox that has a budget row (it sent, or was refused, recently)."""
+        return sorted(unquote(key) for key in await self.table.keys() if key != TENANT_KEY)

@@ -58,6 +58,17 @@ class BudgetTable:
         budget = Budget.from_json(json.loads(entity.get("budget") or "{}"))
         return budget, entity.metadata.get("etag")
 
+    async def keys(self) -> list[str]:
+        """Every budget's row key (an operator's listing, not a hot path)."""
+        self.requests += 1
+        try:
+            query = self._table().query_entities(
+                f"PartitionKey eq '{PARTITION}'", select=["RowKey"]
+            )
+            return [entity["RowKey"] async for entity in query]
+        except ResourceNotFoundError:
+            return []
+
     async def update(self, key: str, change: Change[T]) -> T:
         """Apply ``change`` to the latest version of the budget (retrying on a lost race)."""
         known = self._known.get(key)
