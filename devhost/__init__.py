@@ -17,6 +17,8 @@ host itself, all optional:
 ``DEVHOST_MAX_REQUEST_BYTES``    HTTP request body limit; else the host's own setting
                                  ``FUNCTIONS_REQUEST_BODY_SIZE_LIMIT``, else 104857600 (as Azure)
 ``DEVHOST_SHUTDOWN_SECONDS``     how long a stop waits for running invocations (30)
+``DEVHOST_PACING_WINDOW_SECONDS`` the gateway's rolling 24-hour sending window, shortened for
+                                 tests (budgets refill after this many seconds)
 ``DEVHOST_TIMERS``               ``off`` keeps every timer trigger from running (on); one function
                                  is switched off as in Azure, ``AzureWebJobs.<name>.Disabled=true``
 

@@ -156,6 +156,7 @@ class DevHost:
             log.info("The environment overrides local settings: %s", ", ".join(sorted(overridden)))
         config = HostConfig.load(app_dir, os.environ)
         loaded = load_app(app_dir, os.environ, config.http.route_prefix)
+        _shorten_pacing_window(os.environ)
         for skipped in loaded.skipped:
             log.warning(
                 "Function '%s' (%s) will not run: %s",
@@ -310,3 +311,15 @@ class DevHost:
             logging.shutdown()
             sys.stdout.flush()
             os._exit(0)  # a stuck sync function would otherwise block the interpreter's exit
+
+
+def _shorten_pacing_window(environ: Mapping[str, str]) -> None:
+    """``DEVHOST_PACING_WINDOW_SECONDS``: the gateway's rolling 24-hour sending window shortened
+    to this many seconds, so that a test sees over-budget mail go out after its wait."""
+    seconds = _env_number(environ, "DEVHOST_PACING_WINDOW_SECONDS", 0)
+    if seconds <= 0:
+        return
+    from mailgw.pacing.budget import use_test_window
+
+    window = use_test_window(int(seconds))
+    log.warning("Pacing window shortened to %ss (DEVHOST_PACING_WINDOW_SECONDS)", window.seconds)

@@ -19,6 +19,7 @@ from mailgw.events.sinks import EventGridSink, EventSink, QueueSink
 from mailgw.intake import Intake
 from mailgw.operations import Operations
 from mailgw.pacing import BudgetTable, Pacer
+from mailgw.pacing.budget import pacing_window
 from mailgw.queue import MailQueue
 from mailgw.seal import EnvelopeSeal
 from mailgw.settings import Settings, current_settings
@@ -100,7 +101,7 @@ class Services:
     @cached_property
     def pacer(self) -> Pacer:
         """This instance's share of the sending budgets, kept in the state table."""
-        return Pacer(BudgetTable(self.store.table), self.settings.pacing)
+        return Pacer(BudgetTable(self.store.table), self.settings.pacing, window=pacing_window())
 
     @cached_property
     def delivery(self) -> Delivery:

@@ -50,6 +50,25 @@ class Window:
         return self.frees_at(bucket) > now
 
 
+#: a shorter window for tests of the whole gateway, set only by the dev host
+#: (``DEVHOST_PACING_WINDOW_SECONDS``): never in Azure, where Exchange's 24 hours apply
+_test_window: Window | None = None
+
+
+def pacing_window() -> Window:
+    return _test_window or Window()
+
+
+def use_test_window(seconds: int) -> Window:
+    """Make the rolling window ``seconds`` long in this process (buckets of a fifteenth of it,
+    leases no longer than it), so that a test sees a day's budget refill in seconds."""
+    global _test_window
+    seconds = max(seconds, 2)
+    bucket = max(seconds // 15, 1)
+    _test_window = Window(seconds=seconds, bucket_seconds=bucket, lease_seconds=min(60, seconds))
+    return _test_window
+
+
 @dataclass(frozen=True)
 class Lease:
     """What one holder has reserved and not (as far as the store knows) given back."""

@@ -158,40 +158,61 @@ class Pacer:
             now = self.clock()
             denied = allowance.denied
             if denied is not None and denied.until > now:
-                return self._deferral(denied)
-            has_slot = not slots or allowance.in_use < allowance.slots
-            if allowance.covers(need, now) and has_slot:
-                allowance.take(need)
-                if slots:
-                    allowance.in_use += 1
-                    self._stop_linger(allowance)
+                if denied.limit != "concurrency":
+                    return self._deferral(denied)
+                # every slot is another instance's: look again when one of ours ends, or soon
+                if time.monotonic() > give_up_at:
+                    return self._deferral(Denial(now + SLOT_RETRY_SECONDS, "concurrency"))
+                await self._wait_release(allowance)
+                continue
+            if self._take(allowance, need, now, slots=slots):
                 return None
-            more_slots = allowance.slots < limits.concurrency and now - allowance.asked_slots_at > 1
-            if allowance.covers(need, now) and not more_slots:
+            if allowance.covers(need, now) and not self._may_grow(allowance, limits, now):
                 # every slot this instance may have is busy here: wait for one of ours to end
                 if time.monotonic() > give_up_at:
                     return self._deferral(Denial(now + SLOT_RETRY_SECONDS, "concurrency"))
                 await self._wait_release(allowance)
                 continue
             async with allowance.lock:
-                if allowance.covers(need, self.clock()) and (
-                    not slots or allowance.in_use < allowance.slots
+                now = self.clock()
+                if allowance.denied is not None and allowance.denied.until > now:
+                    continue  # a refill meanwhile was refused: see above
+                if allowance.covers(need, now) and (
+                    allowance.in_use < allowance.slots
+                    or not slots
+                    or not self._may_grow(allowance, limits, now)
                 ):
                     continue  # another coroutine refilled it meanwhile
                 answer = await self._refill(key, allowance, limits, need, slots=slots)
             if isinstance(answer, Denial):
-                if answer.limit != "concurrency":
-                    allowance.denied = answer
-                    return self._deferral(answer)
-                if time.monotonic() > give_up_at:
-                    return self._deferral(Denial(now + SLOT_RETRY_SECONDS, "concurrency"))
-                await self._wait_release(allowance)
+                if answer.limit == "concurrency":  # asked again in a second at the most
+                    answer = Denial(self.clock() + 1.0, "concurrency")
+                allowance.denied = answer
+
+    @staticmethod
+    def _take(allowance: _Allowance, need: int, now: float, *, slots: bool) -> bool:
+        if not allowance.covers(need, now) or (slots and allowance.in_use >= allowance.slots):
+            return False
+        allowance.take(need)
+        if slots:
+            allowance.in_use += 1
+            Pacer._stop_linger(allowance)
+        return True
+
+    @staticmethod
+    def _may_grow(allowance: _Allowance, limits: MailboxLimits, now: float) -> bool:
+        """Whether to ask the table for more slots (at most once a second)."""
+        return allowance.slots < limits.concurrency and now - allowance.asked_slots_at > 1
 
     async def _refill(
         self, key: str, allowance: _Allowance, limits: MailboxLimits, need: int, *, slots: bool
     ) -> Grant | Denial | None:
         now = self.clock()
         unused = allowance.unused(now)
+        # what is given back is no longer this instance's to spend, even while the write runs
+        allowance.recipients = 0
+        if allowance.messages is not None:
+            allowance.messages = 0
         chunk = max(min(self.chunk_recipients, limits.daily_recipients // 10), 1)
         per_minute = limits.per_minute or self.chunk_messages
         want = Want(
@@ -257,7 +278,8 @@ class Pacer:
             self._stop_linger(allowance)
             allowance.linger = asyncio.get_running_loop().create_task(self._linger(key))
 
-    def _stop_linger(self, allowance: _Allowance) -> None:
+    @staticmethod
+    def _stop_linger(allowance: _Allowance) -> None:
         if allowance.linger is not None and not allowance.linger.done():
             allowance.linger.cancel()
         allowance.linger = None
@@ -269,8 +291,10 @@ class Pacer:
     async def give_back(self, key: str) -> None:
         """Return an idle allowance to the table (slots free for other instances at once)."""
         allowance = self._allowances.get(key)
-        if allowance is None or allowance.in_use or allowance.until <= self.clock():
+        if allowance is None or allowance.in_use:
             return
+        if allowance.until <= self.clock() and not allowance.slots:
+            return  # nothing left to give back (a lease that ended keeps no slot)
         async with allowance.lock:
             now = self.clock()
             unused = allowance.unused(now)

@@ -9,8 +9,10 @@ Tables with ETags rather than Blob leases.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import quote
@@ -72,7 +74,9 @@ class BudgetTable:
     async def update(self, key: str, change: Change[T]) -> T:
         """Apply ``change`` to the latest version of the budget (retrying on a lost race)."""
         known = self._known.get(key)
-        for _ in range(30):
+        for attempt in range(30):
+            if attempt > 2:  # a crowd is writing: step aside for a moment, at random
+                await asyncio.sleep(random.uniform(0, 0.02 * attempt))
             fresh = known is None
             budget, etag = known if known is not None else await self.read(key)
             known = None

@@ -150,3 +150,31 @@ async def test_concurrency_is_limited_across_pacers(tables: Callable[[], BudgetT
     assert peak <= 4
     for pacer in pacers:
         await pacer.close()
+
+
+async def test_concurrent_sends_on_three_pacers_never_overspend(
+    tables: Callable[[], BudgetTable],
+) -> None:
+    """Many messages at once on each instance: a refill in flight must not let the recipients it
+    gives back be spent meanwhile (they would be counted twice)."""
+    limits = PacingLimits(MailboxLimits(daily_recipients=50))
+    pacers = [Pacer(tables(), limits, linger_seconds=0.05) for _ in range(3)]
+    sent = 0
+
+    async def send(pacer: Pacer) -> None:
+        nonlocal sent
+        answer = await pacer.admit("crowd@contoso.com", 1)
+        if isinstance(answer, Permit):
+            sent += 1
+            await asyncio.sleep(0.02)  # the request to Graph
+            answer.release()
+        else:
+            assert answer.limit == "daily"
+
+    await asyncio.gather(*(send(pacers[i % 3]) for i in range(200)))
+    assert sent == 50
+    assert sum(pacer.table.requests for pacer in pacers) < 100  # well under one per message
+    for pacer in pacers:
+        await pacer.close()
+    budget, _ = await tables().read(row_key("crowd@contoso.com"))
+    assert budget.leases == {}  # every slot given back, none left to expire
