@@ -8,19 +8,21 @@ whole story fits in well under a minute."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from gateway_host import DevHost
 
+from mailgw.storage import StorageConnection
+from mailgw.store import StateStore
 from standins.processes import StandInProcesses, start_standins
 from support import wait_until
 
-WINDOW = 10
+WINDOW = 20
 SENDER = "noreply@contoso.com"
 
 
@@ -61,8 +63,27 @@ def sends(standins: StandInProcesses) -> list[dict[str, Any]]:
 
 
 def states(host: DevHost, ids: list[str]) -> list[dict[str, Any]]:
-    with ThreadPoolExecutor(16) as pool:
-        return list(pool.map(host.status, ids))
+    """The messages' states (as the API shows them), read from the state table in one scan: the
+    workers stay free for the work under test."""
+
+    async def scan() -> list[dict[str, Any]]:
+        connection = StorageConnection.from_settings(env=host.env)
+        store = StateStore(connection, host.env["MAILGW_STATE_TABLE"])
+        try:
+            found = {r.id: r for r in await store.records(limit=10_000)}
+        finally:
+            await store.close()
+        now = datetime.now(UTC)
+        return [found[i].public(now) if i in found else {} for i in ids]
+
+    return asyncio.run(scan())
+
+
+def count(shown: list[dict[str, Any]]) -> dict[str, int]:
+    counted: dict[str, int] = {}
+    for state in shown:
+        counted[state.get("status", "?")] = counted.get(state.get("status", "?"), 0) + 1
+    return counted
 
 
 def test_a_burst_across_three_instances_collects_no_throttling(
@@ -80,7 +101,7 @@ def test_a_burst_across_three_instances_collects_no_throttling(
     answers = [r["status"] for r in sends(standins)]
     assert answers.count(429) == 0, "the instances together went over 4 concurrent requests"
     assert answers.count(202) == 200
-    assert {s["status"] for s in states(workers[1], ids)} == {"sent"}
+    assert count(states(workers[1], ids)) == {"sent": 200}
 
 
 def test_over_the_daily_budget_mail_waits_for_the_window_then_goes_out(
@@ -95,22 +116,24 @@ def test_over_the_daily_budget_mail_waits_for_the_window_then_goes_out(
     )
     started = datetime.now(UTC)
     ids = burst(workers[0], 200, "budget")
-    print("burst took", datetime.now(UTC) - started)
 
+    wait_until(
+        lambda: len([r for r in sends(standins) if r["status"] == 202]) >= 50,
+        timeout=WINDOW,
+        interval=0.5,
+        what="the first 50 at the Graph stand-in",
+    )
     last: dict[str, int] = {}
 
     def settled() -> list[dict[str, Any]]:
         shown = states(workers[2], ids)
-        last.clear()
-        for state in shown:
-            last[state.get("status", "?")] = last.get(state.get("status", "?"), 0) + 1
-        return shown if last.get("sent", 0) + last.get("scheduled", 0) == 200 else []
+        last.update(count(shown))
+        return shown if count(shown).get("scheduled", 0) == 150 else []
 
     try:
-        first = wait_until(settled, timeout=WINDOW, interval=0.3, what="all sent or scheduled")
+        first = wait_until(settled, timeout=WINDOW, interval=0.5, what="150 scheduled")
     except AssertionError as timeout:
-        tail = "\n".join(workers[1].log().splitlines()[-60:])
-        raise AssertionError(f"{timeout}; last seen: {last}\n{tail}") from None
+        raise AssertionError(f"{timeout}; last seen: {last}") from None
     by_status = {s: [x for x in first if x["status"] == s] for s in ("sent", "scheduled")}
     assert len(by_status["sent"]) == 50
     assert len(by_status["scheduled"]) == 150
@@ -123,11 +146,12 @@ def test_over_the_daily_budget_mail_waits_for_the_window_then_goes_out(
         assert due <= datetime.now(UTC) + timedelta(seconds=WINDOW + 2)
 
     wait_until(
-        lambda: all(s.get("status") == "sent" for s in states(workers[1], ids)),
+        lambda: len([r for r in sends(standins) if r["status"] == 202]) >= 200,
         timeout=5 * WINDOW,
         interval=1.0,
         what="every message sent after the windows",
     )
+    assert count(states(workers[1], ids)) == {"sent": 200}  # none failed
     done = [r for r in sends(standins) if r["status"] == 202]
     assert len(done) == 200
     assert not [r for r in sends(standins) if r["status"] != 202]  # no 429, nothing refused
