@@ -223,27 +223,27 @@ class RecordingEnv(Mapping[str, str]):
     """A mapping that remembers every key looked up (present or not)."""
 
     def __init__(self, values: Mapping[str, str]) -> None:
-        self.values = dict(values)
+        self._values = dict(values)
         self.seen: set[str] = set()
 
     def __getitem__(self, key: str) -> str:
         self.seen.add(key)
-        return self.values[key]
+        return self._values[key]
 
     def get(self, key: str, default: Any = None) -> Any:
         self.seen.add(key)
-        return self.values.get(key, default)
+        return self._values.get(key, default)
 
     def __contains__(self, key: object) -> bool:
         if isinstance(key, str):
             self.seen.add(key)
-        return key in self.values
+        return key in self._values
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.values)
+        return iter(self._values)
 
     def __len__(self) -> int:
-        return len(self.values)
+        return len(self._values)
 
 
 def dynamic_names() -> set[str]:

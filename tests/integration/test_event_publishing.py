@@ -27,8 +27,7 @@ from mailgw.state.events import EventKind
 from mailgw.transports.errors import transient
 from standins.eventgrid import BATCH_CONTENT_TYPE, EventGridStandIn
 from standins.identity import IdentityStandIn, use_identity_standin
-from standins.waiting import poll_until_async
-from support import pull, sample_request
+from support import pull, sample_request, wait_until_async
 
 JSON = "application/json"
 
@@ -91,7 +90,7 @@ async def submit(services: Services, headers: dict[str, str] | None = None, **fi
 
 async def deliver_next(services: Services, dequeue_count: int = 1) -> Any:
     """Deliver the next message of the queue once it is visible (a scheduled one: at sendAt)."""
-    message = await poll_until_async(lambda: pull(services.queue), timeout=15, what="a message")
+    message = await wait_until_async(lambda: pull(services.queue), timeout=15, what="a message")
     return await services.delivery.handle(
         message.content, queue_message_id=message.id, dequeue_count=dequeue_count
     )
