@@ -62,6 +62,12 @@ OPTIONAL = {
     "Insights connection string the Bicep sets decides (docs/telemetry.md)",
     # SMTP and relay knobs whose app defaults are Exchange Online's; set them as app settings to
     # override (docs/deploy.md).
+    # Pacing: the defaults are Exchange Online's limits; set them as app settings to raise or lower
+    # them (docs/operations.md, "Budgets and pacing").
+    "MAILGW_MAILBOX_DAILY_RECIPIENTS": "default 10,000 is Exchange Online's per-mailbox limit",
+    "MAILGW_MAILBOX_PER_MINUTE": "default: 30 for smtp (Exchange's), off for the other transports",
+    "MAILGW_MAILBOX_LIMITS": "per-mailbox overrides (an HVE account): none by default",
+    "MAILGW_TENANT_DAILY_RECIPIENTS": "off by default: each tenant computes its own TERRL",
     "MAILGW_SMTP_HOST": "default smtp.office365.com is Exchange Online's submission host",
     "MAILGW_SMTP_PORT": "default 587 (STARTTLS) is the only port Exchange Online offers",
     "MAILGW_SMTP_TOKEN_SCOPE": "default is Exchange Online's; sovereign clouds override it",
