@@ -77,6 +77,22 @@ OPTIONAL = {
     "MAILGW_RELAY_PORT": "default 25 is the relay connector's port",
     "MAILGW_EVENTS_SOURCE": "default: https://<the app's host name>, as App Service sets it",
     "MAILGW_EVENTS_TIMEOUT_SECONDS": "default 5 s is the app's",
+    # The SMTP intake's own settings: read by mailgw-smtp (its container), not the Function App.
+    **{
+        f"MAILGW_SMTP_INTAKE_{name}": "read by mailgw-smtp, the SMTP intake's container "
+        "(docs/smtp-intake.md), never by the Function App"
+        for name in (
+            "HOST",
+            "PORT",
+            "TLS_PORT",
+            "CERT_FILE",
+            "KEY_FILE",
+            "HOSTNAME",
+            "CLIENTS_TABLE",
+            "MAX_MESSAGE_BYTES",
+            "PER_MINUTE",
+        )
+    },
 }
 
 #: Must not appear in the Function App's settings.
