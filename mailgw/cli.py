@@ -330,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, help="stop after this many seconds without a new event"
     )
 
+    from mailgw.smtp_intake.admin import add_parser as add_smtp_clients
+
+    add_smtp_clients(commands)
     store = commands.add_parser("store", help="the state store").add_subparsers(
         dest="action", required=True, metavar="ACTION"
     )
@@ -348,6 +351,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _doctor(args)
     if args.command == "events":
         return events_tail(args)
+    if args.command == "smtp-clients":
+        from mailgw.smtp_intake.admin import run as smtp_clients
+
+        try:
+            env, _ = _settings_and_sources()
+        except OperatorError as error:
+            print(f"mailgw: {error}", file=sys.stderr)
+            return 2
+        return smtp_clients(args, env)
     if args.command in ("failed", "poison", "store", "templates", "top") or (
         args.command == "usage" and not args.address
     ):

@@ -29,6 +29,7 @@ from mailgw.errors import (
     SenderNotAllowed,
 )
 from mailgw.events import Events
+from mailgw.mime import Submission, check_senders, read_payload
 from mailgw.models import Envelope, ErrorInfo, MessageStatus, SendRequest
 from mailgw.pacing import Deferral, Pacer, Permit
 from mailgw.policy import SenderPolicy
@@ -184,7 +185,7 @@ class Delivery:
             return gate
         try:
             loaded = await self.queue.load_payload(envelope)
-            request = self._validate(loaded)
+            request, mime = self._validate(loaded)
             if envelope.sig is None:  # a producer's bare send request, accepted now
                 telemetry.message_accepted("queue", request.sender.address)
         except GatewayError as error:
@@ -205,7 +206,7 @@ class Delivery:
             permit = decision
         handed = [False]  # whether the transport got the message: its recipients are spent
         try:
-            return await self._send(envelope, request, known, dequeue_count, handed)
+            return await self._send(envelope, request, mime, known, dequeue_count, handed)
         finally:
             if permit is not None:
                 permit.release(unsent=not handed[0])
@@ -214,6 +215,7 @@ class Delivery:
         self,
         envelope: Envelope,
         request: SendRequest,
+        mime: Submission | None,
         known: MessageRecord | None,
         dequeue_count: int,
         handed: list[bool],
@@ -250,6 +252,7 @@ class Delivery:
             attempt=envelope.attempt + 1,
             checkpoint=record.checkpoint,
             save_checkpoint=checkpoint,
+            mime=mime,
         )
         faults.point("before_send")
         transport = self.sandbox if request.sandbox else self.transport
@@ -364,12 +367,17 @@ class Delivery:
         log.info("message %s deferred until %s: %s", envelope.id, deferral.until, deferral.reason)
         return Outcome("deferred", envelope.id, delay=delay.total_seconds(), detail=deferral.reason)
 
-    def _validate(self, envelope: Envelope) -> SendRequest:
+    def _validate(self, envelope: Envelope) -> tuple[SendRequest, Submission | None]:
+        """The request (a MIME message's summary, and the message itself), checked again."""
+        if envelope.mime is not None:
+            mime = read_payload(envelope.mime, max_bytes=self.settings.max_request_bytes)
+            check_senders([self.policy], mime)
+            return mime.summary(), mime
         if envelope.request is None:
             raise InvalidMessage("the message carries no send request")
         request = validate_request(envelope.request, self.settings, what="queued message")
         check_sender(self.policy, request.sender.address)
-        return request
+        return request, None
 
     async def _failed(
         self, envelope: Envelope, request: SendRequest, error: DeliveryError

@@ -81,6 +81,31 @@ class IdentitySettings:
 
 
 @dataclass(frozen=True)
+class SmtpIntakeSettings:
+    """The SMTP intake (``mailgw-smtp``, docs/smtp-intake.md): where it listens, its TLS
+    certificate, its clients' table, and the limits of a client that sets none of its own."""
+
+    #: MAILGW_SMTP_INTAKE_HOST: the address both listeners bind
+    host: str = "0.0.0.0"
+    #: MAILGW_SMTP_INTAKE_PORT: submission with STARTTLS required before AUTH (0: off)
+    port: int = 587
+    #: MAILGW_SMTP_INTAKE_TLS_PORT: submission over implicit TLS (0: off)
+    tls_port: int = 465
+    #: MAILGW_SMTP_INTAKE_CERT_FILE / _KEY_FILE: PEM certificate chain and key (one file may
+    #: hold both); in Azure, the Key Vault certificate mounted as a secret volume
+    cert_file: str | None = None
+    key_file: str | None = None
+    #: MAILGW_SMTP_INTAKE_HOSTNAME: the name in the greeting (default: this host's FQDN)
+    hostname: str | None = None
+    #: MAILGW_SMTP_INTAKE_CLIENTS_TABLE: the clients and their password hashes
+    clients_table: str = "mailgwsmtpclients"
+    #: MAILGW_SMTP_INTAKE_MAX_MESSAGE_BYTES: a client's message size limit unless it has one
+    max_message_bytes: int = 35 * MiB
+    #: MAILGW_SMTP_INTAKE_PER_MINUTE: a client's messages per minute unless it has its own
+    per_minute: int = 120
+
+
+@dataclass(frozen=True)
 class Settings:
     """The gateway's configuration. Defaults are what a production deployment wants."""
 
@@ -133,6 +158,7 @@ class Settings:
     #: client apps allowed to call on behalf of a user (delegated tokens); none: app tokens only
     api_delegated_clients: tuple[str, ...] = ()
     identity: IdentitySettings = field(default_factory=IdentitySettings)
+    smtp_intake: SmtpIntakeSettings = field(default_factory=SmtpIntakeSettings)
     #: outcome events (docs/events.md): a storage queue and/or an Event Grid topic; None: off
     events_queue: str | None = None
     eventgrid_endpoint: str | None = None
@@ -256,6 +282,7 @@ class Settings:
             ),
             mailbox_concurrency=concurrency,
             **_pacing_settings(env, transport, concurrency),
+            smtp_intake=smtp_intake_settings(env),
             **_events_settings(env),
             env=env,
         )
@@ -368,6 +395,46 @@ def _smtp_settings(env: Mapping[str, str], transport: str) -> _SmtpSettings:
         "relay_port": port("MAILGW_RELAY_PORT", Settings.relay_port),
         "relay_client_cert": client_cert,
     }
+
+
+def smtp_intake_settings(env: Mapping[str, str]) -> SmtpIntakeSettings:
+    """``MAILGW_SMTP_INTAKE_*``: read by ``mailgw-smtp`` (the Functions app ignores them)."""
+    defaults = SmtpIntakeSettings()
+
+    def value(name: str) -> str | None:
+        return env.get(name, "").strip() or None
+
+    def port(name: str, default: int) -> int:
+        raw = value(name)
+        if raw is None:
+            return default
+        if not raw.isdigit() or int(raw) > 65535:
+            raise SettingsError(f"{name} must be a TCP port (0: off); got {raw!r}")
+        return int(raw)
+
+    for name in ("MAILGW_SMTP_INTAKE_CERT_FILE", "MAILGW_SMTP_INTAKE_KEY_FILE"):
+        path = value(name)
+        if path is not None and not os.path.isfile(path):
+            raise SettingsError(f"{name} names no file: {path!r}")
+    table = value("MAILGW_SMTP_INTAKE_CLIENTS_TABLE") or defaults.clients_table
+    if not (3 <= len(table) <= 63 and table.isalnum() and table[0].isalpha()):
+        raise SettingsError(
+            "MAILGW_SMTP_INTAKE_CLIENTS_TABLE must be a table name: 3-63 letters and digits, "
+            f"starting with a letter; got {table!r}"
+        )
+    return SmtpIntakeSettings(
+        host=value("MAILGW_SMTP_INTAKE_HOST") or defaults.host,
+        port=port("MAILGW_SMTP_INTAKE_PORT", defaults.port),
+        tls_port=port("MAILGW_SMTP_INTAKE_TLS_PORT", defaults.tls_port),
+        cert_file=value("MAILGW_SMTP_INTAKE_CERT_FILE"),
+        key_file=value("MAILGW_SMTP_INTAKE_KEY_FILE"),
+        hostname=value("MAILGW_SMTP_INTAKE_HOSTNAME"),
+        clients_table=table,
+        max_message_bytes=_positive_int(
+            env, "MAILGW_SMTP_INTAKE_MAX_MESSAGE_BYTES", defaults.max_message_bytes
+        ),
+        per_minute=_positive_int(env, "MAILGW_SMTP_INTAKE_PER_MINUTE", defaults.per_minute),
+    )
 
 
 _IDENTITY_NEEDS = {

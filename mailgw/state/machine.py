@@ -55,10 +55,11 @@ def accepted(
     key_expires_at: datetime | None = None,
     owner: str | None = None,
     template: TemplateRef | None = None,
+    source: str = "api",
 ) -> MessageRecord:
-    """The record intake writes for a message it accepted. A keyed message (``fingerprint``) stays
-    unconfirmed until intake knows its copy is queued (:func:`confirmed`). ``template``: the
-    stored template it was rendered from."""
+    """The record intake writes for a message it accepted (``source``: api, or smtp). A keyed
+    message (``fingerprint``) stays unconfirmed until intake knows its copy is queued
+    (:func:`confirmed`). ``template``: the stored template it was rendered from."""
     return new_record(
         message_id,
         status,
@@ -68,7 +69,7 @@ def accepted(
         sender=request.sender.address,
         metadata=request.metadata,
         request_hash=fingerprint,
-        source="api",
+        source=source,
         owner=owner,
         response=response,
         key_expires_at=key_expires_at,

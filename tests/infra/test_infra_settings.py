@@ -77,6 +77,22 @@ OPTIONAL = {
     "MAILGW_RELAY_PORT": "default 25 is the relay connector's port",
     "MAILGW_EVENTS_SOURCE": "default: https://<the app's host name>, as App Service sets it",
     "MAILGW_EVENTS_TIMEOUT_SECONDS": "default 5 s is the app's",
+    # The SMTP intake's own settings: read by mailgw-smtp (its container), not the Function App.
+    **{
+        f"MAILGW_SMTP_INTAKE_{name}": "read by mailgw-smtp, the SMTP intake's container "
+        "(docs/smtp-intake.md), never by the Function App"
+        for name in (
+            "HOST",
+            "PORT",
+            "TLS_PORT",
+            "CERT_FILE",
+            "KEY_FILE",
+            "HOSTNAME",
+            "CLIENTS_TABLE",
+            "MAX_MESSAGE_BYTES",
+            "PER_MINUTE",
+        )
+    },
 }
 
 #: Must not appear in the Function App's settings.
@@ -229,27 +245,27 @@ class RecordingEnv(Mapping[str, str]):
     """A mapping that remembers every key looked up (present or not)."""
 
     def __init__(self, values: Mapping[str, str]) -> None:
-        self.values = dict(values)
+        self._values = dict(values)
         self.seen: set[str] = set()
 
     def __getitem__(self, key: str) -> str:
         self.seen.add(key)
-        return self.values[key]
+        return self._values[key]
 
     def get(self, key: str, default: Any = None) -> Any:
         self.seen.add(key)
-        return self.values.get(key, default)
+        return self._values.get(key, default)
 
     def __contains__(self, key: object) -> bool:
         if isinstance(key, str):
             self.seen.add(key)
-        return key in self.values
+        return key in self._values
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.values)
+        return iter(self._values)
 
     def __len__(self) -> int:
-        return len(self.values)
+        return len(self._values)
 
 
 def dynamic_names() -> set[str]:

@@ -25,8 +25,7 @@ from mailgw.state.events import EventKind
 from mailgw.transports.errors import transient
 from standins.eventgrid import BATCH_CONTENT_TYPE, EventGridStandIn
 from standins.identity import IdentityStandIn, use_identity_standin
-from standins.waiting import poll_until_async
-from support import pull, sample_request
+from support import pull, sample_request, wait_until_async
 
 JSON = "application/json"
 
@@ -66,7 +65,7 @@ async def submit(services: Services, headers: dict[str, str] | None = None, **fi
 
 async def deliver_next(services: Services, dequeue_count: int = 1) -> Any:
     """Deliver the next message of the queue once it is visible (a scheduled one: at sendAt)."""
-    message = await poll_until_async(lambda: pull(services.queue), timeout=15, what="a message")
+    message = await wait_until_async(lambda: pull(services.queue), timeout=15, what="a message")
     return await services.delivery.handle(
         message.content, queue_message_id=message.id, dequeue_count=dequeue_count
     )
@@ -306,3 +305,20 @@ async def test_a_canceled_message_reports_accepted_scheduled_then_canceled(
     # canceling again changes nothing and reports nothing new
     await services.operations.cancel(message_id)
     assert kinds(events_queue.of(message_id)) == ["accepted", "scheduled", "canceled"]
+
+
+async def test_a_sandbox_message_reports_as_a_real_send_and_says_it_is_one(
+    services: Services, azurite: Any
+) -> None:
+    message_id = await submit(services, sandbox=True, metadata={"orderId": "7"})
+    outcome = await deliver_next(services)
+    assert outcome.action == "sent"
+    events = reader(services, azurite).of(message_id)
+    assert kinds(events) == ["accepted", "sent"]
+    for event in events:
+        assert_valid_event(event)
+        assert event["data"]["sandbox"] is True
+        assert event["data"]["metadata"] == {"orderId": "7"}
+    real = await submit(services)
+    await deliver_next(services)
+    assert all("sandbox" not in e["data"] for e in reader(services, azurite).of(real))

@@ -134,8 +134,9 @@ def test_every_path_reports_its_transitions_with_distinct_stable_ids() -> None:
     path.append((record, EventKind.retrying))
     record = fail(start(record))
     path.append((record, EventKind.failed))
-    record = machine.replayed(record, number=1, now=NOW + timedelta(minutes=5))
-    assert record is not None
+    again = machine.replayed(record, number=1, now=NOW + timedelta(minutes=5))
+    assert again is not None
+    record = again
     path.append((record, EventKind.replayed))
     record = retry(start(record))
     path.append((record, EventKind.retrying))
