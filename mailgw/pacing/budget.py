@@ -36,8 +36,9 @@ class Window:
 
     seconds: int = 24 * 3600
     bucket_seconds: int = 15 * 60
-    #: how long a lease holds (it is renewed while its holder is busy)
-    lease_seconds: int = 60
+    #: how long a lease holds (it is renewed while its holder is busy): the longest an instance
+    #: that died (or stopped) keeps its slots from the others
+    lease_seconds: int = 20
 
     def bucket(self, now: float) -> int:
         return math.floor(now / self.bucket_seconds)
@@ -65,7 +66,7 @@ def use_test_window(seconds: int) -> Window:
     global _test_window
     seconds = max(seconds, 2)
     bucket = max(seconds // 15, 1)
-    _test_window = Window(seconds=seconds, bucket_seconds=bucket, lease_seconds=min(60, seconds))
+    _test_window = Window(seconds=seconds, bucket_seconds=bucket, lease_seconds=min(20, seconds))
     return _test_window
 
 

@@ -40,8 +40,8 @@ from mailgw.pacing.usage import MailboxUsage
 
 log = logging.getLogger("mailgw.pacing")
 
-#: a lease is refilled this long before it ends, so a send never runs on an expired lease
-RENEW_MARGIN = 15.0
+#: a lease is refilled this long before it ends, so a send seldom runs on an expired lease
+RENEW_MARGIN = 5.0
 #: how long a message waits here for a concurrency slot before it is deferred through the queue
 SLOT_WAIT_SECONDS = 10.0
 #: how soon a message deferred for a concurrency slot is tried again
@@ -74,6 +74,8 @@ class _Allowance:
     released: asyncio.Event = field(default_factory=asyncio.Event)
     linger: asyncio.Task[None] | None = None
     asked_slots_at: float = 0.0
+    #: sends of this instance waiting in :meth:`Pacer._reserve` for this budget
+    wanting: int = 0
 
     def unused(self, now: float) -> Unused:
         messages = self.messages if self.messages and now < self.minute_ends else 0
@@ -153,6 +155,15 @@ class Pacer:
         """Take ``need`` recipients (and a slot) from the local allowance, refilling it from the
         table as needed; None when taken, else until when to wait."""
         allowance = self._allowances.setdefault(key, _Allowance())
+        allowance.wanting += 1
+        try:
+            return await self._reserve_for(allowance, key, limits, need, slots=slots)
+        finally:
+            allowance.wanting -= 1
+
+    async def _reserve_for(
+        self, allowance: _Allowance, key: str, limits: MailboxLimits, need: int, *, slots: bool
+    ) -> Deferral | None:
         give_up_at = time.monotonic() + self.slot_wait_seconds
         while True:
             now = self.clock()
@@ -219,7 +230,10 @@ class Pacer:
             need=need,
             recipients=chunk,
             messages=max(min(self.chunk_messages, per_minute // 3), 1),
-            slots=limits.concurrency if slots else 0,
+            # as many slots as this instance has sends for, so that one which dies holds few
+            slots=min(limits.concurrency, allowance.in_use + max(allowance.wanting, 1))
+            if slots
+            else 0,
             in_use=allowance.in_use,
         )
         allowance.asked_slots_at = now
@@ -286,15 +300,15 @@ class Pacer:
 
     async def _linger(self, key: str) -> None:
         await asyncio.sleep(self.linger_seconds)
-        await self.give_back(key)
+        # once started, the give-back finishes even if a new send (or close) cancels the wait:
+        # half done, the allowance would be emptied here and still held in the table
+        await asyncio.shield(self.give_back(key))
 
     async def give_back(self, key: str) -> None:
         """Return an idle allowance to the table (slots free for other instances at once)."""
         allowance = self._allowances.get(key)
         if allowance is None or allowance.in_use:
-            return
-        if allowance.until <= self.clock() and not allowance.slots:
-            return  # nothing left to give back (a lease that ended keeps no slot)
+            return  # (the table may hold a lease this instance no longer counts: always ask)
         async with allowance.lock:
             now = self.clock()
             unused = allowance.unused(now)

@@ -60,7 +60,7 @@ def test_a_grant_charges_its_whole_chunk_at_once() -> None:
 def test_unused_recipients_go_back_to_the_bucket_they_were_charged_to() -> None:
     start = T0 + 890  # the end of a bucket
     budget, _ = ask(Budget(), now=start, need=1, recipients=10, slots=1)
-    later = start + 50  # the next bucket
+    later = start + 15  # the next bucket
     released, answer = ask(budget, now=later, unused=Unused(recipients=7))  # a release
     assert answer is None
     assert used(released, later, WINDOW) == 3
