@@ -87,6 +87,7 @@ bench: $(STAMP) $(AZURITE)
 	$(BIN)/python bench/batch.py
 	$(BIN)/python bench/delivery.py
 	$(BIN)/python bench/soak.py
+	$(BIN)/python bench/smtp_intake.py
 
 ## schema: regenerate docs/send-request.schema.json and docs/openapi.json after changing the models
 ## or the routes (functions/routes.py).
