@@ -70,8 +70,15 @@ lint:
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+## typecheck: the code, then the tests: pytest imports each test folder's helpers as top-level
+## modules (and every folder has its own conftest), so each folder is checked on its own path.
 typecheck:
 	$(BIN)/mypy
+	MYPYPATH=tests $(BIN)/mypy --strict --explicit-package-bases tests/*.py
+	MYPYPATH=tests $(BIN)/mypy --strict -p standins
+	for dir in $(filter-out tests/standins/,$(wildcard tests/*/)); do \
+	  MYPYPATH=tests:$$dir $(BIN)/mypy --strict --explicit-package-bases $$dir || exit 1; \
+	done
 
 pytest:
 	$(BIN)/python -m pytest

@@ -467,6 +467,8 @@ class Envelope(_Model):
     owner: str | None = Field(default=None, max_length=128)
     #: a producer's request that came back unfinished and carries on sealed (its holder crashed)
     adopted: bool = False
+    #: deferred by pacing until this time: its wait does not age it (MAILGW_MAX_AGE_SECONDS)
+    paced_until: datetime | None = None
     #: the gateway's seal (mailgw/seal.py): an HMAC only the gateway can compute
     sig: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 

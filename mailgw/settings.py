@@ -14,6 +14,14 @@ from functools import cache
 from typing import TYPE_CHECKING, Literal, TypedDict
 from urllib.parse import urlsplit
 
+from mailgw.pacing.limits import (
+    DEFAULT_DAILY_RECIPIENTS,
+    SMTP_PER_MINUTE,
+    LimitsError,
+    MailboxLimits,
+    PacingLimits,
+    parse_overrides,
+)
 from mailgw.storage import StorageConnection
 
 if TYPE_CHECKING:
@@ -121,6 +129,14 @@ class Settings:
     #: the gateway concludes that the submission did not happen (draft mode)
     graph_submit_grace_seconds: int = 300
     mailbox_concurrency: int = 4
+    #: pacing (docs/operations.md, "Budgets and pacing"): recipients per rolling 24 h per mailbox
+    mailbox_daily_recipients: int = DEFAULT_DAILY_RECIPIENTS
+    #: messages per minute per mailbox; None: not paced per minute (the default but for smtp)
+    mailbox_per_minute: int | None = None
+    #: MAILGW_MAILBOX_LIMITS: per-mailbox overrides, by lower-case address
+    mailbox_limits: Mapping[str, MailboxLimits] = field(default_factory=dict, hash=False)
+    #: recipients per rolling 24 h for the whole tenant; None: off
+    tenant_daily_recipients: int | None = None
     smtp_host: str = "smtp.office365.com"
     smtp_port: int = 587
     smtp_ca_file: str | None = None
@@ -172,6 +188,16 @@ class Settings:
         """The scope of the gateway's Graph tokens: MAILGW_GRAPH_SCOPE, else
         :func:`default_graph_scope` of the endpoint."""
         return self.graph_token_scope or default_graph_scope(self.graph_endpoint)
+
+    @property
+    def pacing(self) -> PacingLimits:
+        """Every mailbox's budgets (the defaults, the overrides) and the tenant's."""
+        default = MailboxLimits(
+            daily_recipients=self.mailbox_daily_recipients,
+            per_minute=self.mailbox_per_minute,
+            concurrency=self.mailbox_concurrency,
+        )
+        return PacingLimits(default, self.mailbox_limits, self.tenant_daily_recipients)
 
     def storage(self) -> StorageConnection:
         return StorageConnection.from_settings(self.storage_connection_name, self.env)
@@ -255,6 +281,7 @@ class Settings:
                 env, "MAILGW_GRAPH_SUBMIT_GRACE_SECONDS", cls.graph_submit_grace_seconds
             ),
             mailbox_concurrency=concurrency,
+            **_pacing_settings(env, transport, concurrency),
             smtp_intake=smtp_intake_settings(env),
             **_events_settings(env),
             env=env,
@@ -496,6 +523,39 @@ def _api_auth_settings(env: Mapping[str, str]) -> _ApiAuthSettings:
         "api_audiences": audiences,
         "api_authority": authority,
         "api_delegated_clients": _comma_list(env.get("MAILGW_API_DELEGATED_CLIENTS", "")),
+    }
+
+
+class _PacingSettings(TypedDict):
+    mailbox_daily_recipients: int
+    mailbox_per_minute: int | None
+    mailbox_limits: Mapping[str, MailboxLimits]
+    tenant_daily_recipients: int | None
+
+
+def _pacing_settings(env: Mapping[str, str], transport: str, concurrency: int) -> _PacingSettings:
+    """The budgets: per-minute pacing is on by default only for SMTP submission (Exchange's 30
+    a minute); ``off`` turns it off, a number sets it for any transport."""
+    daily = _positive_int(env, "MAILGW_MAILBOX_DAILY_RECIPIENTS", DEFAULT_DAILY_RECIPIENTS)
+    raw = env.get("MAILGW_MAILBOX_PER_MINUTE", "").strip().lower()
+    per_minute: int | None = SMTP_PER_MINUTE if transport == "smtp" else None
+    if raw == "off":
+        per_minute = None
+    elif raw:
+        per_minute = _positive_int(env, "MAILGW_MAILBOX_PER_MINUTE", 1)
+    tenant = None
+    if env.get("MAILGW_TENANT_DAILY_RECIPIENTS", "").strip().lower() not in ("", "off"):
+        tenant = _positive_int(env, "MAILGW_TENANT_DAILY_RECIPIENTS", 1)
+    default = MailboxLimits(daily, per_minute, concurrency)
+    try:
+        overrides = parse_overrides(env.get("MAILGW_MAILBOX_LIMITS", ""), default)
+    except LimitsError as error:
+        raise SettingsError(str(error)) from None
+    return {
+        "mailbox_daily_recipients": daily,
+        "mailbox_per_minute": per_minute,
+        "mailbox_limits": overrides,
+        "tenant_daily_recipients": tenant,
     }
 
 

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from mailgw.storage import azurite_connection_string
 
@@ -33,12 +33,22 @@ def sample_request(**overrides: Any) -> dict[str, Any]:
     return body
 
 
+class TransportDefaults:
+    """What the tests' scripted transports share: the parts of ``Transport`` they do not script."""
+
+    async def probe(self, mailbox: str | None) -> str:
+        return f"{mailbox or 'no mailbox'}: a test transport probes nothing"
+
+    async def aclose(self) -> None:
+        return None
+
+
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
 def wait_until(
-    predicate: Callable[[], T],
+    predicate: Callable[[], T | Literal[False] | None],
     timeout: float = 20.0,
     interval: float = 0.05,
     what: str = "condition",
@@ -55,7 +65,7 @@ def wait_until(
 
 
 async def wait_until_async(
-    predicate: Callable[[], Awaitable[T]],
+    predicate: Callable[[], Awaitable[T | Literal[False] | None]],
     timeout: float = 20.0,
     interval: float = 0.05,
     what: str = "condition",

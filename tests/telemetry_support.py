@@ -50,10 +50,12 @@ class Captured:
 
     def total(self, name: str, **attributes: str) -> float:
         """A counter's total over the points whose attributes include ``attributes``."""
-        return sum(
-            value
-            for point, value in self.points(name)
-            if all(point.get(k) == v for k, v in attributes.items())
+        return float(
+            sum(
+                value
+                for point, value in self.points(name)
+                if all(point.get(k) == v for k, v in attributes.items())
+            )
         )
 
     def everything(self) -> str:

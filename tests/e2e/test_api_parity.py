@@ -89,7 +89,12 @@ def test_a_keyed_batch_answers_its_first_answer_and_queues_nothing_more(
 
 
 def test_a_malformed_batch_is_one_400(devhost: DevHost) -> None:
-    for body in ({"messages": []}, {"messages": "x"}, {"mesages": [sample_request()]}):
+    bodies: list[dict[str, Any]] = [
+        {"messages": []},
+        {"messages": "x"},
+        {"mesages": [sample_request()]},
+    ]
+    for body in bodies:
         answer = devhost.post_json("/api/v1/messages:batch", body)
         assert answer.status == 400, body
         assert answer.headers["content-type"] == "application/problem+json"

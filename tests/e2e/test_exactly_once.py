@@ -63,7 +63,7 @@ def emls_with_subject(host: DevHost, subject: str) -> list[str]:
 def queue_depth(host: DevHost, name: str) -> int:
     client = QueueClient.from_connection_string(host.env["AzureWebJobsStorage"], name)
     try:
-        return int(client.get_queue_properties().approximate_message_count)
+        return int(client.get_queue_properties().approximate_message_count or 0)
     except ResourceNotFoundError:
         return 0
     finally:

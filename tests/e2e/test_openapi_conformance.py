@@ -49,5 +49,5 @@ def gateway(start_devhost: Any) -> DevHost:
     suppress_health_check=list(HealthCheck),
     derandomize=True,
 )
-def test_the_api_keeps_its_document(case: schemathesis.Case, gateway: DevHost) -> None:
+def test_the_api_keeps_its_document(case: schemathesis.Case[Any], gateway: DevHost) -> None:
     case.call_and_validate(base_url=gateway.base_url, checks=CHECKS, timeout=60)

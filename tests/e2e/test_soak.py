@@ -14,7 +14,7 @@ import pytest
 from gateway_host import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))
-from soak import SoakConfig, run_soak
+from soak import SoakConfig, run_soak  # type: ignore[import-not-found]  # bench/ on sys.path above
 
 FAST = SoakConfig(
     messages=30,

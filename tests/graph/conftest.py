@@ -13,7 +13,7 @@ from contextlib import aclosing
 from typing import Any
 
 import pytest
-from graph_helpers import SHORT_GRACE, mail_queue, make_pipeline, store
+from graph_helpers import SHORT_GRACE, mail_queue, make_pipeline, pacer, store
 
 from mailgw.settings import Settings
 from mailgw.transports.graph import GraphTransport
@@ -103,4 +103,4 @@ def queue_settings(graph_settings: Callable[..., Settings], azurite: Any) -> Set
     )
 
 
-__all__ = ["mail_queue", "make_pipeline", "store"]  # shared fixtures, with graph_helpers
+__all__ = ["mail_queue", "make_pipeline", "pacer", "store"]  # shared fixtures, with graph_helpers

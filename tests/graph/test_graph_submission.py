@@ -16,7 +16,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from graph_helpers import SHORT_GRACE, CrashAfterSend, Pipeline, body, request
@@ -91,6 +91,7 @@ async def test_a_lost_answer_while_exchange_is_still_sending_is_waited_for_not_r
     assert len(graph.requests_for("send")) == 1
     assert len(graph.requests_for("createMessage")) == 1
     (delivered,) = graph.delivered
+    assert delivered.message_id is not None
     assert graph.drafts[delivered.message_id].folder == "SentItems"
     record = await pipeline.delivery.store.get(message_id)
     assert record is not None and (record.status, record.ambiguous) == ("sent", True)
@@ -138,7 +139,7 @@ async def test_exchange_taking_seconds_on_its_own_sends_each_message_once(
     pipeline = make_pipeline(drafts)
     ids = []
     for n, fault in enumerate(LOST_ANSWERS):
-        graph.accept_then_fail(**fault.values[0], operation="send")
+        graph.accept_then_fail(**cast(dict[str, Any], fault.values[0]), operation="send")
         ids.append(await pipeline.submit(body(subject=f"on its own {n}")))
 
     finished: set[str] = set()
@@ -178,6 +179,7 @@ async def test_an_item_not_found_after_send_is_looked_for_in_sent_items(
     )
 
     (delivered,) = graph.delivered
+    assert delivered.message_id is not None
     item = graph.drafts[delivered.message_id]
     graph.drafts.move_to_sent(item)  # Exchange is done
     graph.fail_next(404, "ErrorItemNotFound", operation="getMessage")  # a copy, another id
@@ -201,6 +203,7 @@ async def test_a_mime_draft_is_found_in_sent_items_by_its_message_id(
     internet_id = message_id_for(message_id, "noreply@contoso.com")
     assert listed.query["$filter"] == f"internetMessageId eq '{internet_id}'"
     (delivered,) = graph.delivered
+    assert delivered.message_id is not None
     assert delivered.via == "draft"
     assert graph.drafts[delivered.message_id].message["internetMessageId"] == internet_id
 
@@ -228,6 +231,7 @@ async def test_a_draft_gone_without_being_sent_is_built_again_after_the_grace(
     assert second_send.time - first_send.time >= SHORT_GRACE
     assert len(graph.requests_for("createMessage")) == 2
     (delivered,) = graph.delivered
+    assert delivered.message_id is not None
     assert delivered.message_id != stale.message_id
 
 

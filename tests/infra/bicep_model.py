@@ -71,25 +71,29 @@ class Template:
 
     # -- declarations --------------------------------------------------------------------------
 
+    def _section(self, name: str) -> Mapping[str, Any]:
+        section: Mapping[str, Any] = self.tree.get(name, {})
+        return section
+
     @property
     def parameters(self) -> Mapping[str, Any]:
-        return self.tree.get("parameters", {})
+        return self._section("parameters")
 
     @property
     def variables(self) -> Mapping[str, Any]:
-        return self.tree.get("variables", {})
+        return self._section("variables")
 
     @property
     def resources(self) -> Mapping[str, Any]:
-        return self.tree.get("resources", {})
+        return self._section("resources")
 
     @property
     def modules(self) -> Mapping[str, Any]:
-        return self.tree.get("modules", {})
+        return self._section("modules")
 
     @property
     def outputs(self) -> Mapping[str, Any]:
-        return self.tree.get("outputs", {})
+        return self._section("outputs")
 
     def decorator(self, kind: str, name: str, decorator_type: str) -> Any:
         """The argument of a decorator (``description``, ``min_value``...) of a declaration."""

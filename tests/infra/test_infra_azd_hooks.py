@@ -21,6 +21,7 @@ import subprocess
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +149,7 @@ class StorageStandIn:
     seen: list[tuple[str, str, str, str]] = field(default_factory=list)  # service, path, auth, ver
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def answer(self, path: str, headers: Mapping[str, str]) -> int:
+    def answer(self, path: str, headers: Message[str, str]) -> int:
         service = path.split("/")[1]
         with self.lock:
             self.seen.append(

@@ -17,7 +17,7 @@ def version(text: str) -> tuple[int, ...]:
 
 def minimum_bicep() -> str:
     (found,) = re.findall(r"^MIN_BICEP=([0-9.]+)$", HOOK.read_text(), re.MULTILINE)
-    return found
+    return str(found)
 
 
 def test_ci_pins_bicep_and_proves_the_stated_minimum() -> None:
@@ -35,7 +35,7 @@ def test_ci_pins_bicep_and_proves_the_stated_minimum() -> None:
 
 def parameters_of(command: str) -> list[str]:
     (params,) = re.findall(r"--parameters (.*)", command.replace("\\\n", " "))
-    return params.split()
+    return str(params).split()
 
 
 def test_guide_previews_with_what_if_before_the_first_create() -> None:

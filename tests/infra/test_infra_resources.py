@@ -233,7 +233,7 @@ def test_each_role_assignment_says_why(path: str) -> None:
     for index, line in enumerate(lines):
         if "'Microsoft.Authorization/roleAssignments@" not in line:
             continue
-        comment = []
+        comment: list[str] = []
         for previous in reversed(lines[:index]):
             if not previous.startswith("//"):
                 break

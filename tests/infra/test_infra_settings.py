@@ -62,6 +62,12 @@ OPTIONAL = {
     "Insights connection string the Bicep sets decides (docs/telemetry.md)",
     # SMTP and relay knobs whose app defaults are Exchange Online's; set them as app settings to
     # override (docs/deploy.md).
+    # Pacing: the defaults are Exchange Online's limits; set them as app settings to raise or lower
+    # them (docs/operations.md, "Budgets and pacing").
+    "MAILGW_MAILBOX_DAILY_RECIPIENTS": "default 10,000 is Exchange Online's per-mailbox limit",
+    "MAILGW_MAILBOX_PER_MINUTE": "default: 30 for smtp (Exchange's), off for the other transports",
+    "MAILGW_MAILBOX_LIMITS": "per-mailbox overrides (an HVE account): none by default",
+    "MAILGW_TENANT_DAILY_RECIPIENTS": "off by default: each tenant computes its own TERRL",
     "MAILGW_SMTP_HOST": "default smtp.office365.com is Exchange Online's submission host",
     "MAILGW_SMTP_PORT": "default 587 (STARTTLS) is the only port Exchange Online offers",
     "MAILGW_SMTP_TOKEN_SCOPE": "default is Exchange Online's; sovereign clouds override it",
@@ -239,27 +245,27 @@ class RecordingEnv(Mapping[str, str]):
     """A mapping that remembers every key looked up (present or not)."""
 
     def __init__(self, values: Mapping[str, str]) -> None:
-        self.values = dict(values)
+        self._values = dict(values)
         self.seen: set[str] = set()
 
     def __getitem__(self, key: str) -> str:
         self.seen.add(key)
-        return self.values[key]
+        return self._values[key]
 
     def get(self, key: str, default: Any = None) -> Any:
         self.seen.add(key)
-        return self.values.get(key, default)
+        return self._values.get(key, default)
 
     def __contains__(self, key: object) -> bool:
         if isinstance(key, str):
             self.seen.add(key)
-        return key in self.values
+        return key in self._values
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.values)
+        return iter(self._values)
 
     def __len__(self) -> int:
-        return len(self.values)
+        return len(self._values)
 
 
 def dynamic_names() -> set[str]:

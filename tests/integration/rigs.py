@@ -20,13 +20,13 @@ from mailgw.state import MessageRecord
 from mailgw.store import StateStore
 from mailgw.transports.base import OutboundMessage, SendReceipt
 from mailgw.transports.errors import permanent
-from support import pull, sample_request
+from support import TransportDefaults, pull, sample_request
 
 DENIED = permanent("ErrorSendAsDenied", "no send as", hint="grant Send As")
 
 
 @dataclass
-class CountingTransport:
+class CountingTransport(TransportDefaults):
     """Fails as scripted (DeliveryError, or any other exception for a crash), then sends."""
 
     failures: list[Exception]
@@ -40,9 +40,6 @@ class CountingTransport:
             raise self.failures.pop(0)
         self.sent.append(message)
         return SendReceipt(self.name, "ok")
-
-    async def aclose(self) -> None:
-        return None
 
 
 @dataclass

@@ -10,7 +10,6 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,13 +21,11 @@ from mailgw.events.pending import PENDING_PARTITION, backoff
 from mailgw.ids import new_message_id
 from mailgw.models import Envelope
 from mailgw.services import Services
-from mailgw.settings import Settings
 from mailgw.state.events import EventKind
 from mailgw.transports.errors import transient
 from standins.eventgrid import BATCH_CONTENT_TYPE, EventGridStandIn
 from standins.identity import IdentityStandIn, use_identity_standin
-from standins.waiting import poll_until_async
-from support import pull, sample_request
+from support import pull, sample_request, wait_until_async
 
 JSON = "application/json"
 
@@ -44,29 +41,6 @@ async def identity(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[IdentitySta
 async def topic(identity: IdentityStandIn) -> AsyncIterator[EventGridStandIn]:
     async with EventGridStandIn() as server:
         yield server
-
-
-@pytest.fixture
-def make_services(azurite: Any, tmp_path: Path) -> Callable[..., Services]:
-    """The core wired as the Function App wires it, on a fresh queue and table."""
-    suffix = uuid.uuid4().hex[:10]
-
-    def make(**overrides: str) -> Services:
-        env = {
-            "AzureWebJobsStorage": azurite.connection_string,
-            "MAILGW_QUEUE": f"ev-{suffix}",
-            "MAILGW_PAYLOAD_CONTAINER": f"payloads-{suffix}",
-            "MAILGW_STATE_TABLE": f"events{suffix}",
-            "MAILGW_ALLOWED_SENDERS": "*@contoso.com",
-            "MAILGW_TRANSPORT": "outbox",
-            "MAILGW_OUTBOX_DIR": str(tmp_path / "outbox"),
-            "MAILGW_EVENTS_QUEUE": f"ev-{suffix}-events",
-            "MAILGW_EVENTS_SOURCE": "https://mailgw.example.net",
-            **overrides,
-        }
-        return Services(Settings.from_env({k: v for k, v in env.items() if v}))
-
-    return make
 
 
 @pytest.fixture
@@ -91,7 +65,7 @@ async def submit(services: Services, headers: dict[str, str] | None = None, **fi
 
 async def deliver_next(services: Services, dequeue_count: int = 1) -> Any:
     """Deliver the next message of the queue once it is visible (a scheduled one: at sendAt)."""
-    message = await poll_until_async(lambda: pull(services.queue), timeout=15, what="a message")
+    message = await wait_until_async(lambda: pull(services.queue), timeout=15, what="a message")
     return await services.delivery.handle(
         message.content, queue_message_id=message.id, dequeue_count=dequeue_count
     )

@@ -42,7 +42,7 @@ def large_request(**overrides: Any) -> dict[str, Any]:
 
 async def deliver_all(rig: Rig) -> list[str]:
     """Handle every visible queue message, as the trigger would; the outcomes in order."""
-    actions = []
+    actions: list[str] = []
     while (message := await pull(rig.queue)) is not None:
         outcome = await rig.delivery.handle(message.content, queue_message_id=message.id)
         actions.append(outcome.action)

@@ -22,7 +22,7 @@ from mailgw.settings import Settings
 from mailgw.store import StateStore
 from mailgw.transports.base import OutboundMessage, SendReceipt
 from mailgw.transports.errors import permanent, transient
-from support import b64, pull, raises_problem, sample_request, wait_until_async
+from support import TransportDefaults, b64, pull, raises_problem, sample_request, wait_until_async
 
 
 async def submit(intake: Intake, body: dict[str, Any]) -> Any:
@@ -191,7 +191,7 @@ async def test_invalid_producer_message_goes_to_poison_with_its_error(
     assert record.sender == (dead.request or {}).get("from")
 
 
-class ScriptedTransport:
+class ScriptedTransport(TransportDefaults):
     """A transport that fails as scripted, then succeeds: drives the retry policy on real queues."""
 
     name = "scripted"
@@ -205,9 +205,6 @@ class ScriptedTransport:
             raise self.failures.pop(0)
         self.sent.append(message)
         return SendReceipt(self.name)
-
-    async def aclose(self) -> None:
-        return None
 
 
 def scripted_delivery(

@@ -33,6 +33,7 @@ from mailgw.transports.outbox import OutboxTransport
 from support import (
     RETENTION,
     TEST_SEAL,
+    TransportDefaults,
     depth,
     new_record,
     pull,
@@ -59,7 +60,7 @@ class Clock:
 
 
 @dataclass
-class ObservingTransport:
+class ObservingTransport(TransportDefaults):
     """Records the state the store shows while the transport runs; fails as scripted first."""
 
     store: StateStore
@@ -82,9 +83,6 @@ class ObservingTransport:
             raise self.failures.pop(0)
         self.sent.append(message)
         return SendReceipt(self.name, "accepted")
-
-    async def aclose(self) -> None:
-        return None
 
 
 def body_of(document: dict[str, Any]) -> bytes:

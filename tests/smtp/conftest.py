@@ -17,7 +17,7 @@ from contextlib import aclosing
 from typing import Any
 
 import pytest
-from graph.graph_helpers import mail_queue, make_pipeline, store
+from graph.graph_helpers import mail_queue, make_pipeline, pacer, store
 
 from mailgw.settings import Settings
 from mailgw.transports.smtp import SmtpTransport
@@ -116,4 +116,4 @@ def queue_settings(azurite: Any) -> Settings:
     )
 
 
-__all__ = ["mail_queue", "make_pipeline", "store"]  # shared fixtures, with graph_helpers
+__all__ = ["mail_queue", "make_pipeline", "pacer", "store"]  # shared fixtures, with graph_helpers

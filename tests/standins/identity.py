@@ -85,7 +85,7 @@ DEFAULT_SIGNING_KEY = b"mailgw-standins-token-key-v1"
 GRAPH_RESOURCE = "https://graph.microsoft.com"
 TOKEN_EXCHANGE_RESOURCE = "api://AzureADTokenExchange"
 #: the application permissions the gateway's identity is granted (draft mode needs both)
-GATEWAY_APP_ROLES = ("Mail.ReadWrite", "Mail.Send")
+GATEWAY_APP_ROLES: tuple[str, ...] = ("Mail.ReadWrite", "Mail.Send")
 #: client id reported for the system-assigned identity
 SYSTEM_ASSIGNED_CLIENT_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "mailgw-standin-system-identity"))
 API_VERSION = "2019-08-01"

@@ -66,7 +66,7 @@ async def test_one_of_several_roles_is_enough(idp: EntraStandIn) -> None:
     tokens = validator(idp)
     reader = await tokens.authorize(f"Bearer {idp.token((ROLE_READ,))}", ROLE_READ, ROLE_SEND)
     sender = await tokens.authorize(f"bearer {idp.token((ROLE_SEND,))}", ROLE_READ, ROLE_SEND)
-    assert (reader.roles, sender.roles) == ({ROLE_READ}, {ROLE_SEND})
+    assert (set(reader.roles), set(sender.roles)) == ({ROLE_READ}, {ROLE_SEND})
     problem = await refused(tokens, f"Bearer {idp.token((ROLE_REPLAY,))}", ROLE_READ, ROLE_SEND)
     assert problem.status == 403  # a valid token, but none of the roles asked for
 
@@ -78,7 +78,7 @@ async def test_no_bearer_token_is_a_401_with_a_bare_challenge(
     problem = await refused(validator(idp), authorization, ROLE_SEND)
     assert problem.status == 401
     assert problem.type == "urn:mailgw:problem:unauthorized"
-    assert problem.headers["WWW-Authenticate"] == 'Bearer realm="mailgw"'  # RFC 6750 §3.1
+    assert (problem.headers or {})["WWW-Authenticate"] == 'Bearer realm="mailgw"'  # RFC 6750 §3.1
     assert "Bearer <token>" in problem.detail
     assert idp.fetches == {}  # nothing to check, nothing fetched
 
@@ -124,7 +124,7 @@ async def test_every_bad_token_is_a_401_with_its_reason(
     problem = await refused(validator(idp), authorization, ROLE_SEND)
     assert problem.status == 401
     assert reason in problem.detail
-    assert problem.headers["WWW-Authenticate"].startswith(
+    assert (problem.headers or {})["WWW-Authenticate"].startswith(
         'Bearer realm="mailgw", error="invalid_token"'
     )
 
@@ -145,7 +145,7 @@ async def test_a_token_without_the_role_is_a_403(idp: EntraStandIn) -> None:
     assert problem.status == 403
     assert problem.type == "urn:mailgw:problem:forbidden"
     assert ROLE_REPLAY in problem.detail and CALLER_APP_ID in problem.detail
-    assert 'error="insufficient_scope"' in problem.headers["WWW-Authenticate"]
+    assert 'error="insufficient_scope"' in (problem.headers or {})["WWW-Authenticate"]
 
 
 async def test_a_token_of_another_tenant_is_refused_by_its_issuer(idp: EntraStandIn) -> None:
@@ -236,7 +236,7 @@ async def test_provider_down_at_start_is_a_503_then_recovers(idp: EntraStandIn) 
     idp.down = True
     token = f"Bearer {idp.token()}"
     problems = await asyncio.gather(*(refused(tokens, token, ROLE_SEND) for _ in range(8)))
-    assert {(p.status, p.headers["Retry-After"]) for p in problems} == {(503, "30")}
+    assert {(p.status, (p.headers or {})["Retry-After"]) for p in problems} == {(503, "30")}
     assert idp.fetches == {METADATA: 1}  # the 7 that waited did not each call again
     idp.down = False
     assert (await refused(tokens, token, ROLE_SEND)).status == 503  # too soon to try again

@@ -51,7 +51,7 @@ from msgraph.generated.users.item.send_mail.send_mail_post_request_body import (
 from msgraph.graph_request_adapter import GraphRequestAdapter
 from msgraph.graph_request_adapter import options as msgraph_default_options
 from msgraph.graph_service_client import GraphServiceClient
-from msgraph_core import GraphClientFactory  # type: ignore[import-untyped]
+from msgraph_core import GraphClientFactory
 
 from standins import poll_until, poll_until_async
 from standins.graph import (
@@ -531,7 +531,7 @@ async def test_draft_upload_session_and_send_byte_exact(
 async def test_sdk_large_file_upload_task_cannot_drive_an_outlook_upload_session(
     client: GraphServiceClient, graph: GraphStandIn
 ) -> None:
-    from msgraph_core.tasks.large_file_upload import (  # type: ignore[import-untyped]
+    from msgraph_core.tasks.large_file_upload import (
         LargeFileUploadTask,
     )
 

@@ -25,7 +25,7 @@ def _loopback_only(self: socket.socket, address: Any) -> None:
     _connect(self, address)
 
 
-socket.socket.connect = _loopback_only  # type: ignore[method-assign]
+socket.socket.connect = _loopback_only  # type: ignore[method-assign,assignment]
 
 from opentelemetry import metrics, trace  # noqa: E402
 from opentelemetry._logs import get_logger_provider  # noqa: E402

@@ -112,7 +112,7 @@ def test_application_insights_receives_the_contract(tmp_path: Path) -> None:
     assert enqueue["properties"]["mailgw.queue"] == "mail-outbound"
     assert "messaging.destination.name" not in enqueue["properties"]  # the exporter's own field
 
-    metrics = {}
+    metrics: dict[str, Any] = {}
     for item in of_type("MetricData"):
         for point in item["metrics"]:
             metrics.setdefault(point["name"], []).append((item.get("properties", {}), point))
