@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import ipaddress
 import re
 import secrets
@@ -117,13 +119,39 @@ def _verify(password_hash: str, password: str) -> bool:
 
 class ClientStore:
     """The clients' table. Password checks run argon2 in a worker thread (it takes ~50 ms of CPU
-    and 64 MiB by design) so the event loop keeps serving other sessions."""
+    and 64 MiB by design) so the event loop keeps serving other sessions. A password verified
+    once is remembered for its hash (as an HMAC under a key of this process, never in clear):
+    devices that connect for every message pay argon2 once, and a changed or revoked client is
+    still read from the table at every login."""
+
+    #: verified (client, password) pairs remembered at most
+    VERIFIED_LIMIT = 4096
 
     def __init__(self, connection: StorageConnection, table_name: str) -> None:
         self.connection = connection
         self.table_name = table_name
         self._service: TableServiceClient | None = None
         self._table: TableClient | None = None
+        self._verified: dict[bytes, None] = {}
+        self._key = secrets.token_bytes(32)
+
+    def _fingerprint(self, client: SmtpClient, password: str) -> bytes:
+        material = f"{client.name}\x00{client.password_hash}\x00{password}".encode()
+        return hmac.new(self._key, material, hashlib.sha256).digest()
+
+    async def _valid(self, client: SmtpClient | None, password: str) -> bool:
+        if client is None:
+            await asyncio.to_thread(_verify, _DUMMY_HASH, password)  # as long as a real check
+            return False
+        fingerprint = self._fingerprint(client, password)
+        if fingerprint in self._verified:
+            return True
+        if not await asyncio.to_thread(_verify, client.password_hash, password):
+            return False
+        if len(self._verified) >= self.VERIFIED_LIMIT:
+            self._verified.pop(next(iter(self._verified)))
+        self._verified[fingerprint] = None
+        return True
 
     def table(self) -> TableClient:
         if self._table is None:
@@ -211,10 +239,7 @@ class ClientStore:
         """The client, if ``password`` is its password and it is not revoked. Storage errors
         propagate (the intake answers 454 4.7.0: try again later, not "wrong password")."""
         client = await self.get(name)
-        valid = await asyncio.to_thread(
-            _verify, client.password_hash if client else _DUMMY_HASH, password
-        )
-        if client is None or not valid or client.revoked:
+        if not await self._valid(client, password) or client is None or client.revoked:
             return None
         return client
 
