@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from azure.storage.queue.aio import QueueClient
 from rigs import CountingTransport, Rig
+from standin_fixtures import identity
 
 from mailgw.delivery import Delivery, RetryPolicy
 from mailgw.intake import Intake
@@ -91,3 +92,6 @@ def rig(settings: Settings, mail_queue: MailQueue, store: StateStore) -> Rig:
         settings, mail_queue, transport, store, retry=RetryPolicy(max_attempts=3, base_seconds=0)
     )
     return Rig(mail_queue, store, transport, delivery, Operations(mail_queue, store))
+
+
+__all__ = ["identity"]  # shared stand-in fixture, from standin_fixtures
