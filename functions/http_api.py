@@ -21,6 +21,7 @@ from functions.routes import (
     REPLAY,
     STATUS,
     SUBMIT,
+    USAGE,
     HealthReport,
     Route,
 )
@@ -31,6 +32,7 @@ from mailgw.errors import GatewayError, StorageUnreachable
 from mailgw.intake import STATUS_PATH
 from mailgw.models import SubmitResult
 from mailgw.operations import not_found
+from mailgw.pacing.limits import mailbox_address
 from mailgw.services import services
 from mailgw.settings import current_settings
 from mailgw.state.record import Viewer
@@ -192,6 +194,17 @@ async def replay_message(req: func.HttpRequest) -> func.HttpResponse:
         record = await services().operations.replay(req.route_params.get("id", ""), viewer)
         body = record.public(datetime.now(UTC))
         return _json(202, body, {"Location": STATUS_PATH.format(id=record.id)})
+
+    return await _respond(req, call)
+
+
+@_route(USAGE)
+async def mailbox_usage(req: func.HttpRequest) -> func.HttpResponse:
+    async def call() -> func.HttpResponse:
+        await _authorize(req, USAGE)
+        address = mailbox_address(req.route_params.get("address", ""))
+        usage = await services().pacer.usage(address)
+        return _json(200, usage.model_dump(mode="json", by_alias=True))
 
     return await _respond(req, call)
 

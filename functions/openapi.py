@@ -100,6 +100,16 @@ def _operation(route: Route) -> dict[str, Any]:
                 "schema": {"type": "string", "minLength": 1, "maxLength": 64},
             }
         )
+    if "{address}" in route.route:
+        parameters.append(
+            {
+                "name": "address",
+                "in": "path",
+                "required": True,
+                "description": "a sender mailbox's address (any case)",
+                "schema": {"type": "string", "minLength": 3, "maxLength": 320},
+            }
+        )
     if route.idempotency_key:
         parameters.append(
             {

@@ -32,6 +32,7 @@ class ProblemType:
 PROBLEM_TYPES: dict[type[errors.GatewayError], ProblemType] = {
     errors.InvalidRequest: ProblemType(400, "Invalid send request", "validation"),
     errors.EmptyBody: ProblemType(400, "Empty body", "empty-body"),
+    errors.InvalidMailbox: ProblemType(400, "Invalid mailbox address", "invalid-mailbox"),
     errors.InvalidJson: ProblemType(400, "Invalid JSON", "invalid-json"),
     errors.InvalidIdempotencyKey: ProblemType(
         400, "Invalid Idempotency-Key", "invalid-idempotency-key"

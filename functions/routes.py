@@ -18,6 +18,7 @@ from mailgw.auth import ROLE_READ, ROLE_READ_ALL, ROLE_REPLAY, ROLE_SEND
 from mailgw.batch import BatchRequest
 from mailgw.errors import GatewayError
 from mailgw.models import SendRequest, SubmitResult
+from mailgw.pacing.usage import MailboxUsage
 from mailgw.state.record import MessageState
 
 AuthLevel = Literal["anonymous", "function", "admin"]
@@ -163,6 +164,20 @@ REPLAY = Route(
     errors=(errors.MessageNotFound, errors.NotReplayable),
     location=True,
 )
+USAGE = Route(
+    "mailbox_usage",
+    "GET",
+    "v1/mailboxes/{address}/usage",
+    "A sender mailbox's sending budgets and their use",
+    "Recipients in the rolling 24 hours, messages this minute, concurrent requests, and whether "
+    "Exchange's quota holds the mailbox (docs/operations.md, Budgets and pacing). Admin key, or "
+    "the Entra ID role `Messages.ReadAll`.",
+    "admin",
+    (ROLE_READ_ALL,),
+    answer=MailboxUsage,
+    errors=(errors.InvalidMailbox,),
+    tags=("mailboxes",),
+)
 HEALTH = Route(
     "health",
     "GET",
@@ -184,7 +199,7 @@ OPENAPI = Route(
     tags=("service",),
 )
 
-ROUTES: tuple[Route, ...] = (SUBMIT, BATCH, STATUS, CANCEL, REPLAY, HEALTH, OPENAPI)
+ROUTES: tuple[Route, ...] = (SUBMIT, BATCH, STATUS, CANCEL, REPLAY, USAGE, HEALTH, OPENAPI)
 
 
 def route_of(name: str) -> Route:

@@ -243,6 +243,15 @@ def build_parser() -> argparse.ArgumentParser:
         "health", parents=[api], help="check that the gateway and its queue are reachable"
     )
 
+    usage = commands.add_parser(
+        "usage",
+        parents=[api],
+        help="a sender mailbox's sending budgets and their use (GET "
+        "/api/v1/mailboxes/{address}/usage, admin key); without ADDRESS, every mailbox's, "
+        "from storage",
+    )
+    usage.add_argument("address", nargs="?", metavar="ADDRESS")
+
     templates = commands.add_parser(
         "templates", help="message templates, in storage: put, list, show"
     ).add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -321,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, help="stop after this many seconds without a new event"
     )
 
+    from mailgw.smtp_intake.admin import add_parser as add_smtp_clients
+
+    add_smtp_clients(commands)
     store = commands.add_parser("store", help="the state store").add_subparsers(
         dest="action", required=True, metavar="ACTION"
     )
@@ -339,7 +351,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _doctor(args)
     if args.command == "events":
         return events_tail(args)
-    if args.command in ("failed", "poison", "store", "templates", "top"):
+    if args.command == "smtp-clients":
+        from mailgw.smtp_intake.admin import run as smtp_clients
+
+        try:
+            env, _ = _settings_and_sources()
+        except OperatorError as error:
+            print(f"mailgw: {error}", file=sys.stderr)
+            return 2
+        return smtp_clients(args, env)
+    if args.command in ("failed", "poison", "store", "templates", "top") or (
+        args.command == "usage" and not args.address
+    ):
         if (
             args.command in ("failed", "poison")
             and args.action in ("replay", "purge")
@@ -379,6 +402,8 @@ def _call_api(args: argparse.Namespace, base: str, body: Any) -> int:
                 answer = client.request(
                     "POST", "/api/v1/messages", body, idempotency_key=args.idempotency_key
                 )
+            elif args.command == "usage":
+                answer = client.usage(args.address).model_dump(mode="json", by_alias=True)
             elif args.command in paths:
                 path = paths[args.command].format(id=urllib.parse.quote(args.id, safe=""))
                 answer = client.request("GET" if args.command == "status" else "DELETE", path)
@@ -614,6 +639,8 @@ async def close_services(services: Services) -> None:
         await services.events.close()
     if "queue" in opened:
         await services.queue.close()
+    if "pacer" in opened:  # give this instance's unused budget back before the table closes
+        await services.pacer.close()
     if "store" in opened:
         await services.store.close()
     if "templates" in opened:
@@ -624,6 +651,11 @@ async def close_services(services: Services) -> None:
 async def run_operator(args: argparse.Namespace, services: Services) -> int:
     if args.command == "templates":
         return await _templates(services, args)
+    if args.command == "usage":
+        pacer = services.pacer
+        shown = [await pacer.usage(mailbox) for mailbox in await pacer.mailboxes()]
+        print(json.dumps([u.model_dump(mode="json", by_alias=True) for u in shown], indent=2))
+        return 0
     ops = services.operations
     if args.command == "top":
         from mailgw.top import top

@@ -32,6 +32,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from mailgw.models import SubmitResult
+from mailgw.pacing.usage import MailboxUsage
 from mailgw.state.record import MessageState
 
 __all__ = [
@@ -222,6 +223,10 @@ class _Api:
         path = _message_path(message_id) + "/replay"
         return self._typed(MessageState, self.call("POST", path))
 
+    def usage(self, mailbox: str) -> Call:
+        path = "/api/v1/mailboxes/" + urllib.parse.quote(mailbox, safe="@") + "/usage"
+        return self._typed(MailboxUsage, self.call("GET", path))
+
     def health(self) -> Call:
         return self._typed(Health, self.call("GET", "/api/v1/health"))
 
@@ -315,6 +320,11 @@ class Client(_Base[httpx.Client]):
         result: MessageState = self._run(self._api.replay(message_id))
         return result
 
+    def usage(self, mailbox: str) -> MailboxUsage:
+        """A sender mailbox's budgets and their use (admin key, or Messages.ReadAll)."""
+        result: MailboxUsage = self._run(self._api.usage(mailbox))
+        return result
+
     def health(self) -> Health:
         result: Health = self._run(self._api.health())
         return result
@@ -373,6 +383,10 @@ class AsyncClient(_Base[httpx.AsyncClient]):
 
     async def replay(self, message_id: str) -> MessageState:
         result: MessageState = await self._run(self._api.replay(message_id))
+        return result
+
+    async def usage(self, mailbox: str) -> MailboxUsage:
+        result: MailboxUsage = await self._run(self._api.usage(mailbox))
         return result
 
     async def health(self) -> Health:

@@ -29,7 +29,9 @@ from mailgw.errors import (
     SenderNotAllowed,
 )
 from mailgw.events import Events
+from mailgw.mime import Submission, check_senders, read_payload
 from mailgw.models import Envelope, ErrorInfo, MessageStatus, SendRequest
+from mailgw.pacing import Deferral, Pacer, Permit
 from mailgw.policy import SenderPolicy
 from mailgw.queue import MailQueue
 from mailgw.settings import Settings
@@ -114,8 +116,18 @@ FAILURES: dict[type[GatewayError], tuple[str, str]] = {
 
 
 def due_at(envelope: Envelope, request: SendRequest) -> datetime:
-    """When a message was due: a scheduled one from its sendAt, not from when it was accepted."""
-    return max(envelope.created_at, request.send_at or envelope.created_at)
+    """When a message was due: a scheduled one from its sendAt, not from when it was accepted;
+    one that waited for a sending budget from the end of its wait."""
+    return max(
+        envelope.created_at,
+        request.send_at or envelope.created_at,
+        envelope.paced_until or envelope.created_at,
+    )
+
+
+def recipients(request: SendRequest) -> int:
+    """What a message spends of its sender's daily budget (Exchange counts every recipient)."""
+    return len(request.to) + len(request.cc) + len(request.bcc)
 
 
 def failure(error: GatewayError) -> ErrorInfo:
@@ -143,6 +155,8 @@ class Delivery:
     events: Events = field(default_factory=Events)
     #: what a ``"sandbox": true`` message goes through instead of the transport
     sandbox: Transport = field(default_factory=SandboxTransport)
+    #: the sending budgets shared by every instance (None: not paced)
+    pacer: Pacer | None = None
 
     def __post_init__(self) -> None:
         self.policy = SenderPolicy(self.settings.allowed_senders)
@@ -171,7 +185,7 @@ class Delivery:
             return gate
         try:
             loaded = await self.queue.load_payload(envelope)
-            request = self._validate(loaded)
+            request, mime = self._validate(loaded)
             if envelope.sig is None:  # a producer's bare send request, accepted now
                 telemetry.message_accepted("queue", request.sender.address)
         except GatewayError as error:
@@ -184,6 +198,29 @@ class Delivery:
             await self.queue.enqueue(envelope, delay=delay)
             return Outcome("scheduled", envelope.id, delay=delay.total_seconds())
 
+        permit: Permit | None = None
+        if self.pacer is not None and not request.sandbox:
+            decision = await self.pacer.admit(request.sender.address, recipients(request))
+            if isinstance(decision, Deferral):
+                return await self._pace(envelope, request, known, decision)
+            permit = decision
+        handed = [False]  # whether the transport got the message: its recipients are spent
+        try:
+            return await self._send(envelope, request, mime, known, dequeue_count, handed)
+        finally:
+            if permit is not None:
+                permit.release(unsent=not handed[0])
+
+    async def _send(
+        self,
+        envelope: Envelope,
+        request: SendRequest,
+        mime: Submission | None,
+        known: MessageRecord | None,
+        dequeue_count: int,
+        handed: list[bool],
+    ) -> Outcome:
+        now = self.clock()
         lease = uuid.uuid4().hex
         start = partial(
             machine.start_sending,
@@ -215,13 +252,21 @@ class Delivery:
             attempt=envelope.attempt + 1,
             checkpoint=record.checkpoint,
             save_checkpoint=checkpoint,
+            mime=mime,
         )
         faults.point("before_send")
         transport = self.sandbox if request.sandbox else self.transport
+        handed[0] = True
         try:
             with telemetry.sending(message.id, transport.name):
                 receipt = await transport.send(message)
         except DeliveryError as error:
+            if error.quota is not None and self.pacer is not None:
+                sender = request.sender.address
+                quota, code, after = error.quota, error.code, error.retry_after
+                wait = await self.pacer.exhausted(sender, quota, code, after)
+                log.warning("mailbox %s is over Exchange's sending quota: %s", sender, error)
+                return await self._pace(envelope, request, record, wait, lease=lease)
             return await self._failed(envelope, request, error)
         faults.point("after_send")
         done = partial(
@@ -286,12 +331,53 @@ class Delivery:
         log.info("message %s deferred %ss: %s", envelope.id, delay.total_seconds(), why)
         return Outcome("deferred", envelope.id, delay=delay.total_seconds(), detail=why)
 
-    def _validate(self, envelope: Envelope) -> SendRequest:
+    async def _pace(
+        self,
+        envelope: Envelope,
+        request: SendRequest,
+        known: MessageRecord | None,
+        deferral: Deferral,
+        lease: str | None = None,
+    ) -> Outcome:
+        """Over a sending budget: ``scheduled`` with the reason and the time it is tried again,
+        and back on the queue, invisible until then. Not a failed attempt, and its wait does not
+        count towards MAILGW_MAX_AGE_SECONDS."""
+        now = self.clock()
+        wait = partial(
+            machine.deferred,
+            envelope=envelope,
+            request=request,
+            limit=deferral.limit,
+            reason=deferral.reason,
+            until=deferral.until,
+            now=now,
+            retention=self.settings.retention,
+            lease=lease,
+        )
+        record, stored = await self.store.apply(envelope.id, wait, known)
+        if not stored or record is None:
+            return await self._not_ours(envelope, record)
+        if known is None:  # the record is new: nobody reported the message's acceptance yet
+            await self.events.accepted(record)
+        await self.events.emit(record, EventKind.deferred)
+        paced = envelope.model_copy(update={"paced_until": deferral.until})
+        delay = max(deferral.until - now, timedelta(0))
+        await self.queue.enqueue(paced, delay=delay)
+        telemetry.message_deferred("pacing")
+        log.info("message %s deferred until %s: %s", envelope.id, deferral.until, deferral.reason)
+        return Outcome("deferred", envelope.id, delay=delay.total_seconds(), detail=deferral.reason)
+
+    def _validate(self, envelope: Envelope) -> tuple[SendRequest, Submission | None]:
+        """The request (a MIME message's summary, and the message itself), checked again."""
+        if envelope.mime is not None:
+            mime = read_payload(envelope.mime, max_bytes=self.settings.max_request_bytes)
+            check_senders([self.policy], mime)
+            return mime.summary(), mime
         if envelope.request is None:
             raise InvalidMessage("the message carries no send request")
         request = validate_request(envelope.request, self.settings, what="queued message")
         check_sender(self.policy, request.sender.address)
-        return request
+        return request, None
 
     async def _failed(
         self, envelope: Envelope, request: SendRequest, error: DeliveryError

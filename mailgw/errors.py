@@ -39,6 +39,10 @@ class InvalidRequest(GatewayError):
     """The document breaks the send request rules; every broken field is listed."""
 
 
+class InvalidMailbox(GatewayError):
+    """A mailbox named in a path (``/mailboxes/{address}/usage``) is no email address."""
+
+
 class MessageTooLarge(GatewayError):
     """The request body, or its attachments, exceed a size limit."""
 

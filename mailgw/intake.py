@@ -7,6 +7,7 @@ Host-agnostic: the HTTP adapter hands over the raw body and headers and renders 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import logging
@@ -19,7 +20,15 @@ from mailgw import telemetry
 from mailgw.errors import IdempotencyKeyExhausted, IdempotencyKeyReused, QueueUnavailable
 from mailgw.events import Events
 from mailgw.ids import keyed_message_id, new_message_id
-from mailgw.models import Envelope, MessageStatus, SendRequest, SubmitResult, TemplateRef
+from mailgw.mime import Submission, check_senders, with_header
+from mailgw.models import (
+    Envelope,
+    MessageStatus,
+    MimePayload,
+    SendRequest,
+    SubmitResult,
+    TemplateRef,
+)
 from mailgw.policy import SenderPolicy
 from mailgw.queue import MailQueue, SentMessage
 from mailgw.settings import Settings
@@ -27,7 +36,8 @@ from mailgw.state import machine
 from mailgw.state.record import MessageRecord
 from mailgw.store import StateStore
 from mailgw.templates import TemplateStore, apply_template
-from mailgw.transports import check_fits
+from mailgw.transports import check_fits, check_mime_fits
+from mailgw.transports.render import message_id_for
 from mailgw.validation import (
     check_idempotency_key,
     check_sender,
@@ -95,6 +105,36 @@ class Intake:
             return await self.accept(accepted)
         return await self._submit_keyed(key, accepted, request_hash(document))
 
+    async def submit_mime(
+        self,
+        submission: Submission,
+        *,
+        allowed: SenderPolicy | None = None,
+        traceparent: str | None = None,
+    ) -> SubmitResult:
+        """A raw MIME message (SMTP intake): its senders checked against the gateway's policy
+        (and ``allowed``, the client's own), then queued as submitted. The same client sending
+        the same Message-ID again within the idempotency window gets the same id back and no
+        second message. A message without a Message-ID gets one naming its gateway id."""
+        policies = [self.policy] if allowed is None else [self.policy, allowed]
+        check_senders(policies, submission)
+        check_mime_fits(self.settings, len(submission.data))
+        now = self.clock()
+        summary = submission.summary()
+        if submission.message_id is None:
+            message_id = new_message_id()
+            stamp = message_id_for(message_id, submission.mail_from)
+            data = with_header(submission.data, "Message-ID", stamp)
+            accepted = _Accepted.smtp(self.settings, summary, now, traceparent, submission, data)
+            return await self.accept(accepted, message_id)
+        accepted = _Accepted.smtp(
+            self.settings, summary, now, traceparent, submission, submission.data
+        )
+        scope = f"smtp\x00{submission.client or ''}"
+        # Keyed by (client, Message-ID) alone: a client retrying after a lost 250 gets its id.
+        fingerprint = request_hash({"client": submission.client, "id": submission.message_id})
+        return await self._submit_keyed(submission.message_id, accepted, fingerprint, scope)
+
     async def prepare(
         self, document: Any, now: datetime, traceparent: str | None, owner: str | None
     ) -> _Accepted:
@@ -121,7 +161,7 @@ class Intake:
         message_id = message_id or new_message_id()
         if fingerprint is None:
             await self._enqueue(accepted.envelope(message_id), accepted.delay)
-            telemetry.message_accepted("api", accepted.request.sender.address)
+            telemetry.message_accepted(accepted.source, accepted.request.sender.address)
             record = accepted.record(message_id)
             if later is not None:
                 later.append(record)
@@ -139,12 +179,14 @@ class Intake:
             raise sent
         if isinstance(created, BaseException):  # queued, so accepted: delivery records it
             log.warning("state record for %s not written (%s)", message_id, created)
-        telemetry.message_accepted("api", accepted.request.sender.address)
+        telemetry.message_accepted(accepted.source, accepted.request.sender.address)
         return accepted.result(message_id)
 
-    async def _submit_keyed(self, key: str, accepted: _Accepted, fingerprint: str) -> SubmitResult:
+    async def _submit_keyed(
+        self, key: str, accepted: _Accepted, fingerprint: str, scope: str | None = None
+    ) -> SubmitResult:
         for generation in range(1, 100):
-            message_id = keyed_message_id(key, generation, scope=accepted.owner)
+            message_id = keyed_message_id(key, generation, scope=scope or accepted.owner)
             envelope = accepted.envelope(message_id, fingerprint)
             record = accepted.record(message_id, fingerprint)
             sent, created = await asyncio.gather(
@@ -160,7 +202,7 @@ class Intake:
                 await self.queue.delete(sent)
                 raise _unavailable() from created
             if created:
-                telemetry.message_accepted("api", accepted.request.sender.address)
+                telemetry.message_accepted(accepted.source, accepted.request.sender.address)
                 self._in_background(self._confirm(record))
                 return accepted.result(message_id)
             # The key was used before. Answer as its first request did; keep nothing of ours,
@@ -257,6 +299,25 @@ class _Accepted:
     traceparent: str | None
     owner: str | None = None
     template: TemplateRef | None = None
+    #: a raw MIME message (SMTP intake): queued instead of the request, which summarises it
+    mime: MimePayload | None = None
+    source: str = "api"
+
+    @classmethod
+    def smtp(
+        cls,
+        settings: Settings,
+        summary: SendRequest,
+        now: datetime,
+        traceparent: str | None,
+        submission: Submission,
+        data: bytes,
+    ) -> _Accepted:
+        """A MIME message from the SMTP intake, queued as ``data`` (its bytes as submitted)."""
+        payload = submission.payload().model_copy(
+            update={"data": base64.b64encode(data).decode("ascii")}
+        )
+        return cls(settings, summary, now, traceparent, mime=payload, source="smtp")
 
     @property
     def delay(self) -> timedelta | None:
@@ -277,8 +338,9 @@ class _Accepted:
             id=message_id,
             created_at=self.now,
             traceparent=self.traceparent,
-            request=self.request.to_json(),
-            source="api",
+            request=None if self.mime else self.request.to_json(),
+            mime=self.mime,
+            source="smtp" if self.source == "smtp" else "api",
             request_hash=fingerprint,
             owner=self.owner,
         )
@@ -300,4 +362,5 @@ class _Accepted:
             key_expires_at=self.now + self.settings.idempotency_window if keyed else None,
             owner=self.owner,
             template=self.template,
+            source=self.source,
         )

@@ -421,6 +421,24 @@ class PayloadRef(_Model):
     size: int
 
 
+class MimePayload(_Model):
+    """A message submitted as raw MIME (SMTP intake): the SMTP envelope and the bytes as
+    submitted. Only the gateway writes it (its envelopes are sealed); a producer's bare send
+    request never has this form."""
+
+    mail_from: str = Field(min_length=3, max_length=320)
+    rcpt_to: list[str] = Field(min_length=1, max_length=MAX_RECIPIENTS)
+    #: the message, Base64
+    data: str
+    #: the transaction asked for SMTPUTF8 (RFC 6531): addresses or headers in UTF-8
+    utf8: bool = False
+    #: the SMTP client (``mailgw smtp-clients``) that submitted it
+    client: str | None = Field(default=None, max_length=64)
+
+    def content(self) -> bytes:
+        return base64.b64decode(self.data)
+
+
 class Envelope(_Model):
     """The gateway's own queue message. A producer's bare send request has no ``mailgw`` key."""
 
@@ -431,9 +449,11 @@ class Envelope(_Model):
     traceparent: str | None = None
     request: dict[str, Any] | None = None
     raw: str | None = None
+    #: a raw MIME message (SMTP intake) instead of a send request
+    mime: MimePayload | None = None
     payload_ref: PayloadRef | None = None
     error: ErrorInfo | None = None
-    source: Literal["api", "queue"] = "api"
+    source: Literal["api", "queue", "smtp"] = "api"
     #: throttled retries so far (they do not count as attempts)
     throttled: int = Field(default=0, ge=0)
     #: an attempt ended without knowing whether the message went out
@@ -447,14 +467,17 @@ class Envelope(_Model):
     owner: str | None = Field(default=None, max_length=128)
     #: a producer's request that came back unfinished and carries on sealed (its holder crashed)
     adopted: bool = False
+    #: deferred by pacing until this time: its wait does not age it (MAILGW_MAX_AGE_SECONDS)
+    paced_until: datetime | None = None
     #: the gateway's seal (mailgw/seal.py): an HMAC only the gateway can compute
     sig: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
     @model_validator(mode="after")
     def _one_payload(self) -> Envelope:
-        present = [x for x in (self.request, self.raw, self.payload_ref) if x is not None]
+        payloads = (self.request, self.raw, self.mime, self.payload_ref)
+        present = [x for x in payloads if x is not None]
         if len(present) != 1:
-            raise ValueError("an envelope carries exactly one of request, raw or payloadRef")
+            raise ValueError("an envelope carries exactly one of request, raw, mime or payloadRef")
         return self
 
     def to_json(self) -> dict[str, Any]:

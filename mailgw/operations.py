@@ -161,7 +161,11 @@ class Operations:
             id=message_id,
             created_at=now,
             payload_ref=record.payload_ref,
-            source="api" if record.source == "api" else "queue",
+            source="api"
+            if record.source == "api"
+            else "smtp"
+            if record.source == "smtp"
+            else "queue",
             replay=number,
             owner=record.owner,
         )

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from mailgw import telemetry
 from mailgw.errors import InvalidEnvelope, InvalidMessage, PayloadMissing
-from mailgw.models import Envelope, PayloadRef
+from mailgw.models import Envelope, MimePayload, PayloadRef
 from mailgw.seal import EnvelopeSeal
 from mailgw.storage import StorageConnection, blob_service_client, queue_client
 
@@ -140,7 +140,7 @@ class MailQueue:
         if len(text.encode()) > INLINE_LIMIT:
             created = await self.store_payload(envelope)
             envelope = envelope.model_copy(
-                update={"request": None, "raw": None, "payload_ref": created}
+                update={"request": None, "raw": None, "mime": None, "payload_ref": created}
             )
         envelope = await self.seal.seal(envelope)
         text = dumps(envelope.to_json())
@@ -188,9 +188,13 @@ class MailQueue:
         messages); an envelope that is already a claim check keeps its reference."""
         if envelope.payload_ref is not None:
             return envelope.payload_ref
-        payload: dict[str, Any] = (
-            {"request": envelope.request} if envelope.request is not None else {"raw": envelope.raw}
-        )
+        payload: dict[str, Any]
+        if envelope.request is not None:
+            payload = {"request": envelope.request}
+        elif envelope.mime is not None:
+            payload = {"mime": envelope.mime.model_dump(mode="json", by_alias=True)}
+        else:
+            payload = {"raw": envelope.raw}
         data = dumps(payload).encode()
         name = f"{envelope.id}/{uuid.uuid4().hex}.json"
         container = self.blobs().get_container_client(self.payload_container)
@@ -240,10 +244,18 @@ class MailQueue:
                 f"payload blob {ref.container}/{ref.blob} does not match its SHA-256"
             )
         payload = parse_document(data.decode("utf-8", errors="replace"))
+        if not isinstance(payload, dict):
+            payload = {}
+        mime = payload.get("mime")
+        try:
+            kept = MimePayload.model_validate(mime) if mime is not None else None
+        except ValidationError as exc:
+            raise PayloadMissing(f"the kept MIME payload is malformed: {exc}") from None
         return envelope.model_copy(
             update={
-                "request": payload.get("request") if isinstance(payload, dict) else None,
-                "raw": payload.get("raw") if isinstance(payload, dict) else None,
+                "request": payload.get("request"),
+                "raw": payload.get("raw"),
+                "mime": kept,
                 "payload_ref": None,
             }
         )

@@ -18,6 +18,7 @@ from mailgw.events.pending import PendingEvents
 from mailgw.events.sinks import EventGridSink, EventSink, QueueSink
 from mailgw.intake import Intake
 from mailgw.operations import Operations
+from mailgw.pacing import BudgetTable, Pacer
 from mailgw.queue import MailQueue
 from mailgw.seal import EnvelopeSeal
 from mailgw.settings import Settings, current_settings
@@ -97,6 +98,11 @@ class Services:
         return create_transport(self.settings)
 
     @cached_property
+    def pacer(self) -> Pacer:
+        """This instance's share of the sending budgets, kept in the state table."""
+        return Pacer(BudgetTable(self.store.table), self.settings.pacing)
+
+    @cached_property
     def delivery(self) -> Delivery:
         return Delivery(
             self.settings,
@@ -108,6 +114,7 @@ class Services:
                 max_age_seconds=self.settings.max_age_seconds,
             ),
             events=self.events,
+            pacer=self.pacer,
         )
 
 

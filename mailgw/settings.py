@@ -14,6 +14,14 @@ from functools import cache
 from typing import TYPE_CHECKING, Literal, TypedDict
 from urllib.parse import urlsplit
 
+from mailgw.pacing.limits import (
+    DEFAULT_DAILY_RECIPIENTS,
+    SMTP_PER_MINUTE,
+    LimitsError,
+    MailboxLimits,
+    PacingLimits,
+    parse_overrides,
+)
 from mailgw.storage import StorageConnection
 
 if TYPE_CHECKING:
@@ -73,6 +81,31 @@ class IdentitySettings:
 
 
 @dataclass(frozen=True)
+class SmtpIntakeSettings:
+    """The SMTP intake (``mailgw-smtp``, docs/smtp-intake.md): where it listens, its TLS
+    certificate, its clients' table, and the limits of a client that sets none of its own."""
+
+    #: MAILGW_SMTP_INTAKE_HOST: the address both listeners bind
+    host: str = "0.0.0.0"
+    #: MAILGW_SMTP_INTAKE_PORT: submission with STARTTLS required before AUTH (0: off)
+    port: int = 587
+    #: MAILGW_SMTP_INTAKE_TLS_PORT: submission over implicit TLS (0: off)
+    tls_port: int = 465
+    #: MAILGW_SMTP_INTAKE_CERT_FILE / _KEY_FILE: PEM certificate chain and key (one file may
+    #: hold both); in Azure, the Key Vault certificate mounted as a secret volume
+    cert_file: str | None = None
+    key_file: str | None = None
+    #: MAILGW_SMTP_INTAKE_HOSTNAME: the name in the greeting (default: this host's FQDN)
+    hostname: str | None = None
+    #: MAILGW_SMTP_INTAKE_CLIENTS_TABLE: the clients and their password hashes
+    clients_table: str = "mailgwsmtpclients"
+    #: MAILGW_SMTP_INTAKE_MAX_MESSAGE_BYTES: a client's message size limit unless it has one
+    max_message_bytes: int = 35 * MiB
+    #: MAILGW_SMTP_INTAKE_PER_MINUTE: a client's messages per minute unless it has its own
+    per_minute: int = 120
+
+
+@dataclass(frozen=True)
 class Settings:
     """The gateway's configuration. Defaults are what a production deployment wants."""
 
@@ -96,6 +129,14 @@ class Settings:
     #: the gateway concludes that the submission did not happen (draft mode)
     graph_submit_grace_seconds: int = 300
     mailbox_concurrency: int = 4
+    #: pacing (docs/operations.md, "Budgets and pacing"): recipients per rolling 24 h per mailbox
+    mailbox_daily_recipients: int = DEFAULT_DAILY_RECIPIENTS
+    #: messages per minute per mailbox; None: not paced per minute (the default but for smtp)
+    mailbox_per_minute: int | None = None
+    #: MAILGW_MAILBOX_LIMITS: per-mailbox overrides, by lower-case address
+    mailbox_limits: Mapping[str, MailboxLimits] = field(default_factory=dict, hash=False)
+    #: recipients per rolling 24 h for the whole tenant; None: off
+    tenant_daily_recipients: int | None = None
     smtp_host: str = "smtp.office365.com"
     smtp_port: int = 587
     smtp_ca_file: str | None = None
@@ -117,6 +158,7 @@ class Settings:
     #: client apps allowed to call on behalf of a user (delegated tokens); none: app tokens only
     api_delegated_clients: tuple[str, ...] = ()
     identity: IdentitySettings = field(default_factory=IdentitySettings)
+    smtp_intake: SmtpIntakeSettings = field(default_factory=SmtpIntakeSettings)
     #: outcome events (docs/events.md): a storage queue and/or an Event Grid topic; None: off
     events_queue: str | None = None
     eventgrid_endpoint: str | None = None
@@ -146,6 +188,16 @@ class Settings:
         """The scope of the gateway's Graph tokens: MAILGW_GRAPH_SCOPE, else
         :func:`default_graph_scope` of the endpoint."""
         return self.graph_token_scope or default_graph_scope(self.graph_endpoint)
+
+    @property
+    def pacing(self) -> PacingLimits:
+        """Every mailbox's budgets (the defaults, the overrides) and the tenant's."""
+        default = MailboxLimits(
+            daily_recipients=self.mailbox_daily_recipients,
+            per_minute=self.mailbox_per_minute,
+            concurrency=self.mailbox_concurrency,
+        )
+        return PacingLimits(default, self.mailbox_limits, self.tenant_daily_recipients)
 
     def storage(self) -> StorageConnection:
         return StorageConnection.from_settings(self.storage_connection_name, self.env)
@@ -229,6 +281,8 @@ class Settings:
                 env, "MAILGW_GRAPH_SUBMIT_GRACE_SECONDS", cls.graph_submit_grace_seconds
             ),
             mailbox_concurrency=concurrency,
+            **_pacing_settings(env, transport, concurrency),
+            smtp_intake=smtp_intake_settings(env),
             **_events_settings(env),
             env=env,
         )
@@ -343,6 +397,46 @@ def _smtp_settings(env: Mapping[str, str], transport: str) -> _SmtpSettings:
     }
 
 
+def smtp_intake_settings(env: Mapping[str, str]) -> SmtpIntakeSettings:
+    """``MAILGW_SMTP_INTAKE_*``: read by ``mailgw-smtp`` (the Functions app ignores them)."""
+    defaults = SmtpIntakeSettings()
+
+    def value(name: str) -> str | None:
+        return env.get(name, "").strip() or None
+
+    def port(name: str, default: int) -> int:
+        raw = value(name)
+        if raw is None:
+            return default
+        if not raw.isdigit() or int(raw) > 65535:
+            raise SettingsError(f"{name} must be a TCP port (0: off); got {raw!r}")
+        return int(raw)
+
+    for name in ("MAILGW_SMTP_INTAKE_CERT_FILE", "MAILGW_SMTP_INTAKE_KEY_FILE"):
+        path = value(name)
+        if path is not None and not os.path.isfile(path):
+            raise SettingsError(f"{name} names no file: {path!r}")
+    table = value("MAILGW_SMTP_INTAKE_CLIENTS_TABLE") or defaults.clients_table
+    if not (3 <= len(table) <= 63 and table.isalnum() and table[0].isalpha()):
+        raise SettingsError(
+            "MAILGW_SMTP_INTAKE_CLIENTS_TABLE must be a table name: 3-63 letters and digits, "
+            f"starting with a letter; got {table!r}"
+        )
+    return SmtpIntakeSettings(
+        host=value("MAILGW_SMTP_INTAKE_HOST") or defaults.host,
+        port=port("MAILGW_SMTP_INTAKE_PORT", defaults.port),
+        tls_port=port("MAILGW_SMTP_INTAKE_TLS_PORT", defaults.tls_port),
+        cert_file=value("MAILGW_SMTP_INTAKE_CERT_FILE"),
+        key_file=value("MAILGW_SMTP_INTAKE_KEY_FILE"),
+        hostname=value("MAILGW_SMTP_INTAKE_HOSTNAME"),
+        clients_table=table,
+        max_message_bytes=_positive_int(
+            env, "MAILGW_SMTP_INTAKE_MAX_MESSAGE_BYTES", defaults.max_message_bytes
+        ),
+        per_minute=_positive_int(env, "MAILGW_SMTP_INTAKE_PER_MINUTE", defaults.per_minute),
+    )
+
+
 _IDENTITY_NEEDS = {
     "AZURE_CLIENT_ID": "(the user-assigned identity) ",
     "MAILGW_TENANT_ID": "(the tenant that owns the mailboxes) ",
@@ -429,6 +523,39 @@ def _api_auth_settings(env: Mapping[str, str]) -> _ApiAuthSettings:
         "api_audiences": audiences,
         "api_authority": authority,
         "api_delegated_clients": _comma_list(env.get("MAILGW_API_DELEGATED_CLIENTS", "")),
+    }
+
+
+class _PacingSettings(TypedDict):
+    mailbox_daily_recipients: int
+    mailbox_per_minute: int | None
+    mailbox_limits: Mapping[str, MailboxLimits]
+    tenant_daily_recipients: int | None
+
+
+def _pacing_settings(env: Mapping[str, str], transport: str, concurrency: int) -> _PacingSettings:
+    """The budgets: per-minute pacing is on by default only for SMTP submission (Exchange's 30
+    a minute); ``off`` turns it off, a number sets it for any transport."""
+    daily = _positive_int(env, "MAILGW_MAILBOX_DAILY_RECIPIENTS", DEFAULT_DAILY_RECIPIENTS)
+    raw = env.get("MAILGW_MAILBOX_PER_MINUTE", "").strip().lower()
+    per_minute: int | None = SMTP_PER_MINUTE if transport == "smtp" else None
+    if raw == "off":
+        per_minute = None
+    elif raw:
+        per_minute = _positive_int(env, "MAILGW_MAILBOX_PER_MINUTE", 1)
+    tenant = None
+    if env.get("MAILGW_TENANT_DAILY_RECIPIENTS", "").strip().lower() not in ("", "off"):
+        tenant = _positive_int(env, "MAILGW_TENANT_DAILY_RECIPIENTS", 1)
+    default = MailboxLimits(daily, per_minute, concurrency)
+    try:
+        overrides = parse_overrides(env.get("MAILGW_MAILBOX_LIMITS", ""), default)
+    except LimitsError as error:
+        raise SettingsError(str(error)) from None
+    return {
+        "mailbox_daily_recipients": daily,
+        "mailbox_per_minute": per_minute,
+        "mailbox_limits": overrides,
+        "tenant_daily_recipients": tenant,
     }
 
 

@@ -53,6 +53,7 @@ _STATUS_AFTER = {
     EventKind.failed: MessageStatus.failed,
     EventKind.replayed: MessageStatus.queued,
     EventKind.canceled: MessageStatus.canceled,
+    EventKind.deferred: MessageStatus.scheduled,
 }
 #: The history step each kind's transition writes (its time is the event's ``time``).
 _STEP = {
@@ -61,6 +62,7 @@ _STEP = {
     EventKind.failed: "failed",
     EventKind.replayed: "replayed",
     EventKind.canceled: "canceled",
+    EventKind.deferred: "deferred",
 }
 
 
@@ -91,6 +93,8 @@ def _discriminator(record: MessageRecord, kind: EventKind) -> str:
         return f"failed:{record.replays}"
     if kind is EventKind.replayed:
         return f"replayed:{record.replays}"
+    if kind is EventKind.deferred and record.next_attempt_at is not None:
+        return f"deferred:{_rfc3339(record.next_attempt_at)}"
     return kind.value
 
 
@@ -101,7 +105,9 @@ def reports(record: MessageRecord, kind: EventKind) -> bool:
         return kind is EventKind.accepted or scheduled_at_acceptance(record)
     expected = _STATUS_AFTER.get(kind)
     if expected is None:
-        return False  # deferred arrives with the transition that makes it
+        return False
+    if kind is EventKind.deferred:
+        return record.paced
     if kind is EventKind.replayed:
         return record.status is expected and record.replays > 0
     return record.status is expected
@@ -141,8 +147,10 @@ def _data(record: MessageRecord, kind: EventKind, transport: str) -> dict[str, A
         data["sendAt"] = _rfc3339(record.send_at)
     if kind in (EventKind.retrying, EventKind.failed) and record.last_error is not None:
         data["lastError"] = record.last_error.model_dump(mode="json")
-    if kind is EventKind.retrying and record.next_attempt_at is not None:
+    if kind in (EventKind.retrying, EventKind.deferred) and record.next_attempt_at is not None:
         data["nextAttemptAt"] = _rfc3339(record.next_attempt_at)
+    if kind is EventKind.deferred and record.reason is not None:
+        data["reason"] = record.reason
     if kind is EventKind.sent and record.refused_recipients:
         data["refusedRecipients"] = record.refused_recipients
     if kind in (EventKind.sent, EventKind.retrying) and record.ambiguous:
@@ -183,6 +191,8 @@ def latest_kinds(record: MessageRecord) -> list[EventKind]:
         return [EventKind.retrying]
     if record.status is MessageStatus.queued and record.replays > 0:
         return [EventKind.replayed]
+    if record.paced:
+        return [EventKind.deferred]
     if record.status in (MessageStatus.queued, MessageStatus.scheduled):
         return acceptance_kinds(record)
     # sending: before its first attempt ended, the only event it had was its acceptance

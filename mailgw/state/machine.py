@@ -55,10 +55,11 @@ def accepted(
     key_expires_at: datetime | None = None,
     owner: str | None = None,
     template: TemplateRef | None = None,
+    source: str = "api",
 ) -> MessageRecord:
-    """The record intake writes for a message it accepted. A keyed message (``fingerprint``) stays
-    unconfirmed until intake knows its copy is queued (:func:`confirmed`). ``template``: the
-    stored template it was rendered from."""
+    """The record intake writes for a message it accepted (``source``: api, or smtp). A keyed
+    message (``fingerprint``) stays unconfirmed until intake knows its copy is queued
+    (:func:`confirmed`). ``template``: the stored template it was rendered from."""
     return new_record(
         message_id,
         status,
@@ -68,7 +69,7 @@ def accepted(
         sender=request.sender.address,
         metadata=request.metadata,
         request_hash=fingerprint,
-        source="api",
+        source=source,
         owner=owner,
         response=response,
         key_expires_at=key_expires_at,
@@ -148,6 +149,7 @@ def start_sending(
             "attempts": record.attempts + 1,
             "lease": lease,
             "replays": max(record.replays, envelope.replay),
+            "reason": None,
         }
     ).with_step("sending", now)
 
@@ -192,6 +194,36 @@ def retrying(
             "next_attempt_at": next_attempt_at,
         }
     ).with_step("retry", now, error.code)
+
+
+def deferred(
+    current: MessageRecord | None,
+    *,
+    envelope: Envelope,
+    request: SendRequest,
+    limit: str,
+    reason: str,
+    until: datetime,
+    now: datetime,
+    retention: timedelta,
+    lease: str | None = None,
+) -> MessageRecord | None:
+    """→ scheduled by pacing: the sender is over a budget (``limit``, said as ``reason``) and the
+    message waits until ``until``. Not a failed attempt. A message that another attempt holds
+    (``sending`` under another lease than ``lease``) or that is done is left alone."""
+    record = current or record_for(envelope, request, now=now, retention=retention)
+    if record.status in FINAL or is_stale_replay(record, envelope.replay):
+        return None
+    if record.status is MessageStatus.sending and record.lease != lease:
+        return None
+    return record.model_copy(
+        update={
+            "status": MessageStatus.scheduled,
+            "reason": reason,
+            "next_attempt_at": until,
+            "lease": None,
+        }
+    ).with_step("deferred", now, f"pacing/{limit}")
 
 
 def superseded(current: MessageRecord | None, envelope: Envelope) -> bool:

@@ -62,6 +62,9 @@ class MessageState(BaseModel):
     sandbox: bool | None = None
     #: the stored template (and its version) the message was rendered from
     template: TemplateRef | None = None
+    #: ``scheduled`` by pacing: which limit it waits for, and when it is tried again
+    reason: str | None = None
+    next_attempt_at: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         body = self.model_dump(mode="json", by_alias=True)
@@ -71,7 +74,7 @@ class MessageState(BaseModel):
         return body
 
 
-_OPTIONAL_STATE = ("refusedRecipients", "sandbox", "template")
+_OPTIONAL_STATE = ("refusedRecipients", "sandbox", "template", "reason", "nextAttemptAt")
 
 
 class MessageRecord(BaseModel):
@@ -109,8 +112,10 @@ class MessageRecord(BaseModel):
     owner: str | None = None
     #: the attempt that holds the message while it is ``sending``
     lease: str | None = None
-    #: ``retrying``: when the next attempt is due (its outcome event says so)
+    #: ``retrying``, or ``scheduled`` by pacing: when the next attempt is due
     next_attempt_at: datetime | None = None
+    #: ``scheduled`` by pacing (over a sending budget): the limit it waits for
+    reason: str | None = None
     #: a sandbox message (``"sandbox": true``): never handed to the transport
     sandbox: bool = False
     #: the stored template it was rendered from, at intake
@@ -123,10 +128,13 @@ class MessageRecord(BaseModel):
         return self.state(now).to_json()
 
     def state(self, now: datetime) -> MessageState:
-        """``scheduled`` turns ``queued`` once ``sendAt`` passes."""
+        """``scheduled`` turns ``queued`` once ``sendAt`` (or, deferred by pacing, its
+        ``nextAttemptAt``) passes."""
         status = self.status
-        if status is MessageStatus.scheduled and (self.send_at is None or self.send_at <= now):
-            status = MessageStatus.queued
+        paced = self.paced
+        due = self.next_attempt_at if paced else self.send_at
+        if status is MessageStatus.scheduled and (due is None or due <= now):
+            status, paced = MessageStatus.queued, False
         return MessageState(
             id=self.id,
             status=status,
@@ -142,7 +150,14 @@ class MessageRecord(BaseModel):
             refused_recipients=self.refused_recipients or None,  # partially sent: how many
             sandbox=self.sandbox or None,
             template=self.template,
+            reason=self.reason if paced else None,
+            next_attempt_at=self.next_attempt_at if paced else None,
         )
+
+    @property
+    def paced(self) -> bool:
+        """Deferred by pacing: waiting for a sending budget, not for its ``sendAt``."""
+        return self.status is MessageStatus.scheduled and self.reason is not None
 
     def visible_to(self, viewer: Viewer | None) -> bool:
         """An app sees only its own messages, unless it may see all (:class:`Viewer`)."""

@@ -7,7 +7,15 @@ from mailgw.models import SendRequest
 from mailgw.settings import Settings
 from mailgw.transports.base import OutboundMessage, SendReceipt, Transport
 
-__all__ = ["OutboundMessage", "SendReceipt", "Transport", "check_fits", "create_transport"]
+__all__ = [
+    "OutboundMessage",
+    "SendReceipt",
+    "Transport",
+    "check_fits",
+    "check_mime_fits",
+    "create_transport",
+    "max_mime_bytes",
+]
 
 
 def create_transport(settings: Settings) -> Transport:
@@ -54,3 +62,25 @@ def check_fits(settings: Settings, message_id: str, request: SendRequest) -> Non
             "up to 150 MB through upload sessions.",
             [FieldError("attachments", "too large for one Graph request (sendmail mode)")],
         ) from None
+
+
+def max_mime_bytes(settings: Settings) -> int:
+    """The largest raw MIME message the configured transport can send: Graph takes it Base64
+    in one request of at most ~4 MB (no upload sessions for MIME), so about 3 MB; the others
+    take what the gateway takes (``MAILGW_MAX_REQUEST_BYTES``)."""
+    if settings.transport == "graph":
+        from mailgw.transports.graph_message import MAX_REQUEST_BYTES
+
+        # Base64 (4 per 3), and room for a Bcc header Graph needs for hidden recipients.
+        return min(settings.max_request_bytes, (MAX_REQUEST_BYTES - 64 * 1024) * 3 // 4)
+    return settings.max_request_bytes
+
+
+def check_mime_fits(settings: Settings, size: int) -> None:
+    """A raw MIME message the configured transport could never send is refused at intake."""
+    limit = max_mime_bytes(settings)
+    if size > limit:
+        raise MessageTooLarge(
+            f"The message is {size} bytes; this gateway's transport ({settings.transport}) takes "
+            f"MIME messages of at most {limit} bytes."
+        )

@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from mailgw.mime import Submission
 from mailgw.models import SendRequest
 
 
@@ -21,6 +22,9 @@ class OutboundMessage:
     #: persists progress (e.g. the draft's id, before it is sent), so that even a crashed
     #: attempt can be resumed without sending twice
     save_checkpoint: Callable[[dict[str, str]], Awaitable[None]] | None = None
+    #: a raw MIME message (SMTP intake), sent as submitted to its envelope recipients;
+    #: ``request`` then only summarises it (mailbox, recipients)
+    mime: Submission | None = None
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import contextlib
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from typing import Literal
 
 from mailgw.models import ErrorInfo
 
@@ -30,12 +31,32 @@ class DeliveryError(Exception):
     pending: bool = False
     #: transport progress to resume from on the next attempt (e.g. the Graph draft's id)
     checkpoint: dict[str, str] | None = None
+    #: Exchange refused for its sending quota, of the day (``daily``: recipients per 24 h) or
+    #: of the minute (``minute``: a rate reply): the mailbox waits for the window, not a retry
+    quota: Literal["daily", "minute"] | None = None
 
     def __post_init__(self) -> None:
         super().__init__(f"{self.code}: {self.message}")
 
     def info(self) -> ErrorInfo:
         return ErrorInfo(code=self.code, message=self.message, hint=self.hint)
+
+
+QUOTA_HINT = (
+    "the mailbox reached Exchange Online's sending limits (10,000 recipients a day, 30 messages "
+    "a minute): the gateway holds the mailbox's mail until the window ends and sends it then; to "
+    "send more, spread the load over more mailboxes or use a High Volume Email account "
+    "(docs/operations.md, Budgets and pacing)"
+)
+
+
+def quota_exceeded(
+    code: str, message: str, window: Literal["daily", "minute"], retry_after: float | None = None
+) -> DeliveryError:
+    """Exchange's own sending limit: wait for its window (it is not the message's fault)."""
+    return DeliveryError(
+        code, message, transient=True, hint=QUOTA_HINT, retry_after=retry_after, quota=window
+    )
 
 
 def permanent(code: str, message: str, hint: str = "") -> DeliveryError:

@@ -61,6 +61,7 @@ from mailgw.transports.graph_message import (
     TooLarge,
     attachment_body,
     first_request,
+    mime_request,
     needs_mime,
 )
 from mailgw.transports.graph_submission import (
@@ -161,25 +162,40 @@ class GraphTransport:
         return f"token for {self.settings.graph_scope} ({token_roles(token.token)})"
 
     async def send(self, message: OutboundMessage) -> SendReceipt:
-        mailbox = message.request.sender.address
+        mailbox = message.mime.mail_from if message.mime else message.request.sender.address
         async with self.limiter.slot(mailbox):
             user = self.client.users.by_user_id(mailbox)
             if self.mode == "draft":
                 return await self._send_draft(user, message)
             return await self._send_mail(user, message)
 
+    async def send_mime(self, message: OutboundMessage) -> SendReceipt:
+        """A raw MIME message (SMTP intake): ``sendMail`` with the Base64 MIME as text/plain
+        (or, in draft mode, a draft made from it, then ``/send``). Sent as the MAIL FROM
+        mailbox; the envelope recipients not in To or Cc travel as a Bcc header."""
+        return await self.send(message)
+
+    def _first_request(
+        self, message: OutboundMessage, *, draft: bool
+    ) -> tuple[tuple[bytes, str], list[Attachment]]:
+        """The first request's body (a raw MIME message's, or the request's) and the
+        attachments left to add to a draft afterwards."""
+        try:
+            if message.mime is not None:
+                return mime_request(message.mime), []
+            return first_request(message.id, message.request, draft=draft)
+        except TooLarge as large:
+            raise _too_large(large, draft=draft) from None
+
     # --- sendMail -------------------------------------------------------------------------------
 
     async def _send_mail(
         self, user: UserItemRequestBuilder, message: OutboundMessage
     ) -> SendReceipt:
-        try:
-            content, _ = first_request(message.id, message.request, draft=False)
-        except TooLarge as large:
-            raise _too_large(large, draft=False) from None
+        content, _ = self._first_request(message, draft=False)
         await self._post(user.send_mail, content, may_have_sent=True, permission=SEND_PERMISSION)
-        kind = "sendMail (MIME)" if needs_mime(message.request) else "sendMail"
-        return SendReceipt(self.name, kind)
+        mime = message.mime is not None or needs_mime(message.request)
+        return SendReceipt(self.name, "sendMail (MIME)" if mime else "sendMail")
 
     async def _post(
         self,
@@ -356,7 +372,13 @@ class GraphTransport:
     async def _in_sent_items(self, user: UserItemRequestBuilder, message: OutboundMessage) -> bool:
         """Whether Sent Items holds this message, found by its stamp or Message-ID."""
         query = MessagesRequestBuilder.MessagesRequestBuilderGetQueryParameters(
-            filter=sent_items_filter(message.id, message.request), select=["id"], top=1
+            filter=sent_items_filter(
+                message.id,
+                message.request,
+                internet_id=message.mime.message_id if message.mime else None,
+            ),
+            select=["id"],
+            top=1,
         )
         config: RequestConfiguration[Any] = RequestConfiguration(query_parameters=query)
         config.headers.add("Prefer", IMMUTABLE_IDS)
@@ -371,10 +393,7 @@ class GraphTransport:
     async def _create_draft(
         self, user: UserItemRequestBuilder, message: OutboundMessage, checkpoint: dict[str, str]
     ) -> str:
-        try:
-            content, later = first_request(message.id, message.request, draft=True)
-        except TooLarge as large:
-            raise _too_large(large, draft=True) from None
+        content, later = self._first_request(message, draft=True)
         created = await self._post(
             user.messages,
             content,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mailgw.transports.errors import DeliveryError
+from mailgw.transports.errors import DeliveryError, quota_exceeded
 
 #: the application permission a request needs: sending, or (draft mode) writing drafts
 SEND_PERMISSION = "Mail.Send"
@@ -68,6 +68,16 @@ GRAPH_CODES: dict[str, tuple[bool, str]] = {
     ),
 }
 
+#: Exchange's sending limits, as Graph reports them (any status): the mailbox waits for the window
+QUOTA_CODES = frozenset(
+    {
+        "errorexceededmessagelimit",
+        "errorsubmissionquotaexceeded",
+        "submissionquotaexceeded",
+        "errormessagesubmissionblocked",
+    }
+)
+
 _STATUS_HINTS = {
     401: "the token was refused: check the identity (MAILGW_CREDENTIAL, AZURE_CLIENT_ID)",
     404: "the 'from' mailbox was not found: check the address and its Exchange Online licence",
@@ -94,6 +104,8 @@ def classify_graph(
     """
     code_key = (code or "").lower()
     label = f"graph/{code}" if code else (f"graph/http-{status}" if status else "graph/error")
+    if code_key in QUOTA_CODES:
+        return quota_exceeded(label, message, "daily", retry_after)
     if status == 429:
         return DeliveryError(
             label,

@@ -13,6 +13,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from mailgw.mime import Submission, quoted_printable_as_base64, with_bcc
 from mailgw.models import Attachment, Recipient, SendRequest
 from mailgw.transports.render import rendered_bytes
 
@@ -139,3 +140,15 @@ def first_request(
         if not draft or not inline:
             raise TooLarge(len(body[0]), body_only=not inline)
         later.insert(0, inline.pop())
+
+
+def mime_request(submission: Submission) -> tuple[bytes, str]:
+    """A raw MIME message (SMTP intake) as a ``sendMail`` or draft-creation body: Base64 MIME,
+    ``text/plain``. Graph takes the recipients from the headers, so envelope recipients not in
+    To or Cc are added as Bcc; quoted-printable parts go as Base64 (see
+    :func:`mailgw.mime.quoted_printable_as_base64`). Raises :class:`TooLarge` past 4 MB."""
+    data = quoted_printable_as_base64(with_bcc(submission.data, submission.rcpt_to))
+    body = base64.b64encode(data)
+    if len(body) > MAX_REQUEST_BYTES:
+        raise TooLarge(len(body), body_only=False)
+    return body, "text/plain"

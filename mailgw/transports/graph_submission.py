@@ -104,9 +104,14 @@ def pending(state: DraftState, since_submit: timedelta, grace: timedelta) -> Del
     )
 
 
-def sent_items_filter(message_id: str, request: SendRequest) -> str:
+def sent_items_filter(
+    message_id: str, request: SendRequest, *, internet_id: str | None = None
+) -> str:
     """The OData ``$filter`` that finds this message among sent items: by its stamp (JSON
-    drafts) or by its ``internetMessageId`` (MIME drafts, whose Message-ID the renderer set)."""
+    drafts) or by its ``internetMessageId`` (MIME drafts: the Message-ID the renderer set, or
+    ``internet_id``, a submitted MIME message's own)."""
+    if internet_id is not None:
+        return f"internetMessageId eq '{_literal(internet_id)}'"
     if needs_mime(request):
         internet_id = message_id_for(message_id, request.sender.address)
         return f"internetMessageId eq '{_literal(internet_id)}'"

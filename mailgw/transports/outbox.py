@@ -24,6 +24,8 @@ class OutboxTransport:
         self.directory = Path(directory)
 
     async def send(self, message: OutboundMessage) -> SendReceipt:
+        if message.mime is not None:
+            return await self.send_mime(message)
         data = rendered_bytes(message.id, message.request)
         envelope = {
             "id": message.id,
@@ -32,6 +34,19 @@ class OutboxTransport:
             "saveToSentItems": message.request.save_to_sent_items,
         }
         path = await asyncio.to_thread(self._write, message.id, data, envelope)
+        return SendReceipt(self.name, str(path))
+
+    async def send_mime(self, message: OutboundMessage) -> SendReceipt:
+        """A raw MIME message (SMTP intake): written byte for byte as submitted."""
+        assert message.mime is not None
+        mime = message.mime
+        envelope = {
+            "id": message.id,
+            "mailFrom": mime.mail_from,
+            "rcptTo": list(mime.rcpt_to),
+            "smtpUtf8": mime.utf8,
+        }
+        path = await asyncio.to_thread(self._write, message.id, mime.data, envelope)
         return SendReceipt(self.name, str(path))
 
     def _write(self, message_id: str, data: bytes, envelope: dict[str, object]) -> Path:

@@ -15,8 +15,15 @@ class SandboxTransport:
     name = "sandbox"
 
     async def send(self, message: OutboundMessage) -> SendReceipt:
+        if message.mime is not None:
+            return await self.send_mime(message)
         data = rendered_bytes(message.id, message.request, include_bcc=True)
         return SendReceipt(self.name, f"sandbox: {len(data)} bytes rendered, not sent")
+
+    async def send_mime(self, message: OutboundMessage) -> SendReceipt:
+        assert message.mime is not None
+        size = len(message.mime.data)
+        return SendReceipt(self.name, f"sandbox: {size} bytes of MIME, not sent")
 
     async def probe(self, mailbox: str | None) -> str:
         return "sandbox messages are rendered, never sent"

@@ -165,11 +165,27 @@ class SmtpTransport:
             await self.credential.close()
 
     async def send(self, message: OutboundMessage) -> SendReceipt:
+        if message.mime is not None:
+            return await self.send_mime(message)
         request = message.request
-        mailbox = request.sender.address
-        data = rendered_bytes(message.id, request)
-        utf8 = needs_smtputf8(request)
-        recipients = envelope_recipients(request)
+        return await self._deliver(
+            message.id,
+            request.sender.address,
+            envelope_recipients(request),
+            rendered_bytes(message.id, request),
+            needs_smtputf8(request),
+        )
+
+    async def send_mime(self, message: OutboundMessage) -> SendReceipt:
+        """A raw MIME message (SMTP intake), as submitted, to its envelope (Bcc included)."""
+        assert message.mime is not None
+        mime = message.mime
+        utf8 = mime.utf8 or not all(a.isascii() for a in (mime.mail_from, *mime.rcpt_to))
+        return await self._deliver(message.id, mime.mail_from, list(mime.rcpt_to), mime.data, utf8)
+
+    async def _deliver(
+        self, message_id: str, mailbox: str, recipients: list[str], data: bytes, utf8: bool
+    ) -> SendReceipt:
         pool = self._pools.get(mailbox.lower())
         if pool is None:
             pool = self._pools[mailbox.lower()] = _MailboxPool(
@@ -187,7 +203,7 @@ class SmtpTransport:
         if refused:
             detail += f" ({refused} of {len(recipients)} recipients refused)"
             log.warning(
-                "message %s: %d of %d recipients refused", message.id, refused, len(recipients)
+                "message %s: %d of %d recipients refused", message_id, refused, len(recipients)
             )
         return SendReceipt(self.name, detail, refused=refused)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from mailgw.transports.errors import DeliveryError
+from mailgw.transports.errors import DeliveryError, quota_exceeded
 
 _ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 #: the store driver's refusals name their exception: ``STOREDRV.Submission.Exception:<Name>``
@@ -63,12 +63,6 @@ _QUOTA_HINT = "the mailbox or message is over a size or quota limit: free space 
 #: refusals with the same 5.2.0, so the exception's name, not the code, says what to do.
 STOREDRV_EXCEPTIONS: dict[str, tuple[bool, str]] = {
     "sendasdeniedexception": (False, _SEND_AS_HINT),
-    "submissionquotaexceededexception": (
-        False,
-        "the mailbox reached Exchange Online's sending limits (10,000 recipients a day, 30 "
-        "messages a minute): replay after the 24-hour window, or spread the load over more "
-        "mailboxes",
-    ),
     "outboundspamexception": (
         False,
         "Exchange Online blocked the mailbox from sending (outbound spam): release it under "
@@ -76,6 +70,13 @@ STOREDRV_EXCEPTIONS: dict[str, tuple[bool, str]] = {
     ),
 }
 
+
+#: the store's refusal for the mailbox's daily sending quota (10,000 recipients in 24 hours)
+_DAILY_QUOTA_EXCEPTION = "submissionquotaexceededexception"
+#: a transient reply that names a sending rate: Exchange's per-minute limit, not an outage
+_RATE_REPLY = re.compile(
+    r"\brate\b|too many messages|submission quota|message limit", re.IGNORECASE
+)
 
 _ADDRESS = re.compile(r"<?[^\s<>@]+@[^\s<>]+>?")
 
@@ -96,6 +97,10 @@ def classify_smtp(code: int, message: str, *, may_have_sent: bool = False) -> De
     enhanced = enhanced_status(message)
     label = f"smtp/{code}-{enhanced}" if enhanced else f"smtp/{code}"
     exception = _STOREDRV_EXCEPTION.search(message)
+    if exception and exception.group(1).lower() == _DAILY_QUOTA_EXCEPTION:
+        return quota_exceeded(label, message, "daily")
+    if 400 <= code < 500 and _RATE_REPLY.search(message):
+        return quota_exceeded(label, message, "minute")
     known = STOREDRV_EXCEPTIONS.get(exception.group(1).lower()) if exception else None
     if known is None and enhanced in SMTP_CODES:
         known = SMTP_CODES[enhanced]

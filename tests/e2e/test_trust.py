@@ -194,3 +194,30 @@ def test_a_functions_key_in_the_url_reaches_no_problem_and_no_log(host: DevHost)
     assert bad.status == 400
     assert secret not in bad.body.decode()
     assert secret not in host.log()
+
+
+def test_in_functions_key_mode_every_key_holder_is_the_same_caller(host: DevHost) -> None:
+    """Keys mode keeps the first wave's behaviour (docs/trust-model.md): the host checks a key,
+    not who holds it, so the deployment shares one idempotency scope and every key holder reads
+    and cancels any message. Ownership is Entra ID mode's (tests/e2e/test_entra_auth.py)."""
+    key = f"order-{uuid.uuid4().hex[:8]}"
+    scheduled = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    first = host.post_json(
+        "/api/v1/messages",
+        sample_request(sendAt=scheduled),
+        {"x-functions-key": "key-of-app-a", "Idempotency-Key": key},
+    )
+    assert first.status == 202, first.body
+    again = host.post_json(
+        "/api/v1/messages",
+        sample_request(sendAt=scheduled),
+        {"x-functions-key": "key-of-app-b", "Idempotency-Key": key},
+    )
+    assert again.json()["id"] == first.json()["id"]  # one scope: the deployment's
+    message_id = first.json()["id"]
+    seen = host.request("GET", f"/api/v1/messages/{message_id}", None, {"x-functions-key": "b"})
+    assert seen.status == 200 and seen.json()["id"] == message_id
+    canceled = host.request(
+        "DELETE", f"/api/v1/messages/{message_id}", None, {"x-functions-key": "b"}
+    )
+    assert canceled.status == 200 and canceled.json()["status"] == "canceled"

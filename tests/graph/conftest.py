@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from graph_helpers import SHORT_GRACE, mail_queue, make_pipeline, store
+from graph_helpers import SHORT_GRACE, mail_queue, make_pipeline, pacer, store
 from standin_fixtures import graph, identity
 
 from mailgw.settings import Settings
@@ -101,4 +101,4 @@ def queue_settings(graph_settings: Callable[..., Settings], azurite: Any) -> Set
 
 
 # shared fixtures, from graph_helpers and standin_fixtures
-__all__ = ["graph", "identity", "mail_queue", "make_pipeline", "store"]
+__all__ = ["graph", "identity", "mail_queue", "make_pipeline", "pacer", "store"]

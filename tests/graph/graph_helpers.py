@@ -16,6 +16,7 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from mailgw.delivery import Delivery, Outcome, RetryPolicy
 from mailgw.models import Envelope, SendRequest
+from mailgw.pacing import BudgetTable, Pacer, PacingLimits
 from mailgw.queue import MailQueue
 from mailgw.settings import Settings
 from mailgw.store import StateStore
@@ -225,11 +226,21 @@ async def store(queue_settings: Settings) -> AsyncIterator[StateStore]:
 def make_pipeline(
     queue_settings: Settings, mail_queue: MailQueue, store: StateStore
 ) -> Callable[..., Pipeline]:
-    """``make_pipeline(transport, retry=RetryPolicy(...))``: Delivery on the real queues and
-    state table."""
+    """``make_pipeline(transport, retry=RetryPolicy(...), pacer=...)``: Delivery on the real
+    queues and state table (paced only when given a pacer)."""
 
-    def make(transport: Transport, retry: RetryPolicy = FAST_RETRIES) -> Pipeline:
-        delivery = Delivery(queue_settings, mail_queue, transport, store, retry=retry)
+    def make(
+        transport: Transport, retry: RetryPolicy = FAST_RETRIES, pacer: Pacer | None = None
+    ) -> Pipeline:
+        delivery = Delivery(queue_settings, mail_queue, transport, store, retry=retry, pacer=pacer)
         return Pipeline(mail_queue, delivery)
 
     return make
+
+
+@pytest.fixture
+async def pacer(store: StateStore) -> AsyncIterator[Pacer]:
+    """Pacing with the default budgets, kept in the test's state table."""
+    paced = Pacer(BudgetTable(store.table), PacingLimits())
+    yield paced
+    await paced.close()

@@ -62,6 +62,12 @@ OPTIONAL = {
     "Insights connection string the Bicep sets decides (docs/telemetry.md)",
     # SMTP and relay knobs whose app defaults are Exchange Online's; set them as app settings to
     # override (docs/deploy.md).
+    # Pacing: the defaults are Exchange Online's limits; set them as app settings to raise or lower
+    # them (docs/operations.md, "Budgets and pacing").
+    "MAILGW_MAILBOX_DAILY_RECIPIENTS": "default 10,000 is Exchange Online's per-mailbox limit",
+    "MAILGW_MAILBOX_PER_MINUTE": "default: 30 for smtp (Exchange's), off for the other transports",
+    "MAILGW_MAILBOX_LIMITS": "per-mailbox overrides (an HVE account): none by default",
+    "MAILGW_TENANT_DAILY_RECIPIENTS": "off by default: each tenant computes its own TERRL",
     "MAILGW_SMTP_HOST": "default smtp.office365.com is Exchange Online's submission host",
     "MAILGW_SMTP_PORT": "default 587 (STARTTLS) is the only port Exchange Online offers",
     "MAILGW_SMTP_TOKEN_SCOPE": "default is Exchange Online's; sovereign clouds override it",
@@ -71,6 +77,22 @@ OPTIONAL = {
     "MAILGW_RELAY_PORT": "default 25 is the relay connector's port",
     "MAILGW_EVENTS_SOURCE": "default: https://<the app's host name>, as App Service sets it",
     "MAILGW_EVENTS_TIMEOUT_SECONDS": "default 5 s is the app's",
+    # The SMTP intake's own settings: read by mailgw-smtp (its container), not the Function App.
+    **{
+        f"MAILGW_SMTP_INTAKE_{name}": "read by mailgw-smtp, the SMTP intake's container "
+        "(docs/smtp-intake.md), never by the Function App"
+        for name in (
+            "HOST",
+            "PORT",
+            "TLS_PORT",
+            "CERT_FILE",
+            "KEY_FILE",
+            "HOSTNAME",
+            "CLIENTS_TABLE",
+            "MAX_MESSAGE_BYTES",
+            "PER_MINUTE",
+        )
+    },
 }
 
 #: Must not appear in the Function App's settings.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from mailgw.delivery import Delivery, RetryPolicy
 from mailgw.intake import Intake
 from mailgw.operations import Operations
 from mailgw.queue import MailQueue
+from mailgw.services import Services
 from mailgw.settings import Settings
 from mailgw.store import StateStore
 from mailgw.transports.outbox import OutboxTransport
@@ -92,6 +93,29 @@ def rig(settings: Settings, mail_queue: MailQueue, store: StateStore) -> Rig:
         settings, mail_queue, transport, store, retry=RetryPolicy(max_attempts=3, base_seconds=0)
     )
     return Rig(mail_queue, store, transport, delivery, Operations(mail_queue, store))
+
+
+@pytest.fixture
+def make_services(azurite: Any, tmp_path: Path) -> Callable[..., Services]:
+    """The core wired as the Function App wires it, on a fresh queue and table."""
+    suffix = uuid.uuid4().hex[:10]
+
+    def make(**overrides: str) -> Services:
+        env = {
+            "AzureWebJobsStorage": azurite.connection_string,
+            "MAILGW_QUEUE": f"ev-{suffix}",
+            "MAILGW_PAYLOAD_CONTAINER": f"payloads-{suffix}",
+            "MAILGW_STATE_TABLE": f"events{suffix}",
+            "MAILGW_ALLOWED_SENDERS": "*@contoso.com",
+            "MAILGW_TRANSPORT": "outbox",
+            "MAILGW_OUTBOX_DIR": str(tmp_path / "outbox"),
+            "MAILGW_EVENTS_QUEUE": f"ev-{suffix}-events",
+            "MAILGW_EVENTS_SOURCE": "https://mailgw.example.net",
+            **overrides,
+        }
+        return Services(Settings.from_env({k: v for k, v in env.items() if v}))
+
+    return make
 
 
 __all__ = ["identity"]  # shared stand-in fixture, from standin_fixtures

@@ -10,7 +10,6 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +21,6 @@ from mailgw.events.pending import PENDING_PARTITION, backoff
 from mailgw.ids import new_message_id
 from mailgw.models import Envelope
 from mailgw.services import Services
-from mailgw.settings import Settings
 from mailgw.state.events import EventKind
 from mailgw.transports.errors import transient
 from standins.eventgrid import BATCH_CONTENT_TYPE, EventGridStandIn
@@ -36,29 +34,6 @@ JSON = "application/json"
 async def topic(identity: IdentityStandIn) -> AsyncIterator[EventGridStandIn]:
     async with EventGridStandIn() as server:
         yield server
-
-
-@pytest.fixture
-def make_services(azurite: Any, tmp_path: Path) -> Callable[..., Services]:
-    """The core wired as the Function App wires it, on a fresh queue and table."""
-    suffix = uuid.uuid4().hex[:10]
-
-    def make(**overrides: str) -> Services:
-        env = {
-            "AzureWebJobsStorage": azurite.connection_string,
-            "MAILGW_QUEUE": f"ev-{suffix}",
-            "MAILGW_PAYLOAD_CONTAINER": f"payloads-{suffix}",
-            "MAILGW_STATE_TABLE": f"events{suffix}",
-            "MAILGW_ALLOWED_SENDERS": "*@contoso.com",
-            "MAILGW_TRANSPORT": "outbox",
-            "MAILGW_OUTBOX_DIR": str(tmp_path / "outbox"),
-            "MAILGW_EVENTS_QUEUE": f"ev-{suffix}-events",
-            "MAILGW_EVENTS_SOURCE": "https://mailgw.example.net",
-            **overrides,
-        }
-        return Services(Settings.from_env({k: v for k, v in env.items() if v}))
-
-    return make
 
 
 @pytest.fixture

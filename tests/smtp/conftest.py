@@ -17,7 +17,7 @@ from contextlib import aclosing
 from typing import Any
 
 import pytest
-from graph.graph_helpers import mail_queue, make_pipeline, store
+from graph.graph_helpers import mail_queue, make_pipeline, pacer, store
 from standin_fixtures import identity
 
 from mailgw.settings import Settings
@@ -111,4 +111,4 @@ def queue_settings(azurite: Any) -> Settings:
 
 
 # shared fixtures, from graph_helpers and standin_fixtures
-__all__ = ["identity", "mail_queue", "make_pipeline", "store"]
+__all__ = ["identity", "mail_queue", "make_pipeline", "pacer", "store"]

@@ -44,7 +44,8 @@ TABLE = [
     pytest.param(Exchange.BASIC_AUTH_NOT_SUPPORTED, False, ["OAuth", "XOAUTH2"]),
     pytest.param(Exchange.SEND_AS_DENIED, False, ["Add-RecipientPermission", "SendAs"]),
     pytest.param(Exchange.NOT_AUTHENTICATED, False, ["587", "relay connector"]),
-    pytest.param(Exchange.SUBMISSION_QUOTA_EXCEEDED, False, ["10,000", "24-hour"]),
+    pytest.param(Exchange.SUBMISSION_QUOTA_EXCEEDED, True, ["10,000", "window"]),
+    pytest.param(Exchange.MESSAGE_RATE_EXCEEDED, True, ["30 messages", "window"]),
     pytest.param(Exchange.RELAY_ACCESS_DENIED, False, ["connector", "accepted domain"]),
     pytest.param(Exchange.MAILBOX_FULL, False, ["quota"]),
     pytest.param(Exchange.SENDER_THREAD_LIMIT, True, ["3"]),
@@ -221,7 +222,6 @@ PERMANENT = [
     pytest.param(
         Exchange.SEND_AS_DENIED_STOREDRV, ["Add-RecipientPermission"], id="554-5.2.0-send-as"
     ),
-    pytest.param(Exchange.SUBMISSION_QUOTA_EXCEEDED, ["24-hour"], id="554-5.2.0-limit"),
     pytest.param(Exchange.NOT_AUTHENTICATED, ["587"], id="530-5.7.57"),
     pytest.param(Exchange.MAILBOX_FULL, ["quota"], id="554-5.2.2"),
 ]

@@ -220,6 +220,12 @@ class Exchange:
     SUBMISSION_QUOTA_EXCEEDED: ClassVar[Reply] = Reply(
         554, "5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException", "data"
     )
+    #: a rate limit's reply (Exchange's MessageRateLimit: messages per minute)
+    MESSAGE_RATE_EXCEEDED: ClassVar[Reply] = Reply(
+        421,
+        "4.4.2 Message submission rate for this client has exceeded the configured limit",
+        "data",
+    )
     #: send-as refused by the store rather than by the SMTP front end: the same 5.2.0 as the
     #: sending limit, told apart only by the exception's name
     SEND_AS_DENIED_STOREDRV: ClassVar[Reply] = Reply(

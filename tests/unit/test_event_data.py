@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -250,3 +250,36 @@ def test_the_schema_refuses_what_the_contract_excludes() -> None:
     ):
         with pytest.raises(AssertionError):
             assert_valid_event(broken)
+
+
+def test_a_deferral_reports_its_reason_and_next_attempt() -> None:
+    until = NOW + timedelta(hours=23)
+
+    def defer(record: MessageRecord, at: datetime) -> MessageRecord:
+        moved = machine.deferred(
+            record,
+            envelope=Envelope(id="m-1", created_at=NOW, request=request().to_json()),
+            request=request(),
+            limit="daily",
+            reason="mailbox daily recipient limit",
+            until=at,
+            now=NOW + timedelta(seconds=1),
+            retention=RETENTION,
+        )
+        assert moved is not None
+        return moved
+
+    waiting = defer(accepted(), until)
+    made = event(waiting, EventKind.deferred)
+    assert made["type"] == "mailgw.message.deferred"
+    assert made["data"]["status"] == "scheduled"
+    assert made["data"]["reason"] == "mailbox daily recipient limit"
+    assert made["data"]["nextAttemptAt"] == until.isoformat().replace("+00:00", "Z")
+    assert made["time"] == (NOW + timedelta(seconds=1)).isoformat().replace("+00:00", "Z")
+    assert latest_kinds(waiting) == [EventKind.deferred]
+    # the same deferral has the same id; the next one another
+    assert event(waiting, EventKind.deferred)["id"] == made["id"]
+    again = defer(waiting, until + timedelta(hours=1))
+    assert event(again, EventKind.deferred)["id"] != made["id"]
+    # a record that is not deferred reports no deferral
+    assert message_event(accepted(), EventKind.deferred, source=SOURCE, transport="g") is None

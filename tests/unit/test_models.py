@@ -275,7 +275,7 @@ def test_envelope_with_exactly_one_payload(payload: dict[str, Any]) -> None:
     ids=["none", "request+raw", "raw+ref", "all-three"],
 )
 def test_envelope_without_exactly_one_payload_is_rejected(payload: dict[str, Any]) -> None:
-    with pytest.raises(ValidationError, match="exactly one of request, raw or payloadRef"):
+    with pytest.raises(ValidationError, match="exactly one of request, raw, mime or payloadRef"):
         Envelope(id="m1", created_at=NOW, **payload)
 
 

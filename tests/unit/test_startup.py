@@ -31,7 +31,7 @@ def load_app(program: str = COUNT_FUNCTIONS, **env: str) -> subprocess.Completed
 def test_app_loads_with_defaults() -> None:
     result = load_app()
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "13"
+    assert result.stdout.strip() == "14"
 
 
 @pytest.mark.parametrize(
@@ -85,6 +85,7 @@ def test_entra_mode_makes_the_http_routes_anonymous_to_the_host() -> None:
         "message_status": "FUNCTION",
         "cancel_message": "FUNCTION",  # a key is every caller at once (docs/trust-model.md)
         "replay_message": "ADMIN",  # replay needs the master key
+        "mailbox_usage": "ADMIN",  # an operator's view of every sender's budgets
         "health": "ANONYMOUS",
         "openapi": "ANONYMOUS",
     }

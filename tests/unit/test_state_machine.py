@@ -540,3 +540,60 @@ def test_accepted_records_a_keyed_message_unconfirmed_with_its_answer() -> None:
     assert outcomes(made) == ["scheduled"]
     plain = machine.accepted("m-8", MessageStatus.queued, REQUEST, now=NOW, retention=RETENTION)
     assert plain.confirmed and plain.request_hash is None
+
+
+# --- deferred (pacing) ----------------------------------------------------------------------------
+
+UNTIL = NOW + timedelta(hours=23)
+
+
+def defer(lease: str | None = None) -> Transition:
+    return partial(
+        machine.deferred,
+        envelope=envelope(),
+        request=REQUEST,
+        limit="daily",
+        reason="mailbox daily recipient limit",
+        until=UNTIL,
+        now=NOW,
+        retention=RETENTION,
+        lease=lease,
+    )
+
+
+@pytest.mark.parametrize(
+    "status", [MessageStatus.queued, MessageStatus.scheduled, MessageStatus.retrying]
+)
+def test_deferred_schedules_a_waiting_message_without_an_attempt(status: MessageStatus) -> None:
+    updated = defer()(record(status, attempts=1))
+    assert updated is not None
+    assert updated.status is MessageStatus.scheduled
+    assert (updated.reason, updated.next_attempt_at) == ("mailbox daily recipient limit", UNTIL)
+    assert updated.attempts == 1
+    assert updated.history[-1].outcome == "deferred"
+    assert updated.history[-1].code == "pacing/daily"
+    state = updated.public(NOW)
+    assert state["status"] == "scheduled"
+    assert state["reason"] == "mailbox daily recipient limit"
+    assert updated.public(UNTIL)["status"] == "queued"
+    # the next attempt clears the reason
+    started = start()(updated)
+    assert started is not None and started.reason is None and not started.paced
+
+
+def test_deferred_creates_the_record_of_a_producers_message() -> None:
+    made = defer()(None)
+    assert made is not None and made.paced and made.sender == "noreply@contoso.com"
+
+
+@pytest.mark.parametrize("status", list(machine.FINAL))
+def test_deferred_leaves_a_finished_message_alone(status: MessageStatus) -> None:
+    assert defer()(record(status)) is None
+
+
+def test_deferred_touches_a_sending_message_only_under_its_own_lease() -> None:
+    sending = record(MessageStatus.sending, lease="mine")
+    assert defer(lease="other")(sending) is None
+    assert defer()(sending) is None
+    mine = defer(lease="mine")(sending)
+    assert mine is not None and mine.paced and mine.lease is None

@@ -103,6 +103,7 @@ class Drafts:
         # Exchange gives every new item an Internet message id (a MIME draft keeps its own).
         message.setdefault("internetMessageId", _new_internet_message_id())
         item = self.graph.drafts.create(mailbox, message, attachments, time.time())
+        item.mime = mime
         immutable = wants_immutable_ids(rec)
         rec.message_id = item.id_for(immutable)
         rec.status = 201
@@ -144,6 +145,7 @@ class Drafts:
             save=True,
             via="draft",
             message_id=rec.message_id,
+            mime=item.mime,
         )
         self.graph.drafts.submit(item)
         self.graph.submission.move_later(item)

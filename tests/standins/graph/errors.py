@@ -40,6 +40,11 @@ ERRORS: dict[str, tuple[int, str]] = {
     ),
     "ErrorMessageSizeExceeded": (400, "The message exceeds the maximum supported size."),
     "ErrorQuotaExceeded": (403, "The mailbox has exceeded its storage quota."),
+    #: Exchange Online's sending limits (recipients per day), as sendMail reports them
+    "ErrorExceededMessageLimit": (
+        403,
+        "Cannot send message because the sending limit of this mailbox has been exceeded.",
+    ),
     "ErrorItemNotFound": (404, "The specified object was not found in the store."),
     "InvalidAuthenticationToken": (401, "Access token is empty."),
     "RequestEntityTooLarge": (413, "The maximum request length supported is 4MB."),

@@ -47,6 +47,8 @@ class MailItem:
     #: between Drafts and Sent Items: found under no id and in no folder
     in_transit: bool = False
     deleted: bool = False
+    #: a draft created from MIME keeps it (what its /send delivers)
+    mime: bytes | None = None
     change_key: str = field(default_factory=lambda: secrets.token_urlsafe(12))
 
     @property
