@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -192,10 +192,22 @@ def run_mailgw(
     command = [str(script)] if script.exists() else [sys.executable, "-m", "mailgw"]
     if env is None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MAILGW_", "Azure"))}
+    return run_captured([*command, *args], cwd=cwd, env=env, timeout=timeout)
+
+
+def run_captured(
+    command: Sequence[str | Path],
+    *,
+    cwd: Path,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` to its end, its output captured as text. It never raises on a non-zero
+    exit: the caller asserts the return code, with the output in the message."""
     return subprocess.run(
-        [*command, *args],
+        [str(part) for part in command],
         cwd=cwd,
-        env=dict(env),
+        env=None if env is None else dict(env),
         capture_output=True,
         text=True,
         timeout=timeout,
