@@ -42,4 +42,24 @@ if (Get-Command az -ErrorAction SilentlyContinue) {
     }
 }
 
+# AZURE_PRINCIPAL_TYPE (infra/main.parameters.json, default User): from who the Azure CLI says is
+# signed in, unless set already, so that a service principal (any CI) gets no UnmatchedPrincipalType.
+if ($env:AZURE_PRINCIPAL_TYPE) {
+    Write-Host "mailgw preprovision: deploying as AZURE_PRINCIPAL_TYPE=$($env:AZURE_PRINCIPAL_TYPE) (set in the azd environment)."
+} else {
+    $signedIn = $null
+    if (Get-Command az -ErrorAction SilentlyContinue) {
+        $signedIn = (az account show --query user.type --output tsv 2>$null)
+    }
+    $principalType = switch ($signedIn) { 'servicePrincipal' { 'ServicePrincipal' } 'user' { 'User' } default { $null } }
+    if ($principalType) {
+        azd env set AZURE_PRINCIPAL_TYPE $principalType | Out-Null
+        if ($LASTEXITCODE -ne 0) { Stop-Provision "azd env set AZURE_PRINCIPAL_TYPE $principalType failed." }
+        Write-Host "mailgw preprovision: signed in as a $signedIn (az account show): AZURE_PRINCIPAL_TYPE=$principalType."
+    } else {
+        Write-Warning ('mailgw preprovision: could not tell who is signed in (az account show); AZURE_PRINCIPAL_TYPE stays User. ' +
+            'Deploying as a service principal? azd env set AZURE_PRINCIPAL_TYPE ServicePrincipal')
+    }
+}
+
 Write-Host "mailgw preprovision: azd $azdVersion$(if ($bicepVersion) { ", Bicep $bicepVersion" }): fine."

@@ -11,6 +11,10 @@
 #   extension (microsoftgraph/v1.0:1.0.0) needs 0.36.1, fail() 0.33.13.
 # - Azure CLI 2.60 or later, if installed: docs/deploy.md's later steps (keys, Flex Consumption
 #   commands) use it. A warning only, since `azd up` itself does not need it.
+# - AZURE_PRINCIPAL_TYPE (infra/main.parameters.json, default User): unless it is set already, the
+#   hook asks the Azure CLI who is signed in and sets it with `azd env set`, so that `azd up` run
+#   by a service principal (any CI) does not fail with UnmatchedPrincipalType on the deployer's
+#   role assignments. Without az, or signed out, it says so and leaves the default.
 set -eu
 
 MIN_AZD=1.17.1
@@ -52,6 +56,27 @@ if command -v az >/dev/null 2>&1; then
   az_version=$(az version --query '"azure-cli"' --output tsv 2>/dev/null || true)
   if [ -z "$az_version" ] || ! at_least "$az_version" "$MIN_AZ"; then
     echo "mailgw preprovision: warning: Azure CLI ${az_version:-of unknown version} found; docs/deploy.md's later steps need $MIN_AZ or later (az upgrade)." >&2
+  fi
+fi
+
+if [ -n "${AZURE_PRINCIPAL_TYPE:-}" ]; then
+  echo "mailgw preprovision: deploying as AZURE_PRINCIPAL_TYPE=$AZURE_PRINCIPAL_TYPE (set in the azd environment)."
+else
+  signed_in=
+  if command -v az >/dev/null 2>&1; then
+    signed_in=$(az account show --query user.type --output tsv 2>/dev/null || true)
+  fi
+  case "$signed_in" in
+    servicePrincipal) principal_type=ServicePrincipal ;;
+    user) principal_type=User ;;
+    *) principal_type= ;;
+  esac
+  if [ -n "$principal_type" ]; then
+    azd env set AZURE_PRINCIPAL_TYPE "$principal_type" >/dev/null || fail "azd env set AZURE_PRINCIPAL_TYPE $principal_type failed."
+    echo "mailgw preprovision: signed in as a $signed_in (az account show): AZURE_PRINCIPAL_TYPE=$principal_type."
+  else
+    echo "mailgw preprovision: could not tell who is signed in (az account show); AZURE_PRINCIPAL_TYPE stays User." >&2
+    echo "  Deploying as a service principal? azd env set AZURE_PRINCIPAL_TYPE ServicePrincipal" >&2
   fi
 fi
 

@@ -143,6 +143,8 @@ def _data(record: MessageRecord, kind: EventKind, transport: str) -> dict[str, A
     }
     if record.owner:
         data["owner"] = record.owner
+    if record.sandbox:  # every event of a sandbox message says so: nothing was mailed
+        data["sandbox"] = True
     if accepting and record.send_at is not None:
         data["sendAt"] = _rfc3339(record.send_at)
     if kind in (EventKind.retrying, EventKind.failed) and record.last_error is not None:

@@ -58,5 +58,5 @@ async def test_exchanges_quota_defers_the_message_and_holds_the_mailbox(
     await pipeline.submit(body(**{"from": "other@contoso.com"}))
     assert (await pipeline.step()).outcome.action == "sent"
     usage = await pacer.usage("noreply@contoso.com")
-    assert usage["blockedReason"] == "graph/ErrorExceededMessageLimit"
+    assert usage.blocked_reason == "graph/ErrorExceededMessageLimit"
     assert await pipeline.is_empty()

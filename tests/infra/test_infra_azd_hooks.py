@@ -1,7 +1,8 @@
 """The azd hooks of azure.yaml, run for real: with a fake `azd` (and `az`, `bicep`) on PATH, and a
 stand-in for Storage's data plane that answers 403 until the role assignments have "arrived".
 
-- preprovision (scripts/azd-preprovision.sh) stops `azd up` when azd is older than 1.17.1 (older
+- preprovision (scripts/azd-preprovision.sh) sets AZURE_PRINCIPAL_TYPE from `az account show` and
+  stops `azd up` when azd is older than 1.17.1 (older
   azd ships a Bicep without fail() and the Graph extension, and says AZURE_PRINCIPAL_TYPE=User
   even for a service principal) or when AZD_BICEP_TOOL_PATH names a Bicep older than 0.36.1;
 - postprovision (scripts/azd-postprovision.sh) waits, bounded and backing off, until the
@@ -129,6 +130,52 @@ def test_preprovision_warns_about_an_old_azure_cli_only(tools: Tools, shell: str
     assert "warning: Azure CLI 2.59.0" in result.stderr and "2.60.0 or later" in result.stderr
     tools.script("az", "2.60.0")
     assert "warning" not in tools.run(shell, PRE).stderr
+
+
+def fake_az_signed_in_as(tools: Tools, user_type: str) -> None:
+    """An ``az`` that is recent and says who is signed in (``az account show``), as az does."""
+    path = tools.bin / "az"
+    path.write_text(
+        "#!/bin/sh\n"
+        'case "$*" in\n'
+        f"  'account show --query user.type --output tsv') printf '%s\\n' '{user_type}' ;;\n"
+        "  *) printf '%s\\n' '2.70.0' ;;\n"
+        "esac\n"
+    )
+    path.chmod(0o755)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize(
+    ("signed_in", "principal_type"), [("servicePrincipal", "ServicePrincipal"), ("user", "User")]
+)
+def test_preprovision_sets_the_principal_type_of_who_is_signed_in(
+    tools: Tools, shell: str, signed_in: str, principal_type: str
+) -> None:
+    fake_az_signed_in_as(tools, signed_in)
+    result = tools.run(shell, PRE)
+    assert result.returncode == 0, result.stderr
+    assert ["env", "set", "AZURE_PRINCIPAL_TYPE", principal_type] in tools.azd_calls()
+    assert f"AZURE_PRINCIPAL_TYPE={principal_type}" in result.stdout
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_preprovision_keeps_a_principal_type_already_set(tools: Tools, shell: str) -> None:
+    fake_az_signed_in_as(tools, "user")
+    result = tools.run(shell, PRE, AZURE_PRINCIPAL_TYPE="ServicePrincipal")
+    assert result.returncode == 0, result.stderr
+    assert not [call for call in tools.azd_calls() if call[:2] == ["env", "set"]]
+    assert "AZURE_PRINCIPAL_TYPE=ServicePrincipal" in result.stdout
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_preprovision_without_a_signed_in_az_says_how_to_set_the_type(
+    tools: Tools, shell: str
+) -> None:
+    result = tools.run(shell, PRE)  # no az at all
+    assert result.returncode == 0, result.stderr
+    assert not [call for call in tools.azd_calls() if call[:2] == ["env", "set"]]
+    assert "azd env set AZURE_PRINCIPAL_TYPE ServicePrincipal" in result.stderr
 
 
 def test_preprovision_without_azd_fails_clearly(tools: Tools) -> None:

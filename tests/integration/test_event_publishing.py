@@ -298,3 +298,20 @@ async def test_a_canceled_message_reports_accepted_scheduled_then_canceled(
     # canceling again changes nothing and reports nothing new
     await services.operations.cancel(message_id)
     assert kinds(events_queue.of(message_id)) == ["accepted", "scheduled", "canceled"]
+
+
+async def test_a_sandbox_message_reports_as_a_real_send_and_says_it_is_one(
+    services: Services, azurite: Any
+) -> None:
+    message_id = await submit(services, sandbox=True, metadata={"orderId": "7"})
+    outcome = await deliver_next(services)
+    assert outcome.action == "sent"
+    events = reader(services, azurite).of(message_id)
+    assert kinds(events) == ["accepted", "sent"]
+    for event in events:
+        assert_valid_event(event)
+        assert event["data"]["sandbox"] is True
+        assert event["data"]["metadata"] == {"orderId": "7"}
+    real = await submit(services)
+    await deliver_next(services)
+    assert all("sandbox" not in e["data"] for e in reader(services, azurite).of(real))

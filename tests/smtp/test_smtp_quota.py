@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from graph_helpers import Pipeline, body
+from graph.graph_helpers import Pipeline, body
 
 from mailgw.pacing import Pacer
 from mailgw.store import StateStore

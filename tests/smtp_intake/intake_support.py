@@ -61,7 +61,7 @@ class IntakeServer:
         """Run delivery over every queued message (into the outbox); their outcomes."""
         delivery = Delivery(self.settings, self.queue, OutboxTransport(self.outbox), self.store)
         await self.intake.drain()
-        actions = []
+        actions: list[str] = []
         while (message := await pull(self.queue)) is not None:
             outcome = await delivery.handle(message.content, queue_message_id=message.id)
             actions.append(outcome.action)

@@ -119,7 +119,7 @@ async def test_auth_before_starttls_is_refused(intake_server: IntakeServer) -> N
 async def test_wrong_password_is_535_and_slowed_down(intake_server: IntakeServer) -> None:
     await intake_server.add_client("scanner")
 
-    def attempt() -> tuple[tuple[int, bytes], float]:
+    def attempt() -> tuple[tuple[int, bytes | str], float]:
         with smtp_session(intake_server) as client:
             started = time.monotonic()
             client.user, client.password = "scanner", "not the password"
