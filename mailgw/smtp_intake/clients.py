@@ -26,10 +26,10 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
 from mailgw.policy import SenderPolicy
 from mailgw.settings import parse_sender_list
-from mailgw.storage import StorageConnection, table_service_client
+from mailgw.storage import LazyTable, StorageConnection
 
 if TYPE_CHECKING:
-    from azure.data.tables.aio import TableClient, TableServiceClient
+    from azure.data.tables.aio import TableClient
 
 PARTITION = "smtpclient"
 #: a client's name: the SMTP username (lower case, no spaces, at most 64 characters)
@@ -130,8 +130,7 @@ class ClientStore:
     def __init__(self, connection: StorageConnection, table_name: str) -> None:
         self.connection = connection
         self.table_name = table_name
-        self._service: TableServiceClient | None = None
-        self._table: TableClient | None = None
+        self._lazy = LazyTable(connection, table_name)
         self._verified: dict[bytes, None] = {}
         self._key = secrets.token_bytes(32)
 
@@ -154,16 +153,10 @@ class ClientStore:
         return True
 
     def table(self) -> TableClient:
-        if self._table is None:
-            self._service = table_service_client(self.connection)
-            self._table = self._service.get_table_client(self.table_name)
-        return self._table
+        return self._lazy.client()
 
     async def close(self) -> None:
-        if self._table is not None:
-            await self._table.close()
-        if self._service is not None:
-            await self._service.close()
+        await self._lazy.close()
 
     async def add(
         self,
