@@ -67,6 +67,8 @@ class _Allowance:
     minute_ends: float = 0.0
     slots: int = 0
     in_use: int = 0
+    #: sends asking for this budget right now (the slots to ask for: no more than are wanted)
+    waiting: int = 0
     until: float = 0.0
     #: a limit that holds until its time (not concurrency: that changes any moment)
     denied: Denial | None = None
@@ -153,6 +155,15 @@ class Pacer:
         """Take ``need`` recipients (and a slot) from the local allowance, refilling it from the
         table as needed; None when taken, else until when to wait."""
         allowance = self._allowances.setdefault(key, _Allowance())
+        allowance.waiting += 1
+        try:
+            return await self._reserve_for(allowance, key, limits, need, slots=slots)
+        finally:
+            allowance.waiting -= 1
+
+    async def _reserve_for(
+        self, allowance: _Allowance, key: str, limits: MailboxLimits, need: int, *, slots: bool
+    ) -> Deferral | None:
         give_up_at = time.monotonic() + self.slot_wait_seconds
         while True:
             now = self.clock()
@@ -198,7 +209,11 @@ class Pacer:
             need=need,
             recipients=chunk,
             messages=max(min(self.chunk_messages, per_minute // 3), 1),
-            slots=limits.concurrency if slots else 0,
+            # the slots in use and those asked for now: an instance holds no idle slot another
+            # could use, and one that dies holds only what it was using until its lease ends
+            slots=min(limits.concurrency, allowance.in_use + max(allowance.waiting, 1))
+            if slots
+            else 0,
             in_use=allowance.in_use,
         )
         allowance.asked_slots_at = now

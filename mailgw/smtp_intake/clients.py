@@ -15,6 +15,7 @@ import hmac
 import ipaddress
 import re
 import secrets
+import string
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -105,9 +106,14 @@ def check_definition(name: str, senders: Sequence[str], networks: Sequence[str])
             raise ClientError(f"--ip must be an address or CIDR range; got {network!r}") from None
 
 
+#: letters and digits only: a password pasted into a device's form, a shell or a command line
+#: (``swaks --auth-password -x...`` reads a leading dash as an option) needs no quoting
+_PASSWORD_ALPHABET = string.ascii_letters + string.digits
+
+
 def new_password() -> str:
-    """32 random URL-safe characters (192 bits): nothing to guess, nothing to brute-force."""
-    return secrets.token_urlsafe(24)
+    """32 random letters and digits (190 bits): nothing to guess, nothing to brute-force."""
+    return "".join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(32))
 
 
 def _verify(password_hash: str, password: str) -> bool:
