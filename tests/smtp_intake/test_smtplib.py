@@ -325,7 +325,8 @@ def refusal(
         try:
             return client.data(data)
         except smtplib.SMTPDataError as error:
-            return error.smtp_code, error.smtp_error
+            text = error.smtp_error
+            return error.smtp_code, text if isinstance(text, bytes) else text.encode()
 
 
 SPOOFS = {
