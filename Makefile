@@ -13,7 +13,7 @@ INFRA_REQS  := tests/infra/requirements-infra.txt
 # download is never used).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: install browser run test lint typecheck pytest bench schema clean infra-check
+.PHONY: install browser smtp-tools run test lint typecheck pytest bench schema clean infra-check
 
 install: $(STAMP) $(AZURITE) $(INFRA_STAMP)
 
@@ -45,13 +45,26 @@ browser:
 	    exit 1; \
 	  fi; }
 
-## run: Azurite + dev host + outbox transport; prints a ready-to-paste curl. Ctrl-C stops all.
+## smtp-tools: Debian's swaks and msmtp, the real SMTP clients the SMTP intake is tested with,
+## installed only if missing (apt-get needs root: CI runs as root).
+smtp-tools:
+	@{ command -v swaks && command -v msmtp; } >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing Debian's swaks and msmtp for the SMTP intake tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq swaks msmtp >/dev/null; \
+	  else \
+	    echo "The SMTP intake tests need swaks and msmtp: sudo apt-get install -y swaks msmtp" >&2; \
+	    exit 1; \
+	  fi; }
+
+## run: Azurite + dev host + outbox transport, and the SMTP intake on 127.0.0.1:2587/2465; prints a
+## ready-to-paste curl and swaks. Ctrl-C stops all.
 run: $(STAMP) $(AZURITE)
 	$(BIN)/python scripts/run_local.py
 
 ## test: everything: lint, types, schema freshness, unit, integration (Azurite), end-to-end (dev host),
 ## the mail viewer in a browser. About 8 minutes on 2 cores, plus the installs the first time.
-test: install browser lint typecheck pytest
+test: install browser smtp-tools lint typecheck pytest
 
 lint:
 	$(BIN)/ruff check .
@@ -81,6 +94,7 @@ bench: $(STAMP) $(AZURITE)
 	$(BIN)/python bench/batch.py
 	$(BIN)/python bench/delivery.py
 	$(BIN)/python bench/soak.py
+	$(BIN)/python bench/smtp_intake.py
 
 ## schema: regenerate docs/send-request.schema.json and docs/openapi.json after changing the models
 ## or the routes (functions/routes.py).

@@ -20,17 +20,15 @@ import json
 import statistics
 import sys
 import time
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.intake import PAYLOAD  # noqa: E402
+from bench.intake import PAYLOAD, bench_settings  # noqa: E402
 from bench.latency import delayed  # noqa: E402
 from devhost.azurite import Azurite  # noqa: E402
 from mailgw.services import Services  # noqa: E402
-from mailgw.settings import Settings  # noqa: E402
 from mailgw.storage import azurite_connection_string  # noqa: E402
 
 
@@ -46,16 +44,7 @@ async def measure_with_latency(
 async def measure(
     connection_string: str, rounds: int, size: int
 ) -> tuple[list[float], list[float]]:
-    settings = Settings.from_env(
-        {
-            "AzureWebJobsStorage": connection_string,
-            "MAILGW_QUEUE": f"bench-batch-{uuid.uuid4().hex[:8]}",
-            "MAILGW_STATE_TABLE": f"bench{uuid.uuid4().hex[:8]}",
-            "MAILGW_ALLOWED_SENDERS": "*@contoso.com",
-            "MAILGW_TRANSPORT": "outbox",
-        }
-    )
-    services = Services(settings)
+    services = Services(bench_settings(connection_string, "batch"))
     intake, batch = services.intake, services.batch
     single = json.dumps(PAYLOAD).encode()
     many = json.dumps({"messages": [PAYLOAD] * size}).encode()

@@ -100,20 +100,24 @@ def telemetry_providers() -> tuple[TracerProvider, MeterProvider]:
     return tracer_provider, MeterProvider(metric_readers=[reader])
 
 
-async def measure(connection_string: str, requests: int) -> dict[str, list[float]]:
-    """Four interleaved sides per round: bare send, intake without a key, intake with a fresh
-    Idempotency-Key (claim + record), and intake without a key with telemetry on. Each side's
-    order rotates every round."""
-    settings = Settings.from_env(
+def bench_settings(connection_string: str, name: str) -> Settings:
+    """Outbox settings on a queue and a state table of the bench's own."""
+    return Settings.from_env(
         {
             "AzureWebJobsStorage": connection_string,
-            "MAILGW_QUEUE": f"bench-intake-{uuid.uuid4().hex[:8]}",
+            "MAILGW_QUEUE": f"bench-{name}-{uuid.uuid4().hex[:8]}",
             "MAILGW_STATE_TABLE": f"bench{uuid.uuid4().hex[:8]}",
             "MAILGW_ALLOWED_SENDERS": "*@contoso.com",
             "MAILGW_TRANSPORT": "outbox",
         }
     )
-    services = Services(settings)
+
+
+async def measure(connection_string: str, requests: int) -> dict[str, list[float]]:
+    """Four interleaved sides per round: bare send, intake without a key, intake with a fresh
+    Idempotency-Key (claim + record), and intake without a key with telemetry on. Each side's
+    order rotates every round."""
+    services = Services(bench_settings(connection_string, "intake"))
     intake, queue = services.intake, services.queue
     body = json.dumps(PAYLOAD).encode()
     client = queue.queue()

@@ -245,6 +245,30 @@ param createApiApp bool = false
 param apiAppName string = 'mailgw-${environmentName}-api'
 
 // ---------------------------------------------------------------------------------------------
+// Parameters: the SMTP intake (optional; docs/smtp-intake.md)
+// ---------------------------------------------------------------------------------------------
+
+@description('Deploy the SMTP intake (mailgw-smtp) on Azure Container Apps with TCP ingress on 587 (STARTTLS) and 465 (implicit TLS), for apps and devices that only speak SMTP. Needs smtpIntakeImage and smtpIntakeCertificateSecretUri.')
+param smtpIntake bool = false
+
+@description('The mailgw-smtp image (built from the Dockerfile at the root), e.g. myregistry.azurecr.io/mailgw-smtp:1.0.')
+param smtpIntakeImage string = ''
+
+@description('Login server of the private registry of smtpIntakeImage, pulled with the identity (grant it AcrPull yourself). Empty: a public image.')
+param smtpIntakeRegistryServer string = ''
+
+@description('URI of the Key Vault secret of the intake\'s TLS certificate (a Key Vault certificate with content type application/x-pem-file), https://<vault>.<Key Vault DNS suffix>/secrets/<name>.')
+param smtpIntakeCertificateSecretUri string = ''
+
+@description('Optional, with smtpIntake: the existing Key Vault of this resource group (Azure RBAC permission model) that holds the certificate; the identity is granted Key Vault Secrets User on it. Empty: grant it yourself.')
+param smtpIntakeKeyVaultName string = ''
+
+@minValue(1)
+@maxValue(30)
+@description('Most replicas of the SMTP intake.')
+param smtpIntakeMaxReplicas int = 3
+
+// ---------------------------------------------------------------------------------------------
 // Names and shared values
 // ---------------------------------------------------------------------------------------------
 
@@ -583,6 +607,41 @@ module functionApp 'modules/function-app.bicep' = {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The SMTP intake (optional): the same identity, storage and settings as the Function App
+// ---------------------------------------------------------------------------------------------
+
+module smtpIntakeCertAccess 'modules/key-vault-access.bicep' = if (smtpIntake && (!empty(smtpIntakeKeyVaultName))) {
+  name: 'smtp-intake-cert-access'
+  params: {
+    keyVaultName: smtpIntakeKeyVaultName
+    identityPrincipalId: identity.properties.principalId
+  }
+}
+
+// fail() sits in branches taken only with smtpIntake on (each operand in parentheses: pycep-parser
+// binds `!` looser than `&&`).
+module smtpIntakeApp 'modules/smtp-intake.bicep' = if (smtpIntake) {
+  name: 'smtp-intake'
+  params: {
+    location: location
+    tags: allTags
+    name: 'ca-mailgw-smtp-${resourceToken}'
+    identityId: identity.id
+    identityClientId: identity.properties.clientId
+    storageAccountName: storage.outputs.name
+    image: (smtpIntake && (empty(smtpIntakeImage))) ? fail('smtpIntake needs smtpIntakeImage: the mailgw-smtp image built from the Dockerfile (docs/smtp-intake.md).') : smtpIntakeImage
+    registryServer: smtpIntakeRegistryServer
+    certificateSecretUri: (smtpIntake && (!contains(smtpIntakeCertificateSecretUri, '/secrets/'))) ? fail('smtpIntake needs smtpIntakeCertificateSecretUri: the URI of the Key Vault secret of its certificate, https://<vault>.<Key Vault DNS suffix>/secrets/<name> (docs/smtp-intake.md).') : smtpIntakeCertificateSecretUri
+    gatewaySettings: concat(gatewaySettings, graphScopeSettings, crossTenantSettings, eventGridSettings)
+    maxReplicas: smtpIntakeMaxReplicas
+  }
+  dependsOn: [
+    rbac
+    smtpIntakeCertAccess
+  ]
+}
+
+// ---------------------------------------------------------------------------------------------
 // What the operator sees: the workbook and the alerts (docs/operations.md, docs/telemetry.md)
 // ---------------------------------------------------------------------------------------------
 
@@ -651,3 +710,5 @@ output MAILGW_PAYLOAD_CONTAINER string = payloadContainerName
 output MAILGW_EVENTS_QUEUE string = eventsQueueName
 @description('The outcome events topic endpoint; empty when eventGridTopic is off.')
 output EVENTGRID_TOPIC_ENDPOINT string = (events.?outputs.endpoint) ?? ''
+@description('The SMTP intake\'s address (ports 587 STARTTLS and 465 implicit TLS); empty when smtpIntake is off.')
+output SMTP_INTAKE_HOST string = (smtpIntakeApp.?outputs.fqdn) ?? ''

@@ -26,8 +26,7 @@ import urllib.parse
 import uuid
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, TypeAdapter
@@ -48,6 +47,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+H = TypeVar("H", httpx.Client, httpx.AsyncClient)
 #: Attempts of one call that meets 503s or timeouts (the first included).
 ATTEMPTS = 4
 BACKOFF_SECONDS = 0.5
@@ -126,7 +126,29 @@ def _batch(body: Any) -> BatchAnswer:
 #: What a call asks its driver to do: send a request (and hand back the response or the
 #: transport error), or sleep.
 Step = httpx.Request | float
-Call = Generator[Step, httpx.Response | httpx.TransportError | None, Any]
+Outcome = httpx.Response | httpx.TransportError | None
+Call = Generator[Step, Outcome, Any]
+
+
+class _Steps:
+    """Drives a call for either client: iterating gives what it asks for next (a request to
+    send, or seconds to sleep); set ``outcome`` to what sending gave; ``value`` is the answer."""
+
+    def __init__(self, call: Call) -> None:
+        self._call = call
+        self.outcome: Outcome = None
+        self.value: Any = None
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> Step:
+        outcome, self.outcome = self.outcome, None
+        try:
+            return self._call.send(outcome)
+        except StopIteration as done:
+            self.value = done.value
+            raise StopIteration from None
 
 
 @dataclass
@@ -228,8 +250,10 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
-class Client:
-    """The blocking client. ``key``: a Functions key; ``token``: an Entra ID access token."""
+class _Base(Generic[H]):
+    """What both clients are made of: the calls (:class:`_Api`) and an httpx client of their
+    kind. ``key``: a Functions key; ``token``: an Entra ID access token; ``http``: an httpx
+    client to use instead of a new one."""
 
     def __init__(
         self,
@@ -239,26 +263,32 @@ class Client:
         token: str | None = None,
         timeout: float = 60.0,
         attempts: int = ATTEMPTS,
-        http: httpx.Client | None = None,
+        http: H | None = None,
     ) -> None:
         self._api = _Api(base_url, key, token, attempts)
-        self._http = http or httpx.Client(timeout=timeout)
+        self._http: H = http or self._new_http(timeout)
+
+    def _new_http(self, timeout: float) -> H:
+        raise NotImplementedError
+
+
+class Client(_Base[httpx.Client]):
+    """The blocking client. ``key``: a Functions key; ``token``: an Entra ID access token."""
+
+    def _new_http(self, timeout: float) -> httpx.Client:
+        return httpx.Client(timeout=timeout)
 
     def _run(self, call: Call) -> Any:
-        outcome: httpx.Response | httpx.TransportError | None = None
-        try:
-            while True:
-                step = call.send(outcome)
-                if isinstance(step, httpx.Request):
-                    try:
-                        outcome = self._http.send(step)
-                    except httpx.TransportError as error:
-                        outcome = error
-                else:
-                    time.sleep(step)
-                    outcome = None
-        except StopIteration as done:
-            return done.value
+        steps = _Steps(call)
+        for step in steps:
+            if isinstance(step, httpx.Request):
+                try:
+                    steps.outcome = self._http.send(step)
+                except httpx.TransportError as error:
+                    steps.outcome = error
+            else:
+                time.sleep(step)
+        return steps.value
 
     def request(
         self, method: str, path: str, body: Any = None, *, idempotency_key: str | None = None
@@ -313,37 +343,23 @@ class Client:
         self.close()
 
 
-class AsyncClient:
+class AsyncClient(_Base[httpx.AsyncClient]):
     """The asyncio client: the same calls, awaited."""
 
-    def __init__(
-        self,
-        base_url: str = "http://127.0.0.1:7071",
-        *,
-        key: str | None = None,
-        token: str | None = None,
-        timeout: float = 60.0,
-        attempts: int = ATTEMPTS,
-        http: httpx.AsyncClient | None = None,
-    ) -> None:
-        self._api = _Api(base_url, key, token, attempts)
-        self._http = http or httpx.AsyncClient(timeout=timeout)
+    def _new_http(self, timeout: float) -> httpx.AsyncClient:
+        return httpx.AsyncClient(timeout=timeout)
 
     async def _run(self, call: Call) -> Any:
-        outcome: httpx.Response | httpx.TransportError | None = None
-        try:
-            while True:
-                step = call.send(outcome)
-                if isinstance(step, httpx.Request):
-                    try:
-                        outcome = await self._http.send(step)
-                    except httpx.TransportError as error:
-                        outcome = error
-                else:
-                    await asyncio.sleep(step)
-                    outcome = None
-        except StopIteration as done:
-            return done.value
+        steps = _Steps(call)
+        for step in steps:
+            if isinstance(step, httpx.Request):
+                try:
+                    steps.outcome = await self._http.send(step)
+                except httpx.TransportError as error:
+                    steps.outcome = error
+            else:
+                await asyncio.sleep(step)
+        return steps.value
 
     async def send(
         self, message: Mapping[str, Any], idempotency_key: str | None = None
@@ -387,10 +403,5 @@ class AsyncClient:
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.aclose()

@@ -131,8 +131,18 @@ class Intake:
             self.settings, summary, now, traceparent, submission, submission.data
         )
         scope = f"smtp\x00{submission.client or ''}"
-        # Keyed by (client, Message-ID) alone: a client retrying after a lost 250 gets its id.
-        fingerprint = request_hash({"client": submission.client, "id": submission.message_id})
+        # Keyed by (client, Message-ID): a client retrying after a lost 250 gets its id. The
+        # fingerprint is the message itself, so that another message reusing the Message-ID (a
+        # device whose counter restarted) is refused, never silently dropped as a duplicate.
+        fingerprint = request_hash(
+            {
+                "client": submission.client,
+                "id": submission.message_id,
+                "from": submission.mail_from,
+                "to": sorted(submission.rcpt_to),
+                "data": hashlib.sha256(submission.data).hexdigest(),
+            }
+        )
         return await self._submit_keyed(submission.message_id, accepted, fingerprint, scope)
 
     async def prepare(

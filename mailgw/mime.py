@@ -2,16 +2,26 @@
 
 An SMTP client hands over an envelope (MAIL FROM, RCPT TO) and a message it wrote itself. The
 gateway delivers that message as submitted; what it checks is who it claims to be from: the
-envelope sender and every address in the ``From`` and ``Sender`` headers must be allowed senders
-(a producer may only send as an allowed mailbox, docs/trust-model.md). The envelope recipients,
-Bcc included, are the recipients.
+envelope sender and every address in the ``From``, ``Sender``, ``Resent-From`` and
+``Resent-Sender`` headers must be allowed senders (a producer may only send as an allowed
+mailbox, docs/trust-model.md). The envelope recipients, Bcc included, are the recipients, and
+the only ones: an address in the To, Cc or Bcc headers that is not in the envelope is refused
+(Graph's MIME send takes its recipients from the headers). ``Bcc`` and ``Return-Path`` headers
+are removed, as a submission server may (RFC 6409 §8).
+
+Headers are read strictly, because what this parser reads must be what Exchange reads: every
+header line is ``Name: value`` or a continuation, and an address field must parse without
+defects and name the same addresses as ``email.utils.getaddresses`` (``From: a@x <b@x>`` is
+refused, not read as a@x).
 """
 
 from __future__ import annotations
 
 import base64
 import email.policy
+import email.utils
 import io
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from email.generator import BytesGenerator
@@ -28,6 +38,14 @@ from mailgw.policy import SenderPolicy
 SUMMARY_TEXT = "(raw MIME, delivered as submitted)"
 #: the longest Message-ID that keys idempotency (as an Idempotency-Key: printable ASCII)
 MAX_MESSAGE_ID = 255
+#: the headers whose addresses claim who the message is from
+SENDER_HEADERS = ("From", "Sender", "Resent-From", "Resent-Sender")
+#: the headers whose addresses Graph's MIME send would deliver to
+RECIPIENT_HEADERS = ("To", "Cc", "Bcc")
+#: removed at submission: hidden recipients travel in the envelope; Return-Path is the receiver's
+STRIPPED_HEADERS = (b"bcc", b"return-path")
+#: a header line that starts a field: printable ASCII but the colon, then the colon at once
+_FIELD_START = re.compile(rb"[\x21-\x39\x3b-\x7e]+:")
 
 
 @dataclass(frozen=True)
@@ -102,6 +120,7 @@ def parse_submission(
         )
     sender = _address(mail_from, "MAIL FROM")
     recipients = tuple(dict.fromkeys(_address(r, "RCPT TO") for r in rcpt_to))
+    data = _without_fields(data, STRIPPED_HEADERS)
     headers = BytesHeaderParser(policy=email.policy.default).parsebytes(data)
     from_fields = headers.get_all("From") or []
     if len(from_fields) != 1:
@@ -109,11 +128,20 @@ def parse_submission(
             "The message needs exactly one From header (RFC 5322).",
             [FieldError("From", "missing" if not from_fields else "given more than once")],
         )
-    header_senders = [*_header_addresses(headers, "From"), *_header_addresses(headers, "Sender")]
-    if not header_senders:
+    header_senders = [a for name in SENDER_HEADERS for a in _header_addresses(headers, name)]
+    if not _header_addresses(headers, "From"):
         raise InvalidRequest(
             "The From header names no mailbox.", [FieldError("From", "no address in it")]
         )
+    envelope = {r.lower() for r in recipients}
+    for name in RECIPIENT_HEADERS:
+        stray = [a for a in _header_addresses(headers, name) if a.lower() not in envelope]
+        if stray:
+            raise InvalidRequest(
+                f"The {name} header names {len(stray)} address(es) that are not envelope "
+                "recipients (RCPT TO): every recipient must be in the envelope.",
+                [FieldError(name, "not an envelope recipient")],
+            )
     return Submission(
         data=data,
         mail_from=sender,
@@ -141,18 +169,77 @@ def read_payload(payload: MimePayload, *, max_bytes: int) -> Submission:
     )
 
 
+def _header_block(data: bytes) -> tuple[list[bytes], int]:
+    """The header lines (with their line ends) and where the body starts; refused unless every
+    line starts a field (``Name:``) or continues one: a line the parser would take for the body
+    (``From : x``) could hide a header from the checks that Exchange still reads."""
+    lines: list[bytes] = []
+    offset = 0
+    while offset < len(data):
+        end = data.find(b"\n", offset)
+        end = len(data) if end < 0 else end + 1
+        line = data[offset:end]
+        if line in (b"\r\n", b"\n"):
+            return lines, end
+        starts = _FIELD_START.match(line) is not None
+        if not starts and not (lines and line[:1] in (b" ", b"\t")):
+            raise InvalidRequest(
+                f"Header line {len(lines) + 1} is not 'Name: value' nor a continuation.",
+                [FieldError("headers", "malformed header line")],
+            )
+        lines.append(line)
+        offset = end
+    return lines, len(data)
+
+
+def _without_fields(data: bytes, names: Sequence[bytes]) -> bytes:
+    """``data`` without the header fields ``names`` (lowercase), continuations included."""
+    lines, body = _header_block(data)
+    kept: list[bytes] = []
+    dropping = False
+    for line in lines:
+        if line[:1] not in (b" ", b"\t"):
+            dropping = line.split(b":", 1)[0].strip().lower() in names
+        if not dropping:
+            kept.append(line)
+    if len(kept) == len(lines):
+        return data
+    return b"".join(kept) + data[len(b"".join(lines)) : body] + data[body:]
+
+
+def _utf8(text: str) -> str:
+    """Header text as the bytes parser left it (raw 8-bit bytes as surrogates), as UTF-8."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+#: defects that only say a header holds raw UTF-8 (8BITMIME, SMTPUTF8): checked by the cross-read
+_UTF8_DEFECTS = ("UndecodableBytesDefect", "NonASCIILocalPartDefect")
+
+
 def _header_addresses(headers: email.message.Message, name: str) -> list[str]:
+    """Every address in the ``name`` fields, read the strict way: a field with parse defects, or
+    whose raw text another parser (``email.utils.getaddresses``) reads as other addresses, is
+    refused rather than guessed at (``From: a@x <b@x>`` is read as a@x by one, b@x by another)."""
     found: list[str] = []
     values: list[Any] = headers.get_all(name) or []
-    for value in values:
+    raws = [raw for field, raw in headers.raw_items() if field.lower() == name.lower()]
+    for value, raw in zip(values, raws, strict=False):
         try:
             addresses = value.addresses
+            defects = [type(d).__name__ for d in getattr(value, "defects", ())]
         except (AttributeError, ValueError, IndexError) as exc:
             raise InvalidRequest(
                 f"The {name} header cannot be read: {exc}", [FieldError(name, "unreadable")]
             ) from None
-        for address in addresses:
-            found.append(_address(address.addr_spec, name))
+        parsed = sorted(_utf8(a.addr_spec).lower() for a in addresses)
+        other = sorted(a.lower() for _, a in email.utils.getaddresses([_utf8(str(raw))]) if a)
+        if parsed != other or any(d not in _UTF8_DEFECTS for d in defects):
+            raise InvalidRequest(
+                f"The {name} header is ambiguous: write each address as addr@domain or "
+                "Name <addr@domain>, separated by commas.",
+                [FieldError(name, "ambiguous address list")],
+            )
+        found.extend(_address(_utf8(a.addr_spec), name) for a in addresses)
     return found
 
 

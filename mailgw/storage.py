@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
-    from azure.data.tables.aio import TableServiceClient
+    from azure.data.tables.aio import TableClient, TableServiceClient
     from azure.storage.blob.aio import BlobServiceClient
     from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
@@ -243,3 +243,26 @@ def table_service_client(connection: StorageConnection, **options: Any) -> Table
     return TableServiceClient(
         connection.service_uri("table"), credential=connection.credential(), **options
     )
+
+
+class LazyTable:
+    """One table's client, made on first use (with its service client) and closed with it: what
+    the state store and the SMTP client store share."""
+
+    def __init__(self, connection: StorageConnection, name: str) -> None:
+        self.connection = connection
+        self.name = name
+        self._service: TableServiceClient | None = None
+        self._table: TableClient | None = None
+
+    def client(self) -> TableClient:
+        if self._table is None:
+            self._service = table_service_client(self.connection)
+            self._table = self._service.get_table_client(self.name)
+        return self._table
+
+    async def close(self) -> None:
+        if self._table is not None:
+            await self._table.close()
+        if self._service is not None:
+            await self._service.close()

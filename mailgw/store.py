@@ -33,10 +33,10 @@ from pydantic import BaseModel
 
 from mailgw.models import MessageStatus, PayloadRef
 from mailgw.state.record import MessageRecord
-from mailgw.storage import StorageConnection, table_service_client
+from mailgw.storage import LazyTable, StorageConnection
 
 if TYPE_CHECKING:
-    from azure.data.tables.aio import TableClient, TableServiceClient
+    from azure.data.tables.aio import TableClient
 
 STATE_ROW = "state"
 #: The row that holds the key of the envelopes' seal (mailgw/seal.py); no message uses this id.
@@ -109,21 +109,14 @@ class StateStore:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     def __post_init__(self) -> None:
-        self._service: TableServiceClient | None = None
-        self._table: TableClient | None = None
+        self._lazy = LazyTable(self.connection, self.table_name)
         self._created = False
 
     def table(self) -> TableClient:
-        if self._table is None:
-            self._service = table_service_client(self.connection)
-            self._table = self._service.get_table_client(self.table_name)
-        return self._table
+        return self._lazy.client()
 
     async def close(self) -> None:
-        if self._table is not None:
-            await self._table.close()
-        if self._service is not None:
-            await self._service.close()
+        await self._lazy.close()
 
     async def _ensure_table(self) -> None:
         """Bicep creates the table in Azure; locally the first write creates it."""

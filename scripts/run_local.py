@@ -9,10 +9,16 @@ When the transport is graph, smtp or relay and nothing real is configured, local
 Microsoft Graph / Exchange on fixed ports, so their addresses stay the same from run to run: the
 Graph stand-in on 7072 (``MAILGW_LOCAL_GRAPH_PORT``), the SMTP stand-in's admin API on 7073
 (``MAILGW_LOCAL_SMTP_ADMIN_PORT``); a port that is taken gives way to a free one, with a note.
+
+The SMTP intake (``mailgw-smtp``) runs beside it on 127.0.0.1:2587 (STARTTLS required before
+AUTH; ``MAILGW_LOCAL_SMTP_PORT``) and 127.0.0.1:2465 (implicit TLS; ``MAILGW_LOCAL_SMTPS_PORT``)
+with a self-signed certificate made for this machine (.mailgw/smtp-intake/localhost.pem) and a
+demo client whose password is kept in .mailgw/smtp-intake/demo-client.json (local only).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -34,6 +40,10 @@ from devhost.mail_sources import GRAPH_ADMIN_SETTING, SMTP_ADMIN_SETTING  # noqa
 from devhost.mail_viewer import ROOT as MAIL_VIEWER_PATH  # noqa: E402
 from mailgw.local_run import RunningGateway, discard_running  # noqa: E402
 from mailgw.local_settings import merged_settings  # noqa: E402
+from mailgw.settings import Settings  # noqa: E402
+from mailgw.smtp_intake.clients import ClientStore  # noqa: E402
+from mailgw.smtp_intake.devcert import ensure_dev_certificate  # noqa: E402
+from mailgw.smtp_intake.devclient import ensure_demo_client  # noqa: E402
 from mailgw.storage import (  # noqa: E402
     AZURITE_DEFAULT_PORTS,
     StorageConfigError,
@@ -48,6 +58,9 @@ PORT = int(os.environ.get("MAILGW_LOCAL_PORT", "7071"))
 EVENTS_QUEUE = "mail-events"
 GRAPH_PORT = int(os.environ.get("MAILGW_LOCAL_GRAPH_PORT", "7072"))
 SMTP_ADMIN_PORT = int(os.environ.get("MAILGW_LOCAL_SMTP_ADMIN_PORT", "7073"))
+SMTP_INTAKE_PORT = int(os.environ.get("MAILGW_LOCAL_SMTP_PORT", "2587"))
+SMTP_INTAKE_TLS_PORT = int(os.environ.get("MAILGW_LOCAL_SMTPS_PORT", "2465"))
+SMTP_INTAKE_DIR = Path(".mailgw") / "smtp-intake"
 
 
 def _listening(port: int) -> bool:
@@ -132,6 +145,85 @@ def _start_standins(values: dict[str, str]) -> StandIns | None:
     return None
 
 
+@dataclass
+class SmtpIntakeRun:
+    """The SMTP intake started for this run: its process, ports, certificate, demo client."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    tls_port: int
+    cert: Path
+    username: str
+    password: str
+    notes: list[str]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _start_smtp_intake(env: dict[str, str]) -> SmtpIntakeRun:
+    """``mailgw-smtp`` on 127.0.0.1 with a self-signed certificate and a demo client."""
+    notes = []
+    ports = []
+    for wanted, setting in (
+        (SMTP_INTAKE_PORT, "MAILGW_LOCAL_SMTP_PORT"),
+        (SMTP_INTAKE_TLS_PORT, "MAILGW_LOCAL_SMTPS_PORT"),
+    ):
+        port = wanted
+        if _listening(wanted):
+            port = _free_port()
+            notes.append(f"port {wanted} is taken: the SMTP intake uses {port} ({setting})")
+        ports.append(port)
+    cert = ensure_dev_certificate(ROOT / SMTP_INTAKE_DIR / "localhost.pem")
+    smtp_env = {
+        **env,
+        "MAILGW_SMTP_INTAKE_HOST": "127.0.0.1",
+        "MAILGW_SMTP_INTAKE_PORT": str(ports[0]),
+        "MAILGW_SMTP_INTAKE_TLS_PORT": str(ports[1]),
+        "MAILGW_SMTP_INTAKE_CERT_FILE": str(cert),
+        "MAILGW_SMTP_INTAKE_KEY_FILE": "",
+    }
+    settings = Settings.from_env(smtp_env)
+
+    async def demo() -> tuple[str, str]:
+        store = ClientStore(settings.storage(), settings.smtp_intake.clients_table)
+        try:
+            saved = ROOT / SMTP_INTAKE_DIR / "demo-client.json"
+            return await ensure_demo_client(store, saved, list(settings.allowed_senders))
+        finally:
+            await store.close()
+
+    username, password = asyncio.run(demo())
+    process = subprocess.Popen([sys.executable, "-m", "mailgw.smtp_intake"], cwd=ROOT, env=smtp_env)
+    deadline = time.monotonic() + 60
+    while not all(_listening(p) for p in ports):
+        if process.poll() is not None:
+            raise SystemExit(f"the SMTP intake exited with code {process.returncode}; see above")
+        if time.monotonic() > deadline:
+            raise SystemExit("the SMTP intake did not start listening in 60s")
+        time.sleep(0.1)
+    return SmtpIntakeRun(process, ports[0], ports[1], cert, username, password, notes)
+
+
+def _smtp_banner(run: SmtpIntakeRun, sender: str) -> str:
+    return f"""
+SMTP intake, for apps and devices that speak SMTP:
+  127.0.0.1:{run.port} (STARTTLS required before AUTH), 127.0.0.1:{run.tls_port} (implicit TLS)
+  certificate (self-signed, this machine only): {run.cert}
+  demo client: {run.username} / {run.password}
+  more clients: .venv/bin/mailgw smtp-clients add NAME --allow-sender ADDRESS_OR_*@DOMAIN
+
+Send a first mail with swaks:
+
+  swaks --server 127.0.0.1:{run.port} --tls --auth PLAIN \\
+        --auth-user {run.username} --auth-password '{run.password}' \\
+        --from {sender} --to someone@example.com --header 'Subject: Hello from swaks'
+"""
+
+
 def _wait_ready(process: subprocess.Popen[bytes], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     url = f"http://127.0.0.1:{PORT}/admin/host/status"
@@ -148,11 +240,17 @@ def _wait_ready(process: subprocess.Popen[bytes], timeout: float = 60) -> None:
     raise SystemExit(f"the dev host did not become ready on port {PORT} in {timeout:.0f}s")
 
 
+def _sender(values: dict[str, str]) -> str:
+    """An address the policy allows, for the examples."""
+    first = values.get("MAILGW_ALLOWED_SENDERS", "").split(",")[0].strip().replace("*", "noreply")
+    return first or "noreply@contoso.com"
+
+
 def _banner(values: dict[str, str], standin_note: str | None) -> str:
-    sender = values.get("MAILGW_ALLOWED_SENDERS", "").split(",")[0].strip().replace("*", "noreply")
+    sender = _sender(values)
     body = json.dumps(
         {
-            "from": sender or "noreply@contoso.com",
+            "from": sender,
             "to": ["someone@example.com"],
             "subject": "Hello from mailgw",
             "text": "It works.",
@@ -255,6 +353,7 @@ def main() -> int:
     for port_note in standins.processes.port_notes if standins else []:
         print(f"Note: {port_note}")
     env = {**os.environ, **(standins.env if standins else {}), **_run_defaults(values)}
+    smtp_intake: SmtpIntakeRun | None = None
     host = subprocess.Popen(
         [sys.executable, "-m", "devhost", "--app-dir", str(ROOT), "--port", str(PORT)],
         cwd=ROOT,
@@ -262,13 +361,24 @@ def main() -> int:
     )
     try:
         _wait_ready(host)
+        smtp_intake = _start_smtp_intake({**values, **env})
+        for smtp_note in smtp_intake.notes:
+            print(f"Note: {smtp_note}")
         _record_running(env, standins)
-        print(_banner(values, standins.note if standins else None), flush=True)
+        sender = _sender(values)
+        banner = _banner(values, standins.note if standins else None)
+        print(_smtp_banner(smtp_intake, sender) + banner, flush=True)
         host.wait()
     except KeyboardInterrupt:
         pass
     finally:
         discard_running(ROOT)
+        if smtp_intake is not None and smtp_intake.process.poll() is None:
+            smtp_intake.process.send_signal(signal.SIGTERM)
+            try:
+                smtp_intake.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                smtp_intake.process.kill()
         if host.poll() is None:
             host.send_signal(signal.SIGINT)
             try:

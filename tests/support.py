@@ -10,12 +10,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+import uuid
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from devhost.azurite import free_ports
 from mailgw.storage import azurite_connection_string
 
 T = TypeVar("T")
@@ -47,6 +49,15 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+def _until_deadline(timeout: float, what: str) -> Iterator[None]:
+    """One step per poll; after ``timeout`` seconds, the next step fails naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        yield
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
 def wait_until(
     predicate: Callable[[], T | Literal[False] | None],
     timeout: float = 20.0,
@@ -54,14 +65,11 @@ def wait_until(
     what: str = "condition",
 ) -> T:
     """Poll ``predicate`` until it returns something truthy; fail naming ``what`` on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
+    for _ in _until_deadline(timeout, what):
+        if value := predicate():
             return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+    raise AssertionError("unreachable")
 
 
 async def wait_until_async(
@@ -70,14 +78,12 @@ async def wait_until_async(
     interval: float = 0.05,
     what: str = "condition",
 ) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await predicate()
-        if value:
+    """:func:`wait_until` for an async ``predicate``."""
+    for _ in _until_deadline(timeout, what):
+        if value := await predicate():
             return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(interval)
+    raise AssertionError("unreachable")
 
 
 async def pull(queue: Any, name: str | None = None) -> Any:
@@ -183,6 +189,23 @@ def serve_http(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
         server.server_close()
 
 
+def free_port() -> int:
+    """A port on 127.0.0.1 the OS reports free now (another process may still take it)."""
+    return free_ports(1)[0]
+
+
+def fresh_storage(azurite: Any, prefix: str) -> dict[str, str]:
+    """The settings of a queue, a payload container and a state table of the test's own on
+    ``azurite`` (``prefix``: lowercase letters, so that every name is valid)."""
+    run = uuid.uuid4().hex[:10]
+    return {
+        "AzureWebJobsStorage": azurite.connection_string,
+        "MAILGW_QUEUE": f"{prefix}-{run}",
+        "MAILGW_STATE_TABLE": f"{prefix}{run}",
+        "MAILGW_PAYLOAD_CONTAINER": f"{prefix}-payloads-{run}",
+    }
+
+
 def run_mailgw(
     *args: str, cwd: Path, env: Mapping[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
@@ -192,10 +215,22 @@ def run_mailgw(
     command = [str(script)] if script.exists() else [sys.executable, "-m", "mailgw"]
     if env is None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MAILGW_", "Azure"))}
+    return run_captured([*command, *args], cwd=cwd, env=env, timeout=timeout)
+
+
+def run_captured(
+    command: Sequence[str | Path],
+    *,
+    cwd: Path,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` to its end, its output captured as text. It never raises on a non-zero
+    exit: the caller asserts the return code, with the output in the message."""
     return subprocess.run(
-        [*command, *args],
+        [str(part) for part in command],
         cwd=cwd,
-        env=dict(env),
+        env=None if env is None else dict(env),
         capture_output=True,
         text=True,
         timeout=timeout,

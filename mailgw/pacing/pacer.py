@@ -67,6 +67,8 @@ class _Allowance:
     minute_ends: float = 0.0
     slots: int = 0
     in_use: int = 0
+    #: sends asking for this budget right now (the slots to ask for: no more than are wanted)
+    waiting: int = 0
     until: float = 0.0
     #: a limit that holds until its time (not concurrency: that changes any moment)
     denied: Denial | None = None
@@ -74,8 +76,6 @@ class _Allowance:
     released: asyncio.Event = field(default_factory=asyncio.Event)
     linger: asyncio.Task[None] | None = None
     asked_slots_at: float = 0.0
-    #: sends of this instance waiting in :meth:`Pacer._reserve` for this budget
-    wanting: int = 0
 
     def unused(self, now: float) -> Unused:
         messages = self.messages if self.messages and now < self.minute_ends else 0
@@ -155,11 +155,11 @@ class Pacer:
         """Take ``need`` recipients (and a slot) from the local allowance, refilling it from the
         table as needed; None when taken, else until when to wait."""
         allowance = self._allowances.setdefault(key, _Allowance())
-        allowance.wanting += 1
+        allowance.waiting += 1
         try:
             return await self._reserve_for(allowance, key, limits, need, slots=slots)
         finally:
-            allowance.wanting -= 1
+            allowance.waiting -= 1
 
     async def _reserve_for(
         self, allowance: _Allowance, key: str, limits: MailboxLimits, need: int, *, slots: bool
@@ -230,8 +230,9 @@ class Pacer:
             need=need,
             recipients=chunk,
             messages=max(min(self.chunk_messages, per_minute // 3), 1),
-            # as many slots as this instance has sends for, so that one which dies holds few
-            slots=min(limits.concurrency, allowance.in_use + max(allowance.wanting, 1))
+            # the slots in use and those asked for now: an instance holds no idle slot another
+            # could use, and one that dies holds only what it was using until its lease ends
+            slots=min(limits.concurrency, allowance.in_use + max(allowance.waiting, 1))
             if slots
             else 0,
             in_use=allowance.in_use,

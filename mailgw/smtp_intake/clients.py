@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import ipaddress
 import re
 import secrets
+import string
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,10 +27,10 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
 from mailgw.policy import SenderPolicy
 from mailgw.settings import parse_sender_list
-from mailgw.storage import StorageConnection, table_service_client
+from mailgw.storage import LazyTable, StorageConnection
 
 if TYPE_CHECKING:
-    from azure.data.tables.aio import TableClient, TableServiceClient
+    from azure.data.tables.aio import TableClient
 
 PARTITION = "smtpclient"
 #: a client's name: the SMTP username (lower case, no spaces, at most 64 characters)
@@ -103,9 +106,14 @@ def check_definition(name: str, senders: Sequence[str], networks: Sequence[str])
             raise ClientError(f"--ip must be an address or CIDR range; got {network!r}") from None
 
 
+#: letters and digits only: a password pasted into a device's form, a shell or a command line
+#: (``swaks --auth-password -x...`` reads a leading dash as an option) needs no quoting
+_PASSWORD_ALPHABET = string.ascii_letters + string.digits
+
+
 def new_password() -> str:
-    """32 random URL-safe characters (192 bits): nothing to guess, nothing to brute-force."""
-    return secrets.token_urlsafe(24)
+    """32 random letters and digits (190 bits): nothing to guess, nothing to brute-force."""
+    return "".join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(32))
 
 
 def _verify(password_hash: str, password: str) -> bool:
@@ -117,25 +125,44 @@ def _verify(password_hash: str, password: str) -> bool:
 
 class ClientStore:
     """The clients' table. Password checks run argon2 in a worker thread (it takes ~50 ms of CPU
-    and 64 MiB by design) so the event loop keeps serving other sessions."""
+    and 64 MiB by design) so the event loop keeps serving other sessions. A password verified
+    once is remembered for its hash (as an HMAC under a key of this process, never in clear):
+    devices that connect for every message pay argon2 once, and a changed or revoked client is
+    still read from the table at every login."""
+
+    #: verified (client, password) pairs remembered at most
+    VERIFIED_LIMIT = 4096
 
     def __init__(self, connection: StorageConnection, table_name: str) -> None:
         self.connection = connection
         self.table_name = table_name
-        self._service: TableServiceClient | None = None
-        self._table: TableClient | None = None
+        self._lazy = LazyTable(connection, table_name)
+        self._verified: dict[bytes, None] = {}
+        self._key = secrets.token_bytes(32)
+
+    def _fingerprint(self, client: SmtpClient, password: str) -> bytes:
+        material = f"{client.name}\x00{client.password_hash}\x00{password}".encode()
+        return hmac.new(self._key, material, hashlib.sha256).digest()
+
+    async def _valid(self, client: SmtpClient | None, password: str) -> bool:
+        if client is None:
+            await asyncio.to_thread(_verify, _DUMMY_HASH, password)  # as long as a real check
+            return False
+        fingerprint = self._fingerprint(client, password)
+        if fingerprint in self._verified:
+            return True
+        if not await asyncio.to_thread(_verify, client.password_hash, password):
+            return False
+        if len(self._verified) >= self.VERIFIED_LIMIT:
+            self._verified.pop(next(iter(self._verified)))
+        self._verified[fingerprint] = None
+        return True
 
     def table(self) -> TableClient:
-        if self._table is None:
-            self._service = table_service_client(self.connection)
-            self._table = self._service.get_table_client(self.table_name)
-        return self._table
+        return self._lazy.client()
 
     async def close(self) -> None:
-        if self._table is not None:
-            await self._table.close()
-        if self._service is not None:
-            await self._service.close()
+        await self._lazy.close()
 
     async def add(
         self,
@@ -211,10 +238,7 @@ class ClientStore:
         """The client, if ``password`` is its password and it is not revoked. Storage errors
         propagate (the intake answers 454 4.7.0: try again later, not "wrong password")."""
         client = await self.get(name)
-        valid = await asyncio.to_thread(
-            _verify, client.password_hash if client else _DUMMY_HASH, password
-        )
-        if client is None or not valid or client.revoked:
+        if not await self._valid(client, password) or client is None or client.revoked:
             return None
         return client
 

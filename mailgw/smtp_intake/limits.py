@@ -2,8 +2,8 @@
 
 A client over its messages-per-minute gets a transient refusal (it retries later, nothing is
 lost). Failed logins are slowed per client name and per IP address: each failure within the
-window doubles the wait before the next answer, up to a cap, so guessing costs time while a
-client that mistyped once barely notices.
+window doubles the wait before the failure is answered, up to a cap, so guessing costs time,
+while a correct password is answered at once (a stranger's guesses never lock a client out).
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 WINDOW_SECONDS = 60.0
 #: failed logins are remembered this long
 FAILURE_MEMORY_SECONDS = 15 * 60.0
+#: names and addresses with failures remembered at most (names are the attacker's choice)
+MAX_FAILURE_KEYS = 10_000
 
 
 @dataclass
@@ -56,7 +58,7 @@ class LoginThrottle:
         return len(failures)
 
     def delay(self, name: str, ip: str) -> float:
-        """Seconds to wait before checking this login: 0 without recent failures, then
+        """Seconds to wait before answering a failed login: 0 without recent failures, then
         ``base``, doubling per failure of the name or the IP (whichever has more), capped."""
         count = max(self._recent(f"name:{name}"), self._recent(f"ip:{ip}"))
         if count == 0:
@@ -65,6 +67,11 @@ class LoginThrottle:
 
     def failed(self, name: str, ip: str) -> None:
         now = self.clock()
+        if len(self._failures) >= MAX_FAILURE_KEYS:  # forget the quiet ones, then the oldest
+            for key in [k for k in self._failures if not self._recent(k)]:
+                del self._failures[key]
+            while len(self._failures) >= MAX_FAILURE_KEYS:
+                del self._failures[next(iter(self._failures))]
         for key in (f"name:{name}", f"ip:{ip}"):
             self._failures.setdefault(key, deque()).append(now)
 

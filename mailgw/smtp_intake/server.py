@@ -19,7 +19,13 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from mailgw.errors import GatewayError, InvalidRequest, MessageTooLarge, SenderNotAllowed
+from mailgw.errors import (
+    GatewayError,
+    IdempotencyKeyReused,
+    InvalidRequest,
+    MessageTooLarge,
+    SenderNotAllowed,
+)
 from mailgw.intake import Intake
 from mailgw.mime import parse_submission
 from mailgw.models import MAX_RECIPIENTS, Recipient
@@ -69,14 +75,13 @@ class IntakeHandler:
     # --- AUTH -------------------------------------------------------------------------------------
 
     async def authenticate(self, session: Session, login: bytes, password: bytes) -> AuthResult:
+        """Checked at once; only a failure is answered late (doubling per recent failure of the
+        name or the IP), so a stranger guessing a client's password never slows the client."""
         ip = str((session.peer or ("",))[0])
         try:
             name, secret = login.decode("utf-8"), password.decode("utf-8")
         except UnicodeDecodeError:
             name, secret = "", ""
-        delay = self.throttle.delay(name, ip)
-        if delay:
-            await asyncio.sleep(delay)  # a deliberate slowdown after failures, not a wait
         if self.closing:
             return AuthResult(success=False, handled=False, message=SHUTDOWN_REPLY)
         try:
@@ -90,9 +95,23 @@ class IntakeHandler:
             self.throttle.failed(name, ip)
             why = "address not allowed" if client is not None else "bad credentials"
             log.warning("failed login of %r from %s: %s", name, ip, why)
+            await asyncio.sleep(self.throttle.delay(name, ip))  # a deliberate slowdown
             return AuthResult(success=False, handled=False)
         self.throttle.succeeded(name, ip)
         return AuthResult(success=True, auth_data=client)
+
+    async def _current(self, client: SmtpClient) -> SmtpClient | str:
+        """The client as the store has it now, or the reply refusing it: a client revoked, or
+        whose password or rules changed, since this session logged in gets no further message."""
+        try:
+            current = await self.clients.get(client.name)
+        except Exception as exc:
+            log.warning("client %s not checked: storage unavailable (%s)", client.name, exc)
+            return STORAGE_DOWN
+        if current is None or current.revoked or current.password_hash != client.password_hash:
+            log.warning("client %s: revoked or changed since it logged in", client.name)
+            return "535 5.7.8 Authentication credentials invalid: log in again"
+        return current
 
     # --- the transaction --------------------------------------------------------------------------
 
@@ -109,6 +128,10 @@ class IntakeHandler:
             return SHUTDOWN_REPLY
         if not isinstance(client, SmtpClient):  # aiosmtpd enforces AUTH first; belt and braces
             return "530 5.7.0 Authentication required"
+        current = await self._current(client)
+        if isinstance(current, str):
+            return current
+        client = session.auth_data = current
         size = next((o[5:] for o in mail_options if o.upper().startswith("SIZE=")), "")
         if size.isdigit() and int(size) > self.max_bytes(client):
             return f"552 5.3.4 Message too big: the limit is {self.max_bytes(client)} bytes"
@@ -175,6 +198,12 @@ class IntakeHandler:
             return f"550 5.7.1 Sender not allowed: {_one_line(exc.detail)}"
         except InvalidRequest as exc:
             return f"550 5.6.0 Message refused: {_one_line(exc.detail)}"
+        except IdempotencyKeyReused:
+            log.warning("client %s: a different message reused a Message-ID", client.name)
+            return (
+                "554 5.6.0 Message refused: another message with this Message-ID was already "
+                "queued by this client; give each message its own Message-ID"
+            )
         except GatewayError as exc:  # QueueUnavailable and the like: nothing was accepted
             log.warning("client %s: message not queued: %s", client.name, exc.detail)
             return STORAGE_DOWN

@@ -6,6 +6,7 @@ stopped (SIGTERM) when the module is done.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -28,3 +29,14 @@ def start_devhost(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartDev
     yield start
     for host in hosts:
         host.terminate()
+
+
+@pytest.fixture
+def isolated_import() -> Iterator[None]:
+    """Loading an app imports ``function_app`` and edits sys.path: undo both afterwards."""
+    saved_path, saved_module = list(sys.path), sys.modules.pop("function_app", None)
+    yield
+    sys.path[:] = saved_path
+    sys.modules.pop("function_app", None)
+    if saved_module is not None:
+        sys.modules["function_app"] = saved_module

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import azure.functions as func
@@ -14,17 +12,6 @@ from devhost_support import APPS
 from devhost.app_loader import AppLoadError, load_app
 from devhost.http_server import to_web_response
 from devhost.queue_listener import Backoff, decode_body
-
-
-@pytest.fixture
-def isolated_import() -> Iterator[None]:
-    """Loading an app imports ``function_app`` and edits sys.path: undo both afterwards."""
-    saved_path, saved_module = list(sys.path), sys.modules.pop("function_app", None)
-    yield
-    sys.path[:] = saved_path
-    sys.modules.pop("function_app", None)
-    if saved_module is not None:
-        sys.modules["function_app"] = saved_module
 
 
 @pytest.mark.usefixtures("isolated_import")

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import itertools
 import re
-import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -135,17 +133,6 @@ def test_the_monitor_is_off_for_frequent_schedules() -> None:
 
 
 # --- indexing ------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def isolated_import() -> Iterator[None]:
-    """Loading an app imports ``function_app`` and edits sys.path: undo both afterwards."""
-    saved_path, saved_module = list(sys.path), sys.modules.pop("function_app", None)
-    yield
-    sys.path[:] = saved_path
-    sys.modules.pop("function_app", None)
-    if saved_module is not None:
-        sys.modules["function_app"] = saved_module
 
 
 SETTINGS = {"YEARLY_SCHEDULE": "0 0 0 1 1 *", "AzureWebJobs.disabled_timer.Disabled": "true"}

@@ -208,18 +208,29 @@ def test_invalid_producer_message_logs_one_failure_event(host: DevHost) -> None:
     assert "docs/send-request.schema.json" in event["hint"]  # names the file with the rules
 
 
+def crash_with_one_message(
+    start_devhost: Callable[..., DevHost], fault: str, label: str, **env: str
+) -> tuple[DevHost, str, str]:
+    """A host set to crash at ``fault``, sent one message (a fresh subject); returns once it
+    has crashed: the host, the subject and the message id."""
+    crashing = start_crashing_host(start_devhost, fault, **env)
+    subject = unique_subject(label)
+    response = crashing.post_json(MESSAGES, sample_request(subject=subject))
+    assert response.status == 202
+    message_id: str = response.json()["id"]
+    wait_for_crash(crashing)
+    return crashing, subject, message_id
+
+
 # --- crashes at each fail point -----------------------------------------------------------------
 
 
 def test_crash_after_record_is_acknowledged_without_sending_again(
     start_devhost: Callable[..., DevHost],
 ) -> None:
-    crashing = start_crashing_host(start_devhost, "after_record")
-    subject = unique_subject("after_record")
-    response = crashing.post_json(MESSAGES, sample_request(subject=subject))
-    assert response.status == 202
-    message_id = response.json()["id"]
-    wait_for_crash(crashing)
+    crashing, subject, message_id = crash_with_one_message(
+        start_devhost, "after_record", "after_record"
+    )
     # The state says sent, but the queue message was never deleted.
     assert emls_with_subject(crashing, subject) == [f"{message_id}.eml"]
 
@@ -242,12 +253,9 @@ def test_crash_after_record_is_acknowledged_without_sending_again(
 def test_crash_after_send_with_the_outbox_resends_to_the_same_file(
     start_devhost: Callable[..., DevHost],
 ) -> None:
-    crashing = start_crashing_host(start_devhost, "after_send")
-    subject = unique_subject("after_send outbox")
-    response = crashing.post_json(MESSAGES, sample_request(subject=subject))
-    assert response.status == 202
-    message_id = response.json()["id"]
-    wait_for_crash(crashing)
+    crashing, subject, message_id = crash_with_one_message(
+        start_devhost, "after_send", "after_send outbox"
+    )
     # Sent (the file is there) but not recorded: at-least-once territory for the transport...
     assert emls_with_subject(crashing, subject) == [f"{message_id}.eml"]
 
@@ -264,12 +272,9 @@ def test_crash_after_send_with_the_outbox_resends_to_the_same_file(
 def test_crash_before_send_is_delivered_once_after_restart(
     start_devhost: Callable[..., DevHost],
 ) -> None:
-    crashing = start_crashing_host(start_devhost, "before_send")
-    subject = unique_subject("before_send")
-    response = crashing.post_json(MESSAGES, sample_request(subject=subject))
-    assert response.status == 202
-    message_id = response.json()["id"]
-    wait_for_crash(crashing)
+    crashing, subject, message_id = crash_with_one_message(
+        start_devhost, "before_send", "before_send"
+    )
     assert emls_with_subject(crashing, subject) == []
 
     successor = start_successor(start_devhost, crashing)
@@ -283,14 +288,13 @@ def test_crash_before_send_is_delivered_once_after_restart(
 def test_crash_after_send_in_graph_draft_mode_delivers_once(
     start_devhost: Callable[..., DevHost], standins: StandInProcesses
 ) -> None:
-    crashing = start_crashing_host(
-        start_devhost, "after_send", MAILGW_GRAPH_MODE="draft", **standins.gateway_env()
+    crashing, subject, message_id = crash_with_one_message(
+        start_devhost,
+        "after_send",
+        "after_send draft",
+        MAILGW_GRAPH_MODE="draft",
+        **standins.gateway_env(),
     )
-    subject = unique_subject("after_send draft")
-    response = crashing.post_json(MESSAGES, sample_request(subject=subject))
-    assert response.status == 202
-    message_id = response.json()["id"]
-    wait_for_crash(crashing)
     (first,) = delivered(standins, subject)  # Graph accepted it before the worker died
     assert first["via"] == "draft"
 

@@ -22,9 +22,9 @@ from typing import IO, Any, ClassVar
 
 import pytest
 from event_support import kinds
-from gateway_host import ROOT, free_port
+from gateway_host import ROOT
 
-from support import QuietHandler, run_mailgw, sample_request, serve_http, wait_until
+from support import QuietHandler, free_port, run_mailgw, sample_request, serve_http, wait_until
 
 #: what run_local.py needs of a checkout (it imports the dev host, the core and the stand-ins)
 CHECKOUT = [

@@ -110,16 +110,25 @@ def check_delivered(item: dict[str, Any], message_id: str) -> None:
     assert pdf.get_filename() == "r.pdf" and pdf.get_content() == PDF
 
 
+def post_and_receive(
+    host: DevHost, server: SmtpStandInProcess, subject: str
+) -> tuple[str, dict[str, Any]]:
+    """POST :func:`full_request` with ``subject``; once ``server`` has it, check every field.
+    Returns the message id and what the server received."""
+    message_id = post(host, full_request(subject))
+    (item,) = wait_until(
+        lambda: received_with(server, subject),
+        timeout=30,
+        what=f"the message at the {server.mode} stand-in",
+    )
+    check_delivered(item, message_id)
+    return message_id, item
+
+
 def test_smtp_post_reaches_exchange_as_the_mailbox_with_every_header(
     smtp_host: DevHost, submission: SmtpStandInProcess
 ) -> None:
-    message_id = post(smtp_host, full_request("smtp end to end"))
-    (item,) = wait_until(
-        lambda: received_with(submission, "smtp end to end"),
-        timeout=30,
-        what="the message at the SMTP stand-in",
-    )
-    check_delivered(item, message_id)
+    message_id, item = post_and_receive(smtp_host, submission, "smtp end to end")
     assert item["authUser"] == "noreply@contoso.com"  # XOAUTH2 as the from mailbox
     (auth,) = [a for a in submission.smtp.auth_attempts() if a["user"] == "noreply@contoso.com"]
     assert auth["ok"] is True
@@ -157,13 +166,7 @@ def test_smtp_permanent_reply_shows_failed_with_the_hint(
 def test_relay_post_reaches_the_connector_without_auth(
     relay_host: DevHost, relay_connector: SmtpStandInProcess
 ) -> None:
-    message_id = post(relay_host, full_request("relay end to end"))
-    (item,) = wait_until(
-        lambda: received_with(relay_connector, "relay end to end"),
-        timeout=30,
-        what="the message at the relay stand-in",
-    )
-    check_delivered(item, message_id)
+    message_id, item = post_and_receive(relay_host, relay_connector, "relay end to end")
     assert item["authUser"] is None
     assert relay_connector.smtp.auth_attempts() == []
     wait_for_status(relay_host, message_id, "sent")

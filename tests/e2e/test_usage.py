@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import uuid
 from collections.abc import Callable
@@ -14,7 +13,7 @@ from typing import Any
 import pytest
 from gateway_host import ROOT, DevHost
 
-from support import sample_request, wait_until
+from support import run_captured, sample_request, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -57,15 +56,8 @@ def test_usage_counts_what_a_mailbox_sent(host: DevHost) -> None:
     assert override["dailyRecipients"] == {"limit": 100000, "used": 0, "reserved": 0}
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MAILGW_", "Azure"))}
-    cli = subprocess.run(
-        [sys.executable, "-m", "mailgw", "usage", sender, "--url", host.base_url],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    command = [sys.executable, "-m", "mailgw", "usage", sender, "--url", host.base_url]
+    cli = run_captured(command, cwd=ROOT, env=env, timeout=60)
     assert cli.returncode == 0, cli.stderr
     assert json.loads(cli.stdout)["dailyRecipients"]["used"] == 6
 

@@ -9,29 +9,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import aclosing
 from typing import Any
 
 import pytest
 from graph_helpers import SHORT_GRACE, mail_queue, make_pipeline, pacer, store
+from standin_fixtures import graph, identity
 
 from mailgw.settings import Settings
 from mailgw.transports.graph import GraphTransport
 from standins.graph import GraphStandIn
-from standins.identity import IdentityStandIn, use_identity_standin
-
-
-@pytest.fixture
-async def identity(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[IdentityStandIn]:
-    async with IdentityStandIn() as server:
-        use_identity_standin(server, monkeypatch)
-        yield server
-
-
-@pytest.fixture
-async def graph() -> AsyncIterator[GraphStandIn]:
-    async with GraphStandIn() as server:
-        yield server
+from standins.identity import IdentityStandIn
 
 
 @pytest.fixture
@@ -52,37 +39,47 @@ def graph_settings(graph: GraphStandIn, identity: IdentityStandIn) -> Callable[.
 
 
 @pytest.fixture
-async def transport(graph_settings: Callable[..., Settings]) -> AsyncIterator[GraphTransport]:
-    async with aclosing(GraphTransport(graph_settings())) as graph_transport:
-        yield graph_transport
-
-
-@pytest.fixture
-async def draft_transport(graph_settings: Callable[..., Settings]) -> AsyncIterator[GraphTransport]:
-    async with aclosing(GraphTransport(graph_settings(MAILGW_GRAPH_MODE="draft"))) as drafts:
-        yield drafts
-
-
-@pytest.fixture
-async def draft_with_grace(
+async def make_transport(
     graph_settings: Callable[..., Settings],
-) -> AsyncIterator[Callable[[int], GraphTransport]]:
-    """``draft_with_grace(seconds)``: draft mode that concludes after ``seconds`` that a
-    submission did not happen, with a 1 s timeout (the 'late' lost answers come after it)."""
+) -> AsyncIterator[Callable[..., GraphTransport]]:
+    """``make_transport(MAILGW_X="...")``: a GraphTransport on :func:`graph_settings`, closed
+    after the test."""
     made: list[GraphTransport] = []
 
-    def make(grace: int) -> GraphTransport:
-        settings = graph_settings(
-            MAILGW_GRAPH_MODE="draft",
-            MAILGW_GRAPH_SUBMIT_GRACE_SECONDS=str(grace),
-            MAILGW_GRAPH_TIMEOUT_SECONDS="1",
-        )
-        made.append(GraphTransport(settings))
+    def make(**overrides: str) -> GraphTransport:
+        made.append(GraphTransport(graph_settings(**overrides)))
         return made[-1]
 
     yield make
     for transport in made:
         await transport.aclose()
+
+
+@pytest.fixture
+def transport(make_transport: Callable[..., GraphTransport]) -> GraphTransport:
+    return make_transport()
+
+
+@pytest.fixture
+def draft_transport(make_transport: Callable[..., GraphTransport]) -> GraphTransport:
+    return make_transport(MAILGW_GRAPH_MODE="draft")
+
+
+@pytest.fixture
+def draft_with_grace(
+    make_transport: Callable[..., GraphTransport],
+) -> Callable[[int], GraphTransport]:
+    """``draft_with_grace(seconds)``: draft mode that concludes after ``seconds`` that a
+    submission did not happen, with a 1 s timeout (the 'late' lost answers come after it)."""
+
+    def make(grace: int) -> GraphTransport:
+        return make_transport(
+            MAILGW_GRAPH_MODE="draft",
+            MAILGW_GRAPH_SUBMIT_GRACE_SECONDS=str(grace),
+            MAILGW_GRAPH_TIMEOUT_SECONDS="1",
+        )
+
+    return make
 
 
 @pytest.fixture
@@ -103,4 +100,5 @@ def queue_settings(graph_settings: Callable[..., Settings], azurite: Any) -> Set
     )
 
 
-__all__ = ["mail_queue", "make_pipeline", "pacer", "store"]  # shared fixtures, with graph_helpers
+# shared fixtures, from graph_helpers and standin_fixtures
+__all__ = ["graph", "identity", "mail_queue", "make_pipeline", "pacer", "store"]

@@ -21,6 +21,7 @@ from mailgw.queue import MailQueue
 from mailgw.settings import Settings
 from mailgw.store import StateStore
 from mailgw.transports.base import OutboundMessage, SendReceipt, Transport
+from mailgw.transports.errors import DeliveryError
 from support import TEST_SEAL, pull, wait_until_async
 
 SENDER = "noreply@contoso.com"
@@ -194,6 +195,13 @@ class Pipeline:
 
     async def is_empty(self) -> bool:
         return await pull(self.queue) is None
+
+
+async def refusal(transport: Transport) -> DeliveryError:
+    """The DeliveryError that sending :func:`outbound` through ``transport`` raises."""
+    with pytest.raises(DeliveryError) as refused:
+        await transport.send(outbound())
+    return refused.value
 
 
 # --- fixtures for a conftest that defines ``queue_settings`` (import them there) ---------------

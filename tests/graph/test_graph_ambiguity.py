@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from mailgw.settings import Settings
 from mailgw.transports.graph import IMMUTABLE_IDS, GraphTransport
 from mailgw.transports.graph_submission import PENDING
 from standins.graph import GraphStandIn
+from standins.graph.records import DeliveredMessage
 
 #: how the answer is lost, and the code the transport reports for it
 LOST_ANSWERS = [
@@ -144,6 +146,30 @@ async def test_a_504_that_sent_nothing_is_sent_again_only_after_the_grace(
     assert done.checkpoint is not None and done.checkpoint["stage"] == "submitting"
 
 
+@dataclass(frozen=True)
+class ThreeAttachments:
+    """Too much for the draft's first request: the big one goes through an upload session, one
+    medium one is added by its own request (addAttachment), the other stays in the first one."""
+
+    big: bytes = field(default_factory=lambda: os.urandom(3 * 1024 * 1024 + 1000))
+    medium: bytes = field(default_factory=lambda: os.urandom(2_500_000))
+    other: bytes = field(default_factory=lambda: os.urandom(2_400_000))
+
+    def body(self) -> dict[str, Any]:
+        return body(
+            attachments=[
+                attachment("medium.bin", self.medium),
+                attachment("other.bin", self.other),
+                attachment("big.bin", self.big),
+            ]
+        )
+
+    def assert_delivered(self, delivered: DeliveredMessage) -> None:
+        assert sha256(delivered.attachment("big.bin").content) == sha256(self.big)
+        assert delivered.attachment("medium.bin").content == self.medium
+        assert delivered.attachment("other.bin").content == self.other
+
+
 @pytest.mark.parametrize("operation", ["createUploadSession", "upload", "addAttachment"])
 async def test_draft_failure_before_send_rebuilds_the_draft_and_sends_once(
     draft_transport: GraphTransport,
@@ -151,21 +177,10 @@ async def test_draft_failure_before_send_rebuilds_the_draft_and_sends_once(
     make_pipeline: Callable[..., Pipeline],
     operation: str,
 ) -> None:
-    # Too much for the draft's first request: the big one goes through an upload session, one
-    # medium one is added by its own request (addAttachment), the other stays in the first one.
-    big = os.urandom(3 * 1024 * 1024 + 1000)
-    medium, other = os.urandom(2_500_000), os.urandom(2_400_000)
+    files = ThreeAttachments()
     graph.service_unavailable(operation=operation, retry_after=None)
     pipeline = make_pipeline(draft_transport)
-    await pipeline.submit(
-        body(
-            attachments=[
-                attachment("medium.bin", medium),
-                attachment("other.bin", other),
-                attachment("big.bin", big),
-            ]
-        )
-    )
+    await pipeline.submit(files.body())
 
     first = await pipeline.step()
     assert first.outcome.action == "retry"
@@ -193,9 +208,7 @@ async def test_draft_failure_before_send_rebuilds_the_draft_and_sends_once(
     (delivered,) = graph.delivered
     assert delivered.message_id != stale
     assert sorted(a.name for a in delivered.attachments) == ["big.bin", "medium.bin", "other.bin"]
-    assert sha256(delivered.attachment("big.bin").content) == sha256(big)
-    assert delivered.attachment("medium.bin").content == medium
-    assert delivered.attachment("other.bin").content == other
+    files.assert_delivered(delivered)
 
 
 @pytest.mark.parametrize("operation", ["createUploadSession", "upload", "addAttachment", "send"])
@@ -208,19 +221,10 @@ async def test_a_draft_or_upload_session_gone_midway_is_retried_not_poisoned(
     """404 ErrorItemNotFound on the draft's own operations means the draft or the upload session
     is gone (expired session, draft deleted by a user or a retention policy). The mailbox is fine
     and a fresh draft will do: it is not the design's permanent 404 (an unknown mailbox)."""
-    big = os.urandom(3 * 1024 * 1024 + 1000)
-    medium, other = os.urandom(2_500_000), os.urandom(2_400_000)
+    files = ThreeAttachments()
     graph.fail_next(404, "ErrorItemNotFound", operation=operation)
     pipeline = make_pipeline(draft_short_grace)
-    await pipeline.submit(
-        body(
-            attachments=[
-                attachment("medium.bin", medium),
-                attachment("other.bin", other),
-                attachment("big.bin", big),
-            ]
-        )
-    )
+    await pipeline.submit(files.body())
 
     first = await pipeline.step()
     assert graph.requests[-1].operation == operation and graph.requests[-1].status == 404
@@ -232,9 +236,7 @@ async def test_a_draft_or_upload_session_gone_midway_is_retried_not_poisoned(
     # A 404 to /send is read as "the draft may be on its way" until the grace is over.
     assert (len(pipeline.steps) > 2) is (operation == "send")
     (delivered,) = graph.delivered
-    assert sha256(delivered.attachment("big.bin").content) == sha256(big)
-    assert delivered.attachment("medium.bin").content == medium
-    assert delivered.attachment("other.bin").content == other
+    files.assert_delivered(delivered)
 
 
 async def test_draft_mode_worker_crash_after_the_send_does_not_send_again(

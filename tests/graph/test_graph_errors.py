@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
-from graph_helpers import Pipeline, body, outbound
+from graph_helpers import Pipeline, body, outbound, refusal
 
 from mailgw.delivery import RetryPolicy
 from mailgw.settings import Settings
@@ -362,9 +362,7 @@ async def test_a_token_for_the_wrong_resource_is_a_transient_401_with_a_hint(
     transport: GraphTransport, graph: GraphStandIn
 ) -> None:
     graph.audiences = {"https://graph.microsoft.us"}  # a national cloud's Graph, say
-    with pytest.raises(DeliveryError) as refused:
-        await transport.send(outbound())
-    error = refused.value
+    error = await refusal(transport)
     assert (error.code, error.transient, error.ambiguous) == (
         "graph/InvalidAuthenticationToken",
         True,

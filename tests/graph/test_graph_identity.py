@@ -10,7 +10,7 @@ from contextlib import aclosing
 
 import pytest
 from azure.identity.aio import ManagedIdentityCredential
-from graph_helpers import SENDER, body, outbound
+from graph_helpers import SENDER, body, outbound, refusal
 from msgraph.generated.models.message import Message
 from msgraph.generated.users.item.send_mail.send_mail_post_request_body import (
     SendMailPostRequestBody,
@@ -123,9 +123,7 @@ async def test_identity_endpoint_failing_is_a_transient_token_error_with_a_hint(
     transport: GraphTransport, graph: GraphStandIn, identity: IdentityStandIn
 ) -> None:
     identity.fail_next(500, n=10)  # more than azure-identity's own retries
-    with pytest.raises(DeliveryError) as failed:
-        await transport.send(outbound())
-    error = failed.value
+    error = await refusal(transport)
     assert (error.code, error.transient, error.ambiguous) == (
         "mailgw/token-unavailable",
         True,

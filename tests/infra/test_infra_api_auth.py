@@ -106,9 +106,10 @@ def test_fail_is_reached_only_on_the_entra_branch() -> None:
     never at the top of an expression that every deployment evaluates."""
     lines = (ROOT / "infra" / "main.bicep").read_text().splitlines()
     calls = [line for line in lines if "fail(" in line and not line.lstrip().startswith("//")]
-    # The other one is relayClientCertUri's (test_infra_relay_cert.py).
+    # The others: relayClientCertUri's (test_infra_relay_cert.py) and the SMTP intake's image and
+    # certificate (test_infra_smtp_intake.py).
     audience = [line for line in calls if "apiAudience" in line]
-    assert len(audience) == 1 and len(calls) == 2, calls
+    assert len(audience) == 1 and len(calls) == 4, calls
     (line,) = audience
     assert re.search(r"empty\(apiAudience\) \? \(createApiApp \? \w+ : fail\(", line), line
 

@@ -8,11 +8,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import pytest
 from infra_support import module_template
 
 EVENTGRID_DATA_SENDER = "d5a91429-5739-47e2-a06b-3470a27159e7"
 QUEUE_MESSAGE_SENDER = "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a"
 ON = {"eventGridTopic": True, "eventGridSubscriptionQueueName": "mail-events-grid"}
+
+
+@pytest.fixture
+def events(deploy: Any, trees: Mapping[str, Any]) -> Any:
+    """The events module's template, deployed with the topic and its queue subscription on."""
+    main, _, _ = deploy(**ON)
+    return module_template(trees, main, "events")
 
 
 def test_events_are_off_unless_asked_for(deploy: Any, trees: Mapping[str, Any]) -> None:
@@ -34,11 +42,7 @@ def test_the_events_queue_is_created_and_named_in_the_settings(
     assert set(storage.params["queueNames"]) >= {"mail-events", "mail-events-grid"}
 
 
-def test_the_topic_takes_cloudevents_and_entra_tokens_only(
-    deploy: Any, trees: Mapping[str, Any]
-) -> None:
-    main, _, _ = deploy(**ON)
-    events = module_template(trees, main, "events")
+def test_the_topic_takes_cloudevents_and_entra_tokens_only(events: Any) -> None:
     topic = events.resources["topic"]["config"]
     properties = events.eval(topic["properties"])
     assert properties["disableLocalAuth"] is True
@@ -63,11 +67,7 @@ def role_assignments(events: Any) -> dict[str, tuple[str, str]]:
     return found
 
 
-def test_the_identity_may_publish_and_the_topic_may_only_add_queue_messages(
-    deploy: Any, trees: Mapping[str, Any]
-) -> None:
-    main, _, _ = deploy(**ON)
-    events = module_template(trees, main, "events")
+def test_the_identity_may_publish_and_the_topic_may_only_add_queue_messages(events: Any) -> None:
     assigned = role_assignments(events)
     role, principal = assigned["identityEventSender"]
     assert EVENTGRID_DATA_SENDER in role
@@ -79,10 +79,8 @@ def test_the_identity_may_publish_and_the_topic_may_only_add_queue_messages(
 
 
 def test_the_subscription_delivers_cloudevents_to_the_queue_with_the_topics_identity(
-    deploy: Any, trees: Mapping[str, Any]
+    events: Any, deploy: Any, trees: Mapping[str, Any]
 ) -> None:
-    main, _, _ = deploy(**ON)
-    events = module_template(trees, main, "events")
     subscription = events.resources["queueSubscription"]["config"]
     assert events.eval(subscription["condition"]) is True
     properties = events.eval(subscription["config"]["properties"])

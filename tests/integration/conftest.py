@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from azure.storage.queue.aio import QueueClient
 from rigs import CountingTransport, Rig
+from standin_fixtures import identity
 
 from mailgw.delivery import Delivery, RetryPolicy
 from mailgw.intake import Intake
@@ -115,3 +116,6 @@ def make_services(azurite: Any, tmp_path: Path) -> Callable[..., Services]:
         return Services(Settings.from_env({k: v for k, v in env.items() if v}))
 
     return make
+
+
+__all__ = ["identity"]  # shared stand-in fixture, from standin_fixtures

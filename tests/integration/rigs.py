@@ -98,3 +98,29 @@ async def fail_permanently(rig: Rig) -> tuple[str, Any, Any]:
     assert poisoned is not None
     await rig.operations.record_failure(poisoned.content, queue_message_id=poisoned.id)
     return message_id, original, poisoned
+
+
+async def deliver_all(rig: Rig) -> list[str]:
+    """Handle every visible queue message, as the trigger would; the outcomes in order."""
+    actions: list[str] = []
+    while (message := await pull(rig.queue)) is not None:
+        outcome = await rig.delivery.handle(message.content, queue_message_id=message.id)
+        actions.append(outcome.action)
+    return actions
+
+
+async def poison(rig: Rig, message_id: str, request: dict[str, Any] | None = None) -> None:
+    """Enqueue a message that Graph refuses for good and deliver it: it fails, and its report
+    waits in the poison queue (the poison trigger has not run)."""
+    rig.transport.failures.append(DENIED)
+    document = sample_request() if request is None else request
+    await rig.queue.enqueue(Envelope(id=message_id, created_at=datetime.now(UTC), request=document))
+    assert await deliver_all(rig) == ["poisoned"]
+
+
+async def poison_report(rig: Rig, message_id: str) -> Any:
+    """:func:`poison`, then take its report from the poison queue (as the poison trigger would)."""
+    await poison(rig, message_id)
+    report = await pull(rig.queue, rig.queue.poison_queue_name)
+    assert report is not None
+    return report

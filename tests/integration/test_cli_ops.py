@@ -23,7 +23,7 @@ from mailgw.services import Services
 from mailgw.settings import Settings
 from mailgw.storage import queue_client
 from mailgw.store import StateStore
-from support import new_record, run_mailgw, sample_request, sealed
+from support import fresh_storage, new_record, run_mailgw, sample_request, sealed
 
 SEND_AS = ErrorInfo(
     code="ErrorSendAsDenied",
@@ -75,12 +75,8 @@ class Gateway:
 async def gateway(
     azurite: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> AsyncIterator[Gateway]:
-    run = uuid.uuid4().hex[:10]
     env = {
-        "AzureWebJobsStorage": azurite.connection_string,
-        "MAILGW_QUEUE": f"cli-{run}",
-        "MAILGW_STATE_TABLE": f"cli{run}",
-        "MAILGW_PAYLOAD_CONTAINER": f"cli-payloads-{run}",
+        **fresh_storage(azurite, "cli"),
         "MAILGW_TRANSPORT": "outbox",
     }
     for name, value in env.items():

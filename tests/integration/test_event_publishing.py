@@ -24,17 +24,10 @@ from mailgw.services import Services
 from mailgw.state.events import EventKind
 from mailgw.transports.errors import transient
 from standins.eventgrid import BATCH_CONTENT_TYPE, EventGridStandIn
-from standins.identity import IdentityStandIn, use_identity_standin
+from standins.identity import IdentityStandIn
 from support import pull, sample_request, wait_until_async
 
 JSON = "application/json"
-
-
-@pytest.fixture
-async def identity(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[IdentityStandIn]:
-    async with IdentityStandIn() as server:
-        use_identity_standin(server, monkeypatch)
-        yield server
 
 
 @pytest.fixture

@@ -12,7 +12,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from rigs import DENIED, CountingTransport, Rig, blob_bytes, failure_events
+from rigs import (
+    DENIED,
+    CountingTransport,
+    Rig,
+    blob_bytes,
+    deliver_all,
+    failure_events,
+    poison,
+    poison_report,
+)
 
 from mailgw.delivery import Delivery, RetryPolicy
 from mailgw.intake import Intake
@@ -40,15 +49,6 @@ def large_request(**overrides: Any) -> dict[str, Any]:
     return sample_request(attachments=[{"name": "big.bin", "contentBase64": data}], **overrides)
 
 
-async def deliver_all(rig: Rig) -> list[str]:
-    """Handle every visible queue message, as the trigger would; the outcomes in order."""
-    actions: list[str] = []
-    while (message := await pull(rig.queue)) is not None:
-        outcome = await rig.delivery.handle(message.content, queue_message_id=message.id)
-        actions.append(outcome.action)
-    return actions
-
-
 # --- 1. claim-check blobs are never shared between copies --------------------------------------
 
 
@@ -71,11 +71,7 @@ async def test_a_keyed_retry_of_a_large_message_leaves_the_first_copys_payload(
 async def test_concurrent_replays_of_a_large_failed_message_keep_its_payload(rig: Rig) -> None:
     """Two operators replay at once: one replay goes out, and the kept payload survives the
     loser's take-back (before, the take-back deleted it and the replay failed again)."""
-    rig.transport.failures.append(DENIED)
-    await rig.queue.enqueue(
-        Envelope(id="m-big", created_at=datetime.now(UTC), request=large_request())
-    )
-    assert await deliver_all(rig) == ["poisoned"]
+    await poison(rig, "m-big", large_request())
     failed = await rig.store.get("m-big")
     assert failed is not None and failed.payload_ref is not None
     kept = failed.payload_ref
@@ -176,11 +172,7 @@ async def test_a_redelivered_copy_of_an_unreported_failure_reports_it(
 
 async def test_failed_is_replayable_the_moment_it_shows(rig: Rig) -> None:
     """Before the poison function has run at all, a failed message already has its payload."""
-    rig.transport.failures.append(DENIED)
-    await rig.queue.enqueue(
-        Envelope(id="m-now", created_at=datetime.now(UTC), request=sample_request())
-    )
-    assert await deliver_all(rig) == ["poisoned"]
+    await poison(rig, "m-now")
     record = await rig.store.get("m-now")
     assert record is not None and record.status is MessageStatus.failed
     assert record.payload_ref is not None  # before: None until record_failure ran → 409
@@ -245,13 +237,7 @@ async def test_the_poison_function_never_raises_on_content(rig: Rig, text: str) 
 async def test_what_lands_in_poison_poison_is_recorded_by_the_sweep(rig: Rig) -> None:
     """A poison message whose recording failed maxDequeueCount times (storage down) is moved by
     the host to -poison-poison; the sweep timer records it, so the failure is not lost."""
-    rig.transport.failures.append(DENIED)
-    await rig.queue.enqueue(
-        Envelope(id="m-pp", created_at=datetime.now(UTC), request=sample_request())
-    )
-    assert await deliver_all(rig) == ["poisoned"]
-    poisoned = await pull(rig.queue, rig.queue.poison_queue_name)
-    assert poisoned is not None
+    poisoned = await poison_report(rig, "m-pp")
     pp = rig.queue.queue(rig.queue.poison_poison_queue_name)
     await pp.create_queue()
     await pp.send_message(poisoned.content)  # as the host moves it, unchanged

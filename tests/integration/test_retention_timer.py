@@ -13,7 +13,6 @@ import asyncio
 import json
 import subprocess
 import sys
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from devhost.timers import parse_schedule
 from mailgw.models import MessageStatus
 from mailgw.settings import Settings
 from mailgw.store import StateStore
-from support import new_record
+from support import fresh_storage, new_record
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,12 +70,8 @@ asyncio.run(main())
 @pytest.fixture
 def app_env(azurite: Any) -> dict[str, str]:
     """The app's settings: a state table and queue of its own on Azurite."""
-    run = uuid.uuid4().hex[:10]
     return {
-        "AzureWebJobsStorage": azurite.connection_string,
-        "MAILGW_QUEUE": f"ret-{run}",
-        "MAILGW_STATE_TABLE": f"ret{run}",
-        "MAILGW_PAYLOAD_CONTAINER": f"ret-payloads-{run}",
+        **fresh_storage(azurite, "ret"),
         "MAILGW_TRANSPORT": "outbox",
     }
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from azure.storage.queue.aio import QueueClient
-from rigs import DENIED, Rig
+from rigs import Rig, deliver_all, poison, poison_report
 
 from mailgw.errors import MessageNotFound
 from mailgw.models import Envelope, MessageStatus
@@ -41,14 +41,6 @@ FORGED = {
 }
 
 
-async def deliver_all(rig: Rig) -> list[str]:
-    actions: list[str] = []
-    while (message := await pull(rig.queue)) is not None:
-        outcome = await rig.delivery.handle(message.content, queue_message_id=message.id)
-        actions.append(outcome.action)
-    return actions
-
-
 # --- F1: a producer makes delivery, the poison function and the sweep raise ----------------------
 
 
@@ -74,13 +66,7 @@ async def test_the_poison_function_never_raises_on_a_forged_envelope(
 async def test_one_hostile_message_in_poison_poison_does_not_block_the_sweep(rig: Rig) -> None:
     """A real failure (storage was down) waits in -poison-poison behind a producer's forgery that
     the host moved there; the sweep must still record the real one."""
-    rig.transport.failures.append(DENIED)
-    await rig.queue.enqueue(
-        Envelope(id="m-real", created_at=datetime.now(UTC), request=sample_request())
-    )
-    assert await deliver_all(rig) == ["poisoned"]
-    real_report = await pull(rig.queue, rig.queue.poison_queue_name)
-    assert real_report is not None
+    real_report = await poison_report(rig, "m-real")
     pp = rig.queue.queue(rig.queue.poison_poison_queue_name)
     await pp.create_queue()
     await pp.send_message(json.dumps(FORGED["a non-ASCII seal"]))  # moved there by the host
@@ -95,13 +81,7 @@ async def test_a_message_that_is_not_base64_does_not_block_the_sweep(
 ) -> None:
     """With messageEncoding base64 the host moves a message it cannot decode to <queue>-poison
     at once, and from there (same failure) to -poison-poison. The sweep decodes Base64 too."""
-    rig.transport.failures.append(DENIED)
-    await rig.queue.enqueue(
-        Envelope(id="m-real2", created_at=datetime.now(UTC), request=sample_request())
-    )
-    assert await deliver_all(rig) == ["poisoned"]
-    real_report = await pull(rig.queue, rig.queue.poison_queue_name)
-    assert real_report is not None
+    real_report = await poison_report(rig, "m-real2")
     name = rig.queue.poison_poison_queue_name
     raw = QueueClient.from_connection_string(settings.storage().connection_string or "", name)
     try:
@@ -128,11 +108,7 @@ async def test_a_deeply_nested_bare_request_is_poisoned_not_crash_looped(rig: Ri
 
 
 async def test_a_replay_made_before_the_poison_function_ran_is_not_undone(rig: Rig) -> None:
-    rig.transport.failures.append(DENIED)
-    await rig.queue.enqueue(
-        Envelope(id="m-race", created_at=datetime.now(UTC), request=sample_request())
-    )
-    assert await deliver_all(rig) == ["poisoned"]
+    await poison(rig, "m-race")
     # The operator sees 'failed' and replays at once (the issue's promise: replay works from
     # the moment it shows failed) -- before the poison trigger has handled the report.
     replayed = await rig.operations.replay("m-race")

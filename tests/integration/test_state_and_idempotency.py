@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from mailgw.delivery import CLAIM_GRACE, Delivery, RetryPolicy
+from mailgw.delivery import CLAIM_GRACE, Delivery, Outcome, RetryPolicy
 from mailgw.ids import new_message_id
 from mailgw.intake import Intake, request_hash
 from mailgw.models import Envelope, ErrorInfo, MessageStatus, PayloadRef, SubmitResult
@@ -138,6 +138,56 @@ def observed_delivery(
         store,
         retry=RetryPolicy(max_attempts=3, base_seconds=0.0),
     )
+
+
+@dataclass
+class Life:
+    """The delivery-state tests' world: intake, queue and store on Azurite, and the Delivery that
+    sends through the observing transport."""
+
+    intake: Intake
+    queue: MailQueue
+    store: StateStore
+    transport: ObservingTransport
+    delivery: Delivery
+
+    async def submit(
+        self, document: dict[str, Any] | None = None, key: str | None = None
+    ) -> SubmitResult:
+        return await submit(self.intake, sample_request() if document is None else document, key)
+
+    async def next_message(self) -> Any:
+        """The next visible queue message (there must be one)."""
+        message = await pull(self.queue)
+        assert message is not None
+        return message
+
+    async def handle(self, message: Any, **options: Any) -> Outcome:
+        """One queue-trigger invocation on ``message`` (``dequeue_count=...``)."""
+        return await self.delivery.handle(message.content, queue_message_id=message.id, **options)
+
+    async def deliver_next(self) -> Outcome:
+        return await self.handle(await self.next_message())
+
+    async def record(self, message_id: str) -> MessageRecord:
+        record = await self.store.get(message_id)
+        assert record is not None
+        return record
+
+    def sent_ids(self) -> list[str]:
+        """The ids the transport sent, in order."""
+        return [m.id for m in self.transport.sent]
+
+
+@pytest.fixture
+def life(
+    intake: Intake,
+    mail_queue: MailQueue,
+    store: StateStore,
+    observing: ObservingTransport,
+    observed_delivery: Delivery,
+) -> Life:
+    return Life(intake, mail_queue, store, observing, observed_delivery)
 
 
 # --- StateStore: CRUD, public view, concurrency, expiry -------------------------------------------
@@ -534,22 +584,14 @@ async def test_first_message_of_a_key_is_still_delivered_after_the_expired_key_i
 # --- the states delivery leaves ------------------------------------------------------------------
 
 
-async def test_sent_goes_queued_sending_sent(
-    intake: Intake,
-    mail_queue: MailQueue,
-    store: StateStore,
-    observing: ObservingTransport,
-    observed_delivery: Delivery,
-) -> None:
-    result = await submit(intake, sample_request(metadata={"orderId": "1"}))
-    queued = await store.get(result.id)
-    assert queued is not None and queued.status is MessageStatus.queued and queued.attempts == 0
-    message = await pull(mail_queue)
-    outcome = await observed_delivery.handle(message.content, queue_message_id=message.id)
+async def test_sent_goes_queued_sending_sent(life: Life) -> None:
+    result = await life.submit(sample_request(metadata={"orderId": "1"}))
+    queued = await life.record(result.id)
+    assert queued.status is MessageStatus.queued and queued.attempts == 0
+    outcome = await life.deliver_next()
     assert outcome.action == "sent"
-    assert observing.seen == [MessageStatus.sending]  # recorded before the transport runs
-    sent = await store.get(result.id)
-    assert sent is not None
+    assert life.transport.seen == [MessageStatus.sending]  # recorded before the transport runs
+    sent = await life.record(result.id)
     assert sent.status is MessageStatus.sent
     assert (sent.attempts, sent.lease, sent.last_error) == (1, None, None)
     assert outcomes(sent) == ["queued", "sending", "sent"]
@@ -557,49 +599,37 @@ async def test_sent_goes_queued_sending_sent(
     assert sent.public(datetime.now(UTC))["status"] == "sent"
 
 
-async def test_transient_failure_goes_retrying_then_sent(
-    intake: Intake,
-    mail_queue: MailQueue,
-    store: StateStore,
-    observing: ObservingTransport,
-    observed_delivery: Delivery,
-) -> None:
-    observing.failures.append(transient("ServiceUnavailable", "busy", hint="wait", retry_after=0))
-    result = await submit(intake, sample_request())
-    first = await pull(mail_queue)
-    outcome = await observed_delivery.handle(first.content, queue_message_id=first.id)
+async def test_transient_failure_goes_retrying_then_sent(life: Life) -> None:
+    life.transport.failures.append(
+        transient("ServiceUnavailable", "busy", hint="wait", retry_after=0)
+    )
+    result = await life.submit()
+    outcome = await life.deliver_next()
     assert outcome.action == "retry"
-    retrying = await store.get(result.id)
-    assert retrying is not None
+    retrying = await life.record(result.id)
     assert retrying.status is MessageStatus.retrying
     assert retrying.last_error is not None and retrying.last_error.code == "ServiceUnavailable"
     assert retrying.lease is None
-    second = await pull(mail_queue)
-    assert second is not None and Envelope.model_validate_json(second.content).attempt == 1
-    outcome = await observed_delivery.handle(second.content, queue_message_id=second.id)
+    second = await life.next_message()
+    assert Envelope.model_validate_json(second.content).attempt == 1
+    outcome = await life.handle(second)
     assert outcome.action == "sent"
-    sent = await store.get(result.id)
-    assert sent is not None and sent.status is MessageStatus.sent
+    sent = await life.record(result.id)
+    assert sent.status is MessageStatus.sent
     assert sent.attempts == 2
     assert outcomes(sent) == ["queued", "sending", "retry", "sending", "sent"]
-    assert observing.seen == [MessageStatus.sending, MessageStatus.sending]
-    assert [m.id for m in observing.sent] == [result.id]
+    assert life.transport.seen == [MessageStatus.sending, MessageStatus.sending]
+    assert life.sent_ids() == [result.id]
 
 
-async def test_permanent_failure_goes_failed_with_error_and_hint(
-    intake: Intake,
-    mail_queue: MailQueue,
-    store: StateStore,
-    observing: ObservingTransport,
-    observed_delivery: Delivery,
-) -> None:
-    observing.failures.append(permanent("ErrorSendAsDenied", "no send as", hint="grant Send As"))
-    result = await submit(intake, sample_request())
-    message = await pull(mail_queue)
-    outcome = await observed_delivery.handle(message.content, queue_message_id=message.id)
+async def test_permanent_failure_goes_failed_with_error_and_hint(life: Life) -> None:
+    life.transport.failures.append(
+        permanent("ErrorSendAsDenied", "no send as", hint="grant Send As")
+    )
+    result = await life.submit()
+    outcome = await life.deliver_next()
     assert outcome.action == "poisoned"
-    failed = await store.get(result.id)
-    assert failed is not None
+    failed = await life.record(result.id)
     assert failed.status is MessageStatus.failed
     assert failed.last_error == ErrorInfo(
         code="ErrorSendAsDenied", message="no send as", hint="grant Send As"
@@ -611,103 +641,69 @@ async def test_permanent_failure_goes_failed_with_error_and_hint(
         "message": "no send as",
         "hint": "grant Send As",
     }
-    assert await depth(mail_queue, mail_queue.poison_queue_name) == 1
-    assert await depth(mail_queue) == 0
+    assert await depth(life.queue, life.queue.poison_queue_name) == 1
+    assert await depth(life.queue) == 0
 
 
-async def test_redelivered_copy_of_a_sent_message_is_a_duplicate(
-    intake: Intake,
-    mail_queue: MailQueue,
-    store: StateStore,
-    observing: ObservingTransport,
-    observed_delivery: Delivery,
-) -> None:
-    result = await submit(intake, sample_request())
-    message = await pull(mail_queue)
-    assert (
-        await observed_delivery.handle(message.content, queue_message_id=message.id)
-    ).action == ("sent")
+async def test_redelivered_copy_of_a_sent_message_is_a_duplicate(life: Life) -> None:
+    result = await life.submit()
+    message = await life.next_message()
+    assert (await life.handle(message)).action == "sent"
     for dequeue_count in (1, 2, 5):  # the delete was lost: the host hands it out again
-        again = await observed_delivery.handle(
-            message.content, queue_message_id=message.id, dequeue_count=dequeue_count
-        )
+        again = await life.handle(message, dequeue_count=dequeue_count)
         assert (again.action, again.detail) == ("duplicate", "already sent")
-    assert [m.id for m in observing.sent] == [result.id]
-    record = await store.get(result.id)
-    assert record is not None and record.attempts == 1
-    assert await depth(mail_queue) == 0
+    assert life.sent_ids() == [result.id]
+    record = await life.record(result.id)
+    assert record.attempts == 1
+    assert await depth(life.queue) == 0
 
 
-async def test_copy_arriving_while_another_worker_sends_is_deferred(
-    intake: Intake,
-    mail_queue: MailQueue,
-    store: StateStore,
-    observing: ObservingTransport,
-    observed_delivery: Delivery,
-) -> None:
-    result = await submit(intake, sample_request())
-    message = await pull(mail_queue)
-    observing.gate = asyncio.Event()
-    worker = asyncio.create_task(
-        observed_delivery.handle(message.content, queue_message_id=message.id)
-    )
-    await asyncio.wait_for(observing.entered.wait(), 10)
-    holding = await store.get(result.id)
-    assert holding is not None and holding.status is MessageStatus.sending and holding.lease
+async def test_copy_arriving_while_another_worker_sends_is_deferred(life: Life) -> None:
+    result = await life.submit()
+    message = await life.next_message()
+    life.transport.gate = asyncio.Event()
+    worker = asyncio.create_task(life.handle(message))
+    await asyncio.wait_for(life.transport.entered.wait(), 10)
+    holding = await life.record(result.id)
+    assert holding.status is MessageStatus.sending and holding.lease
     # A second copy (a retry timer firing twice, a producer's duplicate) while the first sends:
-    copy = await observed_delivery.handle(
-        message.content, queue_message_id=message.id, dequeue_count=1
-    )
+    copy = await life.handle(message, dequeue_count=1)
     assert copy.action == "deferred"
     assert copy.delay == 30.0
-    assert observing.sent == []
-    still = await store.get(result.id)
-    assert still is not None and (still.lease, still.attempts) == (holding.lease, 1)
-    assert await depth(mail_queue) == 1  # the copy waits, invisible, for its next look
-    observing.gate.set()
+    assert life.transport.sent == []
+    still = await life.record(result.id)
+    assert (still.lease, still.attempts) == (holding.lease, 1)
+    assert await depth(life.queue) == 1  # the copy waits, invisible, for its next look
+    life.transport.gate.set()
     assert (await asyncio.wait_for(worker, 10)).action == "sent"
-    assert [m.id for m in observing.sent] == [result.id]
+    assert life.sent_ids() == [result.id]
 
 
 class Crash(Exception):
     """Not a DeliveryError: the worker dies with the message in flight (as the host sees it)."""
 
 
-async def test_crashed_attempt_is_resumed_by_its_redelivery_and_sent_once(
-    intake: Intake,
-    mail_queue: MailQueue,
-    store: StateStore,
-    observing: ObservingTransport,
-    observed_delivery: Delivery,
-) -> None:
-    observing.failures.append(Crash("worker died"))
-    result = await submit(intake, sample_request())
-    message = await pull(mail_queue)
+async def test_crashed_attempt_is_resumed_by_its_redelivery_and_sent_once(life: Life) -> None:
+    life.transport.failures.append(Crash("worker died"))
+    result = await life.submit()
+    message = await life.next_message()
     with pytest.raises(Crash):
-        await observed_delivery.handle(message.content, queue_message_id=message.id)
-    left = await store.get(result.id)
-    assert left is not None and left.status is MessageStatus.sending
+        await life.handle(message)
+    left = await life.record(result.id)
+    assert left.status is MessageStatus.sending
     # The host hands the same queue message out again (dequeue count 2): the crash's leftover
     # 'sending' is taken over at once instead of waiting 15 minutes.
-    outcome = await observed_delivery.handle(
-        message.content, queue_message_id=message.id, dequeue_count=2
-    )
+    outcome = await life.handle(message, dequeue_count=2)
     assert outcome.action == "sent"
-    assert [m.id for m in observing.sent] == [result.id]
-    sent = await store.get(result.id)
-    assert sent is not None and sent.status is MessageStatus.sent
+    assert life.sent_ids() == [result.id]
+    sent = await life.record(result.id)
+    assert sent.status is MessageStatus.sent
     assert sent.attempts == 2
     assert outcomes(sent) == ["queued", "sending", "resumed", "sending", "sent"]
 
 
-async def test_keyed_copy_of_a_losing_body_is_not_sent(
-    intake: Intake,
-    mail_queue: MailQueue,
-    store: StateStore,
-    observing: ObservingTransport,
-    observed_delivery: Delivery,
-) -> None:
-    winner = await submit(intake, sample_request(), key="orphan-key")
+async def test_keyed_copy_of_a_losing_body_is_not_sent(life: Life) -> None:
+    winner = await life.submit(key="orphan-key")
     # The 422 loser's queue copy has the winner's id (derived from the key) but its own body;
     # its intake died before taking it back.
     loser_body = sample_request(subject="another body")
@@ -717,25 +713,19 @@ async def test_keyed_copy_of_a_losing_body_is_not_sent(
         request=loser_body,
         request_hash=request_hash(loser_body),
     )
-    outcome = await observed_delivery.handle(await sealed(orphan), queue_message_id="q-orphan")
+    outcome = await life.delivery.handle(await sealed(orphan), queue_message_id="q-orphan")
     assert (outcome.action, outcome.message_id) == ("duplicate", winner.id)
-    assert observing.sent == []
-    untouched = await store.get(winner.id)
-    assert untouched is not None
+    assert life.transport.sent == []
+    untouched = await life.record(winner.id)
     assert (untouched.status, untouched.attempts) == (MessageStatus.queued, 0)
     # the winner's own message still goes out, once, with the winner's body
-    message = await pull(mail_queue)
-    assert (
-        await observed_delivery.handle(message.content, queue_message_id=message.id)
-    ).action == ("sent")
-    assert [(m.id, m.request.subject) for m in observing.sent] == [(winner.id, "Your receipt")]
+    assert (await life.deliver_next()).action == "sent"
+    sent = [(m.id, m.request.subject) for m in life.transport.sent]
+    assert sent == [(winner.id, "Your receipt")]
 
 
 async def test_keyed_message_whose_intake_died_before_recording_waits_then_is_sent(
-    mail_queue: MailQueue,
-    store: StateStore,
-    observing: ObservingTransport,
-    observed_delivery: Delivery,
+    life: Life,
 ) -> None:
     document = sample_request()
     fresh = Envelope(
@@ -744,15 +734,15 @@ async def test_keyed_message_whose_intake_died_before_recording_waits_then_is_se
         request=document,
         request_hash=request_hash(document),
     )
-    early = await observed_delivery.handle(await sealed(fresh), queue_message_id="q-1")
+    early = await life.delivery.handle(await sealed(fresh), queue_message_id="q-1")
     assert early.action == "deferred"  # its record may still be on the way
     assert early.delay == (CLAIM_GRACE / 3).total_seconds()
-    assert observing.sent == []
-    assert await depth(mail_queue) == 1
+    assert life.transport.sent == []
+    assert await depth(life.queue) == 1
     old = fresh.model_copy(update={"created_at": datetime.now(UTC) - CLAIM_GRACE * 2})
-    late = await observed_delivery.handle(await sealed(old), queue_message_id="q-1")
+    late = await life.delivery.handle(await sealed(old), queue_message_id="q-1")
     assert late.action == "sent"  # accepted by its queue write: deliver, never drop
-    assert [m.id for m in observing.sent] == [fresh.id]
+    assert life.sent_ids() == [fresh.id]
 
 
 async def test_outbox_delivery_through_intake_leaves_one_eml(

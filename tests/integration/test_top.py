@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,17 +14,13 @@ import pytest
 from mailgw import cli
 from mailgw.services import Services
 from mailgw.settings import Settings
-from support import pull, run_mailgw, sample_request
+from support import fresh_storage, pull, run_mailgw, sample_request
 
 
 @pytest.fixture
 async def services(azurite: Any, tmp_path: Path) -> AsyncIterator[Services]:
-    run = uuid.uuid4().hex[:10]
     env = {
-        "AzureWebJobsStorage": azurite.connection_string,
-        "MAILGW_QUEUE": f"top-{run}",
-        "MAILGW_STATE_TABLE": f"top{run}",
-        "MAILGW_PAYLOAD_CONTAINER": f"top-payloads-{run}",
+        **fresh_storage(azurite, "top"),
         "MAILGW_ALLOWED_SENDERS": "noreply@contoso.com,alerts@contoso.com",
         "MAILGW_TRANSPORT": "outbox",
         "MAILGW_OUTBOX_DIR": str(tmp_path / "outbox"),

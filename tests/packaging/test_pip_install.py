@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from support import DEAD_STORAGE
+from support import DEAD_STORAGE, run_captured
 
 ROOT = Path(__file__).resolve().parents[2]
 #: what an sdist of the project holds (pyproject's packages and the files it reads)
@@ -26,15 +26,7 @@ PROJECT_PACKAGES = ["mailgw", "devhost"]
 
 
 def run(*command: str | Path, cwd: Path, env: dict[str, str] | None = None) -> str:
-    result = subprocess.run(
-        [str(c) for c in command],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    result = run_captured(command, cwd=cwd, env=env, timeout=600)
     assert result.returncode == 0, f"{command}: {result.stdout}\n{result.stderr}"
     return result.stdout
 

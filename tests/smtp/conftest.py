@@ -18,20 +18,14 @@ from typing import Any
 
 import pytest
 from graph.graph_helpers import mail_queue, make_pipeline, pacer, store
+from standin_fixtures import identity
 
 from mailgw.settings import Settings
 from mailgw.transports.smtp import SmtpTransport
-from standins.identity import IdentityStandIn, use_identity_standin
+from standins.identity import IdentityStandIn
 from standins.smtp import SmtpStandIn
 
 ALLOWED_SENDERS = "*@contoso.com,*@fabrikam.com"
-
-
-@pytest.fixture
-async def identity(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[IdentityStandIn]:
-    async with IdentityStandIn() as server:
-        use_identity_standin(server, monkeypatch)
-        yield server
 
 
 @pytest.fixture
@@ -116,4 +110,5 @@ def queue_settings(azurite: Any) -> Settings:
     )
 
 
-__all__ = ["mail_queue", "make_pipeline", "pacer", "store"]  # shared fixtures, with graph_helpers
+# shared fixtures, from graph_helpers and standin_fixtures
+__all__ = ["identity", "mail_queue", "make_pipeline", "pacer", "store"]

@@ -124,16 +124,22 @@ def check_message(received: Received, message_id: str, sender: str = SENDER) -> 
     return message
 
 
+async def send_every_field(transport: SmtpTransport, server: SmtpStandIn, name: str) -> Received:
+    """Send :func:`full_request` through ``transport`` (named ``name`` in its receipt); what
+    ``server`` received, each field checked by :func:`check_message`."""
+    message = outbound(full_request())
+    receipt = await transport.send(message)
+    assert receipt.transport == name
+    assert receipt.detail == f"{server.host}:{server.port}"
+    (received,) = server.received
+    check_message(received, message.id)
+    return received
+
+
 async def test_submission_sends_every_field_as_the_mailbox_over_tls(
     transport: SmtpTransport, smtp: SmtpStandIn, identity: IdentityStandIn
 ) -> None:
-    message = outbound(full_request())
-    receipt = await transport.send(message)
-
-    assert receipt.transport == "smtp"
-    assert receipt.detail == f"{smtp.host}:{smtp.port}"
-    (received,) = smtp.received
-    check_message(received, message.id)
+    received = await send_every_field(transport, smtp, "smtp")
     # XOAUTH2 as the from mailbox, with a managed-identity token for Exchange Online
     assert received.auth_user == SENDER
     (auth,) = smtp.auth_attempts
@@ -153,13 +159,7 @@ async def test_relay_sends_every_field_without_auth_from_an_accepted_domain(
     relay: SmtpTransport, relay_server: SmtpStandIn
 ) -> None:
     assert relay.credential is None  # the connector trusts the sender: no token, no identity
-    message = outbound(full_request())
-    receipt = await relay.send(message)
-
-    assert receipt.transport == "relay"
-    assert receipt.detail == f"{relay_server.host}:{relay_server.port}"
-    (received,) = relay_server.received
-    check_message(received, message.id)
+    received = await send_every_field(relay, relay_server, "relay")
     assert received.auth_user is None
     assert relay_server.auth_attempts == []
     (connection,) = relay_server.connections

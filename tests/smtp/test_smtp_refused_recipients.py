@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 from smtp_helpers import Pipeline, body
@@ -25,36 +25,39 @@ def gateway_logs(caplog: pytest.LogCaptureFixture) -> str:
     return "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("mailgw"))
 
 
-async def send_with_a_refused_bcc(
-    smtp: SmtpStandIn,
-    transport: SmtpTransport,
-    make_pipeline: Callable[..., Pipeline],
-    store: StateStore,
-    to: list[str],
-) -> MessageRecord:
-    """One message whose first RCPT (here the Bcc, when ``to`` is empty) the server refuses,
-    with a reply that names it; its record once delivery is done with it."""
-    reply = f"5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient {SECRET} not found"
-    smtp.fail_next("rcpt", 550, reply)
-    pipeline = make_pipeline(transport)
-    message_id = await pipeline.submit(body(to=to, bcc=[SECRET]))
-    await pipeline.run()
-    record = await store.get(message_id)
-    assert record is not None
-    assert SECRET not in json.dumps(record.model_dump(mode="json"))
-    return record
-
-
-async def test_a_partly_refused_message_records_a_count_and_no_address(
+@pytest.fixture
+def send_with_a_refused_bcc(
     smtp: SmtpStandIn,
     transport: SmtpTransport,
     make_pipeline: Callable[..., Pipeline],
     store: StateStore,
     caplog: pytest.LogCaptureFixture,
-) -> None:
+) -> Callable[[list[str]], Awaitable[MessageRecord]]:
+    """``await send_with_a_refused_bcc(to)``: one message whose first RCPT (here the Bcc, when
+    ``to`` is empty) the server refuses, with a reply that names it; its record once delivery
+    is done with it. Everything the gateway logs, down to DEBUG, is captured."""
     caplog.set_level(logging.DEBUG)
+
+    async def send(to: list[str]) -> MessageRecord:
+        reply = f"5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient {SECRET} not found"
+        smtp.fail_next("rcpt", 550, reply)
+        pipeline = make_pipeline(transport)
+        message_id = await pipeline.submit(body(to=to, bcc=[SECRET]))
+        await pipeline.run()
+        record = await store.get(message_id)
+        assert record is not None
+        assert SECRET not in json.dumps(record.model_dump(mode="json"))
+        return record
+
+    return send
+
+
+async def test_a_partly_refused_message_records_a_count_and_no_address(
+    send_with_a_refused_bcc: Callable[[list[str]], Awaitable[MessageRecord]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     to = ["a@example.com", "b@example.com"]
-    record = await send_with_a_refused_bcc(smtp, transport, make_pipeline, store, to)
+    record = await send_with_a_refused_bcc(to)
     assert record.status is MessageStatus.sent
     assert record.public(record.updated_at)["refusedRecipients"] == 1
     assert "1 of 3 recipients refused" in (record.history[-1].code or "")
@@ -62,14 +65,10 @@ async def test_a_partly_refused_message_records_a_count_and_no_address(
 
 
 async def test_all_refused_is_a_failure_whose_reason_names_nobody(
-    smtp: SmtpStandIn,
-    transport: SmtpTransport,
-    make_pipeline: Callable[..., Pipeline],
-    store: StateStore,
+    send_with_a_refused_bcc: Callable[[list[str]], Awaitable[MessageRecord]],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.DEBUG)
-    record = await send_with_a_refused_bcc(smtp, transport, make_pipeline, store, [])
+    record = await send_with_a_refused_bcc([])
     assert record.status is MessageStatus.failed
     assert record.last_error is not None and record.last_error.code == "smtp/550-5.1.10"
     assert "<recipient>" in record.last_error.message

@@ -14,6 +14,7 @@ import pytest
 
 from mailgw.smtp_intake.clients import ClientStore
 from mailgw.storage import StorageConnection
+from support import run_captured
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,15 +32,7 @@ def env(azurite: Any) -> dict[str, str]:
 
 
 def mailgw(env: dict[str, str], tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mailgw", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_captured([sys.executable, "-m", "mailgw", *args], cwd=tmp_path, env=env)
 
 
 async def test_add_json_list_and_revoke(env: dict[str, str], tmp_path: Path) -> None:

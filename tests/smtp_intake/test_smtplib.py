@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import email.policy
 import json
@@ -133,7 +134,7 @@ async def test_wrong_password_is_535_and_slowed_down(intake_server: IntakeServer
     assert first == (535, b"5.7.8 Authentication credentials invalid")
     _, second_took = await in_thread(attempt)
     _, third_took = await in_thread(attempt)
-    # no wait, then 0.2 s, then 0.4 s before answering (argon2 itself takes a moment too)
+    # each failure is answered later than the one before: 0.2 s, 0.4 s, 0.8 s (and argon2)
     assert second_took >= 0.2 and third_took >= 0.4 and third_took > first_took
     assert intake_server.handler.throttle.delay("scanner", "127.0.0.1") == pytest.approx(0.8)
 
@@ -310,3 +311,129 @@ async def test_shutdown_answers_421_to_open_sessions(intake_server: IntakeServer
     code, text = await in_thread(client.getreply)
     assert code == 421 and text.startswith(b"4.3.2"), (code, text)
     client.close()
+
+
+def refusal(
+    server: IntakeServer, data: bytes, rcpt: tuple[str, ...] = ("a@example.com",)
+) -> tuple[int, bytes]:
+    """What DATA answers to ``data`` from the logged-in client "scanner"."""
+    with smtp_session(server) as client:
+        client.login("scanner", server.passwords["scanner"])
+        assert client.mail("scanner@contoso.com")[0] == 250
+        for address in rcpt:
+            assert client.rcpt(address)[0] == 250
+        try:
+            return client.data(data)
+        except smtplib.SMTPDataError as error:
+            text = error.smtp_error
+            return error.smtp_code, text if isinstance(text, bytes) else text.encode()
+
+
+SPOOFS = {
+    # one parser reads scanner@, another (and the recipient's client) the CEO
+    "display name that is an address": b"From: scanner@contoso.com <ceo@contoso.com>\r\n",
+    "two angle addresses": b"From: <scanner@contoso.com> <ceo@contoso.com>\r\n",
+    # "From :" is obsolete syntax Exchange reads; Python's parser takes it for the body
+    "a second From with a space before the colon": (
+        b"From: scanner@contoso.com\r\nFrom : ceo@contoso.com\r\n"
+    ),
+    "Resent-From": b"From: scanner@contoso.com\r\nResent-From: ceo@contoso.com\r\n",
+}
+
+
+@pytest.mark.parametrize("header", SPOOFS.values(), ids=SPOOFS.keys())
+async def test_a_from_that_parsers_read_differently_is_refused(
+    intake_server: IntakeServer, header: bytes
+) -> None:
+    await intake_server.add_client("scanner")
+    data = header + b"To: a@example.com\r\nSubject: x\r\n\r\nhello\r\n"
+    code, text = await in_thread(refusal, intake_server, data)
+    assert code == 550 and text.startswith(b"5."), (code, text)
+    assert await depth(intake_server.queue) == 0
+
+
+async def test_header_recipients_outside_the_envelope_are_refused(
+    intake_server: IntakeServer,
+) -> None:
+    """Graph's MIME send delivers to the headers' recipients: they must all be envelope ones.
+    (A Bcc header is removed at submission: test_a_bcc_header_is_not_delivered.)"""
+    await intake_server.add_client("scanner")
+    for name in ("To", "Cc"):
+        extra = f"{name}: someone@evil.example\r\n".encode() if name != "To" else b""
+        to = (
+            b"To: a@example.com, someone@evil.example\r\n"
+            if name == "To"
+            else b"To: a@example.com\r\n"
+        )
+        data = b"From: scanner@contoso.com\r\n" + to + extra + b"Subject: x\r\n\r\nhi\r\n"
+        code, text = await in_thread(refusal, intake_server, data)
+        assert (code, text[:5]) == (550, b"5.6.0"), (name, code, text)
+        assert b"not envelope recipients" in text
+    assert await depth(intake_server.queue) == 0
+
+
+async def test_a_bcc_header_is_not_delivered(intake_server: IntakeServer) -> None:
+    await intake_server.add_client("scanner")
+    data = scan(Bcc="hidden@example.com")
+    message_id = await in_thread(
+        send, intake_server, "scanner", data, rcpt=("a@example.com", "hidden@example.com")
+    )
+    assert await intake_server.deliver_all() == ["sent"]
+    written = (intake_server.outbox / f"{message_id}.eml").read_bytes()
+    assert b"hidden@example.com" not in written.split(b"\r\n\r\n", 1)[0]
+    envelope = json.loads((intake_server.outbox / f"{message_id}.envelope.json").read_text())
+    assert "hidden@example.com" in envelope["rcptTo"]
+
+
+async def test_another_message_reusing_a_message_id_is_refused_not_dropped(
+    intake_server: IntakeServer,
+) -> None:
+    await intake_server.add_client("scanner")
+    first = scan(Message_ID="<scan-7@contoso.com>")
+    await in_thread(send, intake_server, "scanner", first)
+    other = first.replace(b"Scan 42", b"Scan 43")
+    code, text = await in_thread(refusal, intake_server, other)
+    assert (code, text[:5]) == (554, b"5.6.0") and b"Message-ID" in text
+    assert await depth(intake_server.queue) == 1
+
+
+async def test_a_client_revoked_during_a_session_sends_nothing_more(
+    intake_server: IntakeServer,
+) -> None:
+    await intake_server.add_client("scanner")
+
+    def session() -> tuple[int, bytes]:
+        with smtp_session(intake_server) as client:
+            client.login("scanner", intake_server.passwords["scanner"])
+            assert client.mail("scanner@contoso.com")[0] == 250
+            assert client.rcpt("a@example.com")[0] == 250
+            queued_id(client.data(scan()))
+            revoked = asyncio.run_coroutine_threadsafe(
+                intake_server.clients.revoke("scanner"), loop
+            )
+            revoked.result(timeout=30)
+            return client.mail("scanner@contoso.com")
+
+    loop = asyncio.get_running_loop()
+    code, text = await in_thread(session)
+    assert (code, text[:5]) == (535, b"5.7.8"), (code, text)
+    assert await depth(intake_server.queue) == 1
+
+
+async def test_a_strangers_failed_guesses_do_not_slow_the_client(
+    intake_server: IntakeServer,
+) -> None:
+    await intake_server.add_client("scanner")
+    throttle = intake_server.handler.throttle
+    for _ in range(7):
+        throttle.failed("scanner", "203.0.113.9")  # guesses from elsewhere: 0.2 s doubling
+    slowed = throttle.delay("scanner", "127.0.0.1")
+    assert slowed >= 12
+
+    def login() -> float:
+        with smtp_session(intake_server) as client:
+            started = time.monotonic()
+            client.login("scanner", intake_server.passwords["scanner"])
+            return time.monotonic() - started
+
+    assert await in_thread(login) < slowed  # answered without the failures' wait

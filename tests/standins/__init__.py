@@ -28,7 +28,6 @@ import socket
 import sys
 import threading
 from collections.abc import Collection, Mapping
-from types import TracebackType
 from typing import Any, Generic, Self
 
 from aiohttp import web
@@ -202,12 +201,7 @@ class StandInServer(Generic[F]):
     async def __aenter__(self) -> Self:
         return await self.start()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     # --- in a thread --------------------------------------------------------------------------
@@ -253,12 +247,7 @@ class StandInServer(Generic[F]):
     def __enter__(self) -> Self:
         return self.start_in_thread()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     # --- as a process -------------------------------------------------------------------------

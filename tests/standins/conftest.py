@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+from standin_fixtures import graph
 
-from standins.graph import GraphStandIn
 from standins.identity import IdentityStandIn, use_identity_standin
 
 
@@ -24,7 +24,4 @@ def mi_env(identity: IdentityStandIn, monkeypatch: pytest.MonkeyPatch) -> Identi
     return identity
 
 
-@pytest.fixture
-async def graph() -> AsyncIterator[GraphStandIn]:
-    async with GraphStandIn() as server:
-        yield server
+__all__ = ["graph"]  # shared, from standin_fixtures

@@ -73,12 +73,6 @@ def _port_args(flag: str, port: int) -> list[str]:
     return [flag, str(port), "--port-fallback"] if port else [flag, "0"]
 
 
-def _identity() -> tuple[subprocess.Popen[str], dict[str, str]]:
-    """The identity stand-in, and the managed-identity settings that point azure-identity at it."""
-    process, info = _spawn("standins.identity")
-    return process, {k: info[k] for k in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER")}
-
-
 @dataclass
 class StandInGroup:
     """Stand-in processes started together, stopped together."""
@@ -90,6 +84,22 @@ class StandInGroup:
     def note_port(self, what: str, requested: int, info: dict[str, Any], url: str) -> None:
         if info.get("portTaken"):
             self.port_notes.append(f"port {requested} was taken, so {what} listens on {url}")
+
+    def spawn(self, module: str, *args: str) -> dict[str, Any]:
+        """``python -m module args`` as one of the group; its ``READY`` info. If it does not
+        start, the group's other processes are stopped too."""
+        try:
+            process, info = _spawn(module, *args)
+        except BaseException:
+            self.stop()
+            raise
+        self.processes.append(process)
+        return info
+
+    def spawn_identity(self) -> dict[str, str]:
+        """The identity stand-in; the managed-identity settings that point azure-identity at it."""
+        info = self.spawn("standins.identity")
+        return {k: info[k] for k in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER")}
 
     def stop(self) -> None:
         stop_processes(self.processes)
@@ -124,19 +134,9 @@ def start_standins(latency_seconds: float = 0.0, *, graph_port: int = 0) -> Stan
     accepts tokens for Graph's audience, which the gateway asks for whatever
     ``MAILGW_GRAPH_ENDPOINT`` says (MAILGW_GRAPH_SCOPE)."""
     group = StandInProcesses()
-    try:
-        identity, group.identity_env = _identity()
-        group.processes.append(identity)
-        graph, info = _spawn(
-            "standins.graph",
-            *_port_args("--port", graph_port),
-            "--latency",
-            str(latency_seconds),
-        )
-        group.processes.append(graph)
-    except BaseException:
-        group.stop()
-        raise
+    group.identity_env = group.spawn_identity()
+    port_args = _port_args("--port", graph_port)
+    info = group.spawn("standins.graph", *port_args, "--latency", str(latency_seconds))
     group.graph_url = info["url"]
     group.graph = RemoteGraphStandIn(info["url"])
     group.note_port("the Graph stand-in", graph_port, info, info["url"])
@@ -175,22 +175,16 @@ def start_smtp_standin(
     ``identity`` (default: for submission) also ``python -m standins.identity``, sharing the
     default signing key, so the gateway's managed-identity tokens pass XOAUTH2."""
     group = SmtpStandInProcess(mode=mode)
-    try:
-        with_identity = mode == "submission" if identity is None else identity
-        if with_identity:
-            process, group.identity_env = _identity()
-            group.processes.append(process)
-        args = ["--mode", mode, "--max-connections-per-user", str(max_connections_per_user)]
-        args += _port_args("--admin-port", admin_port)
-        for domain in accepted_domains:
-            args += ["--accepted-domain", domain]
-        for user in allowed_users or ():
-            args += ["--allowed-user", user]
-        process, group.info = _spawn("standins.smtp", *args)
-        group.processes.append(process)
-    except BaseException:
-        group.stop()
-        raise
+    with_identity = mode == "submission" if identity is None else identity
+    if with_identity:
+        group.identity_env = group.spawn_identity()
+    args = ["--mode", mode, "--max-connections-per-user", str(max_connections_per_user)]
+    args += _port_args("--admin-port", admin_port)
+    for domain in accepted_domains:
+        args += ["--accepted-domain", domain]
+    for user in allowed_users or ():
+        args += ["--allowed-user", user]
+    group.info = group.spawn("standins.smtp", *args)
     group.smtp = RemoteSmtpStandIn(group.info["adminUrl"])
     group.note_port("the SMTP stand-in's admin API", admin_port, group.info, group.smtp.url)
     return group
@@ -218,14 +212,8 @@ def start_eventgrid_standin(*, port: int = 0) -> EventGridStandInProcess:
     """``python -m standins.identity`` and ``python -m standins.eventgrid`` (sharing the default
     signing key, so the gateway's managed-identity tokens pass)."""
     group = EventGridStandInProcess()
-    try:
-        identity, group.identity_env = _identity()
-        group.processes.append(identity)
-        process, info = _spawn("standins.eventgrid", *_port_args("--port", port))
-        group.processes.append(process)
-    except BaseException:
-        group.stop()
-        raise
+    group.identity_env = group.spawn_identity()
+    info = group.spawn("standins.eventgrid", *_port_args("--port", port))
     group.endpoint = info["endpoint"]
     group.eventgrid = RemoteAdmin(info["url"])
     group.note_port("the Event Grid stand-in", port, info, info["url"])

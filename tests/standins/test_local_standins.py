@@ -20,6 +20,7 @@ from standins.graph import GraphStandIn, RemoteGraphStandIn
 from standins.identity import GRAPH_RESOURCE, issue_token
 from standins.processes import start_smtp_standin, start_standins
 from standins.smtp import RemoteSmtpStandIn, SmtpStandIn, xoauth2_initial_response
+from support import free_port
 
 SENDER = "noreply@contoso.com"
 
@@ -31,12 +32,6 @@ def taken_port() -> Iterator[int]:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         yield int(sock.getsockname()[1])
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def port_of(url: str) -> int:

@@ -265,13 +265,17 @@ async def test_federated_flow_client_assertion_credential_over_tls(
         with pytest.raises(ValueError, match="TLS protected"):
             ClientAssertionCredential(tenant, app_id, lambda: assertion, authority=identity.url)
 
-        async with ClientAssertionCredential(
-            tenant,
-            app_id,
-            lambda: assertion,
-            authority=identity.authority,
-            connection_verify=identity.ca_file,
-        ) as app:
+        def app_credential(client_id: str) -> ClientAssertionCredential:
+            """The app registration ``client_id`` over TLS, with the identity's assertion."""
+            return ClientAssertionCredential(
+                tenant,
+                client_id,
+                lambda: assertion,
+                authority=identity.authority,
+                connection_verify=identity.ca_file,
+            )
+
+        async with app_credential(app_id) as app:
             token = await app.get_token(GRAPH_SCOPE)
             again = await app.get_token(GRAPH_SCOPE)
 
@@ -293,13 +297,7 @@ async def test_federated_flow_client_assertion_credential_over_tls(
         assert len(identity.tokens_for(TOKEN_EXCHANGE_RESOURCE)) == 1
 
         untrusted = "0b0b0b0b-1111-2222-3333-444444444444"
-        async with ClientAssertionCredential(
-            tenant,
-            untrusted,
-            lambda: assertion,
-            authority=identity.authority,
-            connection_verify=identity.ca_file,
-        ) as app:
+        async with app_credential(untrusted) as app:
             with pytest.raises(ClientAuthenticationError, match="AADSTS70021"):
                 await app.get_token(GRAPH_SCOPE)
 

@@ -13,13 +13,12 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import subprocess
 import sys
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
 
-from support import QuietHandler, serve_http
+from support import QuietHandler, run_captured, serve_http
 
 ROOT = Path(__file__).resolve().parents[2]
 ATTEMPTS = 40  # more than the distro's default rate limit (5 traces a second) would keep
@@ -75,19 +74,8 @@ def test_application_insights_receives_the_contract(tmp_path: Path) -> None:
             "OTEL_EXPERIMENTAL_RESOURCE_DETECTORS": "azure_app_service",
             "WEBSITE_SITE_NAME": "func-mailgw-test",
         }
-        result = subprocess.run(
-            [
-                sys.executable,
-                str(Path(__file__).with_name("emit_for_application_insights.py")),
-                str(ATTEMPTS),
-            ],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        emitter = Path(__file__).with_name("emit_for_application_insights.py")
+        result = run_captured([sys.executable, emitter, str(ATTEMPTS)], cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
     configured, refused = (json.loads(line) for line in result.stdout.splitlines()[-2:])
     assert configured == ["Application Insights"]

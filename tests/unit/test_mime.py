@@ -169,7 +169,9 @@ def test_quoted_printable_parts_go_as_base64_with_the_same_content() -> None:
 
 
 def test_graph_takes_the_mime_base64_as_text_plain_within_4_mb() -> None:
-    sub = parse_submission(SIMPLE, "printer@contoso.com", ["h@example.com"], max_bytes=10**8)
+    sub = parse_submission(
+        SIMPLE, "printer@contoso.com", ["a@example.com", "h@example.com"], max_bytes=10**8
+    )
     body, media_type = mime_request(sub)
     assert media_type == "text/plain"
     assert b"Bcc: h@example.com" in base64.b64decode(body)
