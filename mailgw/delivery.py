@@ -202,7 +202,8 @@ class Delivery:
         if self.pacer is not None and not request.sandbox:
             decision = await self.pacer.admit(request.sender.address, recipients(request))
             if isinstance(decision, Deferral):
-                return await self._pace(envelope, request, known, decision)
+                redelivered = dequeue_count > 1 or envelope.adopted
+                return await self._pace(envelope, request, known, decision, redelivered=redelivered)
             permit = decision
         handed = [False]  # whether the transport got the message: its recipients are spent
         try:
@@ -338,6 +339,8 @@ class Delivery:
         known: MessageRecord | None,
         deferral: Deferral,
         lease: str | None = None,
+        *,
+        redelivered: bool = False,
     ) -> Outcome:
         """Over a sending budget: ``scheduled`` with the reason and the time it is tried again,
         and back on the queue, invisible until then. Not a failed attempt, and its wait does not
@@ -353,6 +356,7 @@ class Delivery:
             now=now,
             retention=self.settings.retention,
             lease=lease,
+            redelivered=redelivered,
         )
         record, stored = await self.store.apply(envelope.id, wait, known)
         if not stored or record is None:

@@ -121,6 +121,12 @@ def confirmed(current: MessageRecord | None) -> MessageRecord | None:
     return current.model_copy(update={"confirmed": True})
 
 
+def _crashed(record: MessageRecord, *, redelivered: bool, now: datetime) -> bool:
+    """A ``sending`` record left by a worker that crashed: its queue message came back
+    (``redelivered``), or it is older than any live attempt could be."""
+    return redelivered or now - record.updated_at > SENDING_STALE_AFTER
+
+
 def start_sending(
     current: MessageRecord | None,
     *,
@@ -140,7 +146,7 @@ def start_sending(
     if record.status in done or is_stale_replay(record, envelope.replay):
         return None  # a canceled message stays unsent, however late its queued copy comes
     if record.status is MessageStatus.sending:
-        if not (redelivered or now - record.updated_at > SENDING_STALE_AFTER):
+        if not _crashed(record, redelivered=redelivered, now=now):
             return None  # another worker is sending it right now
         record = record.with_step("resumed", now, "crashed attempt")
     return record.model_copy(
@@ -207,15 +213,21 @@ def deferred(
     now: datetime,
     retention: timedelta,
     lease: str | None = None,
+    redelivered: bool = False,
 ) -> MessageRecord | None:
     """→ scheduled by pacing: the sender is over a budget (``limit``, said as ``reason``) and the
-    message waits until ``until``. Not a failed attempt. A message that another attempt holds
-    (``sending`` under another lease than ``lease``) or that is done is left alone."""
+    message waits until ``until``. Not a failed attempt. A message that another live attempt
+    holds (``sending`` under another lease than ``lease``) or that is done is left alone; one
+    whose attempt crashed (``redelivered``, as for :func:`start_sending`) is taken back, its
+    checkpoint kept: its copy goes back on the queue as a new one, which must find it waiting,
+    not "being sent" by a worker that is gone."""
     record = current or record_for(envelope, request, now=now, retention=retention)
     if record.status in FINAL or is_stale_replay(record, envelope.replay):
         return None
     if record.status is MessageStatus.sending and record.lease != lease:
-        return None
+        if not _crashed(record, redelivered=redelivered, now=now):
+            return None
+        record = record.with_step("resumed", now, "crashed attempt")
     return record.model_copy(
         update={
             "status": MessageStatus.scheduled,

@@ -547,7 +547,7 @@ def test_accepted_records_a_keyed_message_unconfirmed_with_its_answer() -> None:
 UNTIL = NOW + timedelta(hours=23)
 
 
-def defer(lease: str | None = None) -> Transition:
+def defer(lease: str | None = None, redelivered: bool = False) -> Transition:
     return partial(
         machine.deferred,
         envelope=envelope(),
@@ -558,6 +558,7 @@ def defer(lease: str | None = None) -> Transition:
         now=NOW,
         retention=RETENTION,
         lease=lease,
+        redelivered=redelivered,
     )
 
 
@@ -597,3 +598,18 @@ def test_deferred_touches_a_sending_message_only_under_its_own_lease() -> None:
     assert defer()(sending) is None
     mine = defer(lease="mine")(sending)
     assert mine is not None and mine.paced and mine.lease is None
+
+
+def test_deferred_takes_back_a_message_whose_attempt_crashed_keeping_its_checkpoint() -> None:
+    """Its redelivered copy is over budget (the dead worker's slots are still leased): the copy
+    goes back on the queue as a new one, which must find the message waiting, not "being sent"
+    by a worker that is gone (it would wait on it for ever)."""
+    crashed = record(MessageStatus.sending, lease="dead", checkpoint={"draftId": "AAMk"})
+    assert defer(redelivered=False)(crashed) is None  # maybe a live attempt: left alone
+    taken = defer(redelivered=True)(crashed)
+    assert taken is not None and taken.status is MessageStatus.scheduled
+    assert taken.checkpoint == {"draftId": "AAMk"} and taken.lease is None
+    assert [step.outcome for step in taken.history[-2:]] == ["resumed", "deferred"]
+    resumed = start()(taken)
+    assert resumed is not None and resumed.status is MessageStatus.sending
+    assert resumed.checkpoint == {"draftId": "AAMk"}
