@@ -355,11 +355,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from mailgw.smtp_intake.admin import run as smtp_clients
 
         try:
-            env, _ = _settings_and_sources()
+            env, sources = _settings_and_sources()
         except OperatorError as error:
             print(f"mailgw: {error}", file=sys.stderr)
             return 2
-        return smtp_clients(args, env)
+        return smtp_clients(args, env, sources)
     if args.command in ("failed", "poison", "store", "templates", "top") or (
         args.command == "usage" and not args.address
     ):

@@ -36,9 +36,13 @@ def add_parser(commands: Any) -> None:
     revoke.add_argument("name")
 
 
-def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+def run(
+    args: argparse.Namespace, env: Mapping[str, str], sources: Mapping[str, str] | None = None
+) -> int:
+    """``sources``: where each setting came from, for the line that says which storage is used."""
     import asyncio
 
+    from mailgw.cli import using_line
     from mailgw.settings import Settings, SettingsError
     from mailgw.smtp_intake.clients import ClientError, ClientStore
     from mailgw.storage import StorageConfigError
@@ -51,6 +55,8 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     except (SettingsError, StorageConfigError) as error:
         print(f"mailgw: {error}", file=sys.stderr)
         return 2
+    table = settings.smtp_intake.clients_table
+    print(f"{using_line(settings, sources or {})}, SMTP clients table {table}", file=sys.stderr)
 
     async def act() -> int:
         try:

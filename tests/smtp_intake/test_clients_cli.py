@@ -76,6 +76,8 @@ async def test_add_json_list_and_revoke(env: dict[str, str], tmp_path: Path) -> 
         assert client["allowedSenders"] == ["scanner@contoso.com", "*@contoso.com"]
         assert client["ips"] == ["10.1.0.0/16"] and client["revokedAt"] is None
         assert "password" not in listed.stdout.lower()
+        # as every operator command, it says which storage it works on (the password stays out)
+        assert "mailgw: storage " in listed.stderr and "SMTP clients table" in listed.stderr
 
         revoked = mailgw(env, tmp_path, "smtp-clients", "revoke", "scanner")
         assert revoked.returncode == 0, revoked.stderr
