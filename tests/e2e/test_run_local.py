@@ -8,9 +8,7 @@ starts none) and a free port, so it never meets a developer's own ``make run``.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,46 +16,19 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, ClassVar
+from typing import Any, ClassVar
 
 import pytest
 from event_support import kinds
-from gateway_host import ROOT
+from make_run_support import clean_environment, copy_checkout, running
 
 from support import QuietHandler, free_port, run_mailgw, sample_request, serve_http, wait_until
-
-#: what run_local.py needs of a checkout (it imports the dev host, the core and the stand-ins)
-CHECKOUT = [
-    "function_app.py",
-    "host.json",
-    "local.settings.sample.json",
-    "functions",
-    "mailgw",
-    "devhost",
-    "scripts/run_local.py",
-    "tests/standins",
-    "tests/support.py",
-]
 
 
 @pytest.fixture(scope="module")
 def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh clone's files: local.settings.json is made from the sample (outbox transport)."""
-    target = tmp_path_factory.mktemp("checkout")
-    ignore = shutil.ignore_patterns("__pycache__")
-    for name in CHECKOUT:
-        source = ROOT / name
-        (target / name).parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, target / name, ignore=ignore)
-        else:
-            shutil.copy2(source, target / name)
-    return target
-
-
-def clean_environment(**settings: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MAILGW_", "Azure"))}
-    return {**env, "PYTHONUNBUFFERED": "1", **settings}
+    return copy_checkout(tmp_path_factory.mktemp("checkout"))
 
 
 @pytest.fixture(scope="module")
@@ -70,28 +41,8 @@ def graph_run(azurite: Any, checkout: Path) -> Iterator[tuple[int, list[str]]]:
         MAILGW_TRANSPORT="graph",
         MAILGW_QUEUE=f"run-{uuid.uuid4().hex[:12]}",
     )
-    process = subprocess.Popen(
-        [sys.executable, "scripts/run_local.py"],
-        cwd=checkout,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    output: list[str] = []
-    stdout: IO[str] | None = process.stdout
-    assert stdout is not None
-
-    def banner_printed() -> bool:
-        line = stdout.readline()
-        output.append(line)
-        return "Stop: Ctrl-C" in line or process.poll() is not None
-
-    wait_until(banner_printed, timeout=120, interval=0, what="make run's banner")
-    assert process.poll() is None, "".join(output)
-    yield port, output
-    process.send_signal(signal.SIGINT)
-    process.wait(timeout=60)
+    with running(checkout, env, timeout=120) as output:
+        yield port, output
 
 
 def test_the_banner_names_the_mail_viewer_and_the_doctor_for_what_runs(

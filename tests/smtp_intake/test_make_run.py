@@ -8,60 +8,28 @@ Run on a copy of the checkout and the test session's Azurite, like tests/e2e/tes
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
-import shutil
-import signal
-import socket
 import subprocess
-import sys
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
+from make_run_support import clean_environment, copy_checkout, running
 
-from support import wait_until
-
-ROOT = Path(__file__).resolve().parents[2]
-CHECKOUT = [
-    "function_app.py",
-    "host.json",
-    "local.settings.sample.json",
-    "functions",
-    "mailgw",
-    "devhost",
-    "scripts/run_local.py",
-    "tests/standins",
-    "tests/support.py",
-]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from support import free_port, wait_until
 
 
 @pytest.fixture(scope="module")
 def make_run(
     azurite: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Path, int, str]]:
-    checkout = tmp_path_factory.mktemp("checkout")
-    for name in CHECKOUT:
-        source = ROOT / name
-        (checkout / name).parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, checkout / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, checkout / name)
+    checkout = copy_checkout(tmp_path_factory.mktemp("checkout"))
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MAILGW_", "Azure"))}
-    env.update(
-        PYTHONUNBUFFERED="1",
+    env = clean_environment(
         AzureWebJobsStorage=azurite.connection_string,
         MAILGW_LOCAL_PORT=str(port),
         MAILGW_LOCAL_SMTP_PORT=str(free_port()),
@@ -69,28 +37,8 @@ def make_run(
         MAILGW_QUEUE=f"run-{uuid.uuid4().hex[:12]}",
         MAILGW_SMTP_INTAKE_CLIENTS_TABLE=f"clients{uuid.uuid4().hex[:12]}",
     )
-    process = subprocess.Popen(
-        [sys.executable, "scripts/run_local.py"],
-        cwd=checkout,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    output: list[str] = []
-    stdout: IO[str] | None = process.stdout
-    assert stdout is not None
-
-    def banner_printed() -> bool:
-        line = stdout.readline()
-        output.append(line)
-        return "Stop: Ctrl-C" in line or process.poll() is not None
-
-    wait_until(banner_printed, timeout=180, interval=0, what="make run's banner")
-    assert process.poll() is None, "".join(output)
-    yield checkout, port, "".join(output)
-    process.send_signal(signal.SIGINT)
-    process.wait(timeout=60)
+    with running(checkout, env, timeout=180) as output:
+        yield checkout, port, "".join(output)
 
 
 def pasted_swaks(banner: str) -> list[str]:
