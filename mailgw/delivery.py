@@ -202,7 +202,8 @@ class Delivery:
         if self.pacer is not None and not request.sandbox:
             decision = await self.pacer.admit(request.sender.address, recipients(request))
             if isinstance(decision, Deferral):
-                redelivered = dequeue_count > 1 or envelope.adopted
+                # only this very queue message coming back proves its earlier attempt died
+                redelivered = dequeue_count > 1
                 return await self._pace(envelope, request, known, decision, redelivered=redelivered)
             permit = decision
         handed = [False]  # whether the transport got the message: its recipients are spent
@@ -327,7 +328,8 @@ class Delivery:
         return await self._defer(envelope, BUSY_DELAY, "another worker is sending it", "busy")
 
     async def _defer(self, envelope: Envelope, delay: timedelta, why: str, reason: str) -> Outcome:
-        await self.queue.enqueue(envelope, delay=delay)
+        # a later copy is no proof of a crash: only the copy _adopt made is (see _attempt)
+        await self.queue.enqueue(envelope.model_copy(update={"adopted": False}), delay=delay)
         telemetry.message_deferred(reason)
         log.info("message %s deferred %ss: %s", envelope.id, delay.total_seconds(), why)
         return Outcome("deferred", envelope.id, delay=delay.total_seconds(), detail=why)
@@ -364,7 +366,7 @@ class Delivery:
         if known is None:  # the record is new: nobody reported the message's acceptance yet
             await self.events.accepted(record)
         await self.events.emit(record, EventKind.deferred)
-        paced = envelope.model_copy(update={"paced_until": deferral.until})
+        paced = envelope.model_copy(update={"paced_until": deferral.until, "adopted": False})
         delay = max(deferral.until - now, timedelta(0))
         await self.queue.enqueue(paced, delay=delay)
         telemetry.message_deferred("pacing")

@@ -57,6 +57,13 @@ GRAPH_CODES: dict[str, tuple[bool, str]] = {
     "errorinvalidrecipients": (False, "fix the recipient addresses and send the request again"),
     "errormessagesizeexceeded": (False, _SIZE_HINT),
     "requestentitytoolarge": (False, _SIZE_HINT),
+    # a block, not a quota: waiting would hold the mail silently while only an admin can act
+    "errormessagesubmissionblocked": (
+        False,
+        "Exchange blocked this mailbox from sending (outbound spam protection or Restricted "
+        "users): an admin releases it in the Microsoft Defender portal (Restricted entities), "
+        "then replay",
+    ),
     "errorquotaexceeded": (
         False,
         "the 'from' mailbox is full: free space or raise its quota, then replay",
@@ -74,7 +81,6 @@ QUOTA_CODES = frozenset(
         "errorexceededmessagelimit",
         "errorsubmissionquotaexceeded",
         "submissionquotaexceeded",
-        "errormessagesubmissionblocked",
     }
 )
 

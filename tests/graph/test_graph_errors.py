@@ -31,6 +31,8 @@ PERMANENT = [
     (400, "ErrorInvalidRecipients", "recipient"),
     (400, "ErrorMessageSizeExceeded", "MAILGW_GRAPH_MODE=draft"),  # Exchange: Bad Request
     (403, "ErrorQuotaExceeded", "full"),
+    # a block needs an admin, not a wait: it must not be paced like a quota
+    (403, "ErrorMessageSubmissionBlocked", "Restricted entities"),
 ]
 
 
@@ -67,8 +69,9 @@ def test_access_denied_names_the_permission_the_request_needs() -> None:
 
 def test_permanent_hints_differ_by_cause() -> None:
     hints = {code: classify_graph(status, code, "").hint for status, code, _ in PERMANENT}
-    # access, send-as, licence, unknown mailbox, recipients, size, quota: seven different actions
-    assert len(set(hints.values())) == 7
+    # access, send-as, licence, unknown mailbox, recipients, size, quota, a sending block: each
+    # cause its own action
+    assert len(set(hints.values())) == len(PERMANENT)
 
 
 def test_codes_are_matched_case_insensitively() -> None:
