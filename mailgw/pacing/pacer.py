@@ -103,13 +103,18 @@ class _Allowance:
 class Permit:
     """Leave to send one message now; :meth:`release` when the send is over (slot freed)."""
 
-    def __init__(self, pacer: Pacer | None, key: str, recipients: int):
+    def __init__(self, pacer: Pacer | None, key: str, recipients: int, tenant: int = 0):
         self._pacer, self._key, self.recipients = pacer, key, recipients
+        #: the recipients also taken from the tenant's budget (0: no tenant budget)
+        self.tenant = tenant
 
     def release(self, *, unsent: bool = False) -> None:
-        """``unsent``: the message never reached the transport; its recipients are not spent."""
+        """``unsent``: the message never reached the transport; its recipients are not spent,
+        in the mailbox's budget nor in the tenant's."""
         if self._pacer is not None:
             self._pacer._release(self._key, self.recipients if unsent else 0)
+            if unsent and self.tenant:
+                self._pacer._give_local(TENANT_KEY, self.tenant)
             self._pacer = None
 
 
@@ -136,18 +141,24 @@ class Pacer:
         limits = self.limits.for_mailbox(mailbox)
         need = max(min(recipients, limits.daily_recipients), 1)
         tenant = self.limits.tenant_daily_recipients
+        tenant_need = 0
         if tenant is not None:
             tenant_need = max(min(recipients, tenant), 1)
             tenant_limits = MailboxLimits(daily_recipients=tenant, per_minute=None, concurrency=0)
             refused = await self._reserve(TENANT_KEY, tenant_limits, tenant_need, slots=False)
-            if refused is not None:
-                return refused
-        refused = await self._reserve(key, limits, need, slots=True)
+            if refused is not None:  # the tenant's daily recipients, said as such
+                return Deferral(
+                    refused.until, "tenant" if refused.limit == "daily" else refused.limit
+                )
+        try:
+            refused = await self._reserve(key, limits, need, slots=True)
+        except BaseException:
+            self._give_local(TENANT_KEY, tenant_need)  # taken for a message that will not go
+            raise
         if refused is not None:
-            if tenant is not None:
-                self._give_local(TENANT_KEY, tenant_need)
+            self._give_local(TENANT_KEY, tenant_need)
             return refused
-        return Permit(self, key, need)
+        return Permit(self, key, need, tenant_need)
 
     async def _reserve(
         self, key: str, limits: MailboxLimits, need: int, *, slots: bool
@@ -311,6 +322,8 @@ class Pacer:
         if allowance is None or allowance.in_use:
             return  # (the table may hold a lease this instance no longer counts: always ask)
         async with allowance.lock:
+            if allowance.in_use:
+                return  # a send took a slot while this waited for the lock: not idle after all
             now = self.clock()
             unused = allowance.unused(now)
             allowance.emptied()

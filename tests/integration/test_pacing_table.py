@@ -178,3 +178,23 @@ async def test_concurrent_sends_on_three_pacers_never_overspend(
         await pacer.close()
     budget, _ = await tables().read(row_key("crowd@contoso.com"))
     assert budget.leases == {}  # every slot given back, none left to expire
+
+
+async def test_a_message_that_never_went_gives_back_the_tenants_recipients_too(
+    tables: Callable[[], BudgetTable],
+) -> None:
+    """A permit released unsent (the copy lost to another worker, say) spent nothing: neither
+    the mailbox's budget nor the tenant's keeps it."""
+    limits = PacingLimits(MailboxLimits(daily_recipients=100), tenant_daily_recipients=3)
+    pacer = Pacer(tables(), limits, linger_seconds=0.05)
+    for _ in range(10):  # ten copies that never reached the transport
+        permit = await pacer.admit("a@contoso.com", 1)
+        assert isinstance(permit, Permit), permit
+        permit.release(unsent=True)
+    sent = 0
+    while isinstance(answer := await pacer.admit("b@contoso.com", 1), Permit):
+        sent += 1
+        answer.release()
+    await pacer.close()
+    assert sent == 3  # the whole tenant budget, untouched by the unsent ones
+    assert answer.reason == "tenant daily recipient limit"
