@@ -63,7 +63,7 @@ run: $(STAMP) $(AZURITE)
 	$(BIN)/python scripts/run_local.py
 
 ## test: everything: lint, types, schema freshness, unit, integration (Azurite), end-to-end (dev host),
-## the mail viewer in a browser. About 8 minutes on 2 cores, plus the installs the first time.
+## the mail viewer in a browser. About 11 minutes on 2 cores, plus the installs the first time.
 test: install browser smtp-tools lint typecheck pytest
 
 lint:
@@ -95,6 +95,7 @@ bench: $(STAMP) $(AZURITE)
 	$(BIN)/python bench/delivery.py
 	$(BIN)/python bench/soak.py
 	$(BIN)/python bench/smtp_intake.py
+	$(BIN)/python -m pytest -q -m soak
 
 ## schema: regenerate docs/send-request.schema.json and docs/openapi.json after changing the models
 ## or the routes (functions/routes.py).

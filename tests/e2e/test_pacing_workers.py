@@ -104,6 +104,7 @@ def test_a_burst_across_three_instances_collects_no_throttling(
     assert count(states(workers[1], ids)) == {"sent": 200}
 
 
+@pytest.mark.soak  # about 90 s of waiting for windows: `make bench` runs it (pytest -m soak)
 def test_over_the_daily_budget_mail_waits_for_the_window_then_goes_out(
     start_devhost: Callable[..., DevHost], standins: StandInProcesses
 ) -> None:
