@@ -128,8 +128,9 @@ def parse_submission(
             "The message needs exactly one From header (RFC 5322).",
             [FieldError("From", "missing" if not from_fields else "given more than once")],
         )
-    header_senders = [a for name in SENDER_HEADERS for a in _header_addresses(headers, name)]
-    if not _header_addresses(headers, "From"):
+    by_header = {name: _header_addresses(headers, name) for name in SENDER_HEADERS}
+    header_senders = [address for found in by_header.values() for address in found]
+    if not by_header["From"]:
         raise InvalidRequest(
             "The From header names no mailbox.", [FieldError("From", "no address in it")]
         )
@@ -169,8 +170,8 @@ def read_payload(payload: MimePayload, *, max_bytes: int) -> Submission:
     )
 
 
-def _header_block(data: bytes) -> tuple[list[bytes], int]:
-    """The header lines (with their line ends) and where the body starts; refused unless every
+def _header_lines(data: bytes) -> list[bytes]:
+    """The header lines (with their line ends, up to the blank line); refused unless every
     line starts a field (``Name:``) or continues one: a line the parser would take for the body
     (``From : x``) could hide a header from the checks that Exchange still reads."""
     lines: list[bytes] = []
@@ -180,7 +181,7 @@ def _header_block(data: bytes) -> tuple[list[bytes], int]:
         end = len(data) if end < 0 else end + 1
         line = data[offset:end]
         if line in (b"\r\n", b"\n"):
-            return lines, end
+            return lines
         starts = _FIELD_START.match(line) is not None
         if not starts and not (lines and line[:1] in (b" ", b"\t")):
             raise InvalidRequest(
@@ -189,12 +190,12 @@ def _header_block(data: bytes) -> tuple[list[bytes], int]:
             )
         lines.append(line)
         offset = end
-    return lines, len(data)
+    return lines
 
 
 def _without_fields(data: bytes, names: Sequence[bytes]) -> bytes:
     """``data`` without the header fields ``names`` (lowercase), continuations included."""
-    lines, body = _header_block(data)
+    lines = _header_lines(data)
     kept: list[bytes] = []
     dropping = False
     for line in lines:
@@ -204,7 +205,8 @@ def _without_fields(data: bytes, names: Sequence[bytes]) -> bytes:
             kept.append(line)
     if len(kept) == len(lines):
         return data
-    return b"".join(kept) + data[len(b"".join(lines)) : body] + data[body:]
+    headers_end = sum(len(line) for line in lines)  # then the blank line, then the body
+    return b"".join(kept) + data[headers_end:]
 
 
 def _utf8(text: str) -> str:

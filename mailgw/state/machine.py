@@ -121,10 +121,13 @@ def confirmed(current: MessageRecord | None) -> MessageRecord | None:
     return current.model_copy(update={"confirmed": True})
 
 
-def _crashed(record: MessageRecord, *, redelivered: bool, now: datetime) -> bool:
-    """A ``sending`` record left by a worker that crashed: its queue message came back
-    (``redelivered``), or it is older than any live attempt could be."""
-    return redelivered or now - record.updated_at > SENDING_STALE_AFTER
+def _resumed(record: MessageRecord, *, redelivered: bool, now: datetime) -> MessageRecord | None:
+    """A ``sending`` record another attempt left, taken over if that worker crashed (its queue
+    message came back, ``redelivered``, or it is older than any live attempt could be), with the
+    step that says so; None while that attempt may be alive."""
+    if not (redelivered or now - record.updated_at > SENDING_STALE_AFTER):
+        return None
+    return record.with_step("resumed", now, "crashed attempt")
 
 
 def start_sending(
@@ -146,9 +149,10 @@ def start_sending(
     if record.status in done or is_stale_replay(record, envelope.replay):
         return None  # a canceled message stays unsent, however late its queued copy comes
     if record.status is MessageStatus.sending:
-        if not _crashed(record, redelivered=redelivered, now=now):
+        resumed = _resumed(record, redelivered=redelivered, now=now)
+        if resumed is None:
             return None  # another worker is sending it right now
-        record = record.with_step("resumed", now, "crashed attempt")
+        record = resumed
     return record.model_copy(
         update={
             "status": MessageStatus.sending,
@@ -225,9 +229,10 @@ def deferred(
     if record.status in FINAL or is_stale_replay(record, envelope.replay):
         return None
     if record.status is MessageStatus.sending and record.lease != lease:
-        if not _crashed(record, redelivered=redelivered, now=now):
+        resumed = _resumed(record, redelivered=redelivered, now=now)
+        if resumed is None:
             return None
-        record = record.with_step("resumed", now, "crashed attempt")
+        record = resumed
     return record.model_copy(
         update={
             "status": MessageStatus.scheduled,
