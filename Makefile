@@ -90,6 +90,7 @@ infra-check: $(STAMP) $(INFRA_STAMP)
 ## bench: benchmarks that print ratios against a baseline measured in the same run, and the soak
 ## (exactly once at volume, through faults, Exchange's submission lag and a killed worker).
 bench: $(STAMP) $(AZURITE)
+	$(BIN)/python bench/storage_requests.py
 	$(BIN)/python bench/intake.py
 	$(BIN)/python bench/batch.py
 	$(BIN)/python bench/delivery.py
