@@ -258,7 +258,9 @@ class Intake:
         (the first request may have died in between)."""
         await self.events.accepted(record)
         try:
-            await self.store.transition(record.id, machine.confirmed)
+            # ``record`` is as written (with its ETag) or as read: if it changed since, the ETag
+            # check fails and the store reads the latest version
+            await self.store.transition(record.id, machine.confirmed, known=record)
         except Exception as exc:  # a later duplicate then keeps its copy: safe, just redundant
             log.warning("message %s: confirmation not written (%s)", record.id, exc)
 

@@ -157,11 +157,13 @@ class StateStore:
     # --- message records ------------------------------------------------------------------------
 
     async def create(self, record: MessageRecord) -> bool:
-        """Insert a new record; False if the message already has a live one."""
+        """Insert a new record; False if the message already has a live one. On success the
+        record carries the stored row's ETag, so its next transition can skip the read."""
         try:
-            await self._insert_fresh(_to_entity(record, record.id, STATE_ROW))
+            written = await self._insert_fresh(_to_entity(record, record.id, STATE_ROW))
         except ResourceExistsError:
             return False
+        record.etag = written.get("etag")
         return True
 
     async def _insert_fresh(self, entity: dict[str, Any]) -> Mapping[str, Any]:

@@ -311,6 +311,25 @@ async def test_transition_returning_none_writes_nothing(store: StateStore) -> No
     assert await store.get("m-absent") is None
 
 
+async def test_a_created_record_carries_its_etag_and_a_stale_one_is_read_again(
+    store: StateStore,
+) -> None:
+    """Intake confirms a keyed message from the record it just wrote, without reading it back;
+    had anyone changed the row since, the ETag check fails and the change applies to theirs."""
+    record = new_record("m-etag", MessageStatus.queued)
+    assert await store.create(record)
+    stored = await store.get("m-etag")
+    assert stored is not None and record.etag is not None and record.etag == stored.etag
+
+    # someone else writes first; the change built on the stale copy must not undo their step
+    await store.transition("m-etag", lambda r: r and r.with_step("other", store.clock()))
+    after = await store.transition(
+        "m-etag", lambda r: r and r.with_step("mine", store.clock()), known=record
+    )
+    assert after is not None
+    assert [step.outcome for step in after.history][-2:] == ["other", "mine"]
+
+
 async def test_records_expire_read_as_absent_and_are_purged(
     clocked_intake: Intake, clocked_store: StateStore, clock: Clock
 ) -> None:
