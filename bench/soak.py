@@ -350,22 +350,16 @@ def _wait_drained(gateway: Gateway, deadline: float) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     defaults = SoakConfig()
+    # each option's dest is the SoakConfig field it sets
     parser.add_argument("--messages", type=int, default=defaults.messages)
     parser.add_argument("--mailboxes", type=int, default=defaults.mailboxes)
-    parser.add_argument("--lag", type=float, default=defaults.submit_lag)
+    parser.add_argument(
+        "--lag", dest="submit_lag", metavar="LAG", type=float, default=defaults.submit_lag
+    )
     parser.add_argument("--grace", type=int, default=defaults.grace)
     parser.add_argument("--fault-rate", type=float, default=defaults.fault_rate)
     parser.add_argument("--seed", type=int, default=defaults.seed)
-    args = parser.parse_args()
-    config = SoakConfig(
-        messages=args.messages,
-        mailboxes=args.mailboxes,
-        submit_lag=args.lag,
-        grace=args.grace,
-        fault_rate=args.fault_rate,
-        seed=args.seed,
-    )
-    result = run_soak(config)
+    result = run_soak(SoakConfig(**vars(parser.parse_args())))
     print(result.line(), flush=True)
     ok = result.duplicated == 0 and result.missing == 0 and result.settled
     return 0 if ok else 1

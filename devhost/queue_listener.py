@@ -21,7 +21,6 @@ isolates it.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import random
@@ -37,6 +36,7 @@ from devhost.app_loader import QueueFunction
 from devhost.hostjson import MIN_POLLING_INTERVAL, QueueOptions
 from devhost.invoke import Invoker
 from devhost.leases import Lease, LeaseKeeper, error_code, taken_over
+from devhost.listener import Listener
 
 log = logging.getLogger("devhost.queue")
 
@@ -77,7 +77,7 @@ def decode_body(text: str, encoding: str) -> bytes:
     return base64.b64decode(re.sub(r"\s+", "", text), validate=True)
 
 
-class QueueListener:
+class QueueListener(Listener):
     """Polls one queue for one function until ``stop()``."""
 
     def __init__(
@@ -88,6 +88,7 @@ class QueueListener:
         service: QueueServiceClient,
         leases: LeaseKeeper,
     ) -> None:
+        super().__init__(f"poll {spec.queue_name}")
         self.spec, self.options, self._invoker = spec, options, invoker
         self.poison_name = f"{spec.queue_name}-poison"
         self._queue: QueueClient = service.get_queue_client(spec.queue_name)
@@ -96,9 +97,6 @@ class QueueListener:
         self._backoff = Backoff(
             MIN_POLLING_INTERVAL.total_seconds(), options.max_polling_interval.total_seconds()
         )
-        self._stopping = asyncio.Event()
-        self._poller: asyncio.Task[None] | None = None
-        self.in_flight: set[asyncio.Task[None]] = set()
 
     async def ensure_queue(self) -> None:
         """Create the trigger queue if it is missing, so a fresh Azurite works at once."""
@@ -108,19 +106,6 @@ class QueueListener:
             with suppress(HttpResponseError):  # created meanwhile by someone else
                 await self._queue.create_queue(retry_total=0)
             log.info("Created queue '%s' for function '%s'", self.spec.queue_name, self.spec.name)
-
-    def start(self) -> None:
-        self._poller = asyncio.create_task(self._poll(), name=f"poll {self.spec.queue_name}")
-
-    async def stop(self) -> None:
-        """Stop polling; messages already received still run (their tasks are ``in_flight``)."""
-        self._stopping.set()
-        if self._poller is not None:
-            await self._poller
-
-    async def _sleep(self, seconds: float) -> None:
-        with suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def _receive(self) -> list[QueueMessage]:
         pages = self._queue.receive_messages(
@@ -134,7 +119,8 @@ class QueueListener:
             return []
         return [message async for message in page]
 
-    async def _poll(self) -> None:
+    async def _loop(self) -> None:
+        """Poll until ``stop()``; messages already received still run then."""
         found = False
         while not self._stopping.is_set():
             try:
@@ -156,20 +142,14 @@ class QueueListener:
                 continue
             found = True
             for message in batch:
-                task = asyncio.create_task(self._process(message))
-                self.in_flight.add(task)
-                task.add_done_callback(self.in_flight.discard)
+                self._invoke_in_flight(self._process(message))
             await self._wait_for_new_batch_threshold()
 
     async def _wait_for_new_batch_threshold(self) -> None:
         while (
             len(self.in_flight) > self.options.new_batch_threshold and not self._stopping.is_set()
         ):
-            stopping = asyncio.ensure_future(self._stopping.wait())
-            try:
-                await asyncio.wait({*self.in_flight, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                stopping.cancel()
+            await self._first_of(self.in_flight)
 
     async def _process(self, message: QueueMessage) -> None:
         lease = Lease(message.id, message.pop_receipt or "")

@@ -32,20 +32,17 @@ def _integer_in(bounds: tuple[int, int]) -> Predicate:
     return lambda v: bool(_INTEGER.fullmatch(v)) and bounds[0] <= int(v) <= bounds[1]
 
 
-def _is_guid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
+def _parses(parse: Callable[[str], object]) -> Predicate:
+    """``guid`` and ``datetime`` hold when the value parses as one (a ValueError: it does not)."""
 
+    def holds(value: str) -> bool:
+        try:
+            parse(value)
+        except ValueError:
+            return False
+        return True
 
-def _is_datetime(value: str) -> bool:
-    try:
-        datetime.fromisoformat(value)
-    except ValueError:
-        return False
-    return True
+    return holds
 
 
 def _numbers(args: str, count: tuple[int, ...], name: str) -> list[int]:
@@ -68,12 +65,12 @@ def _constraint(name: str, args: str | None) -> Predicate:
         "int": _integer_in(_INT32),
         "long": _integer_in(_INT64),
         "bool": lambda v: v.lower() in ("true", "false"),
-        "guid": _is_guid,
+        "guid": _parses(uuid.UUID),
         "alpha": lambda v: bool(re.fullmatch(r"[a-zA-Z]*", v)),
         "double": lambda v: bool(_NUMBER.fullmatch(v)),
         "float": lambda v: bool(_NUMBER.fullmatch(v)),
         "decimal": lambda v: bool(_DECIMAL.fullmatch(v)),
-        "datetime": _is_datetime,
+        "datetime": _parses(datetime.fromisoformat),
         "required": lambda v: v != "",
     }
     if key in simple:

@@ -26,7 +26,6 @@ zone. ``past_due`` is always false: the dev host keeps no schedule status betwee
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from contextlib import suppress
@@ -39,6 +38,7 @@ from azure.functions.timer import TimerRequest
 from croniter import croniter  # type: ignore[import-untyped]  # ships no type hints
 
 from devhost.hostjson import parse_timespan
+from devhost.listener import Listener
 
 if TYPE_CHECKING:
     from devhost.app_loader import TimerFunction
@@ -252,7 +252,7 @@ def _display(moment: datetime) -> str:
     return moment.strftime(_DISPLAY_FORMAT) + f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
 
 
-class TimerListener:
+class TimerListener(Listener):
     """Runs one timer function on its schedule until ``stop()``."""
 
     def __init__(
@@ -262,11 +262,9 @@ class TimerListener:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        super().__init__(f"timer {spec.name}")
         self.spec, self._invoker, self._clock = spec, invoker, clock
         self.schedule = spec.schedule
-        self.in_flight: set[asyncio.Task[None]] = set()
-        self._stopping = asyncio.Event()
-        self._runner: asyncio.Task[None] | None = None
         self._last: datetime | None = None
         self._next: datetime | None = None
 
@@ -281,16 +279,8 @@ class TimerListener:
             found.append(moment)
         return found
 
-    def start(self) -> None:
-        self._runner = asyncio.create_task(self._run(), name=f"timer {self.spec.name}")
-
-    async def stop(self) -> None:
-        """Stop scheduling; a running invocation goes on (its task is in ``in_flight``)."""
-        self._stopping.set()
-        if self._runner is not None:
-            await self._runner
-
-    async def _run(self) -> None:
+    async def _loop(self) -> None:
+        """Fire on the schedule until ``stop()``; a running invocation goes on then."""
         if self.spec.run_on_startup:
             log.info(
                 "Function '%s' is configured to run on startup. Executing now.",
@@ -311,8 +301,7 @@ class TimerListener:
         while not self._stopping.is_set():
             delay = (self._next - self.now()).total_seconds()
             if delay > 0:
-                with suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), delay)
+                await self._sleep(delay)
                 continue  # re-check: woken by stop(), or the wall clock moved
             fired = self.now()
             await self._fire(fired)
@@ -331,14 +320,7 @@ class TimerListener:
         request = TimerRequest(
             past_due=False, schedule_status=status, schedule={"AdjustForDST": True}
         )
-        task = asyncio.create_task(self._invoke(request, fired))
-        self.in_flight.add(task)
-        task.add_done_callback(self.in_flight.discard)
-        stopping = asyncio.ensure_future(self._stopping.wait())
-        try:
-            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
+        await self._first_of({self._invoke_in_flight(self._invoke(request, fired))})
         self._last = fired
 
     async def _invoke(self, request: TimerRequest, fired: datetime) -> None:

@@ -49,6 +49,7 @@ _LEVELS = {
 
 
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[func.HttpResponse]])
+R = TypeVar("R")
 
 
 def _route(route: Route) -> Callable[[Handler], Handler]:
@@ -101,48 +102,57 @@ async def _respond(
         return _problem(internal_problem())
 
 
+async def _submitted(
+    req: func.HttpRequest, caller: Caller | None, submit: Callable[..., Awaitable[R]]
+) -> R:
+    """Both POSTs pass the core (``Intake.submit``, ``BatchIntake.submit``) the same parts of a
+    request; with Entra ID the calling app owns what it sends."""
+    return await submit(
+        req.get_body(),
+        content_type=req.headers.get("content-type"),
+        traceparent=req.headers.get("traceparent"),
+        idempotency_key=req.headers.get("idempotency-key"),
+        owner=caller.app_id if caller is not None else None,
+    )
+
+
+async def _traced(
+    req: func.HttpRequest,
+    context: func.Context,
+    route: Route,
+    call: Callable[[], Awaitable[func.HttpResponse]],
+) -> func.HttpResponse:
+    """``_respond`` within the HTTP server span, which records the status answered."""
+    with telemetry.http_request(route.method, route.path, context.trace_context) as request:
+        response = await _respond(req, call)
+        request.responded(response.status_code)
+    return response
+
+
 @_route(SUBMIT)
 async def submit_message(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
     async def call() -> func.HttpResponse:
         caller = await _authorize(req, SUBMIT)
-        result = await services().intake.submit(
-            req.get_body(),
-            content_type=req.headers.get("content-type"),
-            traceparent=req.headers.get("traceparent"),
-            idempotency_key=req.headers.get("idempotency-key"),
-            owner=caller.app_id if caller is not None else None,
-        )
+        result = await _submitted(req, caller, services().intake.submit)
         telemetry.set_message_id(result.id)
         if caller is not None:  # who sent what, for audit (Entra ID mode)
             log.info("message %s accepted from app %s", result.id, caller.app_id)
         body = result.model_dump(mode="json", by_alias=True)
         return _json(202, body, {"Location": result.status_url})
 
-    with telemetry.http_request("POST", SUBMIT.path, context.trace_context) as request:
-        response = await _respond(req, call)
-        request.responded(response.status_code)
-    return response
+    return await _traced(req, context, SUBMIT, call)
 
 
 @_route(BATCH)
 async def submit_batch(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
     async def call() -> func.HttpResponse:
         caller = await _authorize(req, BATCH)
-        result = await services().batch.submit(
-            req.get_body(),
-            content_type=req.headers.get("content-type"),
-            traceparent=req.headers.get("traceparent"),
-            idempotency_key=req.headers.get("idempotency-key"),
-            owner=caller.app_id if caller is not None else None,
-        )
+        result = await _submitted(req, caller, services().batch.submit)
         if caller is not None:
             log.info("batch: %s message(s) accepted from app %s", result.accepted, caller.app_id)
         return _json(207, _batch_answer(result, _path(req)))
 
-    with telemetry.http_request("POST", BATCH.path, context.trace_context) as request:
-        response = await _respond(req, call)
-        request.responded(response.status_code)
-    return response
+    return await _traced(req, context, BATCH, call)
 
 
 def _batch_answer(result: BatchResult, instance: str) -> dict[str, Any]:

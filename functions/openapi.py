@@ -8,8 +8,6 @@ fails when it is stale, as ``mailgw.schema`` does for the send request's JSON Sc
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ from pydantic.json_schema import models_json_schema
 from functions.problems import INTERNAL, PROBLEM_CONTENT_TYPE, PROBLEM_TYPES, ProblemType
 from functions.routes import ROUTES, Route, schema_models
 from mailgw.auth import ROLE_READ_ALL
-from mailgw.schema import drop_property_titles, generated_file_main, recipient_forms
+from mailgw.schema import GeneratedFile, drop_property_titles, recipient_forms
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "docs" / "openapi.json"
 _REF = "#/components/schemas/{model}"
@@ -180,18 +178,14 @@ def openapi_document() -> dict[str, Any]:
     return build_openapi()
 
 
-def render_openapi() -> str:
-    return json.dumps(build_openapi(), indent=2, ensure_ascii=False) + "\n"
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return generated_file_main(
-        argv,
-        prog="python -m functions.openapi",
-        what="the OpenAPI document docs/openapi.json",
-        default=DEFAULT_PATH,
-        render=render_openapi,
-    )
+OPENAPI_FILE = GeneratedFile(
+    "python -m functions.openapi",
+    "the OpenAPI document docs/openapi.json",
+    DEFAULT_PATH,
+    build_openapi,
+)
+render_openapi = OPENAPI_FILE.render
+main = OPENAPI_FILE.main
 
 
 if __name__ == "__main__":

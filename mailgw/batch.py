@@ -20,7 +20,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Unpack
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -37,7 +37,7 @@ from mailgw.ids import keyed_message_id
 from mailgw.intake import Intake, request_hash
 from mailgw.models import MAX_BATCH, SendRequest, SubmitResult
 from mailgw.state.record import MessageRecord
-from mailgw.validation import check_idempotency_key, parse_json_body
+from mailgw.validation import RequestParts, read_request
 
 log = logging.getLogger("mailgw.batch")
 
@@ -101,19 +101,11 @@ class BatchIntake:
     answers: AnswerStore
     answer_wait: timedelta = ANSWER_WAIT
 
-    async def submit(
-        self,
-        body: bytes,
-        *,
-        content_type: str | None = None,
-        traceparent: str | None = None,
-        idempotency_key: str | None = None,
-        owner: str | None = None,
-    ) -> BatchResult:
-        key = check_idempotency_key(idempotency_key)
-        settings = self.intake.settings
-        document = parse_json_body(body, content_type, settings.max_request_bytes)
+    async def submit(self, body: bytes, **parts: Unpack[RequestParts]) -> BatchResult:
+        """A batch; ``parts``: the request's headers and its owner, as for ``Intake.submit``."""
+        key, document = read_request(body, parts, self.intake.settings.max_request_bytes)
         items = batch_items(document)
+        traceparent, owner = parts.get("traceparent"), parts.get("owner")
         work = _Work(self.intake, items, self.intake.clock(), traceparent, owner)
         if key is None:
             return _whole_or_partial(await work.run())

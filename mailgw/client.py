@@ -127,17 +127,19 @@ def _batch(body: Any) -> BatchAnswer:
 #: transport error), or sleep.
 Step = httpx.Request | float
 Outcome = httpx.Response | httpx.TransportError | None
-Call = Generator[Step, Outcome, Any]
+Call = Generator[Step, Outcome, T]
 
 
-class _Steps:
+class _Steps(Generic[T]):
     """Drives a call for either client: iterating gives what it asks for next (a request to
-    send, or seconds to sleep); set ``outcome`` to what sending gave; ``value`` is the answer."""
+    send, or seconds to sleep); set ``outcome`` to what sending gave; ``value`` is the answer
+    (there once the iteration ends)."""
 
-    def __init__(self, call: Call) -> None:
+    value: T
+
+    def __init__(self, call: Call[T]) -> None:
         self._call = call
         self.outcome: Outcome = None
-        self.value: Any = None
 
     def __iter__(self) -> Self:
         return self
@@ -176,7 +178,9 @@ class _Api:
         url = self.base_url.rstrip("/") + path
         return httpx.Request(method, url, headers=headers, content=content)
 
-    def call(self, method: str, path: str, body: Any = None, *, key: str | None = None) -> Call:
+    def call(
+        self, method: str, path: str, body: Any = None, *, key: str | None = None
+    ) -> Call[Any]:
         """One API call: the answer's JSON; 503s and timeouts are retried (POSTs always carry
         an Idempotency-Key by then, so a retry cannot queue twice)."""
         request = self._request(method, path, body, key)
@@ -201,40 +205,42 @@ class _Api:
             return body_out
         raise AssertionError("unreachable")
 
-    def send(self, message: Mapping[str, Any], idempotency_key: str | None = None) -> Call:
+    def send(
+        self, message: Mapping[str, Any], idempotency_key: str | None = None
+    ) -> Call[SubmitResult]:
         key = idempotency_key or str(uuid.uuid4())
         return self._typed(SubmitResult, self.call("POST", "/api/v1/messages", message, key=key))
 
     def send_batch(
         self, messages: Sequence[Mapping[str, Any]], idempotency_key: str | None = None
-    ) -> Call:
+    ) -> Call[BatchAnswer]:
         key = idempotency_key or str(uuid.uuid4())
         body = {"messages": list(messages)}
         answer = yield from self.call("POST", "/api/v1/messages:batch", body, key=key)
         return _batch(answer)
 
-    def status(self, message_id: str) -> Call:
+    def status(self, message_id: str) -> Call[MessageState]:
         return self._typed(MessageState, self.call("GET", _message_path(message_id)))
 
-    def cancel(self, message_id: str) -> Call:
+    def cancel(self, message_id: str) -> Call[MessageState]:
         return self._typed(MessageState, self.call("DELETE", _message_path(message_id)))
 
-    def replay(self, message_id: str) -> Call:
+    def replay(self, message_id: str) -> Call[MessageState]:
         path = _message_path(message_id) + "/replay"
         return self._typed(MessageState, self.call("POST", path))
 
-    def usage(self, mailbox: str) -> Call:
+    def usage(self, mailbox: str) -> Call[MailboxUsage]:
         path = "/api/v1/mailboxes/" + urllib.parse.quote(mailbox, safe="@") + "/usage"
         return self._typed(MailboxUsage, self.call("GET", path))
 
-    def health(self) -> Call:
+    def health(self) -> Call[Health]:
         return self._typed(Health, self.call("GET", "/api/v1/health"))
 
-    def openapi(self) -> Call:
+    def openapi(self) -> Call[dict[str, Any]]:
         return self.call("GET", "/api/v1/openapi.json")
 
     @staticmethod
-    def _typed(kind: type[T], call: Call) -> Call:
+    def _typed(kind: type[T], call: Call[Any]) -> Call[T]:
         answer = yield from call
         return _parse(kind, answer)
 
@@ -278,7 +284,7 @@ class Client(_Base[httpx.Client]):
     def _new_http(self, timeout: float) -> httpx.Client:
         return httpx.Client(timeout=timeout)
 
-    def _run(self, call: Call) -> Any:
+    def _run(self, call: Call[T]) -> T:
         steps = _Steps(call)
         for step in steps:
             if isinstance(step, httpx.Request):
@@ -299,39 +305,31 @@ class Client(_Base[httpx.Client]):
         return self._run(self._api.call(method, path, body, key=idempotency_key))
 
     def send(self, message: Mapping[str, Any], idempotency_key: str | None = None) -> SubmitResult:
-        result: SubmitResult = self._run(self._api.send(message, idempotency_key))
-        return result
+        return self._run(self._api.send(message, idempotency_key))
 
     def send_batch(
         self, messages: Sequence[Mapping[str, Any]], idempotency_key: str | None = None
     ) -> BatchAnswer:
-        result: BatchAnswer = self._run(self._api.send_batch(messages, idempotency_key))
-        return result
+        return self._run(self._api.send_batch(messages, idempotency_key))
 
     def status(self, message_id: str) -> MessageState:
-        result: MessageState = self._run(self._api.status(message_id))
-        return result
+        return self._run(self._api.status(message_id))
 
     def cancel(self, message_id: str) -> MessageState:
-        result: MessageState = self._run(self._api.cancel(message_id))
-        return result
+        return self._run(self._api.cancel(message_id))
 
     def replay(self, message_id: str) -> MessageState:
-        result: MessageState = self._run(self._api.replay(message_id))
-        return result
+        return self._run(self._api.replay(message_id))
 
     def usage(self, mailbox: str) -> MailboxUsage:
         """A sender mailbox's budgets and their use (admin key, or Messages.ReadAll)."""
-        result: MailboxUsage = self._run(self._api.usage(mailbox))
-        return result
+        return self._run(self._api.usage(mailbox))
 
     def health(self) -> Health:
-        result: Health = self._run(self._api.health())
-        return result
+        return self._run(self._api.health())
 
     def openapi(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._run(self._api.openapi())
-        return result
+        return self._run(self._api.openapi())
 
     def close(self) -> None:
         self._http.close()
@@ -349,7 +347,7 @@ class AsyncClient(_Base[httpx.AsyncClient]):
     def _new_http(self, timeout: float) -> httpx.AsyncClient:
         return httpx.AsyncClient(timeout=timeout)
 
-    async def _run(self, call: Call) -> Any:
+    async def _run(self, call: Call[T]) -> T:
         steps = _Steps(call)
         for step in steps:
             if isinstance(step, httpx.Request):
@@ -364,38 +362,30 @@ class AsyncClient(_Base[httpx.AsyncClient]):
     async def send(
         self, message: Mapping[str, Any], idempotency_key: str | None = None
     ) -> SubmitResult:
-        result: SubmitResult = await self._run(self._api.send(message, idempotency_key))
-        return result
+        return await self._run(self._api.send(message, idempotency_key))
 
     async def send_batch(
         self, messages: Sequence[Mapping[str, Any]], idempotency_key: str | None = None
     ) -> BatchAnswer:
-        result: BatchAnswer = await self._run(self._api.send_batch(messages, idempotency_key))
-        return result
+        return await self._run(self._api.send_batch(messages, idempotency_key))
 
     async def status(self, message_id: str) -> MessageState:
-        result: MessageState = await self._run(self._api.status(message_id))
-        return result
+        return await self._run(self._api.status(message_id))
 
     async def cancel(self, message_id: str) -> MessageState:
-        result: MessageState = await self._run(self._api.cancel(message_id))
-        return result
+        return await self._run(self._api.cancel(message_id))
 
     async def replay(self, message_id: str) -> MessageState:
-        result: MessageState = await self._run(self._api.replay(message_id))
-        return result
+        return await self._run(self._api.replay(message_id))
 
     async def usage(self, mailbox: str) -> MailboxUsage:
-        result: MailboxUsage = await self._run(self._api.usage(mailbox))
-        return result
+        return await self._run(self._api.usage(mailbox))
 
     async def health(self) -> Health:
-        result: Health = await self._run(self._api.health())
-        return result
+        return await self._run(self._api.health())
 
     async def openapi(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self._run(self._api.openapi())
-        return result
+        return await self._run(self._api.openapi())
 
     async def aclose(self) -> None:
         await self._http.aclose()

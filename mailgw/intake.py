@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Unpack
 
 from mailgw import telemetry
 from mailgw.errors import IdempotencyKeyExhausted, IdempotencyKeyReused, QueueUnavailable
@@ -38,12 +38,7 @@ from mailgw.store import StateStore
 from mailgw.templates import TemplateStore, apply_template
 from mailgw.transports import check_fits, check_mime_fits
 from mailgw.transports.render import message_id_for
-from mailgw.validation import (
-    check_idempotency_key,
-    check_sender,
-    parse_json_body,
-    validate_request,
-)
+from mailgw.validation import RequestParts, check_sender, read_request, validate_request
 
 log = logging.getLogger("mailgw.intake")
 
@@ -88,19 +83,11 @@ class Intake:
         self.policy = SenderPolicy(self.settings.allowed_senders)
         self._pending: set[asyncio.Task[None]] = set()
 
-    async def submit(
-        self,
-        body: bytes,
-        *,
-        content_type: str | None = None,
-        traceparent: str | None = None,
-        idempotency_key: str | None = None,
-        owner: str | None = None,
-    ) -> SubmitResult:
-        """``owner``: the calling app (Entra ID mode); its messages and keys are its own."""
-        key = check_idempotency_key(idempotency_key)
-        document = parse_json_body(body, content_type, self.settings.max_request_bytes)
-        accepted = await self.prepare(document, self.clock(), traceparent, owner)
+    async def submit(self, body: bytes, **parts: Unpack[RequestParts]) -> SubmitResult:
+        """One message; ``parts``: the request's headers and its owner."""
+        key, document = read_request(body, parts, self.settings.max_request_bytes)
+        owner = parts.get("owner")
+        accepted = await self.prepare(document, self.clock(), parts.get("traceparent"), owner)
         if key is None:
             return await self.accept(accepted)
         return await self._submit_keyed(key, accepted, request_hash(document))

@@ -100,6 +100,14 @@ def _check_address(value: str) -> str:
 EmailAddress = Annotated[str, AfterValidator(_check_address)]
 
 
+def _at_most(kind: str, count: int, limit: int, message: str, **context: str) -> None:
+    """The request's count limits (headers, metadata, recipients) as one rule: over ``limit``, a
+    ``kind`` error whose ``message`` may name ``{limit}`` and ``{count}``; ``context``: where it
+    points (``field``)."""
+    if count > limit:
+        raise PydanticCustomError(kind, message, {**context, "limit": limit, "count": count})
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel,
@@ -223,12 +231,12 @@ class SendRequest(_Model):
     @field_validator("headers")
     @classmethod
     def _custom_headers(cls, headers: dict[str, str]) -> dict[str, str]:
-        if len(headers) > MAX_CUSTOM_HEADERS:
-            raise PydanticCustomError(
-                "headers",
-                "at most {limit} custom headers are allowed (Graph's limit); got {count}",
-                {"limit": MAX_CUSTOM_HEADERS, "count": len(headers)},
-            )
+        _at_most(
+            "headers",
+            len(headers),
+            MAX_CUSTOM_HEADERS,
+            "at most {limit} custom headers are allowed (Graph's limit); got {count}",
+        )
         seen: set[str] = set()
         for name, value in headers.items():
             if any(c in name for c in "\r\n\x00"):
@@ -269,12 +277,12 @@ class SendRequest(_Model):
     @field_validator("metadata")
     @classmethod
     def _metadata(cls, metadata: dict[str, str]) -> dict[str, str]:
-        if len(metadata) > MAX_METADATA_ENTRIES:
-            raise PydanticCustomError(
-                "metadata",
-                "at most {limit} metadata entries are allowed",
-                {"limit": MAX_METADATA_ENTRIES},
-            )
+        _at_most(
+            "metadata",
+            len(metadata),
+            MAX_METADATA_ENTRIES,
+            "at most {limit} metadata entries are allowed",
+        )
         for key, value in metadata.items():
             if not key or len(key) > 64:
                 raise PydanticCustomError("metadata", "metadata keys must be 1-64 characters")
@@ -285,12 +293,12 @@ class SendRequest(_Model):
                     {"key": key, "limit": MAX_METADATA_VALUE},
                 )
         total = sum(len(key) + len(value) for key, value in metadata.items())
-        if total > MAX_METADATA_TOTAL:
-            raise PydanticCustomError(
-                "metadata",
-                "metadata keys and values total {total} characters, over the limit of {limit}",
-                {"total": total, "limit": MAX_METADATA_TOTAL},
-            )
+        _at_most(
+            "metadata",
+            total,
+            MAX_METADATA_TOTAL,
+            "metadata keys and values total {count} characters, over the limit of {limit}",
+        )
         return metadata
 
     @field_validator("send_at")
@@ -315,12 +323,13 @@ class SendRequest(_Model):
                 "at least one recipient in to, cc or bcc is required",
                 {"field": "to"},
             )
-        if count > MAX_RECIPIENTS:
-            raise PydanticCustomError(
-                "recipients",
-                "at most {limit} recipients in to, cc and bcc together; got {count}",
-                {"field": "to", "limit": MAX_RECIPIENTS, "count": count},
-            )
+        _at_most(
+            "recipients",
+            count,
+            MAX_RECIPIENTS,
+            "at most {limit} recipients in to, cc and bcc together; got {count}",
+            field="to",
+        )
         self._template_rules(info)
         if self.template is None and not self.text and not self.html:
             raise PydanticCustomError(

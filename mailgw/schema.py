@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -92,51 +93,55 @@ def build_schema() -> dict[str, Any]:
     }
 
 
-def render_schema() -> str:
-    """The file's exact text: indent 2, UTF-8 kept readable, one trailing newline."""
-    return json.dumps(build_schema(), indent=2, ensure_ascii=False) + "\n"
+@dataclass(frozen=True)
+class GeneratedFile:
+    """A contract file generated from the code and committed (a JSON document): its exact text,
+    and the command that writes it or, with ``--check``, verifies it."""
+
+    prog: str
+    what: str
+    default: Path
+    build: Callable[[], Any]
+
+    def render(self) -> str:
+        """The file's exact text: indent 2, UTF-8 kept readable, one trailing newline."""
+        return json.dumps(self.build(), indent=2, ensure_ascii=False) + "\n"
+
+    def main(self, argv: Sequence[str] | None = None) -> int:
+        """``prog [--check] [--output PATH]``: write the file, or with ``--check`` exit 1 when
+        the committed one no longer matches the code (CI catches an unreviewed change)."""
+        parser = argparse.ArgumentParser(
+            prog=self.prog, description=f"Write (or, with --check, verify) {self.what}."
+        )
+        parser.add_argument("--check", action="store_true", help="exit 1 if the file is stale")
+        parser.add_argument("--output", type=Path, default=self.default, help="file path")
+        args = parser.parse_args(argv)
+        path: Path = args.output
+        expected = self.render()
+
+        if args.check:
+            try:
+                current = path.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                current = None
+            if current == expected:
+                print(f"{path} is up to date")
+                return 0
+            state = "is missing" if current is None else "is stale (it does not match the code)"
+            print(f"{path} {state}; run `{self.prog}` and commit the result", file=sys.stderr)
+            return 1
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(expected, encoding="utf-8", newline="\n")
+        print(f"wrote {path}")
+        return 0
 
 
-def generated_file_main(
-    argv: Sequence[str] | None, *, prog: str, what: str, default: Path, render: Callable[[], str]
-) -> int:
-    """``prog [--check] [--output PATH]``: write a generated contract file, or with ``--check``
-    exit 1 when the committed one no longer matches the code (CI catches an unreviewed change)."""
-    parser = argparse.ArgumentParser(
-        prog=prog, description=f"Write (or, with --check, verify) {what}."
-    )
-    parser.add_argument("--check", action="store_true", help="exit 1 if the file is stale")
-    parser.add_argument("--output", type=Path, default=default, help="file path")
-    args = parser.parse_args(argv)
-    path: Path = args.output
-    expected = render()
-
-    if args.check:
-        try:
-            current = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            current = None
-        if current == expected:
-            print(f"{path} is up to date")
-            return 0
-        state = "is missing" if current is None else "is stale (it does not match the code)"
-        print(f"{path} {state}; run `{prog}` and commit the result", file=sys.stderr)
-        return 1
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(expected, encoding="utf-8", newline="\n")
-    print(f"wrote {path}")
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return generated_file_main(
-        argv,
-        prog="python -m mailgw.schema",
-        what="the send request's JSON Schema",
-        default=DEFAULT_PATH,
-        render=render_schema,
-    )
+SCHEMA_FILE = GeneratedFile(
+    "python -m mailgw.schema", "the send request's JSON Schema", DEFAULT_PATH, build_schema
+)
+render_schema = SCHEMA_FILE.render
+main = SCHEMA_FILE.main
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
 Service = Literal["queue", "blob", "table"]
+C_co = TypeVar("C_co", covariant=True)
 
 # Azurite's published development account (https://learn.microsoft.com/azure/storage/common/storage-use-azurite).
 # It is a well-known constant of the emulator, not a secret; it only ever reaches 127.0.0.1.
@@ -212,16 +213,36 @@ def _table_options(options: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class _ClientKind(Protocol[C_co]):
+    """A storage SDK's client class: made from an account URL or from a connection string."""
+
+    def __call__(self, url: str, /, *args: Any, **kwargs: Any) -> C_co: ...
+
+    def from_connection_string(self, conn_str: str, /, *args: Any, **kwargs: Any) -> C_co: ...
+
+
+def _client(
+    connection: StorageConnection,
+    service: Service,
+    kind: _ClientKind[C_co],
+    *args: Any,
+    **options: Any,
+) -> C_co:
+    """Every storage client is made the one way: from the connection string when there is one,
+    else from the service's URI with the connection's credential. ``args``: what follows the
+    account (a queue name)."""
+    if connection.connection_string:
+        return kind.from_connection_string(connection.connection_string, *args, **options)
+    return kind(
+        connection.service_uri(service), *args, credential=connection.credential(), **options
+    )
+
+
 def queue_service_client(connection: StorageConnection, **options: Any) -> QueueServiceClient:
     """An async queue service client (for queue management: create, list, properties)."""
     from azure.storage.queue.aio import QueueServiceClient
 
-    options = _storage_options(options)
-    if connection.connection_string:
-        return QueueServiceClient.from_connection_string(connection.connection_string, **options)
-    return QueueServiceClient(
-        connection.service_uri("queue"), credential=connection.credential(), **options
-    )
+    return _client(connection, "queue", QueueServiceClient, **_storage_options(options))
 
 
 def queue_client(connection: StorageConnection, queue_name: str, **options: Any) -> QueueClient:
@@ -238,35 +259,19 @@ def queue_client(connection: StorageConnection, queue_name: str, **options: Any)
         "message_decode_policy": TextBase64DecodePolicy(),
         **_storage_options(options),
     }
-    if connection.connection_string:
-        return QueueClient.from_connection_string(
-            connection.connection_string, queue_name, **policies
-        )
-    return QueueClient(
-        connection.service_uri("queue"), queue_name, credential=connection.credential(), **policies
-    )
+    return _client(connection, "queue", QueueClient, queue_name, **policies)
 
 
 def blob_service_client(connection: StorageConnection, **options: Any) -> BlobServiceClient:
     from azure.storage.blob.aio import BlobServiceClient
 
-    options = _storage_options(options)
-    if connection.connection_string:
-        return BlobServiceClient.from_connection_string(connection.connection_string, **options)
-    return BlobServiceClient(
-        connection.service_uri("blob"), credential=connection.credential(), **options
-    )
+    return _client(connection, "blob", BlobServiceClient, **_storage_options(options))
 
 
 def table_service_client(connection: StorageConnection, **options: Any) -> TableServiceClient:
     from azure.data.tables.aio import TableServiceClient
 
-    options = _table_options(options)
-    if connection.connection_string:
-        return TableServiceClient.from_connection_string(connection.connection_string, **options)
-    return TableServiceClient(
-        connection.service_uri("table"), credential=connection.credential(), **options
-    )
+    return _client(connection, "table", TableServiceClient, **_table_options(options))
 
 
 class LazyTable:

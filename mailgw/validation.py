@@ -12,7 +12,7 @@ import difflib
 import json
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from pydantic import ValidationError
 
@@ -123,6 +123,23 @@ def check_sender(policy: SenderPolicy, address: str) -> None:
             denial_reason(policy, address),
             [FieldError("from", "this gateway is not allowed to send as this mailbox")],
         )
+
+
+class RequestParts(TypedDict, total=False):
+    """What an API request carries besides its body, for ``Intake.submit`` and
+    ``BatchIntake.submit`` alike: its headers, and ``owner``, the calling app (Entra ID mode),
+    whose messages and keys are its own."""
+
+    content_type: str | None
+    traceparent: str | None
+    idempotency_key: str | None
+    owner: str | None
+
+
+def read_request(body: bytes, parts: RequestParts, limit: int) -> tuple[str | None, Any]:
+    """A request's ``Idempotency-Key`` (checked first) and its body as JSON."""
+    key = check_idempotency_key(parts.get("idempotency_key"))
+    return key, parse_json_body(body, parts.get("content_type"), limit)
 
 
 def check_idempotency_key(key: str | None) -> str | None:
