@@ -64,8 +64,8 @@ def main() -> int:
                 )
     on, off = statistics.median(sides[True]), statistics.median(sides[False])
     print(f"{args.requests} queue puts + {args.requests} table inserts x {args.rounds} rounds")
-    print(f"client CPU per storage request, environment looked up per request: {on:.2f} ms")
-    print(f"client CPU per storage request, no lookup (no proxy set):          {off:.2f} ms")
+    for label, value in (("looked up per request", on), ("not looked up (no proxy set)", off)):
+        print(f"client CPU per storage request, environment {label}: {value:.2f} ms")
     print(f"storage request CPU ratio without the lookups: {off / on:.2f}")
     return 0
 

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
 from unit_helpers import NOW, valid_request
 
 from mailgw.events.batching import Batcher
@@ -104,6 +105,30 @@ async def test_a_batcher_sends_what_arrives_during_a_request_in_the_next_one() -
     release.set()
     await asyncio.gather(first, *later)
     assert sent == [["a"], ["0", "1", "2", "3", "4"]]
+
+
+@pytest.mark.parametrize("in_flight", [1, 2])
+async def test_an_event_submitted_as_the_last_sender_finishes_is_still_sent(in_flight: int) -> None:
+    """A submit that runs after every sender saw nothing left to send, but before their tasks
+    finished, must start a sender of its own (a lost wake-up would leave it waiting forever)."""
+    sent: list[str] = []
+    ready = asyncio.Event()
+
+    async def send(batch: list[Mapping[str, Any]]) -> None:
+        sent.extend(str(e["id"]) for e in batch)
+        ready.set()  # wakes the submitter below before the sender's loop ends
+
+    batcher = Batcher(send, max_in_flight=in_flight)
+
+    async def submit_when_ready() -> None:
+        await ready.wait()
+        await batcher.submit([{"id": "late"}])
+
+    late = asyncio.create_task(submit_when_ready())
+    await asyncio.gather(*(batcher.submit([{"id": str(i)}]) for i in range(in_flight)))
+    async with asyncio.timeout(5):
+        await late
+    assert sent[-1] == "late"
 
 
 async def test_a_batcher_respects_the_size_limit_and_reports_failures_to_each_caller() -> None:
