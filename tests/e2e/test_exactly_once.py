@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -29,7 +29,7 @@ from crash_support import (
 )
 from gateway_host import DevHost
 
-from standins.processes import StandInProcesses, start_standins
+from standins.processes import StandInProcesses
 from support import sample_request, wait_until
 
 MESSAGES = "/api/v1/messages"
@@ -38,12 +38,6 @@ MESSAGES = "/api/v1/messages"
 @pytest.fixture(scope="module")
 def host(start_devhost: Callable[..., DevHost]) -> DevHost:
     return start_devhost(DEVHOST_QUEUE_LEASE_SECONDS=LEASE_SECONDS)
-
-
-@pytest.fixture(scope="module")
-def standins() -> Iterator[StandInProcesses]:
-    with start_standins() as processes:
-        yield processes
 
 
 def unique_subject(label: str) -> str:
