@@ -120,7 +120,6 @@ async def test_auth_before_starttls_is_refused(intake_server: IntakeServer) -> N
 async def test_wrong_password_is_535_and_slowed_down(
     intake_server: IntakeServer, scanner: str
 ) -> None:
-
     def attempt() -> tuple[tuple[int, bytes | str], float]:
         with smtp_session(intake_server) as client:
             started = time.monotonic()
@@ -174,7 +173,6 @@ async def test_an_ip_outside_the_clients_allowlist_cannot_log_in(
 
 
 async def test_a_sender_not_allowed_is_550_571(intake_server: IntakeServer, scanner: str) -> None:
-
     def scenario() -> list[tuple[int, bytes]]:
         with smtp_session(intake_server) as client:
             client.login("scanner", intake_server.passwords["scanner"])
@@ -399,7 +397,6 @@ async def test_a_client_revoked_during_a_session_sends_nothing_more(
     intake_server: IntakeServer,
     scanner: str,
 ) -> None:
-
     def session() -> tuple[int, bytes]:
         with smtp_session(intake_server) as client:
             client.login("scanner", intake_server.passwords["scanner"])
