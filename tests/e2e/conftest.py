@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from gateway_host import DevHost, launch_devhost
 
+from standins.processes import StandInProcesses, start_standins
+
 
 @pytest.fixture(scope="module")
 def start_devhost(
@@ -33,3 +35,11 @@ def start_devhost(
 def devhost(start_devhost: Callable[..., DevHost]) -> DevHost:
     """The gateway as `make run` serves it (outbox transport), shared by a module's tests."""
     return start_devhost()
+
+
+@pytest.fixture(scope="module")
+def standins() -> Iterator[StandInProcesses]:
+    """The Graph and identity stand-ins, as processes, for a module's dev hosts (a module that
+    wants them otherwise, slower say, defines its own)."""
+    with start_standins() as processes:
+        yield processes

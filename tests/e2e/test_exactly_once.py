@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -29,7 +29,7 @@ from crash_support import (
 )
 from gateway_host import DevHost
 
-from standins.processes import StandInProcesses, start_standins
+from standins.processes import StandInProcesses
 from support import sample_request, wait_until
 
 MESSAGES = "/api/v1/messages"
@@ -38,12 +38,6 @@ MESSAGES = "/api/v1/messages"
 @pytest.fixture(scope="module")
 def host(start_devhost: Callable[..., DevHost]) -> DevHost:
     return start_devhost(DEVHOST_QUEUE_LEASE_SECONDS=LEASE_SECONDS)
-
-
-@pytest.fixture(scope="module")
-def standins() -> Iterator[StandInProcesses]:
-    with start_standins() as processes:
-        yield processes
 
 
 def unique_subject(label: str) -> str:
@@ -222,19 +216,27 @@ def crash_with_one_message(
     return crashing, subject, message_id
 
 
+def crash_and_restart(
+    start_devhost: Callable[..., DevHost], fault: str, label: str, *, written: bool
+) -> tuple[DevHost, DevHost, str, str]:
+    """An outbox host crashed at ``fault`` with one message, whose file the outbox holds already
+    or not yet (``written``), then its successor on the same storage and outbox: the crashed
+    host, the successor, the subject and the message id."""
+    crashing, subject, message_id = crash_with_one_message(start_devhost, fault, label)
+    assert emls_with_subject(crashing, subject) == ([f"{message_id}.eml"] if written else [])
+    return crashing, start_successor(start_devhost, crashing), subject, message_id
+
+
 # --- crashes at each fail point -----------------------------------------------------------------
 
 
 def test_crash_after_record_is_acknowledged_without_sending_again(
     start_devhost: Callable[..., DevHost],
 ) -> None:
-    crashing, subject, message_id = crash_with_one_message(
-        start_devhost, "after_record", "after_record"
-    )
     # The state says sent, but the queue message was never deleted.
-    assert emls_with_subject(crashing, subject) == [f"{message_id}.eml"]
-
-    successor = start_successor(start_devhost, crashing)
+    crashing, successor, subject, message_id = crash_and_restart(
+        start_devhost, "after_record", "after_record", written=True
+    )
     assert status_of(successor, message_id)["status"] == "sent"
     wait_until(
         lambda: (
@@ -250,39 +252,23 @@ def test_crash_after_record_is_acknowledged_without_sending_again(
     assert emls_with_subject(successor, subject) == [f"{message_id}.eml"]
 
 
-def test_crash_after_send_with_the_outbox_resends_to_the_same_file(
-    start_devhost: Callable[..., DevHost],
+@pytest.mark.parametrize(("fault", "written"), [("before_send", False), ("after_send", True)])
+def test_a_crash_around_the_send_resumes_once_into_the_same_file(
+    start_devhost: Callable[..., DevHost], fault: str, written: bool
 ) -> None:
-    crashing, subject, message_id = crash_with_one_message(
-        start_devhost, "after_send", "after_send outbox"
+    """Before the send, nothing is written yet. After it, the file is there but the send is not
+    recorded: at-least-once territory for the transport, which the outbox absorbs, the resumed
+    attempt overwriting the same file. Either way one file, after a second attempt."""
+    _, successor, subject, message_id = crash_and_restart(
+        start_devhost, fault, f"{fault} outbox", written=written
     )
-    # Sent (the file is there) but not recorded: at-least-once territory for the transport...
-    assert emls_with_subject(crashing, subject) == [f"{message_id}.eml"]
-
-    successor = start_successor(start_devhost, crashing)
-    state = wait_for_status(successor, message_id, "sent")
-    # ...which the outbox absorbs: the resumed attempt overwrites the same file.
-    assert outcomes(state) == ["queued", "sending", "resumed", "sending", "sent"]
-    assert state["attempts"] == 2
-    assert emls_with_subject(successor, subject) == [f"{message_id}.eml"]
-    files = sorted(p.name for p in successor.outbox.iterdir() if not p.name.startswith("."))
-    assert files == sorted([f"{message_id}.envelope.json", f"{message_id}.eml"])
-
-
-def test_crash_before_send_is_delivered_once_after_restart(
-    start_devhost: Callable[..., DevHost],
-) -> None:
-    crashing, subject, message_id = crash_with_one_message(
-        start_devhost, "before_send", "before_send"
-    )
-    assert emls_with_subject(crashing, subject) == []
-
-    successor = start_successor(start_devhost, crashing)
     state = wait_for_status(successor, message_id, "sent")
     assert outcomes(state) == ["queued", "sending", "resumed", "sending", "sent"]
     assert state["attempts"] == 2
     wait_until(lambda: queue_depth(successor, successor.queue) == 0, what="an empty queue")
     assert emls_with_subject(successor, subject) == [f"{message_id}.eml"]
+    files = sorted(p.name for p in successor.outbox.iterdir() if not p.name.startswith("."))
+    assert files == sorted([f"{message_id}.envelope.json", f"{message_id}.eml"])
 
 
 def test_crash_after_send_in_graph_draft_mode_delivers_once(

@@ -27,17 +27,10 @@ from standins.processes import (
     EventGridStandInProcess,
     StandInProcesses,
     start_eventgrid_standin,
-    start_standins,
 )
 from support import sample_request, wait_until
 
 MESSAGES = "/api/v1/messages"
-
-
-@pytest.fixture(scope="module")
-def graph() -> Iterator[StandInProcesses]:
-    with start_standins() as processes:
-        yield processes
 
 
 @pytest.fixture(scope="module")
@@ -57,14 +50,14 @@ def events_env(topic: EventGridStandInProcess | None = None) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def host(
     start_devhost: Callable[..., DevHost],
-    graph: StandInProcesses,
+    standins: StandInProcesses,
     topic: EventGridStandInProcess,
 ) -> DevHost:
     # The Graph group's identity stand-in signs with the key the Event Grid stand-in checks.
     return start_devhost(
         DEVHOST_QUEUE_LEASE_SECONDS=LEASE_SECONDS,
         WEBSITE_HOSTNAME="mailgw-e2e.azurewebsites.net",
-        **graph.gateway_env(),
+        **standins.gateway_env(),
         **events_env(topic),
     )
 
@@ -126,12 +119,12 @@ def test_a_scheduled_message_reports_accepted_scheduled_sent(
 
 def test_a_transient_failure_reports_retrying_with_its_code_then_sent(
     host: DevHost,
-    graph: StandInProcesses,
+    standins: StandInProcesses,
     events: EventQueueReader,
     topic: EventGridStandInProcess,
 ) -> None:
     mailbox = f"busy-{uuid.uuid4().hex[:8]}@fabrikam.com"
-    graph.graph.add_faults(
+    standins.graph.add_faults(
         {
             "status": 503,
             "code": "ServiceUnavailable",
@@ -149,12 +142,12 @@ def test_a_transient_failure_reports_retrying_with_its_code_then_sent(
 
 def test_failed_then_replayed_then_sent(
     host: DevHost,
-    graph: StandInProcesses,
+    standins: StandInProcesses,
     events: EventQueueReader,
     topic: EventGridStandInProcess,
 ) -> None:
     mailbox = f"denied-{uuid.uuid4().hex[:8]}@fabrikam.com"
-    graph.graph.add_faults(
+    standins.graph.add_faults(
         {"status": 403, "code": "ErrorSendAsDenied", "message": "no", "mailbox": mailbox}
     )
     message_id = send(host, **{"from": mailbox})

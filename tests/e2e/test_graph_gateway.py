@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,14 +13,8 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import QueueClient
 from gateway_host import DevHost
 
-from standins.processes import StandInProcesses, start_standins
+from standins.processes import StandInProcesses
 from support import b64, wait_until
-
-
-@pytest.fixture(scope="module")
-def standins() -> Iterator[StandInProcesses]:
-    with start_standins() as processes:
-        yield processes
 
 
 @pytest.fixture(scope="module")

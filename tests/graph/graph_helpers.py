@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -202,6 +202,15 @@ async def refusal(transport: Transport) -> DeliveryError:
     with pytest.raises(DeliveryError) as refused:
         await transport.send(outbound())
     return refused.value
+
+
+async def unsent_refusal(transport: Transport, code: str, *, hint: Sequence[str]) -> DeliveryError:
+    """:func:`refusal`, asserting it is ``code``, worth retrying, certainly not sent (not
+    ambiguous), and that its hint names each of ``hint`` (the settings to look at)."""
+    error = await refusal(transport)
+    assert (error.code, error.transient, error.ambiguous) == (code, True, False)
+    assert [name for name in hint if name not in error.hint] == []
+    return error
 
 
 # --- fixtures for a conftest that defines ``queue_settings`` (import them there) ---------------

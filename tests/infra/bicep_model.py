@@ -53,6 +53,18 @@ def strip_quotes(key: str) -> str:
     return key[1:-1] if len(key) >= 2 and key[0] == key[-1] == "'" else key
 
 
+class _Section:
+    """A declaration section of the parsed file (``template.resources``...), read by the
+    attribute's name; empty when the file declares none."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, template: Template, owner: type | None = None) -> Mapping[str, Any]:
+        section: Mapping[str, Any] = template.tree.get(self.name, {})
+        return section
+
+
 @dataclass
 class Template:
     """One parsed file, evaluated with given parameter values (others take their defaults).
@@ -71,29 +83,11 @@ class Template:
 
     # -- declarations --------------------------------------------------------------------------
 
-    def _section(self, name: str) -> Mapping[str, Any]:
-        section: Mapping[str, Any] = self.tree.get(name, {})
-        return section
-
-    @property
-    def parameters(self) -> Mapping[str, Any]:
-        return self._section("parameters")
-
-    @property
-    def variables(self) -> Mapping[str, Any]:
-        return self._section("variables")
-
-    @property
-    def resources(self) -> Mapping[str, Any]:
-        return self._section("resources")
-
-    @property
-    def modules(self) -> Mapping[str, Any]:
-        return self._section("modules")
-
-    @property
-    def outputs(self) -> Mapping[str, Any]:
-        return self._section("outputs")
+    parameters = _Section()
+    variables = _Section()
+    resources = _Section()
+    modules = _Section()
+    outputs = _Section()
 
     def decorator(self, kind: str, name: str, decorator_type: str) -> Any:
         """The argument of a decorator (``description``, ``min_value``...) of a declaration."""

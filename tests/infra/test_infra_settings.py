@@ -169,28 +169,16 @@ def key_vault_secrets() -> dict[str, str]:
     """Secret URI → value, as Key Vault holds a certificate imported or created there: base64
     PKCS#12 without a password, the private key with the certificate (self-signed here: the app
     checks the key and the dates; Exchange Online checks the issuer)."""
-    from datetime import UTC, datetime, timedelta
-
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
     from cryptography.hazmat.primitives.serialization import pkcs12
-    from cryptography.x509.oid import NameOID
+
+    from standins.certs import common_name, issue
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, RELAY_CERT_NAME)])
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=90))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(RELAY_CERT_NAME)]), False)
-        .sign(key, hashes.SHA256())
-    )
+    san = x509.SubjectAlternativeName([x509.DNSName(RELAY_CERT_NAME)])
+    certificate = issue(key, common_name(RELAY_CERT_NAME), extensions=[(san, False)])
     pfx = pkcs12.serialize_key_and_certificates(
         b"mailgw-relay", key, certificate, None, serialization.NoEncryption()
     )

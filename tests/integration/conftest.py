@@ -12,6 +12,7 @@ from azure.storage.queue.aio import QueueClient
 from rigs import CountingTransport, Rig
 from standin_fixtures import identity
 
+from mailgw.cli import close_services
 from mailgw.delivery import Delivery, RetryPolicy
 from mailgw.intake import Intake
 from mailgw.operations import Operations
@@ -96,9 +97,11 @@ def rig(settings: Settings, mail_queue: MailQueue, store: StateStore) -> Rig:
 
 
 @pytest.fixture
-def make_services(azurite: Any, tmp_path: Path) -> Callable[..., Services]:
-    """The core wired as the Function App wires it, on a fresh queue and table."""
+async def make_services(azurite: Any, tmp_path: Path) -> AsyncIterator[Callable[..., Services]]:
+    """The core wired as the Function App wires it, on a fresh queue and table; what it made is
+    closed after the test (storage clients, credentials), so no test has to."""
     suffix = uuid.uuid4().hex[:10]
+    made: list[Services] = []
 
     def make(**overrides: str) -> Services:
         env = {
@@ -113,9 +116,12 @@ def make_services(azurite: Any, tmp_path: Path) -> Callable[..., Services]:
             "MAILGW_EVENTS_SOURCE": "https://mailgw.example.net",
             **overrides,
         }
-        return Services(Settings.from_env({k: v for k, v in env.items() if v}))
+        made.append(Services(Settings.from_env({k: v for k, v in env.items() if v})))
+        return made[-1]
 
-    return make
+    yield make
+    for services in made:
+        await close_services(services)
 
 
 __all__ = ["identity"]  # shared stand-in fixture, from standin_fixtures

@@ -16,7 +16,6 @@ import pytest
 from event_support import EventQueueReader, assert_valid_event, kinds
 from rigs import CountingTransport
 
-from mailgw.cli import close_services
 from mailgw.events.pending import PENDING_PARTITION, backoff
 from mailgw.ids import new_message_id
 from mailgw.models import Envelope
@@ -37,10 +36,8 @@ async def topic(identity: IdentityStandIn) -> AsyncIterator[EventGridStandIn]:
 
 
 @pytest.fixture
-async def services(make_services: Callable[..., Services]) -> AsyncIterator[Services]:
-    made = make_services()
-    yield made
-    await close_services(made)
+def services(make_services: Callable[..., Services]) -> Services:
+    return make_services()
 
 
 def reader(services: Services, azurite: Any) -> EventQueueReader:
@@ -115,20 +112,17 @@ async def test_scheduled_retrying_failed_replayed_and_sent_in_order(
     transport = CountingTransport([transient("ServiceUnavailable", "busy")])
     services.__dict__["transport"] = transport  # a transport that fails as scripted
     services.delivery.transport = transport
-    try:
-        due = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
-        message_id = await submit(services, sendAt=due)
-        assert (await deliver_next(services)).action == "retry"
-        # the retry copy waits for its backoff: take it at once
-        message = await services.queue.queue().receive_message(visibility_timeout=1)
-        assert message is None  # still invisible, as the backoff says
-        events = reader(services, azurite).of(message_id)
-        assert kinds(events) == ["accepted", "scheduled", "retrying"]
-        retrying = events[-1]["data"]
-        assert retrying["lastError"]["code"].endswith("ServiceUnavailable")
-        assert datetime.fromisoformat(retrying["nextAttemptAt"]) > datetime.now(UTC)
-    finally:
-        await close_services(services)
+    due = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+    message_id = await submit(services, sendAt=due)
+    assert (await deliver_next(services)).action == "retry"
+    # the retry copy waits for its backoff: take it at once
+    message = await services.queue.queue().receive_message(visibility_timeout=1)
+    assert message is None  # still invisible, as the backoff says
+    events = reader(services, azurite).of(message_id)
+    assert kinds(events) == ["accepted", "scheduled", "retrying"]
+    retrying = events[-1]["data"]
+    assert retrying["lastError"]["code"].endswith("ServiceUnavailable")
+    assert datetime.fromisoformat(retrying["nextAttemptAt"]) > datetime.now(UTC)
 
 
 async def test_failed_then_replayed_then_sent(services: Services, azurite: Any) -> None:
@@ -178,37 +172,31 @@ async def test_event_grid_takes_cloudevent_batches_signed_with_the_managed_ident
     azurite: Any,
 ) -> None:
     services = make_services(MAILGW_EVENTGRID_ENDPOINT=topic.endpoint, MAILGW_EVENTS_QUEUE="")
-    try:
-        ids = [await submit(services) for _ in range(3)]
-        for _ in ids:
-            assert (await deliver_next(services)).action == "sent"
-        taken = topic.taken()
-        for message_id in ids:
-            assert kinds(taken, message_id) == ["accepted", "sent"]
-        for event in taken:
-            assert_valid_event(event)
-        assert {r.content_type for r in topic.requests} == {BATCH_CONTENT_TYPE}
-        assert {r.audience for r in topic.requests} == {"https://eventgrid.azure.net"}
-        assert all(r.status == 200 for r in topic.requests)
-        assert identity.tokens_for("https://eventgrid.azure.net")
-    finally:
-        await close_services(services)
+    ids = [await submit(services) for _ in range(3)]
+    for _ in ids:
+        assert (await deliver_next(services)).action == "sent"
+    taken = topic.taken()
+    for message_id in ids:
+        assert kinds(taken, message_id) == ["accepted", "sent"]
+    for event in taken:
+        assert_valid_event(event)
+    assert {r.content_type for r in topic.requests} == {BATCH_CONTENT_TYPE}
+    assert {r.audience for r in topic.requests} == {"https://eventgrid.azure.net"}
+    assert all(r.status == 200 for r in topic.requests)
+    assert identity.tokens_for("https://eventgrid.azure.net")
 
 
 async def test_concurrent_publishes_share_event_grid_requests(
     make_services: Callable[..., Services], topic: EventGridStandIn
 ) -> None:
     services = make_services(MAILGW_EVENTGRID_ENDPOINT=topic.endpoint, MAILGW_EVENTS_QUEUE="")
-    try:
-        records = [
-            await services.store.transition(new_message_id(), lambda _: _accepted(services))
-            for _ in range(20)
-        ]
-        await asyncio.gather(*(services.events.accepted(r) for r in records if r))
-        assert len(topic.taken()) == 20
-        assert len(topic.requests) < 20  # batched while a request was in flight
-    finally:
-        await close_services(services)
+    records = [
+        await services.store.transition(new_message_id(), lambda _: _accepted(services))
+        for _ in range(20)
+    ]
+    await asyncio.gather(*(services.events.accepted(r) for r in records if r))
+    assert len(topic.taken()) == 20
+    assert len(topic.requests) < 20  # batched while a request was in flight
 
 
 def _accepted(services: Services) -> Any:
@@ -234,32 +222,29 @@ async def test_throttled_event_grid_never_holds_up_mail_and_gets_its_events_late
     assert pending is not None
     pending.clock = lambda: now[0]
     events_queue = reader(services, azurite)
-    try:
-        topic.fail_next(429, 2, retry_after="10")  # accepted and sent, both throttled
-        message_id = await submit(services)
-        assert (await deliver_next(services)).action == "sent"  # mail went on regardless
-        # the queue sink took them at once; Event Grid's share waits in the pending rows
-        assert kinds(events_queue.of(message_id)) == ["accepted", "sent"]
-        assert topic.taken() == []
-        rows = [r async for r in _pending_rows(services)]
-        assert {r["sinks"] for r in rows} == {"eventgrid"}
-        assert len(rows) == 2
+    topic.fail_next(429, 2, retry_after="10")  # accepted and sent, both throttled
+    message_id = await submit(services)
+    assert (await deliver_next(services)).action == "sent"  # mail went on regardless
+    # the queue sink took them at once; Event Grid's share waits in the pending rows
+    assert kinds(events_queue.of(message_id)) == ["accepted", "sent"]
+    assert topic.taken() == []
+    rows = [r async for r in _pending_rows(services)]
+    assert {r["sinks"] for r in rows} == {"eventgrid"}
+    assert len(rows) == 2
 
-        assert await services.events.republish_pending() == 0  # not due yet: backoff
-        topic.fail_next(503)  # the first republish is refused again: it backs off further
-        now[0] += backoff(1)
-        assert await services.events.republish_pending() == 0  # `sent` waits behind `accepted`
-        rows = [r async for r in _pending_rows(services)]
-        assert sorted(r["attempts"] for r in rows) == [1, 2]
-        assert max(r["due"] for r in rows) >= now[0] + backoff(2) - timedelta(seconds=1)
+    assert await services.events.republish_pending() == 0  # not due yet: backoff
+    topic.fail_next(503)  # the first republish is refused again: it backs off further
+    now[0] += backoff(1)
+    assert await services.events.republish_pending() == 0  # `sent` waits behind `accepted`
+    rows = [r async for r in _pending_rows(services)]
+    assert sorted(r["attempts"] for r in rows) == [1, 2]
+    assert max(r["due"] for r in rows) >= now[0] + backoff(2) - timedelta(seconds=1)
 
-        now[0] += backoff(2)
-        assert await services.events.republish_pending() == 2
-        assert [r async for r in _pending_rows(services)] == []
-        assert kinds(topic.taken(), message_id) == ["accepted", "sent"]  # oldest first
-        assert len(events_queue.of(message_id)) == 2  # the queue got each once
-    finally:
-        await close_services(services)
+    now[0] += backoff(2)
+    assert await services.events.republish_pending() == 2
+    assert [r async for r in _pending_rows(services)] == []
+    assert kinds(topic.taken(), message_id) == ["accepted", "sent"]  # oldest first
+    assert len(events_queue.of(message_id)) == 2  # the queue got each once
 
 
 async def test_a_token_for_another_audience_is_refused_and_the_event_kept(
@@ -267,13 +252,10 @@ async def test_a_token_for_another_audience_is_refused_and_the_event_kept(
 ) -> None:
     async with EventGridStandIn(audience="https://management.azure.com") as wrong:
         services = make_services(MAILGW_EVENTGRID_ENDPOINT=wrong.endpoint, MAILGW_EVENTS_QUEUE="")
-        try:
-            await submit(services)
-            assert [r.status for r in wrong.requests] == [401]
-            assert "Invalid audience" in wrong.requests[0].error
-            assert len([r async for r in _pending_rows(services)]) == 1
-        finally:
-            await close_services(services)
+        await submit(services)
+        assert [r.status for r in wrong.requests] == [401]
+        assert "Invalid audience" in wrong.requests[0].error
+        assert len([r async for r in _pending_rows(services)]) == 1
 
 
 async def _pending_rows(services: Services) -> AsyncIterator[dict[str, Any]]:

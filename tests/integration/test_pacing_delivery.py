@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,7 +11,6 @@ import pytest
 from event_support import EventQueueReader, kinds
 from rigs import CountingTransport
 
-from mailgw.cli import close_services
 from mailgw.models import Envelope, MessageStatus
 from mailgw.services import Services
 from mailgw.transports.errors import transient
@@ -34,10 +33,8 @@ def paced_services(make_services: Callable[..., Services]) -> Callable[..., Serv
 
 
 @pytest.fixture
-async def services(paced_services: Callable[..., Services]) -> AsyncIterator[Services]:
-    made = paced_services()
-    yield made
-    await close_services(made)
+def services(paced_services: Callable[..., Services]) -> Services:
+    return paced_services()
 
 
 async def submit(services: Services, **fields: Any) -> str:
@@ -99,23 +96,20 @@ async def test_a_deferred_message_is_neither_aged_nor_charged_an_attempt(
 ) -> None:
     """A burst that waited a day must not be poisoned for its age by a transient failure after."""
     services = paced_services(MAILGW_MAX_AGE_SECONDS="3600")
-    try:
-        services.__dict__["transport"] = CountingTransport([transient("graph/http-503", "busy")])
-        message_id = await submit(services)
-        message = await pull(services.queue)
-        envelope = Envelope.model_validate_json(message.content)
-        # as if it had been accepted two days ago and deferred until a moment ago
-        long_ago = datetime.now(UTC) - timedelta(days=2)
-        waited = envelope.model_copy(
-            update={"created_at": long_ago, "paced_until": datetime.now(UTC) - timedelta(seconds=5)}
-        )
-        await services.queue.enqueue(waited)
-        outcome = await deliver_next(services)
-        assert outcome.action == "retry"  # not poisoned as 48 h old
-        record = await services.store.get(message_id)
-        assert record is not None and record.status is MessageStatus.retrying
-    finally:
-        await close_services(services)
+    services.__dict__["transport"] = CountingTransport([transient("graph/http-503", "busy")])
+    message_id = await submit(services)
+    message = await pull(services.queue)
+    envelope = Envelope.model_validate_json(message.content)
+    # as if it had been accepted two days ago and deferred until a moment ago
+    long_ago = datetime.now(UTC) - timedelta(days=2)
+    waited = envelope.model_copy(
+        update={"created_at": long_ago, "paced_until": datetime.now(UTC) - timedelta(seconds=5)}
+    )
+    await services.queue.enqueue(waited)
+    outcome = await deliver_next(services)
+    assert outcome.action == "retry"  # not poisoned as 48 h old
+    record = await services.store.get(message_id)
+    assert record is not None and record.status is MessageStatus.retrying
 
 
 async def test_an_over_budget_burst_from_one_mailbox_does_not_hold_up_another(

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from graph.graph_helpers import mail_queue, make_pipeline, pacer, store
-from standin_fixtures import identity
+from standin_fixtures import identity, relay_server, smtp
 
 from mailgw.settings import Settings
 from mailgw.transports.smtp import SmtpTransport
@@ -26,20 +26,6 @@ from standins.identity import IdentityStandIn
 from standins.smtp import SmtpStandIn
 
 ALLOWED_SENDERS = "*@contoso.com,*@fabrikam.com"
-
-
-@pytest.fixture
-async def smtp() -> AsyncIterator[SmtpStandIn]:
-    """smtp.office365.com:587 as the gateway meets it (any mailbox may authenticate)."""
-    async with SmtpStandIn(mode="submission") as server:
-        yield server
-
-
-@pytest.fixture
-async def relay_server() -> AsyncIterator[SmtpStandIn]:
-    """contoso-com.mail.protection.outlook.com:25 with a connector for contoso.com."""
-    async with SmtpStandIn(mode="relay", accepted_domains=["contoso.com"]) as server:
-        yield server
 
 
 def _settings(env: dict[str, str], overrides: dict[str, str | None]) -> Settings:
@@ -111,4 +97,4 @@ def queue_settings(azurite: Any) -> Settings:
 
 
 # shared fixtures, from graph_helpers and standin_fixtures
-__all__ = ["identity", "mail_queue", "make_pipeline", "pacer", "store"]
+__all__ = ["identity", "mail_queue", "make_pipeline", "pacer", "relay_server", "smtp", "store"]

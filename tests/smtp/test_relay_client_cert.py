@@ -17,15 +17,15 @@ from pathlib import Path
 import pytest
 import trustme
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import NameOID
 from smtp_helpers import outbound, send_failing
 
 from mailgw.client_cert import load_client_certificate
 from mailgw.settings import Settings, SettingsError
 from mailgw.transports.smtp import SmtpTransport
+from standins.certs import common_name, issue, private_key_pem
 from standins.smtp import SmtpStandIn
 
 DOMAIN = "mail.contoso.com"
@@ -220,31 +220,12 @@ def test_pem_with_openssl_bag_attributes_is_accepted() -> None:
 
 def test_a_key_tls_refuses_stops_the_start_not_the_first_send() -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
-    now = dt.datetime.now(dt.UTC)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, DOMAIN)])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=90))
-        .sign(key, hashes.SHA256())
-    )
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ) + cert.public_bytes(serialization.Encoding.PEM)
+    cert = issue(key, common_name(DOMAIN))
+    pem = private_key_pem(key) + cert.public_bytes(serialization.Encoding.PEM)
     with pytest.raises(SettingsError, match="TLS cannot use this certificate"):
         load_client_certificate(pem.decode())
 
 
 def _encrypted_key() -> str:
     key = ec.generate_private_key(ec.SECP256R1())
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.BestAvailableEncryption(b"secret"),
-    ).decode()
+    return private_key_pem(key, serialization.BestAvailableEncryption(b"secret")).decode()

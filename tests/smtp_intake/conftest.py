@@ -2,7 +2,8 @@
 from a test CA (trustme); clients are real (smtplib, swaks, msmtp).
 
 ``intake_server``: the running server (``.starttls_port``, ``.tls_port``, ``.ca_file``,
-``.add_client(...)``, ``.deliver_all()`` to run delivery into the outbox).
+``.add_client(...)``, ``.deliver_all()`` to run delivery into the outbox). ``scanner``: the
+client most tests send as, registered on it.
 """
 
 from __future__ import annotations
@@ -69,3 +70,10 @@ async def intake_server(azurite: Any, tmp_path: Path) -> AsyncIterator[IntakeSer
         await clients.close()
         await queue.close()
         await store.close()
+
+
+@pytest.fixture
+async def scanner(intake_server: IntakeServer) -> str:
+    """The client most tests send as, registered on ``intake_server`` as ``scanner`` (allowed to
+    send as scanner@contoso.com): its password, also in ``intake_server.passwords``."""
+    return await intake_server.add_client("scanner")

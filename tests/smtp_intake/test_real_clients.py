@@ -83,9 +83,8 @@ async def delivered(server: IntakeServer, output: str) -> bytes:
 @pytest.mark.parametrize("implicit", [False, True], ids=["starttls", "implicit-tls"])
 @pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
 async def test_swaks_sends_through_the_intake(
-    intake_server: IntakeServer, implicit: bool, mechanism: str
+    intake_server: IntakeServer, scanner: str, implicit: bool, mechanism: str
 ) -> None:
-    await intake_server.add_client("scanner")
     code, output = await run(
         *swaks(
             intake_server,
@@ -106,8 +105,8 @@ async def test_swaks_sends_through_the_intake(
 
 async def test_swaks_wrong_password_disallowed_sender_and_no_auth(
     intake_server: IntakeServer,
+    scanner: str,
 ) -> None:
-    await intake_server.add_client("scanner")
     code, output = await run(*swaks(intake_server, "--auth", "PLAIN", password="wrong"))
     assert code != 0 and "535 5.7.8" in output, output
     code, output = await run(
@@ -133,8 +132,7 @@ async def test_swaks_wrong_password_disallowed_sender_and_no_auth(
     assert await intake_server.deliver_all() == []
 
 
-async def test_swaks_revoked_client_is_refused(intake_server: IntakeServer) -> None:
-    await intake_server.add_client("scanner")
+async def test_swaks_revoked_client_is_refused(intake_server: IntakeServer, scanner: str) -> None:
     await intake_server.clients.revoke("scanner")
     code, output = await run(*swaks(intake_server, "--auth", "LOGIN"))
     assert code != 0 and "535 5.7.8" in output, output
@@ -164,9 +162,8 @@ def msmtp(server: IntakeServer, tmp_path: Path, *, implicit: bool, auth: str) ->
 @pytest.mark.parametrize("implicit", [False, True], ids=["starttls", "implicit-tls"])
 @pytest.mark.parametrize("auth", ["plain", "login"])
 async def test_msmtp_sends_through_the_intake(
-    intake_server: IntakeServer, tmp_path: Path, implicit: bool, auth: str
+    intake_server: IntakeServer, scanner: str, tmp_path: Path, implicit: bool, auth: str
 ) -> None:
-    await intake_server.add_client("scanner")
     message = (
         "From: Scanner <scanner@contoso.com>\r\nTo: a@example.com\r\nSubject: msmtp test\r\n"
         "Message-ID: <msmtp-1@contoso.com>\r\nDate: Mon, 07 Dec 2026 08:00:00 +0000\r\n"
@@ -181,11 +178,10 @@ async def test_msmtp_sends_through_the_intake(
 
 
 async def test_msmtp_is_told_storage_is_down_then_succeeds(
-    intake_server: IntakeServer, tmp_path: Path
+    intake_server: IntakeServer, scanner: str, tmp_path: Path
 ) -> None:
     from mailgw.errors import QueueUnavailable
 
-    await intake_server.add_client("scanner")
     working = intake_server.handler.intake
 
     class Down:
@@ -209,8 +205,7 @@ async def test_msmtp_is_told_storage_is_down_then_succeeds(
 
 
 @pytest.mark.slow
-async def test_a_25_mb_message(intake_server: IntakeServer) -> None:
-    await intake_server.add_client("scanner")
+async def test_a_25_mb_message(intake_server: IntakeServer, scanner: str) -> None:
     message = EmailMessage()
     message["From"] = "scanner@contoso.com"
     message["To"] = "a@example.com"

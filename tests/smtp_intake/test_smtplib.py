@@ -63,9 +63,8 @@ def send(
 @pytest.mark.parametrize("implicit", [False, True], ids=["starttls", "implicit-tls"])
 @pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
 async def test_a_message_is_queued_under_the_gateways_id_and_delivered(
-    intake_server: IntakeServer, implicit: bool, mechanism: str
+    intake_server: IntakeServer, scanner: str, implicit: bool, mechanism: str
 ) -> None:
-    await intake_server.add_client("scanner")
     data = scan()
     message_id = await in_thread(
         send,
@@ -88,8 +87,9 @@ async def test_a_message_is_queued_under_the_gateways_id_and_delivered(
     assert written.startswith(f"Message-ID: <{message_id}@contoso.com>\r\n".encode())
 
 
-async def test_the_same_message_id_again_is_the_same_message(intake_server: IntakeServer) -> None:
-    await intake_server.add_client("scanner")
+async def test_the_same_message_id_again_is_the_same_message(
+    intake_server: IntakeServer, scanner: str
+) -> None:
     data = scan(Message_ID="<scan-42@contoso.com>")
     first = await in_thread(send, intake_server, "scanner", data)
     again = await in_thread(send, intake_server, "scanner", data)
@@ -117,9 +117,9 @@ async def test_auth_before_starttls_is_refused(intake_server: IntakeServer) -> N
     await in_thread(scenario)
 
 
-async def test_wrong_password_is_535_and_slowed_down(intake_server: IntakeServer) -> None:
-    await intake_server.add_client("scanner")
-
+async def test_wrong_password_is_535_and_slowed_down(
+    intake_server: IntakeServer, scanner: str
+) -> None:
     def attempt() -> tuple[tuple[int, bytes | str], float]:
         with smtp_session(intake_server) as client:
             started = time.monotonic()
@@ -172,9 +172,7 @@ async def test_an_ip_outside_the_clients_allowlist_cannot_log_in(
     assert await in_thread(login, "local") == 235
 
 
-async def test_a_sender_not_allowed_is_550_571(intake_server: IntakeServer) -> None:
-    await intake_server.add_client("scanner")
-
+async def test_a_sender_not_allowed_is_550_571(intake_server: IntakeServer, scanner: str) -> None:
     def scenario() -> list[tuple[int, bytes]]:
         with smtp_session(intake_server) as client:
             client.login("scanner", intake_server.passwords["scanner"])
@@ -216,8 +214,8 @@ async def test_too_large_is_552_534_at_mail_and_at_data(intake_server: IntakeSer
 
 async def test_storage_down_is_451_430_and_the_client_retries(
     intake_server: IntakeServer,
+    scanner: str,
 ) -> None:
-    await intake_server.add_client("scanner")
     working = intake_server.handler.intake
     dead = MailQueue.__new__(MailQueue)
     from mailgw.settings import Settings
@@ -266,8 +264,7 @@ async def test_over_the_clients_rate_is_451(intake_server: IntakeServer) -> None
     assert await in_thread(scenario) == [250, 250, 451]
 
 
-async def test_smtputf8_and_8bitmime(intake_server: IntakeServer) -> None:
-    await intake_server.add_client("scanner")
+async def test_smtputf8_and_8bitmime(intake_server: IntakeServer, scanner: str) -> None:
     data = (
         "From: scanner@contoso.com\r\nTo: josé@example.com\r\nSubject: Grüße\r\n"
         "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
@@ -303,8 +300,9 @@ async def test_tls_below_1_2_is_refused(intake_server: IntakeServer) -> None:
         await in_thread(connect)
 
 
-async def test_shutdown_answers_421_to_open_sessions(intake_server: IntakeServer) -> None:
-    await intake_server.add_client("scanner")
+async def test_shutdown_answers_421_to_open_sessions(
+    intake_server: IntakeServer, scanner: str
+) -> None:
     client = await in_thread(smtp_session, intake_server)
     await in_thread(client.login, "scanner", intake_server.passwords["scanner"])
     await intake_server.server.stop(grace=5)
@@ -343,9 +341,8 @@ SPOOFS = {
 
 @pytest.mark.parametrize("header", SPOOFS.values(), ids=SPOOFS.keys())
 async def test_a_from_that_parsers_read_differently_is_refused(
-    intake_server: IntakeServer, header: bytes
+    intake_server: IntakeServer, scanner: str, header: bytes
 ) -> None:
-    await intake_server.add_client("scanner")
     data = header + b"To: a@example.com\r\nSubject: x\r\n\r\nhello\r\n"
     code, text = await in_thread(refusal, intake_server, data)
     assert code == 550 and text.startswith(b"5."), (code, text)
@@ -354,10 +351,10 @@ async def test_a_from_that_parsers_read_differently_is_refused(
 
 async def test_header_recipients_outside_the_envelope_are_refused(
     intake_server: IntakeServer,
+    scanner: str,
 ) -> None:
     """Graph's MIME send delivers to the headers' recipients: they must all be envelope ones.
     (A Bcc header is removed at submission: test_a_bcc_header_is_not_delivered.)"""
-    await intake_server.add_client("scanner")
     for name in ("To", "Cc"):
         extra = f"{name}: someone@evil.example\r\n".encode() if name != "To" else b""
         to = (
@@ -372,8 +369,7 @@ async def test_header_recipients_outside_the_envelope_are_refused(
     assert await depth(intake_server.queue) == 0
 
 
-async def test_a_bcc_header_is_not_delivered(intake_server: IntakeServer) -> None:
-    await intake_server.add_client("scanner")
+async def test_a_bcc_header_is_not_delivered(intake_server: IntakeServer, scanner: str) -> None:
     data = scan(Bcc="hidden@example.com")
     message_id = await in_thread(
         send, intake_server, "scanner", data, rcpt=("a@example.com", "hidden@example.com")
@@ -387,8 +383,8 @@ async def test_a_bcc_header_is_not_delivered(intake_server: IntakeServer) -> Non
 
 async def test_another_message_reusing_a_message_id_is_refused_not_dropped(
     intake_server: IntakeServer,
+    scanner: str,
 ) -> None:
-    await intake_server.add_client("scanner")
     first = scan(Message_ID="<scan-7@contoso.com>")
     await in_thread(send, intake_server, "scanner", first)
     other = first.replace(b"Scan 42", b"Scan 43")
@@ -399,9 +395,8 @@ async def test_another_message_reusing_a_message_id_is_refused_not_dropped(
 
 async def test_a_client_revoked_during_a_session_sends_nothing_more(
     intake_server: IntakeServer,
+    scanner: str,
 ) -> None:
-    await intake_server.add_client("scanner")
-
     def session() -> tuple[int, bytes]:
         with smtp_session(intake_server) as client:
             client.login("scanner", intake_server.passwords["scanner"])
@@ -422,8 +417,8 @@ async def test_a_client_revoked_during_a_session_sends_nothing_more(
 
 async def test_a_strangers_failed_guesses_do_not_slow_the_client(
     intake_server: IntakeServer,
+    scanner: str,
 ) -> None:
-    await intake_server.add_client("scanner")
     throttle = intake_server.handler.throttle
     for _ in range(7):
         throttle.failed("scanner", "203.0.113.9")  # guesses from elsewhere: 0.2 s doubling

@@ -34,6 +34,8 @@ from aiosmtplib import (
     SMTPServerDisconnected,
 )
 from azure.identity.aio import ManagedIdentityCredential
+from standin_fixtures import relay_server as relay
+from standin_fixtures import smtp as submission
 
 from standins import poll_until_async
 from standins.identity import GRAPH_RESOURCE, IdentityStandIn, issue_token
@@ -52,6 +54,9 @@ OTHER = "alerts@contoso.com"
 RCPT = "someone@example.com"
 TESTS_DIR = Path(__file__).resolve().parent.parent
 MESSAGE = b"From: noreply@contoso.com\r\nTo: someone@example.com\r\nSubject: hi\r\n\r\nbody\r\n"
+
+# the stand-ins as the gateway's SMTP tests use them, served here as ``submission`` and ``relay``
+__all__ = ["relay", "submission"]
 
 
 def token_for(
@@ -75,12 +80,19 @@ def client(server: SmtpStandIn, **options: Any) -> aiosmtplib.SMTP:
     return aiosmtplib.SMTP(**settings)
 
 
+async def connected(server: SmtpStandIn, **options: Any) -> aiosmtplib.SMTP:
+    """:func:`client`, connected (``connect()`` also runs STARTTLS unless ``start_tls=False``,
+    and AUTH when given a ``username``)."""
+    smtp = client(server, **options)
+    await smtp.connect()
+    return smtp
+
+
 @asynccontextmanager
 async def authed(
     server: SmtpStandIn, user: str = UPN, token: str | None = None
 ) -> AsyncIterator[aiosmtplib.SMTP]:
-    smtp = client(server)
-    await smtp.connect()
+    smtp = await connected(server)
     try:
         await smtp.auth_xoauth2(user, token or token_for())
         yield smtp
@@ -88,32 +100,18 @@ async def authed(
         smtp.close()
 
 
-@pytest.fixture
-async def submission() -> AsyncIterator[SmtpStandIn]:
-    async with SmtpStandIn(mode="submission") as server:
-        yield server
-
-
-@pytest.fixture
-async def relay() -> AsyncIterator[SmtpStandIn]:
-    async with SmtpStandIn(mode="relay", accepted_domains=["contoso.com"]) as server:
-        yield server
-
-
 # --- TLS --------------------------------------------------------------------------------------
 async def test_starttls_verifies_with_the_ca_file_and_fails_without_it(
     submission: SmtpStandIn,
 ) -> None:
-    smtp = client(submission)
-    await smtp.connect()
+    smtp = await connected(submission)
     assert smtp.get_transport_info("sslcontext") is not None
     await smtp.ehlo()  # aiosmtplib forgets the pre-TLS EHLO and sends the next one lazily
     assert smtp.supports_extension("auth") and smtp.server_auth_methods == ["login", "xoauth2"]
     smtp.close()
 
     for host in ("localhost",):  # the certificate names 127.0.0.1 and localhost
-        named = client(submission, hostname=host)
-        await named.connect()
+        named = await connected(submission, hostname=host)
         named.close()
 
     untrusting = client(submission, cert_bundle=None)
@@ -142,16 +140,14 @@ async def test_tls_below_1_2_is_refused_and_1_2_accepted(submission: SmtpStandIn
     tls12.maximum_version = ssl.TLSVersion.TLSv1_2
     async with authed(submission) as smtp:
         await smtp.sendmail(UPN, [RCPT], MESSAGE)
-    smtp = client(submission, tls_context=tls12, cert_bundle=None)
-    await smtp.connect()
+    smtp = await connected(submission, tls_context=tls12, cert_bundle=None)
     smtp.close()
     versions = [c.tls_version for c in submission.connections]
     assert versions == [None, "TLSv1.3", "TLSv1.2"]
 
 
 async def test_ehlo_advertises_what_smtp_office365_com_does(submission: SmtpStandIn) -> None:
-    smtp = client(submission)
-    await smtp.connect()
+    smtp = await connected(submission)
     await smtp.ehlo()
     assert smtp.esmtp_extensions["size"] == "157286400"  # 150 MiB
     assert smtp.esmtp_extensions["auth"] == "LOGIN XOAUTH2"
@@ -184,8 +180,7 @@ async def test_oversize_mail_is_refused_with_552_5_3_4() -> None:
 
 
 async def test_auth_and_mail_before_starttls_are_refused(submission: SmtpStandIn) -> None:
-    smtp = client(submission, start_tls=False)
-    await smtp.connect()
+    smtp = await connected(submission, start_tls=False)
     await smtp.ehlo()
     assert smtp.supports_extension("starttls")
     assert not smtp.supports_extension("auth")  # AUTH is only advertised inside TLS
@@ -200,8 +195,7 @@ async def test_auth_and_mail_before_starttls_are_refused(submission: SmtpStandIn
 
 
 async def test_mail_before_auth_is_5_7_57(submission: SmtpStandIn) -> None:
-    smtp = client(submission)
-    await smtp.connect()
+    smtp = await connected(submission)
     with pytest.raises(SMTPSenderRefused) as refused:
         await smtp.sendmail(UPN, [RCPT], MESSAGE)
     assert (refused.value.code, refused.value.message) == (
@@ -220,8 +214,8 @@ async def test_xoauth2_with_a_managed_identity_token_from_the_identity_stand_in(
         async def outlook_token() -> str:
             return str((await credential.get_token(f"{OUTLOOK_RESOURCE}/.default")).token)
 
-        smtp = client(submission, username=UPN, oauth_token_generator=outlook_token)
-        await smtp.connect()  # EHLO, STARTTLS, EHLO, AUTH XOAUTH2 <initial response>
+        # EHLO, STARTTLS, EHLO, AUTH XOAUTH2 <initial response>
+        smtp = await connected(submission, username=UPN, oauth_token_generator=outlook_token)
         _, reply = await smtp.sendmail(UPN, [RCPT], MESSAGE)
         await smtp.quit()
 
@@ -234,8 +228,7 @@ async def test_xoauth2_with_a_managed_identity_token_from_the_identity_stand_in(
 
 
 async def test_xoauth2_without_initial_response(submission: SmtpStandIn) -> None:
-    smtp = client(submission)
-    await smtp.connect()
+    smtp = await connected(submission)
     await smtp.ehlo()  # raw commands: EHLO inside TLS first, as aiosmtplib's helpers do
     challenge = await smtp.execute_command(b"AUTH", b"XOAUTH2")
     assert (challenge.code, challenge.message) == (334, "")
@@ -246,8 +239,7 @@ async def test_xoauth2_without_initial_response(submission: SmtpStandIn) -> None
     await smtp.quit()
     assert submission.received[0].auth_user == OTHER
 
-    aborted = client(submission)
-    await aborted.connect()
+    aborted = await connected(submission)
     await aborted.ehlo()
     await aborted.execute_command(b"AUTH", b"XOAUTH2")
     assert (await aborted.execute_command(b"*")).code == 501
@@ -257,8 +249,7 @@ async def test_xoauth2_without_initial_response(submission: SmtpStandIn) -> None
 async def test_a_password_is_refused_and_only_login_and_xoauth2_are_offered(
     submission: SmtpStandIn,
 ) -> None:
-    smtp = client(submission)
-    await smtp.connect()
+    smtp = await connected(submission)
     with pytest.raises(SMTPAuthenticationError) as refused:  # aiosmtplib picks LOGIN
         await smtp.login(UPN, "a password")  # prompted for both, then refused
     assert (refused.value.code, refused.value.message) == (
@@ -290,8 +281,7 @@ def _tampered() -> str:
 )
 async def test_bad_credentials_are_535_5_7_3(user: str, token: str, reason: str) -> None:
     async with SmtpStandIn(allowed_users=[UPN, OTHER]) as server:
-        smtp = client(server)
-        await smtp.connect()
+        smtp = await connected(server)
         with pytest.raises(SMTPAuthenticationError) as failed:
             await smtp.auth_xoauth2(user, token)
         reply = Exchange.AUTH_UNSUCCESSFUL
@@ -304,8 +294,7 @@ async def test_bad_credentials_are_535_5_7_3(user: str, token: str, reason: str)
 
 
 async def test_malformed_xoauth2_blob_is_535(submission: SmtpStandIn) -> None:
-    smtp = client(submission)
-    await smtp.connect()
+    smtp = await connected(submission)
     await smtp.ehlo()
     for blob in (b"!!not-base64!!", base64.b64encode(b"user=x\x01auth=Basic abc\x01\x01")):
         response = await smtp.execute_command(b"AUTH", b"XOAUTH2", blob)
@@ -388,8 +377,7 @@ async def test_a_fourth_concurrent_connection_of_one_mailbox_gets_432_4_3_2(
 async def test_the_connection_limit_can_answer_at_auth_instead() -> None:
     async with SmtpStandIn(max_connections_per_user=1, connection_limit_stage="auth") as server:
         async with authed(server) as first:
-            second = client(server)
-            await second.connect()
+            second = await connected(server)
             with pytest.raises(SMTPAuthenticationError) as limited:
                 await second.auth_xoauth2(UPN, token_for())
             assert limited.value.code == 432
@@ -400,8 +388,7 @@ async def test_the_connection_limit_can_answer_at_auth_instead() -> None:
 
 # --- relay ------------------------------------------------------------------------------------
 async def test_relay_mode_offers_no_auth_and_checks_the_sender_domain(relay: SmtpStandIn) -> None:
-    smtp = client(relay)
-    await smtp.connect()
+    smtp = await connected(relay)
     assert smtp.get_transport_info("sslcontext") is not None
     await smtp.ehlo()
     assert not smtp.supports_extension("auth") and not smtp.supports_extension("starttls")
@@ -422,8 +409,7 @@ async def test_relay_mode_offers_no_auth_and_checks_the_sender_domain(relay: Smt
 
 
 async def test_relay_mode_requires_starttls(relay: SmtpStandIn) -> None:
-    smtp = client(relay, start_tls=False)
-    await smtp.connect()
+    smtp = await connected(relay, start_tls=False)
     with pytest.raises(SMTPSenderRefused) as refused:
         await smtp.sendmail("app@contoso.com", [RCPT], MESSAGE)
     assert refused.value.code == 530
@@ -434,8 +420,7 @@ async def test_relay_mode_requires_starttls(relay: SmtpStandIn) -> None:
 async def _attempt(server: SmtpStandIn, reply: Reply) -> tuple[SMTPResponseException, bool]:
     """Run the client call that meets ``reply`` at its stage; the error and whether the
     connection is still up afterwards."""
-    smtp = client(server)
-    await smtp.connect()
+    smtp = await connected(server)
     try:
         if reply.stage == "auth":
             with pytest.raises(SMTPAuthenticationError) as failed:
