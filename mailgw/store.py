@@ -216,6 +216,8 @@ class StateStore:
     ) -> tuple[MessageRecord | None, bool]:
         """:meth:`transition`, also telling whether ``change`` itself was stored (False: it chose
         no change on the latest version, e.g. a concurrent caller got there first)."""
+        if isinstance(known, MessageRecord) and known.etag is None:
+            known = UNREAD  # without its ETag a known record cannot guard the write: read it
         for _ in range(20):
             current = await self.get(message_id) if isinstance(known, _Unread) else known
             known = UNREAD

@@ -329,6 +329,14 @@ async def test_a_created_record_carries_its_etag_and_a_stale_one_is_read_again(
     assert after is not None
     assert [step.outcome for step in after.history][-2:] == ["other", "mine"]
 
+    # a known record without its ETag (a store that answered none) is read again, not trusted
+    record.etag = None
+    again = await store.transition(
+        "m-etag", lambda r: r and r.with_step("again", store.clock()), known=record
+    )
+    assert again is not None
+    assert [step.outcome for step in again.history][-3:] == ["other", "mine", "again"]
+
 
 async def test_records_expire_read_as_absent_and_are_purged(
     clocked_intake: Intake, clocked_store: StateStore, clock: Clock

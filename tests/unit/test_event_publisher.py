@@ -131,6 +131,45 @@ async def test_an_event_submitted_as_the_last_sender_finishes_is_still_sent(in_f
     assert sent[-1] == "late"
 
 
+async def test_an_event_whose_caller_gave_up_is_not_sent_later() -> None:
+    """The publisher keeps a timed-out event to publish again: the batcher must not send it too."""
+    sent: list[str] = []
+    in_flight, release = asyncio.Event(), asyncio.Event()
+
+    async def send(batch: list[Mapping[str, Any]]) -> None:
+        sent.extend(str(e["id"]) for e in batch)
+        in_flight.set()
+        await release.wait()
+
+    batcher = Batcher(send, max_in_flight=1)
+    first = asyncio.create_task(batcher.submit([{"id": "first"}]))
+    await in_flight.wait()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.01):
+            await batcher.submit([{"id": "gave-up"}])
+    kept = asyncio.create_task(batcher.submit([{"id": "kept"}]))
+    release.set()
+    await asyncio.gather(first, kept)
+    assert sent == ["first", "kept"]
+
+
+async def test_a_cancelled_sender_fails_its_batch_instead_of_leaving_it_waiting() -> None:
+    started = asyncio.Event()
+
+    async def send(batch: list[Mapping[str, Any]]) -> None:
+        started.set()
+        await asyncio.Event().wait()  # never answers
+
+    batcher = Batcher(send)
+    waiter = asyncio.create_task(batcher.submit([{"id": "a"}]))
+    await started.wait()
+    for sender in list(batcher._senders):
+        sender.cancel()
+    async with asyncio.timeout(5):
+        outcome = await asyncio.gather(waiter, return_exceptions=True)
+    assert isinstance(outcome[0], asyncio.CancelledError)
+
+
 async def test_a_batcher_respects_the_size_limit_and_reports_failures_to_each_caller() -> None:
     batches: list[int] = []
 

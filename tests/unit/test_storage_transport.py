@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -9,7 +10,6 @@ from azure.core.pipeline.transport import AioHttpTransport
 
 from mailgw.events.sinks import EventGridSink
 from mailgw.storage import (
-    PROXY_VARIABLES,
     StorageConnection,
     azurite_connection_string,
     blob_service_client,
@@ -46,10 +46,14 @@ def _clients() -> list[Any]:
     ]
 
 
+PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy", "Https_Proxy")
+
+
 @pytest.fixture
 def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in PROXY_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
+    for name in list(os.environ):
+        if name.lower().endswith("_proxy"):
+            monkeypatch.delenv(name)
 
 
 def test_without_a_proxy_no_client_looks_up_the_environment_per_request(no_proxy: None) -> None:
@@ -70,6 +74,10 @@ def test_a_proxy_variable_keeps_the_environment_lookup(
 def test_an_empty_proxy_variable_is_no_proxy() -> None:
     assert env_settings_option({"HTTPS_PROXY": ""}) == {"use_env_settings": False}
     assert env_settings_option({"https_proxy": "http://p:1"}) == {"use_env_settings": True}
+    # aiohttp has no use for ALL_PROXY or NO_PROXY alone: nothing to look up per request
+    assert env_settings_option({"ALL_PROXY": "socks5://p:1", "NO_PROXY": "*"}) == {
+        "use_env_settings": False
+    }
 
 
 async def test_the_event_grid_client_follows_the_same_rule(no_proxy: None) -> None:
