@@ -167,29 +167,20 @@ RETRIES = 2
 CONNECT_TIMEOUT_SECONDS = 10
 
 
-def env_settings_option(env: Mapping[str, str] | None = None) -> dict[str, bool]:
-    """``use_env_settings`` for azure-core's aiohttp transport: on only where a proxy is set.
+def use_env_settings() -> bool:
+    """azure-core's ``use_env_settings`` for the aiohttp transport: on only where a proxy is set.
 
     With it on (azure-core's default) aiohttp looks up ``~/.netrc`` and the proxies in a worker
     thread on every request, which cost about a third of each storage request's client CPU
     (bench/storage_requests.py). Where no HTTP(S) proxy is configured those lookups find nothing,
     so turning them off changes no request; where one is (in the environment, any case, or on
     Windows and macOS in the system settings, as ``urllib`` reads them) they stay on."""
-    if env is None:
-        proxies = urllib.request.getproxies()
-    else:  # what getproxies_environment() reads, from this mapping
-        proxies = {
-            name.lower().removesuffix("_proxy"): value
-            for name, value in env.items()
-            if value and name.lower().endswith("_proxy")
-        }
-    return {"use_env_settings": bool({"http", "https"} & proxies.keys())}
+    return bool({"http", "https"} & urllib.request.getproxies().keys())
 
 
 def _storage_options(options: dict[str, Any]) -> dict[str, Any]:
     """Queue and Blob: keywords of their async ExponentialRetry, 1 s then 3 s (±1 s)."""
     return {
-        **env_settings_option(),
         "retry_total": RETRIES,
         "initial_backoff": 1,
         "increment_base": 2,
@@ -202,7 +193,6 @@ def _storage_options(options: dict[str, Any]) -> dict[str, Any]:
 def _table_options(options: dict[str, Any]) -> dict[str, Any]:
     """Tables: azure-core's retry keywords, 0.5 s then 1 s."""
     return {
-        **env_settings_option(),
         "retry_total": RETRIES,
         "retry_backoff_factor": 0.5,
         "retry_backoff_max": 4,
@@ -229,6 +219,7 @@ def _client(
     """Every storage client is made the one way: from the connection string when there is one,
     else from the service's URI with the connection's credential. ``args``: what follows the
     account (a queue name)."""
+    options = {"use_env_settings": use_env_settings(), **options}
     if connection.connection_string:
         return kind.from_connection_string(connection.connection_string, *args, **options)
     return kind(

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
 from mailgw.events.batching import Batcher
-from mailgw.storage import StorageConnection, env_settings_option, queue_client
+from mailgw.storage import StorageConnection, queue_client, use_env_settings
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
@@ -113,7 +113,7 @@ class EventGridSink:
                 retry_total=0,  # 429/503 are retried by the publisher, later, with backoff
                 connection_timeout=self._timeout,
                 read_timeout=self._timeout,
-                use_env_settings=env_settings_option()["use_env_settings"],
+                use_env_settings=use_env_settings(),
             )
         return self._client
 

@@ -13,9 +13,9 @@ from mailgw.storage import (
     StorageConnection,
     azurite_connection_string,
     blob_service_client,
-    env_settings_option,
     queue_client,
     table_service_client,
+    use_env_settings,
 )
 
 
@@ -66,18 +66,22 @@ def test_a_proxy_variable_keeps_the_environment_lookup(
     no_proxy: None, monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
     monkeypatch.setenv(name, "http://proxy.contoso.com:3128")
-    assert env_settings_option() == {"use_env_settings": True}
+    assert use_env_settings()
     for client in _clients():
         assert _transport(client)._use_env_settings is True, type(client).__name__
 
 
-def test_an_empty_proxy_variable_is_no_proxy() -> None:
-    assert env_settings_option({"HTTPS_PROXY": ""}) == {"use_env_settings": False}
-    assert env_settings_option({"https_proxy": "http://p:1"}) == {"use_env_settings": True}
+def test_an_empty_or_unused_proxy_variable_is_no_proxy(
+    no_proxy: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "")
     # aiohttp has no use for ALL_PROXY or NO_PROXY alone: nothing to look up per request
-    assert env_settings_option({"ALL_PROXY": "socks5://p:1", "NO_PROXY": "*"}) == {
-        "use_env_settings": False
-    }
+    monkeypatch.setenv("ALL_PROXY", "socks5://p:1")
+    monkeypatch.setenv("NO_PROXY", "*")
+    assert not use_env_settings()
+    monkeypatch.delenv("HTTPS_PROXY")
+    monkeypatch.setenv("https_proxy", "http://p:1")
+    assert use_env_settings()
 
 
 async def test_the_event_grid_client_follows_the_same_rule(no_proxy: None) -> None:
