@@ -20,20 +20,25 @@ production runs it; the other gateway modes run unpaced, to isolate what they me
 reports its CPU time per message over the timed run (``time.process_time``), and the paced run its
 budget-table requests per message (goal: under one).
 
-With the state in Tables it is measured again with outcome events on (docs/events.md): to the Event
-Grid stand-in (the sink for volume; concurrent deliveries share its batch requests), and to a
-storage queue on the same Azurite (one more storage request per message). The goal: events cost at
-most 10% of the delivery ratio.
+Outcome events (docs/events.md) are measured on both: to the Event Grid stand-in (the sink for
+volume; concurrent deliveries share its batch requests), and to a storage queue on the same Azurite
+(one more storage request per message). The goal: events cost at most 10% of the delivery ratio.
+Each cost is also paired round by round (the two runs a few seconds apart, against drift between
+rounds that is larger than the cost), and given as the CPU per message of the worker and of the
+servers it talks to, each read from /proc over the timed run: on two shared cores, throughput
+follows that total.
 
-    .venv/bin/python bench/delivery.py [--messages 480] [--rounds 4]
+    .venv/bin/python bench/delivery.py [--messages 480] [--rounds 4] [--modes bare+tables,...]
 
 A ceiling is measured beside them: the bare client with the three table requests an exactly-once
 delivery makes around each send (read the row, mark it sending, mark it sent; ETag-conditional),
-and no gateway code: the most any delivery with its state in Tables can reach on this machine.
+and no gateway code: the most any delivery with its state in Tables can reach on this machine. It
+is measured with events on as well, each message's event prepared in advance and handed straight
+to the sink (the SDK's client): the least any delivery that publishes its events must add.
 
 Prints ``delivery ratio: X.XX`` (achieved / ideal; goal at least 0.8), the ceiling, the ratio with
-Table state and pacing on, the ratios with events on against the ratio without, the worker's CPU
-ms per message and its peak memory.
+Table state and pacing on, the ratios with events on against the ratio without, the CPU per message
+of the worker and of each server, and the worker's peak memory.
 """
 
 from __future__ import annotations
@@ -60,11 +65,15 @@ CONCURRENCY = 16 + 8  # host.json: batchSize + newBatchThreshold
 MODES = (
     "bare",
     "bare+tables",
+    "bare+tables+events-eventgrid",
+    "bare+tables+events-queue",
     "gateway",
     "gateway+tables",
     "gateway+tables+pacing",
     "gateway+tables+events-eventgrid",
     "gateway+tables+events-queue",
+    "gateway+events-eventgrid",
+    "gateway+events-queue",
 )
 
 
@@ -173,20 +182,48 @@ async def _run_gateway(
                 raise RuntimeError(f"not sent: {outcome}")
 
     requests_before = services.pacer.table.requests if pacing else 0
-    start, cpu = time.perf_counter(), time.process_time()
-    await asyncio.gather(*(one(b) for b in bodies[1:]))
-    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    with _Timed() as timed:
+        await asyncio.gather(*(one(b) for b in bodies[1:]))
     paced_requests = (services.pacer.table.requests - requests_before) / (messages - 1)
     if pacing:
         await services.pacer.close()
     await transport.aclose()
     await services.events.close()
     await services.store.close()
-    return {
-        "rate": (messages - 1) / elapsed,
-        "run_cpu_ms": cpu * 1000 / (messages - 1),
-        "pacing_requests": paced_requests,
-    }
+    return {**timed.per_message(messages - 1), "pacing_requests": paced_requests}
+
+
+def _servers_cpu() -> dict[str, float]:
+    """CPU seconds each server (``BENCH_SERVER_PIDS``) has used so far: utime + stime, fields 14
+    and 15 of /proc/<pid>/stat (Linux)."""
+
+    def cpu(pid: int) -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    pids: dict[str, list[int]] = json.loads(os.environ["BENCH_SERVER_PIDS"])
+    return {name: sum(cpu(pid) for pid in group) for name, group in pids.items()}
+
+
+class _Timed:
+    """The timed run: wall time, this worker's CPU and each server's CPU, per message."""
+
+    def __enter__(self) -> _Timed:
+        self.servers = _servers_cpu()
+        self.start, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.elapsed = time.perf_counter() - self.start
+        self.cpu = time.process_time() - self.cpu
+        self.servers = {k: v - self.servers[k] for k, v in _servers_cpu().items()}
+
+    def per_message(self, messages: int) -> dict[str, Any]:
+        return {
+            "rate": messages / self.elapsed,
+            "run_cpu_ms": self.cpu * 1000 / messages,
+            "servers_cpu_ms": {k: v * 1000 / messages for k, v in self.servers.items()},
+        }
 
 
 class _BareState:
@@ -206,7 +243,9 @@ class _BareState:
         for i in range(self.messages):  # the rows intake would have written, untimed
             await self.table.create_entity({"PartitionKey": f"m{i}", "RowKey": "state", "s": "q"})
 
-    async def around(self, i: int, send: Any) -> None:
+    async def around(self, i: int, send: Any, publish: Any = None) -> None:
+        """``publish``: the sent event's publish, overlapped with the last write as the gateway
+        overlaps them (``Events.alongside``)."""
         from azure.core import MatchConditions
 
         row = await self.table.get_entity(f"m{i}", "state")
@@ -216,18 +255,57 @@ class _BareState:
             match_condition=MatchConditions.IfNotModified,
         )
         await send()
-        await self.table.update_entity(
+        sent = self.table.update_entity(
             {**row, "s": "sent"},
             etag=written["etag"],
             match_condition=MatchConditions.IfNotModified,
         )
+        await (asyncio.gather(sent, publish(i)) if publish else sent)
 
     async def close(self) -> None:
         await self.table.close()
         await self.service.close()
 
 
-async def _run_bare(messages: int, env: dict[str, str], tables: bool = False) -> dict[str, float]:
+class _BarePublisher:
+    """The least a delivery with events on must add: one prepared CloudEvent per message, put on a
+    queue with the SDK's client, or handed to the Event Grid sink (the SDK's client behind the
+    batcher that lets concurrent deliveries share a request); no publisher, no outbox."""
+
+    def __init__(self, env: dict[str, str], sink: str) -> None:
+        from azure.identity.aio import ManagedIdentityCredential
+
+        from mailgw.events.sinks import EventGridSink, EventSink, QueueSink
+        from mailgw.storage import StorageConnection
+
+        self.sink: EventSink
+        if sink == "queue":
+            connection = StorageConnection.from_settings(env=env)
+            self.sink = QueueSink(connection, f"bare-events-{uuid.uuid4().hex[:8]}", 5.0)
+        else:
+            credential = ManagedIdentityCredential()
+            self.sink = EventGridSink(env["BENCH_EVENTGRID_ENDPOINT"], credential, 5.0)
+
+    async def publish(self, i: int) -> None:
+        await self.sink.publish(
+            [
+                {
+                    "specversion": "1.0",
+                    "id": str(uuid.uuid4()),
+                    "type": "mailgw.message.sent",
+                    "source": "urn:mailgw:bench",
+                    "subject": f"messages/m{i}",
+                    "time": "2026-12-07T00:00:00Z",
+                    "datacontenttype": "application/json",
+                    "data": {"id": f"m{i}", "status": "sent", "attempt": 1, "transport": "graph"},
+                }
+            ]
+        )
+
+
+async def _run_bare(
+    messages: int, env: dict[str, str], tables: bool = False, events: str = ""
+) -> dict[str, float]:
     import httpx
 
     graph = env["MAILGW_GRAPH_ENDPOINT"]
@@ -243,13 +321,14 @@ async def _run_bare(messages: int, env: dict[str, str], tables: bool = False) ->
         headers = {"Authorization": f"Bearer {token}"}
         slots = asyncio.Semaphore(CONCURRENCY)
         state = _BareState(env, messages) if tables else None
+        publisher = _BarePublisher(env, events) if events else None
         if state:
             await state.prepare()
 
         async def one(i: int) -> None:
             if state:
                 async with slots:
-                    await state.around(i, lambda: post(i))
+                    await state.around(i, lambda: post(i), publisher.publish if publisher else None)
                 return
             async with slots:
                 await post(i)
@@ -272,12 +351,13 @@ async def _run_bare(messages: int, env: dict[str, str], tables: bool = False) ->
                 raise RuntimeError(f"bare send failed: {response.status_code}")
 
         await one(0)
-        start, cpu = time.perf_counter(), time.process_time()
-        await asyncio.gather(*(one(i) for i in range(1, messages)))
-        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+        with _Timed() as timed:
+            await asyncio.gather(*(one(i) for i in range(1, messages)))
         if state:
             await state.close()
-        return {"rate": (messages - 1) / elapsed, "run_cpu_ms": cpu * 1000 / (messages - 1)}
+        if publisher:
+            await publisher.sink.close()
+        return timed.per_message(messages - 1)
 
 
 def worker(mode: str, messages: int) -> None:
@@ -285,15 +365,16 @@ def worker(mode: str, messages: int) -> None:
     env = json.loads(os.environ["BENCH_ENV"])
     os.environ.update(env)
     if mode.startswith("bare"):
-        measured = asyncio.run(_run_bare(messages, env, tables=mode == "bare+tables"))
+        measured = asyncio.run(
+            _run_bare(messages, env, tables="+tables" in mode, events=mode.partition("+events-")[2])
+        )
     else:
-        events = mode.removeprefix("gateway+tables").removeprefix("+events-")
-        events = "" if events == "+pacing" else events
+        events = mode.partition("+events-")[2]
         measured = asyncio.run(
             _run_gateway(
                 messages,
                 env,
-                memory_state=mode == "gateway",
+                memory_state=not mode.startswith("gateway+tables"),
                 events=events,
                 pacing=mode.endswith("+pacing"),
             )
@@ -303,11 +384,124 @@ def worker(mode: str, messages: int) -> None:
     print(json.dumps({**measured, "peak_mib": usage.ru_maxrss / 1024, "cpu_ms": cpu_ms}))
 
 
+def _server_pids(azurite: Any, standins: Any, topic: Any) -> dict[str, list[int]]:
+    """The servers the worker talks to, which share its two cores."""
+    return {
+        "azurite": [azurite.process.pid],
+        "graph+identity": [p.pid for p in standins.processes],
+        "eventgrid+identity": [p.pid for p in topic.processes],
+    }
+
+
+def _report(results: dict[str, list[dict[str, Any]]], messages: int, rounds: int) -> None:
+    """Every figure whose modes were measured (``--modes`` may leave some out)."""
+    modes = tuple(results)
+    rate = {mode: statistics.median(r["rate"] for r in results[mode]) for mode in modes}
+    peak = {mode: max(r["peak_mib"] for r in results[mode]) for mode in modes}
+    cpu = {mode: statistics.median(r["cpu_ms"] for r in results[mode]) for mode in modes}
+    run_cpu = {mode: statistics.median(r["run_cpu_ms"] for r in results[mode]) for mode in modes}
+    machine_cpu = {
+        mode: statistics.median(
+            r["run_cpu_ms"] + sum(r["servers_cpu_ms"].values()) for r in results[mode]
+        )
+        for mode in modes
+    }
+    ideal = rate["bare"]
+    print(
+        f"Graph stand-in latency {LATENCY * 1000:.0f} ms, {MAILBOXES} mailboxes, "
+        f"{CONCURRENCY} deliveries in flight, {messages} messages x {rounds} rounds"
+    )
+    print(
+        f"ideal (bare httpx, same concurrency):   {ideal:6.1f} msg/s "
+        f"(theoretical {CONCURRENCY / LATENCY:.0f})"
+    )
+    if "gateway" in rate:
+        print(f"delivery path, state in memory:         {rate['gateway']:6.1f} msg/s")
+    if "gateway+tables" in rate:
+        print(
+            f"delivery path, state in Azure Tables:   {rate['gateway+tables']:6.1f} msg/s "
+            "(Azurite on the same 2 cores; 3 table requests per message)"
+        )
+    print("worker peak memory: " + ", ".join(f"{m} {peak[m]:.0f} MiB" for m in modes))
+    print(
+        "worker CPU per message (start-up included): "
+        + ", ".join(f"{mode} {cpu[mode]:.1f} ms" for mode in modes)
+    )
+    print(
+        "worker CPU per message over the timed run: "
+        + ", ".join(f"{mode} {run_cpu[mode]:.2f} ms" for mode in modes)
+    )
+    print(
+        "servers' CPU per message (they share the worker's two cores): "
+        + "; ".join(
+            f"{mode} "
+            + ", ".join(
+                f"{name} {statistics.median(r['servers_cpu_ms'][name] for r in results[mode]):.2f}"
+                for name in results[mode][0]["servers_cpu_ms"]
+            )
+            + " ms"
+            for mode in modes
+        )
+    )
+    if "bare+tables" in rate:
+        print(
+            f"bare httpx with the three table requests around each send (no gateway code): "
+            f"{rate['bare+tables']:6.1f} msg/s, ratio {rate['bare+tables'] / ideal:.2f}: the most "
+            "any delivery that keeps its state in Tables can reach on this machine"
+        )
+    if "gateway+tables" in rate:
+        print(f"delivery ratio with Table state: {rate['gateway+tables'] / ideal:.2f}")
+    if "gateway+tables+pacing" in rate:
+        paced = results["gateway+tables+pacing"]
+        print(
+            f"delivery ratio with Table state and pacing on: "
+            f"{rate['gateway+tables+pacing'] / ideal:.2f} (goal at least 0.8; "
+            f"{statistics.median(r['pacing_requests'] for r in paced):.3f} budget-table requests "
+            f"per message, worker CPU {run_cpu['gateway+tables+pacing']:.2f} ms per message)"
+        )
+    for base, state in (
+        ("gateway", "state in memory"),
+        ("gateway+tables", "Table state"),
+        ("bare+tables", "ceiling: bare client, three table requests, no gateway code"),
+    ):
+        for sink, label in (("eventgrid", "Event Grid"), ("queue", "a storage queue")):
+            mode = f"{base}+events-{sink}"
+            if mode not in rate or base not in rate:
+                continue
+            without = rate[base] / ideal
+            ratio = rate[mode] / ideal
+            # paired within each round (the two runs a few seconds apart), then the median: the
+            # drift between rounds on this shared machine is larger than what events cost
+            paired = statistics.median(
+                on["rate"] / off["rate"]
+                for on, off in zip(results[mode], results[base], strict=True)
+            )
+            print(
+                f"delivery ratio ({state}) with events on ({label}): {ratio:.2f} "
+                f"({(ratio - without) / without:+.0%} against {without:.2f} without events; "
+                f"paired round by round: {paired - 1:+.0%}, goal at least -10%; CPU per "
+                f"message, worker and servers: {machine_cpu[base]:.2f} -> "
+                f"{machine_cpu[mode]:.2f} ms, {machine_cpu[mode] / machine_cpu[base] - 1:+.0%})"
+            )
+    print(
+        "ratio of each run (in run order; the ideal is the median): "
+        + "; ".join(
+            f"{mode} " + " ".join(f"{r['rate'] / ideal:.2f}" for r in results[mode])
+            for mode in modes
+        )
+    )
+    if "gateway" in rate:
+        print(f"delivery ratio: {rate['gateway'] / ideal:.2f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=480)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--worker", choices=MODES)
+    parser.add_argument(
+        "--modes", help="comma-separated subset of: " + ", ".join(MODES), default=",".join(MODES)
+    )
     args = parser.parse_args()
     if args.worker:
         worker(args.worker, args.messages)
@@ -316,7 +510,8 @@ def main() -> int:
     from devhost.azurite import Azurite
     from standins.processes import start_eventgrid_standin, start_standins
 
-    modes = MODES
+    # the ideal is what every ratio is against, so it is always measured
+    modes = tuple(m for m in MODES if m == "bare" or m in args.modes.split(","))
     results: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
     with (
         start_standins(latency_seconds=LATENCY) as standins,
@@ -334,7 +529,11 @@ def main() -> int:
                     # the Graph stand-in's identity signs with the key the Event Grid one checks
                     "BENCH_EVENTGRID_ENDPOINT": topic.endpoint,
                 }
-                env = {**gateway_env, "BENCH_ENV": json.dumps(gateway_env)}
+                env = {
+                    **gateway_env,
+                    "BENCH_ENV": json.dumps(gateway_env),
+                    "BENCH_SERVER_PIDS": json.dumps(_server_pids(azurite, standins, topic)),
+                }
                 standins.graph.reset()
                 topic.eventgrid.reset()
                 out = subprocess.run(
@@ -346,7 +545,8 @@ def main() -> int:
                 )
                 if out.returncode != 0:
                     raise SystemExit(f"{mode} failed:\n{out.stderr[-3000:]}")
-                results[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
+                measured = json.loads(out.stdout.strip().splitlines()[-1])
+                results[mode].append(measured)
                 delivered = standins.graph.stats().get("delivered")
                 if delivered != args.messages:
                     raise SystemExit(
@@ -355,75 +555,7 @@ def main() -> int:
                 published = len(topic.eventgrid.records("events"))
                 if published != (args.messages if mode.endswith("eventgrid") else 0):
                     raise SystemExit(f"{mode}: Event Grid took {published} events")
-    rate = {mode: statistics.median(r["rate"] for r in results[mode]) for mode in modes}
-    peak = {mode: max(r["peak_mib"] for r in results[mode]) for mode in modes}
-    cpu = {mode: statistics.median(r["cpu_ms"] for r in results[mode]) for mode in modes}
-    run_cpu = {mode: statistics.median(r["run_cpu_ms"] for r in results[mode]) for mode in modes}
-    paced_requests = statistics.median(
-        r["pacing_requests"] for r in results["gateway+tables+pacing"]
-    )
-    ideal = rate["bare"]
-    print(
-        f"Graph stand-in latency {LATENCY * 1000:.0f} ms, {MAILBOXES} mailboxes, "
-        f"{CONCURRENCY} deliveries in flight, {args.messages} messages x {args.rounds} rounds"
-    )
-    print(
-        f"ideal (bare httpx, same concurrency):   {ideal:6.1f} msg/s "
-        f"(theoretical {CONCURRENCY / LATENCY:.0f})"
-    )
-    print(f"delivery path, state in memory:         {rate['gateway']:6.1f} msg/s")
-    print(
-        f"delivery path, state in Azure Tables:   {rate['gateway+tables']:6.1f} msg/s "
-        "(Azurite on the same 2 cores; 3 table requests per message)"
-    )
-    print(
-        f"delivery worker peak memory: {peak['gateway']:.0f} MiB "
-        f"({peak['gateway+tables']:.0f} MiB with Tables; bare client {peak['bare']:.0f} MiB)"
-    )
-    print(
-        "worker CPU per message (start-up included): "
-        + ", ".join(f"{mode} {cpu[mode]:.1f} ms" for mode in modes)
-    )
-    print(
-        "worker CPU per message over the timed run: "
-        + ", ".join(f"{mode} {run_cpu[mode]:.2f} ms" for mode in modes)
-    )
-    print(
-        f"bare httpx with the three table requests around each send (no gateway code): "
-        f"{rate['bare+tables']:6.1f} msg/s, ratio {rate['bare+tables'] / ideal:.2f}: the most "
-        "any delivery that keeps its state in Tables can reach on this machine"
-    )
-    print(f"delivery ratio with Table state: {rate['gateway+tables'] / ideal:.2f}")
-    print(
-        f"delivery ratio with Table state and pacing on: "
-        f"{rate['gateway+tables+pacing'] / ideal:.2f} "
-        f"(goal at least 0.8; {paced_requests:.3f} budget-table requests per message, "
-        f"worker CPU {run_cpu['gateway+tables+pacing']:.2f} ms per message)"
-    )
-    without = rate["gateway+tables"] / ideal
-    for sink, label in (("eventgrid", "Event Grid"), ("queue", "a storage queue")):
-        ratio = rate[f"gateway+tables+events-{sink}"] / ideal
-        # paired within each round (the two runs a few seconds apart), then the median: the
-        # drift between rounds on this shared machine is larger than what events cost
-        paired = statistics.median(
-            on["rate"] / off["rate"]
-            for on, off in zip(
-                results[f"gateway+tables+events-{sink}"], results["gateway+tables"], strict=True
-            )
-        )
-        print(
-            f"delivery ratio with events on ({label}): {ratio:.2f} "
-            f"({(ratio - without) / without:+.0%} against {without:.2f} without events; "
-            f"paired round by round: {paired - 1:+.0%}, goal at least -10%)"
-        )
-    print(
-        "ratio of each run (in run order; the ideal is the median): "
-        + "; ".join(
-            f"{mode} " + " ".join(f"{r['rate'] / ideal:.2f}" for r in results[mode])
-            for mode in modes
-        )
-    )
-    print(f"delivery ratio: {rate['gateway'] / ideal:.2f}")
+    _report(results, args.messages, args.rounds)
     return 0
 
 
