@@ -443,6 +443,16 @@ def _report(results: dict[str, list[dict[str, Any]]], messages: int, rounds: int
             for mode in modes
         )
     )
+    batched = [m for m in modes if m.endswith("+events-eventgrid")]
+    if batched:
+        print(
+            "events per Event Grid request: "
+            + ", ".join(
+                f"{m} {messages / statistics.median(r['eventgrid_requests'] for r in runs):.1f}"
+                for m in batched
+                if (runs := results[m])
+            )
+        )
     if "bare+tables" in rate:
         print(
             f"bare httpx with the three table requests around each send (no gateway code): "
@@ -555,6 +565,7 @@ def main() -> int:
                 published = len(topic.eventgrid.records("events"))
                 if published != (args.messages if mode.endswith("eventgrid") else 0):
                     raise SystemExit(f"{mode}: Event Grid took {published} events")
+                measured["eventgrid_requests"] = len(topic.eventgrid.records("requests"))
     _report(results, args.messages, args.rounds)
     return 0
 
