@@ -23,8 +23,8 @@ budget-table requests per message (goal: under one).
 Outcome events (docs/events.md) are measured on both: to the Event Grid stand-in (the sink for
 volume; concurrent deliveries share its batch requests), and to a storage queue on the same Azurite
 (one more storage request per message). The goal: events cost at most 10% of the delivery ratio.
-Each cost is also paired round by round (the two runs a few seconds apart, against drift between
-rounds that is larger than the cost), and given as the CPU per message of the worker and of the
+Each cost is also paired round by round (an events mode runs next to its base, against drift
+between rounds that is larger than the cost), and given as the CPU per message of the worker and of the
 servers it talks to, each read from /proc over the timed run: on two shared cores, throughput
 follows that total.
 
@@ -53,8 +53,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
@@ -62,19 +63,33 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 LATENCY = 0.1
 MAILBOXES = 20
 CONCURRENCY = 16 + 8  # host.json: batchSize + newBatchThreshold
+#: Each events mode runs right after its base (in either order, as rounds alternate), so the pair
+#: compared round by round is a few seconds apart.
 MODES = (
     "bare",
     "bare+tables",
     "bare+tables+events-eventgrid",
     "bare+tables+events-queue",
     "gateway",
-    "gateway+tables",
-    "gateway+tables+pacing",
-    "gateway+tables+events-eventgrid",
-    "gateway+tables+events-queue",
     "gateway+events-eventgrid",
     "gateway+events-queue",
+    "gateway+tables",
+    "gateway+tables+events-eventgrid",
+    "gateway+tables+events-queue",
+    "gateway+tables+pacing",
 )
+
+
+class Run(TypedDict, total=False):
+    """One mode's measurement in one round (the worker's JSON line, and what the parent adds)."""
+
+    rate: float  # messages per second over the timed run
+    run_cpu_ms: float  # the worker's CPU per message over the timed run
+    servers_cpu_ms: dict[str, float]  # each server's CPU per message over the timed run
+    pacing_requests: float  # budget-table requests per message (paced mode)
+    peak_mib: float
+    cpu_ms: float  # the worker's CPU per message, start-up included
+    eventgrid_requests: int  # publish requests the Event Grid stand-in saw (parent)
 
 
 def _request(i: int) -> dict[str, Any]:
@@ -144,7 +159,7 @@ async def _run_gateway(
     memory_state: bool = False,
     events: str = "",
     pacing: bool = False,
-) -> dict[str, float]:
+) -> Run:
     from mailgw.ids import new_message_id
     from mailgw.models import Envelope
     from mailgw.services import Services
@@ -189,8 +204,36 @@ async def _run_gateway(
         await services.pacer.close()
     await transport.aclose()
     await services.events.close()
+    await _settle(services.store.table(), settings.events_queue or "", messages)
     await services.store.close()
-    return {**timed.per_message(messages - 1), "pacing_requests": paced_requests}
+    return Run(**timed.per_message(messages - 1), pacing_requests=paced_requests)
+
+
+async def _settle(state_table: Any, events_queue: str, messages: int) -> None:
+    """Check that every event reached its sink (none kept in the state table to publish later,
+    the events queue holds one per message), then drop what the run made: Azurite slows as its
+    tables and queues grow."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    from mailgw.events.pending import PENDING_PARTITION
+    from mailgw.storage import StorageConnection, queue_client
+
+    if state_table is not None:
+        query = f"PartitionKey eq '{PENDING_PARTITION}'"
+        try:
+            kept = [entity async for entity in state_table.query_entities(query)]
+        except ResourceNotFoundError:
+            kept = []
+        if kept:
+            raise RuntimeError(f"{len(kept)} events were kept to publish later: a sink refused")
+        await state_table.delete_table()
+    if events_queue:
+        queue = queue_client(StorageConnection.from_settings(env=dict(os.environ)), events_queue)
+        async with queue:
+            count = (await queue.get_queue_properties()).approximate_message_count
+            if count != messages:
+                raise RuntimeError(f"the events queue holds {count} events, not {messages}")
+            await queue.delete_queue()
 
 
 def _servers_cpu() -> dict[str, float]:
@@ -201,7 +244,7 @@ def _servers_cpu() -> dict[str, float]:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    pids: dict[str, list[int]] = json.loads(os.environ["BENCH_SERVER_PIDS"])
+    pids: dict[str, list[int]] = json.loads(os.environ.get("BENCH_SERVER_PIDS", "{}"))
     return {name: sum(cpu(pid) for pid in group) for name, group in pids.items()}
 
 
@@ -218,12 +261,12 @@ class _Timed:
         self.cpu = time.process_time() - self.cpu
         self.servers = {k: v - self.servers[k] for k, v in _servers_cpu().items()}
 
-    def per_message(self, messages: int) -> dict[str, Any]:
-        return {
-            "rate": messages / self.elapsed,
-            "run_cpu_ms": self.cpu * 1000 / messages,
-            "servers_cpu_ms": {k: v * 1000 / messages for k, v in self.servers.items()},
-        }
+    def per_message(self, messages: int) -> Run:
+        return Run(
+            rate=messages / self.elapsed,
+            run_cpu_ms=self.cpu * 1000 / messages,
+            servers_cpu_ms={k: v * 1000 / messages for k, v in self.servers.items()},
+        )
 
 
 class _BareState:
@@ -243,7 +286,12 @@ class _BareState:
         for i in range(self.messages):  # the rows intake would have written, untimed
             await self.table.create_entity({"PartitionKey": f"m{i}", "RowKey": "state", "s": "q"})
 
-    async def around(self, i: int, send: Any, publish: Any = None) -> None:
+    async def around(
+        self,
+        i: int,
+        send: Callable[[], Awaitable[None]],
+        publish: Callable[[int], Awaitable[None]] | None = None,
+    ) -> None:
         """``publish``: the sent event's publish, overlapped with the last write as the gateway
         overlaps them (``Events.alongside``)."""
         from azure.core import MatchConditions
@@ -263,49 +311,57 @@ class _BareState:
         await (asyncio.gather(sent, publish(i)) if publish else sent)
 
     async def close(self) -> None:
+        await self.table.delete_table()  # Azurite slows as its tables grow
         await self.table.close()
         await self.service.close()
 
 
 class _BarePublisher:
-    """The least a delivery with events on must add: one prepared CloudEvent per message, put on a
-    queue with the SDK's client, or handed to the Event Grid sink (the SDK's client behind the
-    batcher that lets concurrent deliveries share a request); no publisher, no outbox."""
+    """The least a delivery with events on must add: one CloudEvent per message, prepared before
+    the clock starts, put on a queue with the SDK's client, or handed to the Event Grid sink (the
+    SDK's client behind the batcher that lets concurrent deliveries share a request); no
+    publisher, no outbox."""
 
-    def __init__(self, env: dict[str, str], sink: str) -> None:
+    def __init__(self, env: dict[str, str], sink: str, messages: int) -> None:
         from azure.identity.aio import ManagedIdentityCredential
 
         from mailgw.events.sinks import EventGridSink, EventSink, QueueSink
         from mailgw.storage import StorageConnection
 
         self.sink: EventSink
+        self.queue = ""
         if sink == "queue":
+            self.queue = f"bare-events-{uuid.uuid4().hex[:8]}"
             connection = StorageConnection.from_settings(env=env)
-            self.sink = QueueSink(connection, f"bare-events-{uuid.uuid4().hex[:8]}", 5.0)
+            self.sink = QueueSink(connection, self.queue, 5.0)
         else:
             credential = ManagedIdentityCredential()
             self.sink = EventGridSink(env["BENCH_EVENTGRID_ENDPOINT"], credential, 5.0)
+        self.events = [
+            {
+                "specversion": "1.0",
+                "id": str(uuid.uuid4()),
+                "type": "mailgw.message.sent",
+                "source": "urn:mailgw:bench",
+                "subject": f"messages/m{i}",
+                "time": "2026-12-07T00:00:00Z",
+                "datacontenttype": "application/json",
+                "data": {"id": f"m{i}", "status": "sent", "attempt": 1, "transport": "graph"},
+            }
+            for i in range(messages)
+        ]
 
     async def publish(self, i: int) -> None:
-        await self.sink.publish(
-            [
-                {
-                    "specversion": "1.0",
-                    "id": str(uuid.uuid4()),
-                    "type": "mailgw.message.sent",
-                    "source": "urn:mailgw:bench",
-                    "subject": f"messages/m{i}",
-                    "time": "2026-12-07T00:00:00Z",
-                    "datacontenttype": "application/json",
-                    "data": {"id": f"m{i}", "status": "sent", "attempt": 1, "transport": "graph"},
-                }
-            ]
-        )
+        await self.sink.publish([self.events[i]])
+
+    async def close(self) -> None:
+        await self.sink.close()
+        await _settle(None, self.queue, len(self.events))
 
 
 async def _run_bare(
     messages: int, env: dict[str, str], tables: bool = False, events: str = ""
-) -> dict[str, float]:
+) -> Run:
     import httpx
 
     graph = env["MAILGW_GRAPH_ENDPOINT"]
@@ -321,7 +377,7 @@ async def _run_bare(
         headers = {"Authorization": f"Bearer {token}"}
         slots = asyncio.Semaphore(CONCURRENCY)
         state = _BareState(env, messages) if tables else None
-        publisher = _BarePublisher(env, events) if events else None
+        publisher = _BarePublisher(env, events, messages) if events else None
         if state:
             await state.prepare()
 
@@ -353,10 +409,10 @@ async def _run_bare(
         await one(0)
         with _Timed() as timed:
             await asyncio.gather(*(one(i) for i in range(1, messages)))
+        if publisher:
+            await publisher.close()
         if state:
             await state.close()
-        if publisher:
-            await publisher.sink.close()
         return timed.per_message(messages - 1)
 
 
@@ -394,9 +450,9 @@ def _server_pids(azurite: Any, standins: Any, topic: Any) -> dict[str, list[int]
 
 
 async def _publisher_cpu_ms(events: int = 5000) -> float:
-    """The publisher's own CPU per event (build an event from the record, publish it alongside the
-    write as delivery publishes ``sent``), to a sink that takes events and does nothing: what the
-    gateway's code adds to each event before any sink's request."""
+    """The publisher's own CPU per event (build ``sent`` from the record and publish it alongside
+    the write, as delivery does), to a sink that takes events and does nothing, counting them: what
+    the gateway's code adds to each event before any sink's request."""
     from datetime import UTC, datetime, timedelta
 
     from mailgw.events.publisher import Events
@@ -406,32 +462,41 @@ async def _publisher_cpu_ms(events: int = 5000) -> float:
 
     class NullSink:
         name = "null"
+        taken = 0
 
         async def publish(self, events: Any) -> None:
-            return None
+            self.taken += len(events)
 
         async def close(self) -> None:
             return None
 
-    record = machine.accepted(
+    now = datetime.now(UTC)
+    accepted = machine.accepted(
         "bench-message",
         MessageStatus.queued,
         SendRequest.model_validate({**_request(0), "metadata": {"orderId": "1"}}),
-        now=datetime.now(UTC),
+        now=now,
         retention=timedelta(days=7),
     )
-    publisher = Events(sinks=[NullSink()])
+    sending = accepted.model_copy(update={"status": MessageStatus.sending, "attempts": 1})
+    record = machine.sent(sending, now=now, detail="graph")
+    assert record is not None
+    sink = NullSink()
+    publisher = Events(sinks=[sink], transport="graph")
 
     async def write() -> Any:
         return record
 
     start = time.process_time()
     for _ in range(events):
-        await publisher.alongside(write(), record, EventKind.accepted)
-    return (time.process_time() - start) * 1000 / events
+        await publisher.alongside(write(), record, EventKind.sent)
+    elapsed = time.process_time() - start
+    if sink.taken != events:
+        raise RuntimeError(f"the publisher published {sink.taken} of {events} events")
+    return elapsed * 1000 / events
 
 
-def _report(results: dict[str, list[dict[str, Any]]], messages: int, rounds: int) -> None:
+def _report(results: dict[str, list[Run]], messages: int, rounds: int, publisher_ms: float) -> None:
     """Every figure whose modes were measured (``--modes`` may leave some out)."""
     modes = tuple(results)
     rate = {mode: statistics.median(r["rate"] for r in results[mode]) for mode in modes}
@@ -482,19 +547,16 @@ def _report(results: dict[str, list[dict[str, Any]]], messages: int, rounds: int
         )
     )
     if any("+events-" in m for m in modes):
-        print(
-            f"publisher's own CPU per event (to a sink that does nothing): "
-            f"{asyncio.run(_publisher_cpu_ms()):.3f} ms"
-        )
-    batched = [m for m in modes if m.endswith("+events-eventgrid")]
-    if batched:
+        print(f"publisher's own CPU per event (to a sink that does nothing): {publisher_ms:.3f} ms")
+    requests = {
+        m: statistics.median(r["eventgrid_requests"] for r in results[m])
+        for m in modes
+        if m.endswith("+events-eventgrid")
+    }
+    if requests:
         print(
             "events per Event Grid request: "
-            + ", ".join(
-                f"{m} {messages / statistics.median(r['eventgrid_requests'] for r in runs):.1f}"
-                for m in batched
-                if (runs := results[m])
-            )
+            + ", ".join(f"{m} {messages / n:.1f}" for m, n in requests.items())
         )
     if "bare+tables" in rate:
         print(
@@ -563,9 +625,15 @@ def main() -> int:
     from devhost.azurite import Azurite
     from standins.processes import start_eventgrid_standin, start_standins
 
-    # the ideal is what every ratio is against, so it is always measured
-    modes = tuple(m for m in MODES if m == "bare" or m in args.modes.split(","))
-    results: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
+    asked = set(args.modes.split(","))
+    if unknown := asked - set(MODES):
+        parser.error(f"unknown modes: {', '.join(sorted(unknown))}")
+    # the ideal is what every ratio is against, and an events mode is compared with its base
+    asked |= {"bare"} | {mode.partition("+events-")[0] for mode in asked}
+    modes = tuple(mode for mode in MODES if mode in asked)
+    results: dict[str, list[Run]] = {mode: [] for mode in modes}
+    # the publisher's own work, alone in this process before the servers start
+    publisher_ms = asyncio.run(_publisher_cpu_ms())
     with (
         start_standins(latency_seconds=LATENCY) as standins,
         start_eventgrid_standin() as topic,
@@ -598,8 +666,7 @@ def main() -> int:
                 )
                 if out.returncode != 0:
                     raise SystemExit(f"{mode} failed:\n{out.stderr[-3000:]}")
-                measured = json.loads(out.stdout.strip().splitlines()[-1])
-                results[mode].append(measured)
+                measured: Run = json.loads(out.stdout.strip().splitlines()[-1])
                 delivered = standins.graph.stats().get("delivered")
                 if delivered != args.messages:
                     raise SystemExit(
@@ -609,7 +676,8 @@ def main() -> int:
                 if published != (args.messages if mode.endswith("eventgrid") else 0):
                     raise SystemExit(f"{mode}: Event Grid took {published} events")
                 measured["eventgrid_requests"] = len(topic.eventgrid.records("requests"))
-    _report(results, args.messages, args.rounds)
+                results[mode].append(measured)
+    _report(results, args.messages, args.rounds, publisher_ms)
     return 0
 
 
