@@ -71,6 +71,7 @@ async def serve(settings: Settings) -> None:
         await server.stop()
         await services.intake.drain()
         await clients.close()
+        await services.events.close()  # accepted went to the events sinks: their clients too
         await services.queue.close()
         await services.store.close()
 
