@@ -24,9 +24,9 @@ Outcome events (docs/events.md) are measured on both: to the Event Grid stand-in
 volume; concurrent deliveries share its batch requests), and to a storage queue on the same Azurite
 (one more storage request per message). The goal: events cost at most 10% of the delivery ratio.
 Each cost is also paired round by round (an events mode runs next to its base, against drift
-between rounds that is larger than the cost), and given as the CPU per message of the worker and of the
-servers it talks to, each read from /proc over the timed run: on two shared cores, throughput
-follows that total.
+between rounds that is larger than the cost), and given as the CPU per message of the worker and
+of the servers it talks to, each read from /proc over the timed run: on two shared cores,
+throughput follows that total.
 
     .venv/bin/python bench/delivery.py [--messages 480] [--rounds 4] [--modes bare+tables,...]
 
