@@ -585,8 +585,8 @@ def _report(results: dict[str, list[Run]], messages: int, rounds: int, publisher
                 continue
             without = rate[base] / ideal
             ratio = rate[mode] / ideal
-            # paired within each round (the two runs a few seconds apart), then the median: the
-            # drift between rounds on this shared machine is larger than what events cost
+            # paired within each round (an events mode runs next to its base), then the median:
+            # the drift between rounds on this shared machine is larger than what events cost
             paired = statistics.median(
                 on["rate"] / off["rate"]
                 for on, off in zip(results[mode], results[base], strict=True)

@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import trustme
-from azure.core.exceptions import ResourceNotFoundError
 from make_run_support import clean_environment
 
-from mailgw.events.sinks import QueueSink
+from mailgw.queue import MailQueue
 from mailgw.settings import Settings
 from mailgw.smtp_intake.clients import ClientStore
-from support import free_port, wait_until
+from support import TEST_SEAL, depth, free_port, wait_until
 
 
 def _message() -> EmailMessage:
@@ -46,15 +45,11 @@ async def _add_client(settings: Settings) -> str:
 
 async def _events_in(settings: Settings) -> int:
     """How many events the events queue holds (none yet: the first event creates it)."""
-    assert settings.events_queue
-    sink = QueueSink(settings.storage(), settings.events_queue, 5.0)
+    queue = MailQueue(settings.storage(), settings.queue, settings.payload_container, TEST_SEAL)
     try:
-        properties = await sink.client().get_queue_properties()
-    except ResourceNotFoundError:
-        return 0
+        return await depth(queue, settings.events_queue)
     finally:
-        await sink.close()
-    return properties.approximate_message_count or 0
+        await queue.close()
 
 
 def test_sigterm_closes_every_client_and_exits_zero(azurite: Any, tmp_path: Path) -> None:
